@@ -1,0 +1,46 @@
+# ptolemy-rt — one command sets up (make install), one runs the tests (make test).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SHARED ?= ../shared
+WEIGHTS := $(SHARED)/ptolemy-2022/weights
+PUBLISHED_SET := onnx_models/ptolemy-2022
+
+.PHONY: install venv export-deps models test bench train evaluation-set demo clean
+
+install: venv
+	@if [ -d "$(WEIGHTS)" ]; then $(MAKE) --no-print-directory models; \
+	 else echo "note: $(WEIGHTS) not found; the published model set is not built (own models only)"; fi
+	@$(BIN)/python -m ptolemy_rt.warmup || true
+	@echo "ready: $(BIN)/ptolemy (activate with: source $(BIN)/activate)"
+
+venv: $(BIN)/.installed
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test,plot]'
+	touch $@
+
+# PyTorch side (export/, training): development environment only, never a runtime dependency.
+export-deps: $(BIN)/.export-deps
+
+$(BIN)/.export-deps: $(BIN)/.installed export/requirements.txt
+	$(BIN)/pip install -q -r export/requirements.txt
+	touch $@
+
+# Converted published checkpoints -> git-ignored onnx_models/ptolemy-2022/ (+ manifest.json)
+models: export-deps
+	$(BIN)/python -m export.convert --weights $(WEIGHTS) --notice $(SHARED)/ptolemy-2022/NOTICE.md --out $(PUBLISHED_SET)
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+bench: venv
+	$(BIN)/python bench/run_bench.py
+
+train: export-deps
+	$(BIN)/python -m export.train --out onnx_models/ptolemy-rt-synth-v1
+
+clean:
+	rm -rf $(VENV) $(PUBLISHED_SET) build *.egg-info
