@@ -9,7 +9,7 @@ PUBLISHED_SET := onnx_models/ptolemy-2022
 .PHONY: install venv export-deps models test bench train evaluation-set demo clean
 
 install: venv
-	@if [ -d "$(WEIGHTS)" ]; then $(MAKE) --no-print-directory models; \
+	@if [ -d "$(WEIGHTS)" ] && [ -f export/convert.py ]; then $(MAKE) --no-print-directory models; \
 	 else echo "note: $(WEIGHTS) not found; the published model set is not built (own models only)"; fi
 	@$(BIN)/python -m ptolemy_rt.warmup || true
 	@echo "ready: $(BIN)/ptolemy (activate with: source $(BIN)/activate)"
