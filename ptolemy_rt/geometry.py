@@ -1,0 +1,123 @@
+"""Image rotation and the matching point maps (SPEC §4.5-4.6, §5.6).
+
+Coordinates: arrays are indexed [row, col]. Points are (row, col) float arrays in
+*pixel-corner* coordinates: pixel (r, c) covers [r, r+1) × [c, c+1), so the centre of pixel
+(r, c) is (r + 0.5, c + 0.5) (the convention of `regions` polygons and of the results).
+To map array indices (pixel centres) add 0.5 before and subtract 0.5 after.
+Angles are in degrees.
+
+`rotate_image(image, θ)` is `scipy.ndimage.rotate(image, θ, reshape=True, order=3, cval=0)`.
+That function samples input position p_in = Rᵀ (p_out − c_out) + c_in for each output
+position, with c_in, c_out the centres of the two frames (shape / 2 in corner coordinates,
+so (shape − 1) / 2 in index coordinates) and, in (row, col) axes,
+
+    R(θ) = [[cos θ, −sin θ],
+            [sin θ,  cos θ]].
+
+So a point maps forward as p_out = R (p_in − c_in) + c_out, for any input shape (square or
+not). The published tool used c = (m//2, m//2) with m = min(H, W) in both frames, which is
+exact only for square images of even size; these maps are exact for every shape.
+"""
+from __future__ import annotations
+
+import numpy as np
+import scipy.ndimage as ndi
+from scipy.optimize import minimize_scalar
+
+
+def _rot(angle_deg: float) -> np.ndarray:
+    t = np.deg2rad(float(angle_deg))
+    c, s = np.cos(t), np.sin(t)
+    return np.array([[c, -s], [s, c]])
+
+
+def rotated_shape(in_shape: tuple[int, int], angle_deg: float) -> tuple[int, int]:
+    """(rows, cols) of `rotate_image` output for an input of shape (rows, cols), without
+    rotating anything: the rounded extent of the rotated image rectangle."""
+    h, w = int(in_shape[0]), int(in_shape[1])
+    corners = np.array([[0.0, 0.0], [0.0, w], [h, 0.0], [h, w]]) @ _rot(angle_deg).T
+    ext = np.ptp(corners, axis=0)
+    return (int(ext[0] + 0.5), int(ext[1] + 0.5))
+
+
+def rotate_image(image: np.ndarray, angle_deg: float) -> np.ndarray:
+    """Rotate a 2-D [row, col] image by angle_deg degrees (SPEC §4.6).
+
+    scipy.ndimage.rotate with reshape=True (the output holds the whole rotated image),
+    cubic spline interpolation (order 3) and fill value 0 outside the input. The dtype is
+    kept for float32/float64 input (other dtypes give float32). Output shape equals
+    `rotated_shape(image.shape, angle_deg)`.
+    """
+    a = np.asarray(image)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float32)
+    return ndi.rotate(a, float(angle_deg), reshape=True, order=3, mode="constant", cval=0.0, prefilter=True)
+
+
+def rotate_points(points_rc: np.ndarray, angle_deg: float, in_shape, out_shape) -> np.ndarray:
+    """Map (row, col) points (pixel-corner coordinates, px) of the input frame (shape
+    in_shape) into the frame of `rotate_image(image, angle_deg)` (shape out_shape).
+
+    points_rc: array (..., 2). Returns float64 (..., 2) (row, col). Exact for any shape.
+    """
+    p = np.asarray(points_rc, dtype=np.float64)
+    c_in = np.asarray(in_shape[:2], dtype=np.float64) / 2.0
+    c_out = np.asarray(out_shape[:2], dtype=np.float64) / 2.0
+    return (p - c_in) @ _rot(angle_deg).T + c_out
+
+
+def unrotate_points(points_rc: np.ndarray, angle_deg: float, in_shape, out_shape) -> np.ndarray:
+    """Inverse of `rotate_points`: map (row, col) points (pixel-corner coordinates, px) of the
+    rotated frame (shape out_shape) back to the input frame (shape in_shape).
+
+    Same argument order as `rotate_points`. Returns float64 (..., 2) (row, col).
+    """
+    p = np.asarray(points_rc, dtype=np.float64)
+    c_in = np.asarray(in_shape[:2], dtype=np.float64) / 2.0
+    c_out = np.asarray(out_shape[:2], dtype=np.float64) / 2.0
+    return (p - c_out) @ _rot(angle_deg) + c_in
+
+
+def _stack(polygons) -> tuple[np.ndarray, np.ndarray]:
+    polys = [np.asarray(p, dtype=np.float64).reshape(-1, 2) for p in polygons]
+    polys = [p for p in polys if len(p)]
+    if not polys:
+        return np.empty((0, 2)), np.empty(0, np.int64)
+    starts = np.cumsum([0] + [len(p) for p in polys[:-1]]).astype(np.int64)
+    return np.concatenate(polys), starts
+
+
+def bounding_boxes(polygons, angle_deg: float, in_shape=(0, 0), out_shape=(0, 0)) -> np.ndarray:
+    """Axis-aligned bounding boxes of polygons ((row, col) vertices) after `rotate_points`.
+
+    Returns float64 n×4 (row_min, col_min, row_max, col_max), px, in the rotated frame.
+    With the default shapes (0, 0) the rotation is about the origin (only sizes matter).
+    Empty polygons are skipped.
+    """
+    pts, starts = _stack(polygons)
+    if len(starts) == 0:
+        return np.empty((0, 4))
+    q = rotate_points(pts, angle_deg, in_shape, out_shape)
+    lo = np.minimum.reduceat(q, starts, axis=0)
+    hi = np.maximum.reduceat(q, starts, axis=0)
+    return np.concatenate([lo, hi], axis=1)
+
+
+def grid_angle(hulls) -> float:
+    """Grid angle θ, degrees in [0, 90] (SPEC §4.5): minimises the summed areas (px²) of the
+    axis-aligned bounding boxes of all polygons ((row, col) vertices) rotated by θ as
+    `rotate_points` rotates them; bounded Brent (scipy minimize_scalar, method "bounded",
+    bounds (0, 90), default tolerance). No polygons: 0.0.
+    """
+    pts, starts = _stack(hulls)
+    if len(starts) == 0:
+        return 0.0
+    pts = pts - pts.mean(axis=0)  # translation does not change box sizes; keeps numbers small
+
+    def cost(theta: float) -> float:
+        q = pts @ _rot(theta).T
+        ext = np.maximum.reduceat(q, starts, axis=0) - np.minimum.reduceat(q, starts, axis=0)
+        return float(np.dot(ext[:, 0], ext[:, 1]))
+
+    res = minimize_scalar(cost, bounds=(0.0, 90.0), method="bounded")
+    return float(res.x)

@@ -1,0 +1,133 @@
+"""Rotation maps checked against actually rotated images, for square and non-square shapes."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import scipy.ndimage as ndi
+
+from ptolemy_rt import geometry, regions
+from conftest import LOWMAG_MRC, REFERENCE, needs_shared
+
+SHAPES = [(64, 64), (65, 65), (64, 100), (101, 70), (80, 131)]
+ANGLES = [0.0, 12.5, 30.0, 45.0, 60.0, 89.0, 90.0, -17.0, 137.0]
+
+
+def _blobs(shape, centres_rc, sigma=1.6):
+    """Gaussian blobs at given pixel-corner positions (index position + 0.5)."""
+    r, c = np.indices(shape, dtype=np.float64)
+    img = np.zeros(shape)
+    for pr, pc in centres_rc:
+        img += np.exp(-((r + 0.5 - pr) ** 2 + (c + 0.5 - pc) ** 2) / (2 * sigma**2))
+    return img.astype(np.float32)
+
+
+def _peak_centre(img, near_rc, radius=5):
+    """Weighted centre (pixel-corner coordinates) of the blob nearest near_rc."""
+    r0, c0 = int(np.floor(near_rc[0])), int(np.floor(near_rc[1]))
+    sl = (slice(max(r0 - radius, 0), r0 + radius + 1), slice(max(c0 - radius, 0), c0 + radius + 1))
+    w = np.clip(img[sl], 0, None).astype(np.float64)
+    rr, cc = np.indices(w.shape)
+    rr = rr + sl[0].start + 0.5
+    cc = cc + sl[1].start + 0.5
+    return np.array([(w * rr).sum() / w.sum(), (w * cc).sum() / w.sum()])
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("angle", ANGLES)
+def test_rotated_shape_matches_scipy(shape, angle):
+    img = np.zeros(shape, np.float32)
+    out = geometry.rotate_image(img, angle)
+    assert out.shape == geometry.rotated_shape(shape, angle)
+    assert out.dtype == np.float32
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("angle", ANGLES)
+def test_rotate_points_follow_the_image(shape, angle):
+    h, w = shape
+    centres = np.array([[12.3, 15.7], [h / 2, w / 2], [h - 13.2, w - 12.1], [14.5, w - 16.0], [h - 15.0, 18.5]])
+    img = _blobs(shape, centres)
+    out = geometry.rotate_image(img, angle)
+    pred = geometry.rotate_points(centres, angle, shape, out.shape)
+    for p in pred:
+        got = _peak_centre(out, p)
+        np.testing.assert_allclose(got, p, atol=0.05)
+    back = geometry.unrotate_points(pred, angle, shape, out.shape)
+    np.testing.assert_allclose(back, centres, atol=1e-9)
+
+
+def test_single_bright_pixel_non_square():
+    # one bright pixel, linear interpolation: the rotated peak sits where the map says
+    shape = (50, 90)
+    img = np.zeros(shape, np.float32)
+    img[9, 70] = 1.0
+    for angle in (20.0, 45.0, 90.0, 270.0):
+        out = ndi.rotate(img, angle, reshape=True, order=0)
+        assert out.shape == geometry.rotated_shape(shape, angle)
+        (r,), (c,) = np.nonzero(out == out.max())[0][:1], np.nonzero(out == out.max())[1][:1]
+        p = geometry.rotate_points([9.5, 70.5], angle, shape, out.shape)
+        assert abs(p[0] - (r + 0.5)) <= 0.5 + 1e-9 and abs(p[1] - (c + 0.5)) <= 0.5 + 1e-9
+
+
+def test_quarter_turn_exact():
+    shape = (30, 50)
+    img = np.arange(30 * 50, dtype=np.float32).reshape(shape)
+    out = geometry.rotate_image(img, 90.0)
+    assert out.shape == (50, 30)
+    # a quarter turn is a pure index permutation: check it against the point map
+    for r, c in [(0, 0), (3, 41), (29, 49), (17, 5)]:
+        q = geometry.rotate_points([r + 0.5, c + 0.5], 90.0, shape, out.shape) - 0.5
+        qi = np.round(q).astype(int)
+        np.testing.assert_allclose(q, qi, atol=1e-9)
+        assert out[qi[0], qi[1]] == pytest.approx(img[r, c], abs=1e-2)
+
+
+def _boxes_in_rotated_frame(n=4, size=20, gap=9):
+    polys = []
+    for i in range(n):
+        for j in range(n):
+            r0, c0 = 10 + i * (size + gap), 10 + j * (size + gap + 3)
+            polys.append(np.array([[r0, c0], [r0, c0 + size + 2 * i], [r0 + size, c0 + size + 2 * i], [r0 + size, c0]], float))
+    return polys
+
+
+@pytest.mark.parametrize("theta", [0.0, 7.0, 30.0, 45.0, 61.0, 88.0])
+def test_grid_angle_recovers_known_rotation(theta):
+    in_shape = out_shape = (200, 200)
+    polys = [geometry.unrotate_points(p, theta, in_shape, out_shape) for p in _boxes_in_rotated_frame()]
+    got = geometry.grid_angle(polys)
+    assert 0.0 <= got <= 90.0
+    d = abs(got - theta) % 90.0
+    assert min(d, 90.0 - d) < 1e-3
+    # and rotating by it makes them axis-aligned again: boxes are as small as the originals
+    boxes = geometry.bounding_boxes(polys, got)
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    want = [regions.polygon_area(p) for p in polys]
+    np.testing.assert_allclose(areas, want, rtol=1e-4)
+
+
+def test_grid_angle_empty():
+    assert geometry.grid_angle([]) == 0.0
+
+
+def test_bounding_boxes_layout():
+    poly = np.array([[1.0, 2.0], [4.0, 2.0], [4.0, 7.0], [1.0, 7.0]])
+    b = geometry.bounding_boxes([poly, np.empty((0, 2)), poly + 10], 0.0)
+    np.testing.assert_allclose(b, [[1, 2, 4, 7], [11, 12, 14, 17]])
+
+
+@needs_shared
+def test_grid_angle_on_atlas():
+    from ptolemy_rt.io import read_mrc
+
+    img = read_mrc(LOWMAG_MRC).pixels
+    mask = img >= 58
+    lab, n = regions.label_regions(mask, 6)
+    hulls = [h for h in regions.region_hulls(lab, n) if regions.polygon_area(h) > 100]
+    ref = json.loads((REFERENCE / "intermediates.json").read_text())["lowmag_20may08a_16760340.mrc"]
+    assert len(hulls) == ref["polygons_kept"] == 48
+    ang = geometry.grid_angle(hulls)
+    assert ang == pytest.approx(ref["grid_angle_deg"], abs=1e-3)
+    assert geometry.rotated_shape(img.shape, ang) == tuple(ref["rotated_shape"])
