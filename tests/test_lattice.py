@@ -1,0 +1,143 @@
+"""Lattice search (SPEC §5.5): synthetic lattices with known truth, the summed-area-table cost
+against brute-force painting, and the reference U-Net mask of the published example.
+
+Coordinates: (row, col) px, pixel-corner coordinates (pixel (r, c) covers [r, r+1) × [c, c+1)).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from conftest import REFERENCE, needs_shared
+from ptolemy_rt import lattice, regions
+
+
+def disc_mask(shape, centres, radius):
+    """bool [row, col] mask: pixels whose centre (r + 0.5, c + 0.5) lies within radius of a centre."""
+    rr, cc = np.mgrid[0:shape[0], 0:shape[1]]
+    m = np.zeros(shape, dtype=bool)
+    for r, c in centres:
+        m |= (rr + 0.5 - r) ** 2 + (cc + 0.5 - c) ** 2 <= radius**2
+    return m
+
+
+def true_lattice(origin, spacing, angle_deg, shape, margin=0.0):
+    """Points origin + a·d + b·d⊥ with d at angle_deg from the row axis, inside shape ± margin."""
+    t = math.radians(angle_deg)
+    d = np.array([math.cos(t), math.sin(t)]) * spacing
+    dp = np.array([-d[1], d[0]])
+    k = int(math.hypot(*shape) / spacing) + 3
+    a, b = np.meshgrid(np.arange(-k, k + 1), np.arange(-k, k + 1), indexing="ij")
+    p = np.asarray(origin) + a.reshape(-1, 1) * d + b.reshape(-1, 1) * dp
+    keep = ((p[:, 0] >= -margin) & (p[:, 0] <= shape[0] + margin)
+            & (p[:, 1] >= -margin) & (p[:, 1] <= shape[1] + margin))
+    return p[keep]
+
+
+def centroids_of(mask):
+    labels, n = regions.label_regions(mask, 6)
+    return np.array([regions.polygon_centroid(h) for h in regions.region_hulls(labels, n)])
+
+
+def angle_mod90_diff(a, b):
+    x = (a - b) % 90.0
+    return min(x, 90.0 - x)
+
+
+@pytest.mark.parametrize("spacing,angle,origin", [(150.0, 20.0, (333.3, 411.7)), (97.5, -38.0, (250.2, 260.9))])
+def test_recovers_synthetic_lattice(spacing, angle, origin):
+    shape = (700, 900)
+    truth = true_lattice(origin, spacing, angle, shape)
+    inside = truth[(truth[:, 0] > 25) & (truth[:, 0] < shape[0] - 25) & (truth[:, 1] > 25) & (truth[:, 1] < shape[1] - 25)]
+    # drop two holes (empty holes the U-Net misses) and add a spurious blob
+    kept = np.delete(inside, [3, len(inside) // 2], axis=0)
+    mask = disc_mask(shape, kept, 14.0)
+    mask[600:606, 20:26] = True
+    cents = centroids_of(mask)
+    lat = lattice.find_lattice(mask, cents)
+    assert lat is not None
+    assert abs(lat.spacing_px - spacing) < 0.5
+    assert angle_mod90_diff(lat.angle_deg, angle) < 0.3
+    # every true lattice point within the image + margin is found (within 3 px), and no other
+    expected = true_lattice(origin, spacing, angle, shape, margin=lattice.MARGIN_PX - 2)
+    dist = np.sqrt(((expected[:, None, :] - lat.points[None, :, :]) ** 2).sum(-1))
+    # (centroids of rasterised discs are off by a fraction of a px; errors grow along the lattice)
+    assert dist.min(axis=1).max() < 3.0  # includes the two holes missing from the mask
+    loose = true_lattice(origin, spacing, angle, shape, margin=lattice.MARGIN_PX + 2)
+    assert len(expected) <= len(lat.points) <= len(loose)
+
+
+def test_sat_cost_equals_painted_cost_on_random_candidates():
+    rng = np.random.default_rng(7)
+    for trial in range(6):
+        h, w = int(rng.integers(60, 200)), int(rng.integers(60, 200))
+        mask = rng.random((h, w)) < rng.uniform(0.05, 0.5)
+        m8 = np.ascontiguousarray(mask.view(np.uint8))
+        n = 8
+        cents = np.column_stack([rng.uniform(-20, h + 20, n), rng.uniform(-20, w + 20, n)])
+        if trial == 0:  # exact half-pixel positions exercise the box rounding
+            cents = np.round(cents) + 0.5
+        nb = lattice.nearest_neighbours(cents, 6)
+        costs, counts = lattice._score_candidates(m8, cents, nb, 30.0, 30)
+        n_small = 0
+        for i in range(n):
+            for s in range(6):
+                j = nb[i, s]
+                d = cents[j] - cents[i]
+                pts = lattice.lattice_points(cents[i], d, mask.shape, 30.0)
+                assert counts[i, s] == len(pts)
+                assert costs[i, s] == lattice.painted_cost(mask, pts), (trial, i, s)
+                n_small += np.hypot(*d) < 30 * math.sqrt(2)
+        if trial == 5:
+            assert n_small > 0  # the painting path (overlapping boxes) was exercised too
+
+
+def test_overlapping_boxes_use_exact_union():
+    mask = np.zeros((80, 80), dtype=bool)
+    mask[20:40, 20:40] = True
+    cents = np.array([[30.0, 30.0], [40.0, 35.0]])  # |d| ≈ 11 px: boxes overlap heavily
+    m8 = np.ascontiguousarray(mask.view(np.uint8))
+    nb = lattice.nearest_neighbours(cents, 6)
+    costs, _ = lattice._score_candidates(m8, cents, nb, 100.0, 30)
+    pts = lattice.lattice_points(cents[0], cents[1] - cents[0], mask.shape, 100.0)
+    assert costs[0, 0] == lattice.painted_cost(mask, pts)
+    # every pixel is covered: cost = pixels outside the mask only
+    assert costs[0, 0] == mask.size - mask.sum()
+
+
+def test_fewer_than_two_centroids_give_no_lattice():
+    mask = np.zeros((50, 50), dtype=bool)
+    assert lattice.find_lattice(mask, np.empty((0, 2))) is None
+    assert lattice.find_lattice(mask, np.array([[10.0, 10.0]])) is None
+    assert lattice.find_lattice(mask, np.array([[10.0, 10.0], [10.0, 10.0]])) is None  # d = 0
+
+
+def test_nearest_neighbours_excludes_self_and_pads():
+    c = np.array([[0.0, 0.0], [0.0, 10.0], [0.0, 25.0]])
+    nb = lattice.nearest_neighbours(c, 6)
+    assert nb.shape == (3, 6)
+    assert nb[0, :2].tolist() == [1, 2] and (nb[:, 2:] == -1).all()
+    assert nb[2, :2].tolist() == [1, 0]
+
+
+def test_angle_convention():
+    assert lattice.lattice_angle_deg((1.0, 1.0)) == pytest.approx(45.0)
+    assert lattice.lattice_angle_deg((-1.0, -1.0)) == pytest.approx(45.0)  # quadrant lost
+    assert lattice.lattice_angle_deg((1.0, -2.0)) == pytest.approx(-63.4349, abs=1e-3)
+    assert lattice.lattice_angle_deg((0.0, 5.0)) == 90.0
+
+
+@needs_shared
+def test_reference_mask_lattice():
+    mask = np.load(REFERENCE / "medmag_readme_1024x1440.unet_mask.npy").astype(bool)
+    cents = centroids_of(mask)
+    assert len(cents) == 17
+    lat = lattice.find_lattice(mask, cents)
+    assert lat.spacing_px == pytest.approx(290.1533524701491, abs=1e-6)
+    assert lat.angle_deg == pytest.approx(56.946399251641985, abs=1e-6)
+    assert len(lat.points) == 24  # before the edge filter (reference intermediates)
+    slow = lattice.find_lattice_painted(mask, cents)
+    assert (slow.i, slow.j, slow.cost) == (lat.i, lat.j, lat.cost)
+    assert np.array_equal(slow.points, lat.points)
