@@ -1,0 +1,431 @@
+"""Running a pipeline on one image or on many (folders, worker processes, summary.csv).
+
+One image (`analyse`) raises `PtolemyError` subclasses for the command line to report. Many
+images (`run_batch`) write one result file per input into an output folder, skip inputs whose
+results are newer than the input (unless forced), report a bad input in one line and go on,
+and write `summary.csv` (input, status ok/failed/skipped, n_targets, best_score, seconds,
+error). Output order is the input order whatever the number of worker processes.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, OutputError, PtolemyError
+from .output import EXTENSIONS, Report, format_report, items, pixel_size_warning, resolve_pixel_size, result_reason
+
+SUMMARY_NAME = "summary.csv"
+SUMMARY_COLUMNS = ["input", "status", "n_targets", "best_score", "seconds", "error"]
+
+
+class UsageProblem(PtolemyError):
+    """A command-line combination that cannot work (exit code 2)."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Job:
+    """What to do with one input image (picklable, for worker processes).
+
+    kind: "lowmag" | "medmag"; out: result file path or None (text returned instead);
+    plot: overlay PNG path or None; pixel_size_nm: --pixel-size value or None."""
+
+    kind: str
+    input: str
+    fmt: str = "json"
+    out: str | None = None
+    plot: str | None = None
+    models: str | None = None
+    batchnorm: str = "published"
+    section: int | None = None
+    pixel_size_nm: float | None = None
+
+
+@dataclass
+class Outcome:
+    """What happened to one input."""
+
+    input: str
+    status: str  # "ok" | "failed" | "skipped"
+    n_targets: int | None = None
+    best_score: float | None = None
+    seconds: float | None = None
+    error: str = ""
+    exit_code: int = EXIT_OK
+    text: str | None = None  # formatted result when Job.out is None
+    notes: list[str] = field(default_factory=list)  # warnings for stderr
+    reason: str | None = None  # why the result is empty
+
+
+# ------------------------------------------------------------------ one image
+
+_MODEL_SETS: dict[str | None, Any] = {}
+
+
+def model_set(name: str | None):
+    """The model set `name` (None = default), loaded once per process."""
+    if name not in _MODEL_SETS:
+        from .models import load_model_set
+
+        _MODEL_SETS[name] = load_model_set(name)
+    return _MODEL_SETS[name]
+
+
+def run_pipeline(kind: str, image, models: str | None, batchnorm: str):
+    """Run find_squares (lowmag) or find_holes (medmag) on a LoadedImage."""
+    ms = model_set(models)
+    if kind == "lowmag":
+        from .lowmag import find_squares
+
+        return find_squares(image, models=ms, batchnorm=batchnorm)
+    from .medmag import find_holes
+
+    return find_holes(image, models=ms, batchnorm=batchnorm)
+
+
+def analyse(job: Job) -> Outcome:
+    """Read, analyse and write one input. Raises PtolemyError subclasses (and, for bugs,
+    anything else); writes nothing unless everything succeeded."""
+    from .io import read_mrc
+
+    t0 = time.perf_counter()
+    image = read_mrc(job.input, section=job.section)
+    px, src, note = resolve_pixel_size(job.kind, job.pixel_size_nm, image.pixel_size_nm)
+    result = run_pipeline(job.kind, image, job.models, job.batchnorm)
+    report = Report(job.kind, job.input, result, px, src, image.section, time.perf_counter() - t0)
+    notes = [f"{job.input}: {note}"] if note else []
+    warn = pixel_size_warning(report)
+    if warn:
+        notes.append(f"{job.input}: {warn}")
+    text = format_report(report, job.fmt)
+    its = items(result)
+    if job.out is not None:
+        from .output import write_atomic
+
+        write_atomic(job.out, text, protect=[job.input])
+        text = None
+    if job.plot is not None:
+        from .plot import write_overlay
+
+        write_overlay(image.pixels, its, job.plot, protect=[job.input])
+    return Outcome(
+        input=job.input, status="ok", n_targets=len(its),
+        best_score=its[0]["score"] if its else None,
+        seconds=time.perf_counter() - t0, text=text, notes=notes, reason=result_reason(report),
+    )
+
+
+def run_one(job: Job) -> Outcome:
+    """`analyse` for batches: never raises; a failure becomes an Outcome with its one-line
+    message and exit code (worker-process entry point)."""
+    t0 = time.perf_counter()
+    try:
+        return analyse(job)
+    except PtolemyError as e:
+        return Outcome(job.input, "failed", seconds=time.perf_counter() - t0,
+                       error=_one_line(str(e)), exit_code=e.exit_code)
+    except Exception as e:  # a bug: report it in one line, keep the batch going
+        if os.environ.get("PTOLEMY_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        return Outcome(job.input, "failed", seconds=time.perf_counter() - t0,
+                       error=_one_line(f"{job.input}: internal error: {type(e).__name__}: {e}"),
+                       exit_code=EXIT_INTERNAL)
+
+
+# --------------------------------------------------------------------- inputs
+
+
+def expand_inputs(paths: list[str]) -> tuple[list[str], bool]:
+    """Files as given, folders replaced by their *.mrc files (sorted by name, not recursive).
+    Duplicates are dropped. Returns (inputs, any_folder)."""
+    out: list[str] = []
+    seen: set[str] = set()
+    any_folder = False
+    for p in paths:
+        pp = Path(p)
+        if pp.is_dir():
+            any_folder = True
+            found = sorted(str(c) for c in pp.iterdir() if c.suffix.lower() == ".mrc" and c.is_file())
+            if not found:
+                raise UsageProblem(f"{p}: folder holds no .mrc files")
+        else:
+            found = [str(p)]
+        for f in found:
+            key = os.path.realpath(f)
+            if key not in seen:
+                seen.add(key)
+                out.append(f)
+    return out, any_folder
+
+
+def result_path(out_dir: str, input_path: str, fmt: str) -> str:
+    return str(Path(out_dir) / (Path(input_path).stem + EXTENSIONS[fmt]))
+
+
+def plot_path(plot_dir: str, input_path: str) -> str:
+    return str(Path(plot_dir) / (Path(input_path).stem + ".png"))
+
+
+def _up_to_date(outputs: list[str], input_path: str) -> bool:
+    """True when every output exists and is newer than the input."""
+    try:
+        t_in = os.path.getmtime(input_path)
+    except OSError:
+        return False
+    for o in outputs:
+        try:
+            if os.path.getmtime(o) <= t_in:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _prepare_dir(d: str, what: str) -> None:
+    p = Path(d)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise OutputError(f"{d}: {what} must be a folder, but a file has that name") from None
+    except OSError as e:
+        raise OutputError(f"{d}: cannot create {what} ({e.strerror or e})") from None
+    if not os.access(p, os.W_OK | os.X_OK):
+        raise OutputError(f"{d}: {what} is not writable")
+
+
+# ------------------------------------------------------------------- progress
+
+
+class Progress:
+    """Text progress on stderr: a redrawn bar on a terminal, one line per input otherwise."""
+
+    def __init__(self, total: int, stream: TextIO | None = None):
+        self.total = total
+        self.done = 0
+        self.stream = stream or sys.stderr
+        try:
+            self.tty = self.stream.isatty()
+        except (AttributeError, ValueError):
+            self.tty = False
+        self._drawn = False
+
+    def _clear(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\r\033[K")
+            self._drawn = False
+
+    def message(self, line: str) -> None:
+        """A one-line message (error/warning) that does not collide with the bar."""
+        self._clear()
+        self.stream.write(line + "\n")
+        self.stream.flush()
+        self._draw_bar()
+
+    def step(self, outcome: Outcome) -> None:
+        self.done += 1
+        if self.tty:
+            self._clear()
+            self._draw_bar(Path(outcome.input).name)
+        else:
+            self.stream.write(f"[{self.done}/{self.total}] {_describe(outcome)}\n")
+            self.stream.flush()
+
+    def _draw_bar(self, name: str = "") -> None:
+        if not self.tty or self.total == 0:
+            return
+        width = 30
+        fill = int(round(width * self.done / self.total))
+        self.stream.write(f"\r[{'#' * fill}{'.' * (width - fill)}] {self.done}/{self.total} {name}"[:200])
+        self.stream.flush()
+        self._drawn = True
+
+    def close(self) -> None:
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._drawn = False
+
+
+def _describe(o: Outcome) -> str:
+    if o.status == "failed":
+        return f"{o.input}: failed"
+    if o.status == "skipped":
+        return f"{o.input}: skipped (result is newer than the input)"
+    best = f", best score {o.best_score:.3f}" if o.best_score is not None else ""
+    return f"{o.input}: {o.n_targets} targets{best}, {o.seconds:.1f} s"
+
+
+# ---------------------------------------------------------------------- batch
+
+
+def _previous_summary(path: Path) -> dict[str, dict]:
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            return {row["input"]: row for row in csv.DictReader(f) if row.get("input")}
+    except (OSError, csv.Error, KeyError, UnicodeDecodeError):
+        return {}
+
+
+def _skipped_outcome(job: Job, previous: dict[str, dict]) -> Outcome:
+    """An Outcome for an up-to-date input, with counts from the existing result (JSON) or
+    the previous summary."""
+    o = Outcome(job.input, "skipped")
+    if job.fmt in ("json", "json-full") and job.out:
+        try:
+            data = json.loads(Path(job.out).read_text(encoding="utf-8"))
+            its = data["items"] if isinstance(data, dict) else data
+            o.n_targets = len(its)
+            o.best_score = max((float(d["score"]) for d in its), default=None)
+            return o
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+    row = previous.get(job.input)
+    if row and row.get("status") in ("ok", "skipped"):
+        try:
+            o.n_targets = int(row["n_targets"]) if row.get("n_targets") else None
+            o.best_score = float(row["best_score"]) if row.get("best_score") else None
+        except ValueError:
+            pass
+    return o
+
+
+def summary_text(outcomes: list[Outcome]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(SUMMARY_COLUMNS)
+    for o in outcomes:
+        w.writerow([
+            o.input, o.status,
+            "" if o.n_targets is None else o.n_targets,
+            "" if o.best_score is None else repr(float(o.best_score)),
+            "" if o.seconds is None else f"{o.seconds:.3f}",
+            o.error,
+        ])
+    return buf.getvalue()
+
+
+def run_batch(
+    kind: str,
+    inputs: list[str],
+    out_dir: str,
+    *,
+    fmt: str = "json",
+    plot_dir: str | None = None,
+    models: str | None = None,
+    batchnorm: str = "published",
+    section: int | None = None,
+    pixel_size_nm: float | None = None,
+    jobs: int = 1,
+    force: bool = False,
+    stream: TextIO | None = None,
+) -> int:
+    """Process many inputs into `out_dir` (created when missing); returns the exit code:
+    0 when every input is ok or skipped, 6 when some failed."""
+    from .output import write_atomic
+
+    stream = stream or sys.stderr
+    _prepare_dir(out_dir, "output folder (-o)")
+    if plot_dir is not None:
+        _prepare_dir(plot_dir, "plot folder (--plot)")
+    stems: dict[str, str] = {}
+    for f in inputs:
+        s = Path(f).stem
+        if s in stems:
+            raise UsageProblem(f"{f} and {stems[s]} would both write {s}{EXTENSIONS[fmt]}; process them separately")
+        stems[s] = f
+    summary_path = Path(out_dir) / SUMMARY_NAME
+    previous = _previous_summary(summary_path)
+
+    all_jobs = [
+        Job(kind, f, fmt, result_path(out_dir, f, fmt), plot_path(plot_dir, f) if plot_dir else None,
+            models, batchnorm, section, pixel_size_nm)
+        for f in inputs
+    ]
+    outcomes: list[Outcome | None] = [None] * len(all_jobs)
+    todo: list[int] = []
+    for i, job in enumerate(all_jobs):
+        outs = [job.out] + ([job.plot] if job.plot else [])
+        if not force and _up_to_date(outs, job.input):
+            outcomes[i] = _skipped_outcome(job, previous)
+        else:
+            todo.append(i)
+
+    progress = Progress(len(all_jobs), stream)
+
+    def report(o: Outcome) -> None:
+        for n in o.notes:
+            progress.message(f"ptolemy: warning: {n}")
+        if o.status == "failed":
+            progress.message(f"ptolemy: error: {o.error}")
+        elif o.reason:
+            progress.message(f"ptolemy: note: {o.input}: {o.reason}")
+        progress.step(o)
+
+    for i, o in enumerate(outcomes):
+        if o is not None:
+            report(o)
+
+    if todo and jobs > 1 and len(todo) > 1:
+        _run_pool(all_jobs, todo, outcomes, min(jobs, len(todo)), report)
+    else:
+        for i in todo:
+            outcomes[i] = run_one(all_jobs[i])
+            report(outcomes[i])
+    progress.close()
+
+    final = [o for o in outcomes if o is not None]
+    write_atomic(summary_path, summary_text(final))
+    failed = sum(o.status == "failed" for o in final)
+    ok = sum(o.status == "ok" for o in final)
+    skipped = sum(o.status == "skipped" for o in final)
+    stream.write(f"ptolemy: {ok} done, {skipped} skipped, {failed} failed; summary in {summary_path}\n")
+    stream.flush()
+    return EXIT_PARTIAL if failed else EXIT_OK
+
+
+def _run_pool(all_jobs, todo, outcomes, n_workers, report) -> None:
+    """Run the jobs in `todo` on `n_workers` processes (spawned: safe with threaded runtimes
+    and identical on Windows); outcomes are stored by input index."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
+                             initializer=_worker_init, initargs=(n_workers,)) as pool:
+        futs = {pool.submit(run_one, all_jobs[i]): i for i in todo}
+        try:
+            for fut in as_completed(futs):
+                i = futs[fut]
+                try:
+                    outcomes[i] = fut.result()
+                except Exception as e:  # worker died (e.g. killed for memory)
+                    outcomes[i] = Outcome(all_jobs[i].input, "failed",
+                                          error=_one_line(f"{all_jobs[i].input}: worker process failed: {type(e).__name__}: {e}"),
+                                          exit_code=EXIT_INTERNAL)
+                report(outcomes[i])
+        except KeyboardInterrupt:
+            for f in futs:
+                f.cancel()
+            raise
+
+
+def _worker_init(n_workers: int) -> None:
+    """Share the CPU cores between worker processes (numba / ONNX Runtime / BLAS threads)."""
+    per = max(1, (os.cpu_count() or 1) // n_workers)
+    for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(var, str(per))
+    os.environ.setdefault("PTOLEMY_THREADS", str(per))
+
+
+def _one_line(s: str) -> str:
+    return " ".join(str(s).split())

@@ -1,0 +1,376 @@
+"""The ``ptolemy`` command line.
+
+    ptolemy lowmag IMAGE... [-f json|json-full|csv|txt] [-o OUT] [--models NAME]
+                   [--batchnorm published|running] [--section N] [-j N] [--plot OUT.png]
+                   [--pixel-size NM] [--force]
+    ptolemy medmag IMAGE... (the same options)
+    ptolemy plot RESULT.json IMAGE OUT.png [--section N]
+    ptolemy demo OUTDIR [--seed N] [--models NAME]
+    ptolemy --version
+
+Conventions: with JSON on stdout, stdout holds nothing but the JSON (logs, progress and
+warnings go to stderr; so does anything a library prints while the pipeline runs). Errors are
+one line ``ptolemy: error: <message>`` on stderr with the exit codes of `errors.py`; a usage
+error exits 2; a traceback only with PTOLEMY_DEBUG=1. Output files are written atomically,
+never partially, and never over the input image. numpy / onnxruntime / numba are imported
+inside the commands, so ``ptolemy --help`` starts fast.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from . import __version__
+from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, PtolemyError
+
+PROG = "ptolemy"
+
+
+def _click():
+    """The click package typer uses (vendored as typer._click in recent typer versions)."""
+    try:
+        from typer import _click as c  # typer >= 0.2x vendors click
+
+        return c
+    except ImportError:  # pragma: no cover - older typer
+        import click as c
+
+        return c
+
+
+class Format(str, Enum):
+    json = "json"
+    json_full = "json-full"
+    csv = "csv"
+    txt = "txt"
+
+
+class BatchNorm(str, Enum):
+    published = "published"
+    running = "running"
+
+
+app = typer.Typer(
+    name=PROG,
+    help="Ptolemy cryo-EM targeting: rank grid squares (lowmag) and holes (medmag) in MRC images.",
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"ptolemy-rt {__version__}\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version_callback, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    """Ptolemy cryo-EM targeting (torch-free runtime)."""
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _err(msg: str) -> None:
+    sys.stderr.write(f"{PROG}: error: {' '.join(str(msg).split())}\n")
+    sys.stderr.flush()
+
+
+def _say(kind: str, msg: str) -> None:
+    sys.stderr.write(f"{PROG}: {kind}: {' '.join(str(msg).split())}\n")
+    sys.stderr.flush()
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr():
+    """While the pipeline runs, send whatever is written to stdout to stderr, so that stdout
+    holds only the result: Python-level writes (sys.stdout) and C-level writes (fd 1)."""
+    old = sys.stdout
+    with contextlib.suppress(Exception):
+        old.flush()
+    saved = None
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+        os.dup2(2, 1)
+    except (AttributeError, OSError, ValueError):
+        saved = None
+    sys.stdout = sys.stderr
+    try:
+        yield
+    finally:
+        sys.stdout = old
+        if saved is not None:
+            with contextlib.suppress(OSError):
+                sys.stderr.flush()
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _write_stdout(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+# Shared options of lowmag / medmag
+_IMAGES = typer.Argument(..., metavar="IMAGE...", help="MRC file(s), or folder(s) of *.mrc files.", show_default=False)
+_FORMAT = typer.Option(None, "-f", "--format", case_sensitive=False,
+                       help="Output format: json (the published schema), json-full (with metadata), csv, txt. "
+                            "Default: from the -o file's extension, else json.")
+_OUT = typer.Option(None, "-o", "--output", metavar="OUT",
+                    help="Result file (one input; '-' = stdout, the default) or folder (several inputs: required).")
+_MODELS = typer.Option(None, "--models", metavar="NAME", help="Model set in onnx_models/ (default: the default set).")
+_BN = typer.Option(BatchNorm.published, "--batchnorm", case_sensitive=False,
+                   help="published: BatchNorm statistics of each image's batch of crops, as the published tool; "
+                        "running: stored running statistics, each crop alone.")
+_SECTION = typer.Option(None, "--section", min=0, metavar="N", help="Section (0-based) of an MRC stack.")
+_JOBS = typer.Option(1, "-j", "--jobs", min=1, metavar="N", help="Worker processes for several inputs.")
+_PLOT = typer.Option(None, "--plot", metavar="OUT.png",
+                     help="Also write an overlay picture (several inputs: a folder for NAME.png files). Needs Pillow.")
+_PIXEL = typer.Option(None, "--pixel-size", metavar="NM",
+                      help="Pixel size in nm (default: the MRC header's, when plausible); adds µm columns to csv/txt.")
+_FORCE = typer.Option(False, "--force", help="Several inputs: redo inputs whose result is newer than the input.")
+
+
+def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force) -> int:
+    from . import batch
+    from .output import check_output_path, format_from_suffix
+
+    if pixel_size is not None and not pixel_size > 0:
+        raise batch.UsageProblem(f"--pixel-size must be a positive number of nm, not {pixel_size:g}")
+    if plot is not None:
+        from .plot import require_pillow
+
+        require_pillow()
+    fmt_s = fmt.value if fmt is not None else format_from_suffix(None if out in (None, "-") else out)
+    bn = batchnorm.value if isinstance(batchnorm, Enum) else str(batchnorm)
+    inputs, any_folder = batch.expand_inputs([str(p) for p in images])
+    many = len(inputs) > 1 or any_folder or (out not in (None, "-") and Path(out).is_dir())
+
+    if many:
+        if out in (None, "-"):
+            raise batch.UsageProblem(f"{len(inputs)} inputs need an output folder: -o DIR")
+        with _stdout_to_stderr():
+            _check_models(models)
+            return batch.run_batch(kind, inputs, str(out), fmt=fmt_s, plot_dir=plot, models=models,
+                                   batchnorm=bn, section=section, pixel_size_nm=pixel_size, jobs=jobs,
+                                   force=force)
+
+    src = inputs[0]
+    to_file = out not in (None, "-")
+    if to_file:
+        check_output_path(out, protect=[src])
+    if plot is not None:
+        check_output_path(plot, protect=[src])
+        if to_file and os.path.realpath(plot) == os.path.realpath(out):
+            raise batch.UsageProblem("--plot and -o name the same file")
+    job = batch.Job(kind, src, fmt_s, str(out) if to_file else None, str(plot) if plot else None,
+                    models, bn, section, pixel_size)
+    with _stdout_to_stderr():
+        outcome = batch.analyse(job)
+    for n in outcome.notes:
+        _say("warning", n)
+    if outcome.reason:
+        _say("note", f"{src}: {outcome.reason}")
+    if outcome.text is not None:
+        _write_stdout(outcome.text)
+    return EXIT_OK
+
+
+def _check_models(models: str | None) -> None:
+    """Fail fast (exit 4) when the model set is missing or corrupt, before a batch starts."""
+    from .batch import model_set
+
+    model_set(models)
+
+
+@app.command(no_args_is_help=True)
+def lowmag(
+    images: List[Path] = _IMAGES,
+    fmt: Optional[Format] = _FORMAT,
+    out: Optional[str] = _OUT,
+    models: Optional[str] = _MODELS,
+    batchnorm: BatchNorm = _BN,
+    section: Optional[int] = _SECTION,
+    jobs: int = _JOBS,
+    plot: Optional[str] = _PLOT,
+    pixel_size: Optional[float] = _PIXEL,
+    force: bool = _FORCE,
+) -> int:
+    """Find and rank grid squares in low-magnification atlases."""
+    return _analyse_command("lowmag", images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force)
+
+
+@app.command(no_args_is_help=True)
+def medmag(
+    images: List[Path] = _IMAGES,
+    fmt: Optional[Format] = _FORMAT,
+    out: Optional[str] = _OUT,
+    models: Optional[str] = _MODELS,
+    batchnorm: BatchNorm = _BN,
+    section: Optional[int] = _SECTION,
+    jobs: int = _JOBS,
+    plot: Optional[str] = _PLOT,
+    pixel_size: Optional[float] = _PIXEL,
+    force: bool = _FORCE,
+) -> int:
+    """Find and rank holes in medium-magnification (grid square) images."""
+    return _analyse_command("medmag", images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force)
+
+
+@app.command("plot", no_args_is_help=True)
+def plot_cmd(
+    result: Path = typer.Argument(..., metavar="RESULT.json", help="Result file (-f json or json-full).", show_default=False),
+    image: Path = typer.Argument(..., metavar="IMAGE", help="The MRC image the result belongs to.", show_default=False),
+    out: Path = typer.Argument(..., metavar="OUT.png", help="Picture to write.", show_default=False),
+    section: Optional[int] = _SECTION,
+) -> int:
+    """Draw a result over its image (boxes coloured by score, ranks of the best ten)."""
+    from .output import check_output_path
+    from .plot import read_items, require_pillow, write_overlay
+
+    require_pillow()
+    check_output_path(out, protect=[image, result])
+    its = read_items(result)
+    with _stdout_to_stderr():
+        from .io import read_mrc
+
+        img = read_mrc(image, section=section)
+        rows, cols = img.pixels.shape
+        outside = sum(1 for d in its if not (-cols <= d["center"][0] <= 2 * cols and -rows <= d["center"][1] <= 2 * rows))
+        if outside:
+            _say("warning", f"{result}: {outside} target(s) lie far outside {image} ({rows} x {cols} px); wrong image?")
+        write_overlay(img.pixels, its, out, protect=[image, result])
+    return EXIT_OK
+
+
+@app.command(no_args_is_help=True)
+def demo(
+    outdir: Path = typer.Argument(..., metavar="OUTDIR", help="Folder for the demo files (created).", show_default=False),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic images."),
+    models: Optional[str] = _MODELS,
+) -> int:
+    """Make a synthetic atlas and square image, run both pipelines, write JSON and overlays."""
+    from . import batch
+    from .output import write_atomic
+
+    try:
+        from . import synthetic
+    except ImportError:
+        raise PtolemyError("demo needs ptolemy_rt.synthetic, which this installation lacks") from None
+    batch._prepare_dir(str(outdir), "demo folder")
+    written: list[str] = []
+    have_pillow = True
+    try:
+        from .plot import require_pillow
+
+        require_pillow()
+    except PtolemyError as e:
+        have_pillow = False
+        _say("warning", f"{e}; writing no overlays")
+    with _stdout_to_stderr():
+        _check_models(models)
+        for kind, name, make, shape in (
+            ("lowmag", "atlas", synthetic.atlas, (1024, 1024)),
+            ("medmag", "square", synthetic.medmag_image, (1024, 1440)),
+        ):
+            image, _truth = make(seed, shape=shape)
+            mrc = outdir / f"{name}.mrc"
+            write_atomic(mrc, _mrc_bytes(image))
+            job = batch.Job(kind, str(mrc), "json", str(outdir / f"{name}.json"),
+                            str(outdir / f"{name}.png") if have_pillow else None, models, "published")
+            o = batch.analyse(job)
+            noun = "squares" if kind == "lowmag" else "holes"
+            best = f", best score {o.best_score:.3f}" if o.best_score is not None else ""
+            _say("info", f"{kind}: {o.n_targets} {noun}{best} in {o.seconds:.1f} s" + (f" ({o.reason})" if o.reason else ""))
+            written += [str(mrc), job.out] + ([job.plot] if job.plot else [])
+    _write_stdout("".join(p + "\n" for p in written))
+    return EXIT_OK
+
+
+def _mrc_bytes(image) -> bytes:
+    """An MRC file (float32, mode 2) holding a 2-D image [row, col]."""
+    import tempfile
+
+    import mrcfile
+    import numpy as np
+
+    with tempfile.TemporaryDirectory() as d:
+        p = os.path.join(d, "x.mrc")
+        with mrcfile.new(p) as m:
+            m.set_data(np.ascontiguousarray(image, dtype=np.float32))
+        with open(p, "rb") as f:
+            return f.read()
+
+
+# ---------------------------------------------------------------------- entry
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Run the command line with `argv` (default sys.argv[1:]); returns the exit code. Every
+    error becomes one line on stderr."""
+    click = _click()
+    cmd = typer.main.get_command(app)
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        rv = cmd.main(args=args, prog_name=PROG, standalone_mode=False)
+        return int(rv) if isinstance(rv, int) else EXIT_OK
+    except click.exceptions.UsageError as e:
+        ctx = getattr(e, "ctx", None)
+        if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:
+            sys.stderr.write(ctx.get_help() + "\n")  # bare command: its help, as a usage error
+            return EXIT_USAGE
+        where = ctx.command_path if ctx is not None else PROG
+        _err(f"{e.format_message()} (see '{where} --help')")
+        return EXIT_USAGE
+    except typer.Abort:
+        _err("interrupted")
+        return 130
+    except click.exceptions.ClickException as e:
+        _err(e.format_message())
+        return e.exit_code
+    except PtolemyError as e:
+        if os.environ.get("PTOLEMY_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+        _err(str(e))
+        return e.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+    except BrokenPipeError:
+        with contextlib.suppress(Exception):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return EXIT_INTERNAL
+    except Exception as e:  # a bug: one line, traceback on request
+        if os.environ.get("PTOLEMY_DEBUG") == "1":
+            import traceback
+
+            traceback.print_exc()
+            _err(f"internal error: {type(e).__name__}: {e}")
+        else:
+            _err(f"internal error: {type(e).__name__}: {e} (rerun with PTOLEMY_DEBUG=1 for a traceback)")
+        return EXIT_INTERNAL
+
+
+def main() -> int:
+    """Console-script entry point (`ptolemy`)."""
+    return run()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,148 @@
+"""Overlay pictures of results (needs Pillow: ``pip install 'ptolemy-rt[plot]'``).
+
+The picture has the input image's size (width = cols, height = rows), grey levels stretched
+between the 1st and 99th percentiles of the pixels, each target's box drawn in a colour
+given by its score (red = 0, yellow = 0.5, green = 1) and the ranks of the best ten written
+at their centres. Points are (x, y) = (col, row) px, as in the results.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import EXIT_BAD_INPUT, OutputError, PtolemyError
+
+N_LABELS = 10
+
+
+class PlotUnavailableError(OutputError):
+    """Pillow is not installed."""
+
+
+class ResultFileError(PtolemyError):
+    """A result file given to `ptolemy plot` cannot be read."""
+
+    exit_code = EXIT_BAD_INPUT
+
+
+def require_pillow() -> None:
+    """Raise PlotUnavailableError (one line) when Pillow cannot be imported."""
+    try:
+        import PIL.Image  # noqa: F401
+        import PIL.ImageDraw  # noqa: F401
+    except ImportError:
+        raise PlotUnavailableError(
+            "plotting needs Pillow, which is not installed; install it with: pip install 'ptolemy-rt[plot]'"
+        ) from None
+
+
+def score_colour(score: float) -> tuple[int, int, int]:
+    """RGB colour of a score in [0, 1]: red (0) → yellow (0.5) → green (1)."""
+    s = min(max(float(score), 0.0), 1.0) if score == score else 0.0
+    if s <= 0.5:
+        return 230, int(round(230 * s / 0.5)), 0
+    return int(round(230 * (1.0 - s) / 0.5)), 230, 0
+
+
+def to_grey(pixels) -> "Any":
+    """uint8 [row, col] array: pixels stretched between their 1st and 99th percentiles."""
+    import numpy as np
+
+    a = np.asarray(pixels, dtype=np.float64)
+    finite = np.isfinite(a)
+    vals = a[finite] if not finite.all() else a
+    if vals.size == 0:
+        return np.zeros(a.shape, dtype=np.uint8)
+    lo, hi = np.percentile(vals, [1.0, 99.0])
+    if not hi > lo:
+        lo, hi = float(vals.min()), float(vals.max())
+    if not hi > lo:
+        hi = lo + 1.0
+    g = (np.where(finite, a, lo) - lo) / (hi - lo)
+    return (np.clip(g, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def render(pixels, items: list[dict], n_labels: int = N_LABELS):
+    """PIL RGB image of `pixels` ([row, col]) with the targets' boxes and the best ranks.
+
+    items: dicts with "vertices" (4 × [x, y] px), "center" ([x, y] px) and "score", sorted best
+    first (rank = position + 1)."""
+    require_pillow()
+    from PIL import Image, ImageDraw
+
+    grey = to_grey(pixels)
+    h, w = grey.shape
+    img = Image.fromarray(grey).convert("RGB")  # uint8 2-D → mode "L"
+    draw = ImageDraw.Draw(img)
+    lw = max(1, int(round(max(h, w) / 400)))
+    order = list(enumerate(items, start=1))
+    for rank, d in reversed(order):  # best drawn last, on top
+        pts = [(float(x), float(y)) for x, y in d["vertices"]]
+        draw.line(pts + [pts[0]], fill=score_colour(d["score"]), width=lw, joint="curve")
+    fsize = max(12, int(round(max(h, w) / 45)))
+    font = _font(fsize)
+    for rank, d in order[:n_labels]:
+        cx, cy = float(d["center"][0]), float(d["center"][1])
+        text = str(rank)
+        try:
+            draw.text((cx, cy), text, fill=(255, 255, 255), font=font, anchor="mm",
+                      stroke_width=max(1, fsize // 8), stroke_fill=(0, 0, 0))
+        except (TypeError, ValueError):  # bitmap fonts support no anchor
+            draw.text((cx, cy), text, fill=(255, 255, 255), font=font)
+    return img
+
+
+def png_bytes(img) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
+def write_overlay(pixels, items: list[dict], out: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) -> None:
+    """Render and write the overlay PNG atomically (OutputError on failure, nothing left)."""
+    from .output import write_atomic
+
+    write_atomic(out, png_bytes(render(pixels, items)), protect=protect)
+
+
+def read_items(path: str | os.PathLike) -> list[dict]:
+    """Targets from a result file: the published JSON list or a json-full object ("items").
+    Raises ResultFileError (one line) on anything else."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ResultFileError(f"{p}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ResultFileError(f"{p}: cannot read ({getattr(e, 'strerror', None) or e})") from None
+    except json.JSONDecodeError as e:
+        raise ResultFileError(f"{p}: not a JSON result file ({e.msg} at line {e.lineno})") from None
+    if isinstance(data, dict) and isinstance(data.get("items"), list):
+        data = data["items"]
+    if not isinstance(data, list):
+        raise ResultFileError(f"{p}: not a ptolemy result (expected a JSON list of targets)")
+    out = []
+    for i, d in enumerate(data):
+        try:
+            verts = [[float(x), float(y)] for x, y in d["vertices"]]
+            center = [float(d["center"][0]), float(d["center"][1])]
+            score = float(d["score"])
+            if len(verts) < 3:
+                raise ValueError
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise ResultFileError(f"{p}: target {i} lacks valid vertices/center/score") from None
+        out.append({"vertices": verts, "center": center, "score": score})
+    out.sort(key=lambda d: -d["score"])
+    return out

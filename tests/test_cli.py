@@ -1,0 +1,284 @@
+"""Command line: exit codes, one-line errors, pure JSON on stdout, no partial files.
+
+Subprocess tests run the installed `ptolemy` on crafted bad files (these fail while reading,
+before any model is needed); in-process tests replace the pipelines by a stand-in (see
+test_cli_common.fake_pipeline) to check formats and conventions."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from test_cli_common import (assert_one_error_line, check_published_schema, fake, good_image,  # noqa: F401
+                             run_cli, run_inproc, write_mrc)
+
+
+# ------------------------------------------------------------- start-up, usage
+
+def test_version():
+    p = run_cli("--version")
+    assert p.returncode == 0 and p.stdout.strip() == "ptolemy-rt 0.1.0" and p.stderr == ""
+
+
+def test_help_is_light():
+    """--help works and imports neither numpy nor onnxruntime nor numba."""
+    code = ("import sys; from ptolemy_rt.cli import run; "
+            "codes = [run(['--help']), run(['lowmag', '--help']), run(['medmag', '--help'])]; "
+            "heavy = [m for m in ('numpy', 'onnxruntime', 'numba', 'scipy') if m in sys.modules]; "
+            "sys.stderr.write(repr((codes, heavy)))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.stderr.strip().endswith("([0, 0, 0], [])"), p.stderr
+    assert "lowmag" in p.stdout and "--pixel-size" in p.stdout
+
+
+@pytest.mark.parametrize("args,words", [
+    (["lowmag", "--bogus", "x.mrc"], ["no such option"]),
+    (["medmag", "-f", "xml", "x.mrc"], ["format"]),
+    (["lowmag", "--batchnorm", "eval", "x.mrc"], ["batchnorm"]),
+    (["lowmag", "--section", "-1", "x.mrc"], ["section"]),
+    (["lowmag", "-j", "0", "x.mrc"], ["jobs"]),
+    (["plot", "r.json"], ["missing argument"]),
+    (["frobnicate"], ["no such command"]),
+])
+def test_usage_errors_exit_2(args, words):
+    p = run_cli(*args)
+    assert p.returncode == 2 and p.stdout == ""
+    assert_one_error_line(p.stderr, *words)
+
+
+def test_bare_command_prints_help_exit_2():
+    p = run_cli("lowmag")
+    assert p.returncode == 2 and p.stdout == "" and "Usage:" in p.stderr
+
+
+def test_several_inputs_need_output_folder(tmp_path):
+    a = write_mrc(tmp_path / "a.mrc", good_image(1))
+    b = write_mrc(tmp_path / "b.mrc", good_image(2))
+    p = run_cli("lowmag", a, b)
+    assert p.returncode == 2 and p.stdout == ""
+    assert_one_error_line(p.stderr, "-o DIR")
+    p = run_cli("lowmag", tmp_path)  # a folder, even of one file, is a batch
+    assert p.returncode == 2
+
+
+def test_pixel_size_must_be_positive(tmp_path):
+    a = write_mrc(tmp_path / "a.mrc", good_image(1))
+    p = run_cli("lowmag", "--pixel-size", "0", a)
+    assert p.returncode == 2
+    assert_one_error_line(p.stderr, "pixel-size")
+
+
+# ----------------------------------------------------------- crafted bad files
+
+def _bad_files(tmp_path):
+    text = tmp_path / "text.mrc"
+    text.write_text("this is a text file, not an image\n" * 100)
+    trunc = write_mrc(tmp_path / "trunc.mrc", good_image(3, (256, 256)))
+    data = trunc.read_bytes()
+    trunc.write_bytes(data[: 1024 + len(data) // 3])
+    nan = good_image(4)
+    nan[5, 7] = np.nan
+    nanf = write_mrc(tmp_path / "nan.mrc", nan)
+    stack = write_mrc(tmp_path / "stack.mrc", np.stack([good_image(5), good_image(6)]))
+    return {"text": (text, ["text.mrc", "mrc"]), "truncated": (trunc, ["trunc.mrc"]),
+            "nan": (nanf, ["nan.mrc", "nan"]), "stack": (stack, ["stack.mrc", "--section"])}
+
+
+@pytest.mark.filterwarnings("ignore:Data array contains NaN")
+@pytest.mark.parametrize("which", ["text", "truncated", "nan", "stack"])
+@pytest.mark.parametrize("kind", ["lowmag", "medmag"])
+def test_bad_input_exit_3_one_line_no_file(tmp_path, which, kind):
+    path, words = _bad_files(tmp_path)[which]
+    out = tmp_path / "out" / "res.json"
+    out.parent.mkdir()
+    p = run_cli(kind, "-f", "json", "-o", out, path)
+    assert p.returncode == 3, p.stderr
+    assert p.stdout == ""
+    assert_one_error_line(p.stderr, *words)
+    assert os.listdir(out.parent) == []  # no result, no temp file
+    p = run_cli(kind, "-f", "json", path)  # to stdout: nothing on stdout
+    assert p.returncode == 3 and p.stdout == ""
+    assert_one_error_line(p.stderr, *words)
+
+
+@pytest.mark.filterwarnings("ignore:Data array contains NaN")
+def test_stack_section_out_of_range(tmp_path):
+    stack = write_mrc(tmp_path / "stack.mrc", np.stack([good_image(5), good_image(6)]))
+    p = run_cli("lowmag", "--section", "5", stack)
+    assert p.returncode == 3
+    assert_one_error_line(p.stderr, "out of range")
+
+
+def test_output_folder_not_writable_exit_5(tmp_path):
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    p = run_cli("lowmag", "-o", blocker / "res.json", img)
+    assert p.returncode == 5 and p.stdout == ""
+    assert_one_error_line(p.stderr, "cannot write")
+    p = run_cli("lowmag", "-o", tmp_path / "nowhere" / "res.json", img)
+    assert p.returncode == 5
+    assert_one_error_line(p.stderr, "does not exist")
+    # batch: -o names a file, not a folder
+    b = write_mrc(tmp_path / "b.mrc", good_image(2))
+    p = run_cli("lowmag", "-o", blocker, img, b)
+    assert p.returncode in (4, 5)  # 4 when no model set is built (checked first)
+    assert_one_error_line(p.stderr)
+    assert blocker.read_text() == "a file where a folder should be"
+
+
+def test_output_equal_to_input_is_refused(tmp_path):
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    before = img.read_bytes()
+    for args in (["-o", img], ["--plot", img], ["-o", tmp_path / "." / "a.mrc"]):
+        p = run_cli("lowmag", *args, img)
+        assert p.returncode == 5, p.stderr
+        assert_one_error_line(p.stderr, "refusing to overwrite the input")
+        assert img.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["a.mrc"]
+
+
+def test_missing_model_set_exit_4(tmp_path):
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    p = run_cli("lowmag", "--models", "no-such-set", img)
+    assert p.returncode == 4 and p.stdout == ""
+    assert_one_error_line(p.stderr, "no-such-set")
+
+
+# -------------------------------------------------------- formats (stand-in pipeline)
+
+def test_json_stdout_is_pure_json(tmp_path, fake, capsys):
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    code, out, err = run_inproc(["lowmag", "-f", "json", img], capsys)
+    assert code == 0 and err == ""
+    data = json.loads(out)
+    check_published_schema(data, "lowmag")
+    assert [d["score"] for d in data] == [0.9, 0.5, 0.125]
+    code, out, err = run_inproc(["medmag", img], capsys)  # json is the default
+    check_published_schema(json.loads(out), "medmag")
+
+
+def test_stray_prints_go_to_stderr(tmp_path, monkeypatch, capfd):
+    """Anything printed while the pipeline runs (Python or C level) must not reach stdout."""
+    from ptolemy_rt import batch
+    from ptolemy_rt.cli import run
+    from test_cli_common import fake_pipeline
+
+    def noisy(*a):
+        print("chatty library")
+        os.write(1, b"C-level chatter\n")
+        return fake_pipeline(*a)
+
+    monkeypatch.setattr(batch, "run_pipeline", noisy)
+    monkeypatch.setattr(batch, "model_set", lambda name: None)
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    code = run(["lowmag", str(img)])
+    cap = capfd.readouterr()
+    assert code == 0
+    json.loads(cap.out)
+    assert "chatty library" in cap.err and "C-level chatter" in cap.err
+
+
+def test_csv_txt_and_json_full(tmp_path, fake, capsys):
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    code, out, _ = run_inproc(["lowmag", "-f", "csv", img], capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0 and [r["rank"] for r in rows] == ["1", "2", "3"] and float(rows[0]["score"]) == 0.9
+    assert "center_x_um" not in rows[0]  # header has no plausible pixel size
+    code, out, _ = run_inproc(["medmag", "-f", "txt", "--pixel-size", "25", img], capsys)
+    assert code == 0 and "x_um" in out and "# pixel size 25 nm" in out
+    code, out, _ = run_inproc(["medmag", "-f", "json-full", "--batchnorm", "running", img], capsys)
+    full = json.loads(out)
+    assert full["batchnorm"] == "running" and full["image"] == str(img) and full["shape"] == [128, 160]
+    assert full["lattice_spacing_px"] == 45.0 and len(full["items"]) == 3
+
+
+def test_format_from_output_suffix(tmp_path, fake, capsys):
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    out = tmp_path / "res.csv"
+    code, so, _ = run_inproc(["lowmag", "-o", out, img], capsys)
+    assert code == 0 and so == ""
+    assert out.read_text().startswith("rank,center_x,center_y,area,brightness,score,")
+    out2 = tmp_path / "res.json"
+    run_inproc(["lowmag", "-o", out2, img], capsys)
+    check_published_schema(json.loads(out2.read_text()), "lowmag")
+
+
+def test_header_pixel_size_used_when_plausible(tmp_path, fake, capsys):
+    img = write_mrc(tmp_path / "a.mrc", good_image(1), voxel_a=3000.0)  # 300 nm/px
+    code, out, err = run_inproc(["lowmag", "-f", "csv", img], capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert float(rows[0]["center_x_um"]) == pytest.approx(36 * 0.3)
+    assert err == ""  # median 40 px squares at 300 nm = 12 µm: plausible
+    img2 = write_mrc(tmp_path / "b.mrc", good_image(1), voxel_a=1.0)  # the unset-header default
+    code, out, err = run_inproc(["lowmag", "-f", "csv", img2], capsys)
+    assert "center_x_um" not in out
+    assert "ignored" in err and err.startswith("ptolemy: warning:")
+
+
+def test_implausible_pixel_size_warns(tmp_path, fake, capsys):
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    code, out, err = run_inproc(["lowmag", "-f", "json", "--pixel-size", "0.5", img], capsys)
+    assert code == 0
+    json.loads(out)
+    assert len(err.splitlines()) == 1 and "looks wrong" in err
+
+
+def test_empty_result_reason(tmp_path, fake, capsys):
+    img = write_mrc(tmp_path / "dim.mrc", good_image(1) / 50.0)  # mean < 10: stand-in finds nothing
+    code, out, err = run_inproc(["lowmag", "-f", "json", img], capsys)
+    assert code == 0 and json.loads(out) == []
+    assert "no bright squares" in err and err.startswith("ptolemy: note:")
+    code, out, err = run_inproc(["medmag", "-f", "csv", img], capsys)
+    assert out.splitlines()[0] == "# reason: fewer than 2 hole regions: no lattice"
+    code, out, err = run_inproc(["medmag", "-f", "txt", img], capsys)
+    assert "# reason: fewer than 2 hole regions" in out
+
+
+def test_internal_error_one_line_traceback_on_request(tmp_path, monkeypatch, capsys):
+    from ptolemy_rt import batch
+
+    def broken(*a):
+        raise ZeroDivisionError("boom")
+
+    monkeypatch.setattr(batch, "run_pipeline", broken)
+    monkeypatch.setattr(batch, "model_set", lambda name: None)
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    out = tmp_path / "res.json"
+    code, so, err = run_inproc(["lowmag", "-o", out, img], capsys)
+    assert code == 1 and so == ""
+    assert_one_error_line(err, "internal error", "ZeroDivisionError", "boom", "PTOLEMY_DEBUG")
+    assert not out.exists()
+    monkeypatch.setenv("PTOLEMY_DEBUG", "1")
+    code, so, err = run_inproc(["lowmag", img], capsys)
+    assert code == 1 and "Traceback" in err and err.splitlines()[-1].startswith("ptolemy: error: internal error")
+
+
+def test_plot_option_writes_png(tmp_path, fake, capsys):
+    pytest.importorskip("PIL")
+    from PIL import Image
+
+    img = write_mrc(tmp_path / "a.mrc", good_image(1, (100, 180)))
+    png = tmp_path / "overlay.png"
+    code, out, err = run_inproc(["lowmag", "--plot", png, img], capsys)
+    assert code == 0
+    json.loads(out)
+    with Image.open(png) as im:
+        assert im.format == "PNG" and im.size == (180, 100)
+
+
+def test_plot_without_pillow_fails_before_work(tmp_path, fake, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "PIL", None)
+    monkeypatch.setitem(sys.modules, "PIL.Image", None)
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    out = tmp_path / "res.json"
+    code, so, err = run_inproc(["lowmag", "-o", out, "--plot", tmp_path / "o.png", img], capsys)
+    assert code == 5 and so == ""
+    assert_one_error_line(err, "Pillow", "pip install")
+    assert not out.exists() and not (tmp_path / "o.png").exists()
