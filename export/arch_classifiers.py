@@ -1,0 +1,104 @@
+"""PyTorch definitions of the two Ptolemy classifiers (export and training only; never
+imported by the runtime).
+
+Both are parametrised by width so that smaller own models use the same code; at the
+default sizes their state-dict keys and shapes equal the published checkpoints'
+(``load_state_dict(..., strict=True)``), see SPEC.md §1-§2.
+
+Tensors are N×C×H×W ([row, col] spatial order); sizes in px.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class SquareClassifier(nn.Module):
+    """Low-magnification square classifier (SPEC §1).
+
+    Stage k (k = 1..len(kernels)): ``layer{k}`` conv (no bias, stride 1, no padding) → ReLU
+    → ``bn{k}`` BatchNorm2d (eps 1e-5) → MaxPool(3, stride 2, padding 1).
+    Head ``linear``: conv channels→1, head_kernel×head_kernel, with bias, no padding.
+
+    Input N×1×240×240 float32 (240 px square crops at the published sizes).
+    ``forward`` returns logits of shape N×1 (N×(h·w) if the head output is not 1×1).
+    """
+
+    family = "square_cnn"
+
+    def __init__(self, channels: int = 64, kernels: Sequence[int] = (5, 5, 3, 3, 3), head_kernel: int = 6):
+        super().__init__()
+        self.channels = int(channels)
+        self.kernels = tuple(int(k) for k in kernels)
+        self.head_kernel = int(head_kernel)
+        cin = 1
+        for k, ks in enumerate(self.kernels, start=1):
+            setattr(self, f"layer{k}", nn.Conv2d(cin, self.channels, ks, bias=False))
+            setattr(self, f"bn{k}", nn.BatchNorm2d(self.channels))
+            cin = self.channels
+        self.linear = nn.Conv2d(self.channels, 1, self.head_kernel, bias=True)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.kernels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for k in range(1, self.n_stages + 1):
+            x = getattr(self, f"layer{k}")(x)
+            x = torch.relu(x)
+            x = getattr(self, f"bn{k}")(x)
+            x = self.pool(x)
+        x = self.linear(x)
+        return x.flatten(1)
+
+
+class HoleClassifier(nn.Module):
+    """Medium-magnification hole classifier (SPEC §2).
+
+    Stage k (k = 0..n_stages-1): ``convs.k`` conv (no bias, no padding; 5×5 for the first,
+    3×3 after) → ``bns.k`` BatchNorm2d (eps 1e-5) → ReLU → MaxPool(3, stride 2, padding 0).
+    Then mean over both spatial axes → ``final`` Linear channels→1.
+
+    Input N×1×H×W float32, any H, W for which every stage has a non-empty output
+    (≥ 63 px for four stages). ``forward`` returns logits of shape N×1.
+    """
+
+    family = "hole_cnn"
+
+    def __init__(self, channels: int = 128, n_stages: int = 4):
+        super().__init__()
+        self.channels = int(channels)
+        self.kernels = tuple([5] + [3] * (int(n_stages) - 1))
+        cin = 1
+        convs, bns = [], []
+        for ks in self.kernels:
+            convs.append(nn.Conv2d(cin, self.channels, ks, bias=False))
+            bns.append(nn.BatchNorm2d(self.channels))
+            cin = self.channels
+        self.convs = nn.ModuleList(convs)
+        self.bns = nn.ModuleList(bns)
+        self.final = nn.Linear(self.channels, 1)
+        self.pool = nn.MaxPool2d(3, stride=2, padding=0)
+
+    @property
+    def n_stages(self) -> int:
+        return len(self.kernels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for conv, bn in zip(self.convs, self.bns):
+            x = self.pool(torch.relu(bn(conv(x))))
+        x = x.mean(dim=(2, 3))
+        return self.final(x)
+
+
+def min_hole_input(n_stages: int = 4) -> int:
+    """Smallest H (or W) in px for which every stage of HoleClassifier has output ≥ 1 px."""
+    size = 1
+    kernels = [5] + [3] * (n_stages - 1)
+    for ks in reversed(kernels):
+        size = (size - 1) * 2 + 3  # pool input
+        size = size + ks - 1  # conv input
+    return size

@@ -1,0 +1,300 @@
+"""Export the two classifiers to ONNX graphs that express both BatchNorm regimes.
+
+BatchNorm with any statistics is a per-channel affine map y = a·z + b, with
+a = gamma / sqrt(var + eps) and b = beta − a·mean, so sign(a) = sign(gamma) = s (s = +1
+where gamma = 0). Max-pooling commutes with it: maxpool(a·z + b) = a·pool_s(z) + b, where
+pool_s(z) = s·maxpool(s·z) (max-pool where s > 0, min-pool where s < 0; padding never wins
+in either). For the hole net ReLU after BN is monotone, so the same holds for
+maxpool(relu(a·z + b)) = relu(a·pool_s(z) + b).
+
+Hence each network is exported as one graph per stage plus a head graph (roles
+``stage1``..``stageK``, ``head``), which the runtime (ptolemy_rt/classifier.py) chains:
+
+- ``stage1``: input ``x`` N×1×H×W (the crops).
+  ``stage{k}`` (k > 1): inputs ``x`` (the previous stage's ``pooled``), ``scale`` and
+  ``shift`` (1×C×1×1 float32: the previous BN as a·x + b; for the hole net followed by ReLU).
+  Then conv (+ ReLU for the square net) → z, the tensor BatchNorm k normalises.
+  Outputs: ``mean`` N×C (per-crop per-channel mean of z), ``m2`` N×C (per-crop per-channel
+  centred sum of squares of z; crops are combined exactly with Chan's parallel formula),
+  ``pooled`` N×C×h×w = pool_s(z).
+- ``head``: inputs ``x`` (last ``pooled``), ``scale``, ``shift`` → ``logit`` N×1.
+- ``full`` (running statistics only): the whole network with the stored running statistics
+  folded in, input ``x`` N×1×H×W → ``logit`` N×1.
+- ``batchnorm`` (``.npy``, float32 K×5×C): per stage gamma, beta, running_mean,
+  running_var, s. eps is in the architecture block.
+
+Graphs are built directly with ``onnx.helper`` (opset 17), so the bytes are deterministic.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+OPSET = 17
+IR_VERSION = 8  # opset 17 needs IR ≥ 8; keep it low for older onnxruntime builds
+PRODUCER = "ptolemy-rt export.onnx_classifiers"
+BN_EPS = 1e-5
+
+
+def _f32(a) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float32))
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    return t.detach().cpu().numpy().astype(np.float32, copy=True)
+
+
+def _vi(name: str, dims) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(dims))
+
+
+class _Graph:
+    """Tiny builder: named nodes and initializers in insertion order (deterministic)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self.inputs: list[onnx.ValueInfoProto] = []
+        self.outputs: list[onnx.ValueInfoProto] = []
+        self._n = 0
+
+    def const(self, name: str, array: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
+        return name
+
+    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs) -> str:
+        self._n += 1
+        out = out or f"{op_type.lower()}_{self._n}"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=f"n{self._n}_{op_type}", **attrs))
+        return out
+
+    def model(self) -> onnx.ModelProto:
+        graph = helper.make_graph(self.nodes, self.name, self.inputs, self.outputs, initializer=self.inits)
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name=PRODUCER, ir_version=IR_VERSION)
+        onnx.checker.check_model(m, full_check=True)
+        return m
+
+
+def _sign(gamma: np.ndarray) -> np.ndarray:
+    return np.where(gamma < 0, -1.0, 1.0).astype(np.float32)
+
+
+def _pool_s(g: _Graph, z: str, s: np.ndarray, tag: str, pads: int, out: str) -> str:
+    """pool_s(z) = s·maxpool(s·z), per channel (plain max-pool when every s is +1)."""
+    kw = dict(kernel_shape=[3, 3], strides=[2, 2], pads=[pads] * 4)
+    if np.all(s > 0):
+        return g.op("MaxPool", [z], out, **kw)
+    sc = g.const(f"{tag}_sign", s.reshape(1, -1, 1, 1))
+    zs = g.op("Mul", [z, sc])
+    p = g.op("MaxPool", [zs], **kw)
+    return g.op("Mul", [p, sc], out)
+
+
+def _affine(g: _Graph, x: str, scale: str, shift: str, relu: bool) -> str:
+    t = g.op("Add", [g.op("Mul", [x, scale]), shift])
+    return g.op("Relu", [t]) if relu else t
+
+
+def _stage_graph(name: str, weight: np.ndarray, sign: np.ndarray, first: bool, relu_before_bn: bool,
+                 relu_after_affine: bool, pool_pad: int, cin: int) -> onnx.ModelProto:
+    g = _Graph(name)
+    c = weight.shape[0]
+    g.inputs.append(_vi("x", ["N", cin, "H", "W"]))
+    x = "x"
+    if not first:
+        g.inputs.append(_vi("scale", [1, cin, 1, 1]))
+        g.inputs.append(_vi("shift", [1, cin, 1, 1]))
+        x = _affine(g, x, "scale", "shift", relu_after_affine)
+    w = g.const("conv_weight", _f32(weight))
+    z = g.op("Conv", [x, w], kernel_shape=list(weight.shape[2:]), pads=[0, 0, 0, 0], strides=[1, 1])
+    if relu_before_bn:
+        z = g.op("Relu", [z])
+    _stats(g, z)
+    _pool_s(g, z, sign, "pool", pool_pad, "pooled")
+    g.outputs += [_vi("mean", ["N", c]), _vi("m2", ["N", c]), _vi("pooled", ["N", c, "h", "w"])]
+    return g.model()
+
+
+def _stats(g: _Graph, z: str) -> None:
+    """Outputs ``mean`` (N×C) and ``m2`` (N×C, centred sum of squares) of z over rows × cols.
+
+    Sums run over cols first, then rows: float32 sums of a few hundred terms each instead
+    of one of ~10⁵ terms (a flat float32 sum lost ~1e-4 in the square net's logit)."""
+    mean_r = g.op("ReduceMean", [z], axes=[3], keepdims=1)
+    mean4 = g.op("ReduceMean", [mean_r], axes=[2], keepdims=1)
+    g.op("Flatten", [mean4], "mean", axis=1)
+    d = g.op("Sub", [z, mean4])
+    ax_w = g.const("axes_cols", np.array([3], dtype=np.int64))
+    ax_hw = g.const("axes_rows_cols", np.array([2, 3], dtype=np.int64))
+    ss_r = g.op("ReduceSum", [g.op("Mul", [d, d]), ax_w], keepdims=1)
+    g.op("ReduceSum", [ss_r, ax_hw], "m2", keepdims=0)
+
+
+def _bn_table(bns) -> np.ndarray:
+    """K×5×C float32: gamma, beta, running_mean, running_var, sign(gamma)."""
+    rows = []
+    for bn in bns:
+        if abs(float(bn.eps) - BN_EPS) > 1e-12:
+            raise ValueError(f"BatchNorm eps {bn.eps} != {BN_EPS}")
+        gamma = _np(bn.weight)
+        rows.append(np.stack([gamma, _np(bn.bias), _np(bn.running_mean), _np(bn.running_var), _sign(gamma)]))
+    return _f32(np.stack(rows))
+
+
+def running_affine(table: np.ndarray, eps: float = BN_EPS) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b) per stage (K×C float64) for the stored running statistics."""
+    t = table.astype(np.float64)
+    a = t[:, 0] / np.sqrt(t[:, 3] + eps)
+    return a, t[:, 1] - a * t[:, 2]
+
+
+def _save(model: onnx.ModelProto, path: Path) -> None:
+    path.write_bytes(model.SerializeToString(deterministic=True))
+
+
+def _save_npy(array: np.ndarray, path: Path) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def export_square_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) -> dict:
+    """Export an export.arch_classifiers.SquareClassifier (any width) to ``out_dir``.
+
+    Returns ``{"architecture": {...}, "parts": {role: filename}}`` (see module docstring).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kernels = list(module.kernels)
+    n = len(kernels)
+    convs = [_np(getattr(module, f"layer{k}").weight) for k in range(1, n + 1)]
+    table = _bn_table([getattr(module, f"bn{k}") for k in range(1, n + 1)])
+    head_w, head_b = _np(module.linear.weight), _np(module.linear.bias)
+    parts: dict[str, str] = {}
+    cin = 1
+    for k in range(n):
+        m = _stage_graph(f"{prefix}_stage{k + 1}", convs[k], table[k, 4], k == 0, True, False, 1, cin)
+        parts[f"stage{k + 1}"] = fn = f"{prefix}.stage{k + 1}.onnx"
+        _save(m, out_dir / fn)
+        cin = convs[k].shape[0]
+    # head: affine of the last BN, then the head conv
+    g = _Graph(f"{prefix}_head")
+    g.inputs += [_vi("x", ["N", cin, "h", "w"]), _vi("scale", [1, cin, 1, 1]), _vi("shift", [1, cin, 1, 1])]
+    t = _affine(g, "x", "scale", "shift", False)
+    y = g.op("Conv", [t, g.const("head_weight", head_w), g.const("head_bias", head_b)],
+             kernel_shape=list(head_w.shape[2:]), pads=[0, 0, 0, 0])
+    g.op("Flatten", [y], "logit", axis=1)
+    g.outputs.append(_vi("logit", ["N", 1]))
+    parts["head"] = fn = f"{prefix}.head.onnx"
+    _save(g.model(), out_dir / fn)
+    # full graph with the running statistics
+    a, b = running_affine(table)
+    g = _Graph(f"{prefix}_full_running")
+    g.inputs.append(_vi("x", ["N", 1, "H", "W"]))
+    x = "x"
+    for k in range(n):
+        w = g.const(f"conv{k + 1}_weight", convs[k])
+        z = g.op("Relu", [g.op("Conv", [x, w], kernel_shape=list(convs[k].shape[2:]), pads=[0, 0, 0, 0])])
+        sc = g.const(f"bn{k + 1}_scale", _f32(a[k].reshape(1, -1, 1, 1)))
+        sh = g.const(f"bn{k + 1}_shift", _f32(b[k].reshape(1, -1, 1, 1)))
+        x = g.op("MaxPool", [_affine(g, z, sc, sh, False)], kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1])
+    y = g.op("Conv", [x, g.const("head_weight", head_w), g.const("head_bias", head_b)],
+             kernel_shape=list(head_w.shape[2:]), pads=[0, 0, 0, 0])
+    g.op("Flatten", [y], "logit", axis=1)
+    g.outputs.append(_vi("logit", ["N", 1]))
+    parts["full"] = fn = f"{prefix}.full_running.onnx"
+    _save(g.model(), out_dir / fn)
+    parts["batchnorm"] = fn = f"{prefix}.batchnorm.npy"
+    _save_npy(table, out_dir / fn)
+    arch = {
+        "family": "square_cnn",
+        "channels": int(module.channels),
+        "kernels": kernels,
+        "head_kernel": int(module.head_kernel),
+        "n_stages": n,
+        "input": [1, 240, 240],
+        "stage_order": "conv_relu_bn_pool",
+        "pool": {"kernel": 3, "stride": 2, "padding": 1},
+        "bn_eps": BN_EPS,
+        "stage_roles": [f"stage{k + 1}" for k in range(n)],
+        "head_role": "head",
+        "running_role": "full",
+        "batchnorm_role": "batchnorm",
+        "batchnorm_table": "K x 5 x C float32: gamma, beta, running_mean, running_var, sign(gamma)",
+    }
+    return {"architecture": arch, "parts": parts}
+
+
+def export_hole_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) -> dict:
+    """Export an export.arch_classifiers.HoleClassifier (any width / depth) to ``out_dir``.
+
+    Returns ``{"architecture": {...}, "parts": {role: filename}}`` (see module docstring).
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    kernels = list(module.kernels)
+    n = len(kernels)
+    convs = [_np(c.weight) for c in module.convs]
+    table = _bn_table(list(module.bns))
+    fw, fb = _np(module.final.weight), _np(module.final.bias)  # 1×C, 1
+    parts: dict[str, str] = {}
+    cin = 1
+    for k in range(n):
+        m = _stage_graph(f"{prefix}_stage{k + 1}", convs[k], table[k, 4], k == 0, False, True, 0, cin)
+        parts[f"stage{k + 1}"] = fn = f"{prefix}.stage{k + 1}.onnx"
+        _save(m, out_dir / fn)
+        cin = convs[k].shape[0]
+
+    def head(g: _Graph, x: str) -> None:
+        m = g.op("ReduceMean", [x], axes=[2, 3], keepdims=0)
+        g.op("Gemm", [m, g.const("final_weight", fw), g.const("final_bias", fb)], "logit", transB=1)
+        g.outputs.append(_vi("logit", ["N", 1]))
+
+    g = _Graph(f"{prefix}_head")
+    g.inputs += [_vi("x", ["N", cin, "h", "w"]), _vi("scale", [1, cin, 1, 1]), _vi("shift", [1, cin, 1, 1])]
+    head(g, _affine(g, "x", "scale", "shift", True))
+    parts["head"] = fn = f"{prefix}.head.onnx"
+    _save(g.model(), out_dir / fn)
+    # full graph with the running statistics folded into the convs (BN directly follows conv)
+    a, b = running_affine(table)
+    g = _Graph(f"{prefix}_full_running")
+    g.inputs.append(_vi("x", ["N", 1, "H", "W"]))
+    x = "x"
+    for k in range(n):
+        w = g.const(f"conv{k + 1}_weight", _f32(convs[k].astype(np.float64) * a[k][:, None, None, None]))
+        bias = g.const(f"conv{k + 1}_bias", _f32(b[k]))
+        z = g.op("Relu", [g.op("Conv", [x, w, bias], kernel_shape=list(convs[k].shape[2:]), pads=[0, 0, 0, 0])])
+        x = g.op("MaxPool", [z], kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 0, 0])
+    head(g, x)
+    parts["full"] = fn = f"{prefix}.full_running.onnx"
+    _save(g.model(), out_dir / fn)
+    parts["batchnorm"] = fn = f"{prefix}.batchnorm.npy"
+    _save_npy(table, out_dir / fn)
+    arch = {
+        "family": "hole_cnn",
+        "channels": int(module.channels),
+        "kernels": kernels,
+        "n_stages": n,
+        "min_input": _min_input(kernels),
+        "stage_order": "conv_bn_relu_pool",
+        "pool": {"kernel": 3, "stride": 2, "padding": 0},
+        "bn_eps": BN_EPS,
+        "stage_roles": [f"stage{k + 1}" for k in range(n)],
+        "head_role": "head",
+        "running_role": "full",
+        "batchnorm_role": "batchnorm",
+        "batchnorm_table": "K x 5 x C float32: gamma, beta, running_mean, running_var, sign(gamma)",
+    }
+    return {"architecture": arch, "parts": parts}
+
+
+def _min_input(kernels: list[int]) -> int:
+    size = 1
+    for ks in reversed(kernels):
+        size = (size - 1) * 2 + 3 + ks - 1
+    return size

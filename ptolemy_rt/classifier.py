@@ -1,0 +1,256 @@
+"""Score crops with the square or hole classifier in bounded memory (numpy + ONNX Runtime).
+
+Two BatchNorm regimes (SPEC §4.7-4.8, §5.7; graph layout in export/onnx_classifiers.py):
+
+- ``"published"``: every BatchNorm uses the statistics of the n crops scored together
+  (mean and biased variance over crops × rows × cols, eps from the manifest), as the
+  published tools do. The network is run stage by stage over all crops; per stage only
+  the max-pooled tensors are kept (RAM up to a budget, the rest in a temporary file that
+  is deleted afterwards), and per-crop per-channel mean / centred sum of squares are
+  combined exactly in float64 (Chan's parallel formula). The BN affine map
+  a·z + b is applied as the next graph's ``scale`` / ``shift`` inputs.
+- ``"running"``: the stored running statistics; each crop is independent (the ``full``
+  graph, crops of equal shape run a few at a time).
+
+Crops are 2-D float32 arrays [row, col], already prepared by the pipeline.
+"""
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Callable
+
+import numpy as np
+
+from .models import ModelSet
+
+REGIMES = ("published", "running")
+#: RAM for the per-stage pooled tensors of all crops; beyond it they go to a temporary file.
+POOLED_RAM_BUDGET_BYTES = 64 << 20
+#: Largest pre-BN tensor (one stage, one ONNX run) in bytes; sets the crops per run.
+RUN_BUDGET_BYTES = 48 << 20
+
+
+class _PooledStore:
+    """Per-crop float32 arrays, kept in RAM up to ``budget`` bytes, the rest spilled to a
+    temporary file (plain writes, read back per crop, deleted on close)."""
+
+    def __init__(self, budget: int):
+        self.budget = int(budget)
+        self.used = 0
+        self.items: list = []  # ndarray (RAM) or (offset, shape) (file)
+        self._file = None
+        self._end = 0
+        self.spilled = 0
+
+    def append(self, a: np.ndarray) -> None:
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        if self.used + a.nbytes <= self.budget:
+            self.items.append(a.copy())
+            self.used += a.nbytes
+            return
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="ptolemy_rt_pooled_")
+        self._file.seek(self._end)
+        self._file.write(a.tobytes())
+        self.items.append((self._end, a.shape))
+        self._end += a.nbytes
+        self.spilled += 1
+
+    def get(self, i: int) -> np.ndarray:
+        it = self.items[i]
+        if isinstance(it, np.ndarray):
+            return it
+        off, shape = it
+        nbytes = int(np.prod(shape)) * 4
+        self._file.seek(off)
+        buf = self._file.read(nbytes)
+        if len(buf) != nbytes:
+            raise OSError("temporary file for pooled activations was truncated")
+        return np.frombuffer(buf, dtype=np.float32).reshape(shape)
+
+    def close(self) -> None:
+        self.items = []
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def _conv_out(shape: tuple[int, int], k: int) -> tuple[int, int]:
+    return shape[0] - k + 1, shape[1] - k + 1
+
+
+def _pool_out(shape: tuple[int, int], pad: int) -> tuple[int, int]:
+    return (shape[0] + 2 * pad - 3) // 2 + 1, (shape[1] + 2 * pad - 3) // 2 + 1
+
+
+def _check_shape(arch: dict, key: str, shape: tuple[int, int]) -> None:
+    s = shape
+    pad = int(arch["pool"]["padding"])
+    for k in arch["kernels"]:
+        s = _conv_out(s, int(k))
+        if min(s) < 3 - 2 * pad:
+            raise ValueError(f"{key}: crop of {shape[0]}×{shape[1]} px is too small for the network")
+        s = _pool_out(s, pad)
+    if arch["family"] == "square_cnn":
+        hk = int(arch["head_kernel"])
+        if min(s) < hk:
+            raise ValueError(f"{key}: crop of {shape[0]}×{shape[1]} px is too small for the network")
+
+
+def _crop(get_crop: Callable[[int], np.ndarray], i: int) -> np.ndarray:
+    c = np.asarray(get_crop(i))
+    if c.ndim != 2:
+        raise ValueError(f"crop {i}: expected a 2-D array, got shape {c.shape}")
+    return np.ascontiguousarray(c, dtype=np.float32)
+
+
+def _chunks(n: int, size: int):
+    for s in range(0, n, size):
+        yield range(s, min(n, s + size))
+
+
+def _per_run(channels: int, zshape: tuple[int, int], budget: int) -> int:
+    return max(1, int(budget // max(1, channels * zshape[0] * zshape[1] * 4)))
+
+
+def logits(models: ModelSet, key: str, n: int, get_crop: Callable[[int], np.ndarray], batchnorm: str,
+           *, pooled_ram_budget: int | None = None, run_budget: int | None = None) -> np.ndarray:
+    """Float64 logits of crops 0..n-1 (shape (n,)); see ``score_crops``."""
+    if batchnorm not in REGIMES:
+        raise ValueError(f"batchnorm must be one of {REGIMES}, got {batchnorm!r}")
+    n = int(n)
+    if n <= 0:
+        return np.zeros(0, dtype=np.float64)
+    entry = models.model(key)
+    arch = entry["architecture"]
+    run_budget = RUN_BUDGET_BYTES if run_budget is None else int(run_budget)
+    if batchnorm == "running":
+        return _logits_running(models, key, arch, n, get_crop, run_budget)
+    budget = POOLED_RAM_BUDGET_BYTES if pooled_ram_budget is None else int(pooled_ram_budget)
+    return _logits_published(models, key, arch, n, get_crop, budget, run_budget)
+
+
+def score_crops(models: ModelSet, key: str, n: int, get_crop: Callable[[int], np.ndarray], batchnorm: str,
+                *, pooled_ram_budget: int | None = None, run_budget: int | None = None) -> np.ndarray:
+    """Scores (float64 sigmoid of the logit), shape (n,), of crops ``get_crop(0..n-1)``.
+
+    key: ``"square_classifier"`` or ``"hole_classifier"``. get_crop(i): 2-D float32 crop
+    [row, col] (px), prepared by the caller. batchnorm: ``"published"`` (BN statistics of
+    all n crops together; all crops must have one shape) or ``"running"`` (stored
+    statistics, each crop alone; shapes may differ). Memory is bounded: at most one
+    stage's pooled tensors of all crops (beyond ``pooled_ram_budget`` bytes, default 64 MB,
+    in a temporary file) plus one run of ≤ ``run_budget`` bytes of activations.
+    """
+    z = logits(models, key, n, get_crop, batchnorm, pooled_ram_budget=pooled_ram_budget, run_budget=run_budget)
+    return np.exp(-np.logaddexp(0.0, -z))
+
+
+def _logits_running(models, key, arch, n, get_crop, run_budget) -> np.ndarray:
+    sess = models.session(key, arch.get("running_role", "full"))
+    c = int(arch["channels"])
+    k0 = int(arch["kernels"][0])
+    out = np.empty(n, dtype=np.float64)
+    i = 0
+    nxt = _crop(get_crop, 0)
+    while i < n:
+        first = nxt
+        _check_shape(arch, key, first.shape)
+        per = _per_run(c, _conv_out(first.shape, k0), run_budget)
+        batch = [first]
+        nxt = None
+        j = i + 1
+        while j < n:
+            nxt = _crop(get_crop, j)
+            if nxt.shape != first.shape or len(batch) >= per:
+                break
+            batch.append(nxt)
+            nxt = None
+            j += 1
+        y = sess.run(["logit"], {"x": np.stack(batch)[:, None]})[0]
+        out[i:i + len(batch)] = _one_logit(y, key)
+        i += len(batch)
+    return out
+
+
+def _one_logit(y: np.ndarray, key: str) -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 2 or y.shape[1] != 1:
+        raise ValueError(f"{key}: network output has shape {y.shape}, expected (N, 1)")
+    return y[:, 0]
+
+
+def _affine_from_stats(table_k: np.ndarray, counts: np.ndarray, means: np.ndarray, m2s: np.ndarray,
+                       eps: float) -> tuple[np.ndarray, np.ndarray]:
+    """BN affine (a, b) (float32, 1×C×1×1) from per-crop counts (n,), means and centred sums
+    of squares (n×C float64): batch mean and biased variance by Chan's formula."""
+    total = counts.sum()
+    w = counts[:, None]
+    mean = (w * means).sum(axis=0) / total
+    m2 = m2s.sum(axis=0) + (w * (means - mean) ** 2).sum(axis=0)
+    var = m2 / total
+    gamma, beta = table_k[0].astype(np.float64), table_k[1].astype(np.float64)
+    a = gamma / np.sqrt(var + eps)
+    b = beta - a * mean
+    return (a.astype(np.float32).reshape(1, -1, 1, 1), b.astype(np.float32).reshape(1, -1, 1, 1))
+
+
+def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.ndarray:
+    table = np.load(models.part_path(key, arch.get("batchnorm_role", "batchnorm")), allow_pickle=False)
+    eps = float(arch.get("bn_eps", 1e-5))
+    roles = arch["stage_roles"]
+    kernels = [int(k) for k in arch["kernels"]]
+    c = int(arch["channels"])
+    pad = int(arch["pool"]["padding"])
+    prev: _PooledStore | None = None
+    store: _PooledStore | None = None
+    scale = shift = None
+    shape = None
+    try:
+        for k, role in enumerate(roles):
+            sess = models.session(key, role)
+            store = _PooledStore(budget)
+            means = np.empty((n, c), dtype=np.float64)
+            m2s = np.empty((n, c), dtype=np.float64)
+            if k == 0:
+                first = _crop(get_crop, 0)
+                shape = first.shape
+                _check_shape(arch, key, shape)
+                in_shape = shape
+            zshape = _conv_out(in_shape, kernels[k])
+            per = _per_run(c, zshape, run_budget)
+            for idx in _chunks(n, per):
+                if k == 0:
+                    crops = []
+                    for i in idx:
+                        cr = first if i == 0 else _crop(get_crop, i)
+                        if cr.shape != shape:
+                            raise ValueError(f"{key}: batchnorm='published' needs crops of one shape; crop {i} is "
+                                             f"{cr.shape[0]}×{cr.shape[1]} px, crop 0 is {shape[0]}×{shape[1]} px")
+                        crops.append(cr)
+                    feeds = {"x": np.stack(crops)[:, None]}
+                    first = None if 0 in idx else first
+                else:
+                    feeds = {"x": np.stack([prev.get(i) for i in idx]), "scale": scale, "shift": shift}
+                mean, m2, pooled = sess.run(["mean", "m2", "pooled"], feeds)
+                means[idx.start:idx.stop] = mean
+                m2s[idx.start:idx.stop] = m2
+                for p in pooled:
+                    store.append(p)
+                del feeds, pooled
+            counts = np.full(n, float(zshape[0] * zshape[1]))
+            scale, shift = _affine_from_stats(table[k], counts, means, m2s, eps)
+            if prev is not None:
+                prev.close()
+            prev, store = store, None
+            in_shape = _pool_out(zshape, pad)
+        head = models.session(key, arch.get("head_role", "head"))
+        out = np.empty(n, dtype=np.float64)
+        per = _per_run(c, in_shape, run_budget)
+        for idx in _chunks(n, per):
+            y = head.run(["logit"], {"x": np.stack([prev.get(i) for i in idx]), "scale": scale, "shift": shift})[0]
+            out[idx.start:idx.stop] = _one_logit(y, key)
+        return out
+    finally:
+        for st in (prev, store):
+            if st is not None:
+                st.close()

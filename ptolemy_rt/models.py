@@ -1,0 +1,189 @@
+"""Model sets: folders ``onnx_models/<NAME>/`` holding ONNX parts and a ``manifest.json``
+(format in docs/DEVELOPING.md, "Model sets").
+
+``load_model_set(name)`` reads the manifest, verifies the sha256 of every part and returns a
+``ModelSet`` that hands out cached ONNX Runtime sessions (CPU). Problems raise
+``ModelSetError`` with a one-line message naming the file and the command that builds it.
+
+Root folder: env ``PTOLEMY_MODELS_DIR``, else ``<repo>/onnx_models``.
+Default set: ``ptolemy-rt-synth-v1`` when its manifest exists, else ``ptolemy-2022``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from pathlib import Path
+
+from .errors import ModelSetError
+
+PUBLISHED_SET = "ptolemy-2022"
+OWN_SET = "ptolemy-rt-synth-v1"
+MODEL_KEYS = ("square_classifier", "hole_classifier", "hole_unet")
+
+_CACHE: dict = {}
+_LOCK = threading.Lock()
+
+
+def models_root() -> Path:
+    """Folder holding the model sets (env PTOLEMY_MODELS_DIR, else <repo>/onnx_models)."""
+    env = os.environ.get("PTOLEMY_MODELS_DIR")
+    if env:
+        return Path(env).expanduser().resolve()
+    return (Path(__file__).resolve().parent.parent / "onnx_models").resolve()
+
+
+def build_command(name: str) -> str:
+    """The command that (re)builds model set ``name``."""
+    return "make models" if name == PUBLISHED_SET else "make train"
+
+
+def available_sets(root: Path | None = None) -> list[str]:
+    """Names of the folders under the root that hold a manifest.json, sorted."""
+    root = models_root() if root is None else Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file())
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class ModelSet:
+    """A verified model set. ``model(key)`` is the manifest entry of one model;
+    ``part_path(key, role)`` its file; ``session(key, role)`` a cached CPU session."""
+
+    def __init__(self, name: str, root: Path, manifest: dict):
+        self.name = name
+        self.root = Path(root)
+        self.manifest = manifest
+        self._sessions: dict = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ModelSet({self.name!r}, root={str(self.root)!r})"
+
+    def has(self, key: str) -> bool:
+        return key in self.manifest.get("models", {})
+
+    def model(self, key: str) -> dict:
+        try:
+            return self.manifest["models"][key]
+        except KeyError:
+            raise ModelSetError(
+                f"{self.root / 'manifest.json'}: model set {self.name!r} has no model {key!r}; "
+                f"rebuild it with `{build_command(self.name)}`") from None
+
+    def part_path(self, key: str, role: str) -> Path:
+        parts = self.model(key).get("parts", {})
+        if role not in parts:
+            raise ModelSetError(
+                f"{self.root / 'manifest.json'}: model {key!r} of set {self.name!r} has no part {role!r}; "
+                f"rebuild it with `{build_command(self.name)}`")
+        return self.root / parts[role]["file"]
+
+    def session(self, key: str, role: str):
+        """onnxruntime.InferenceSession for one part (CPU, all cores, cached per (key, role))."""
+        k = (key, role)
+        with self._lock:
+            s = self._sessions.get(k)
+            if s is None:
+                s = self._sessions[k] = _make_session(self.part_path(key, role), self.name)
+            return s
+
+
+def _make_session(path: Path, set_name: str):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = os.cpu_count() or 1
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - report as a model-set problem in one line
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ModelSetError(f"{path}: cannot be loaded by onnxruntime ({msg}); "
+                            f"rebuild the set with `{build_command(set_name)}`") from None
+
+
+def _stamp(path: Path):
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _verify(name: str, folder: Path) -> dict:
+    cmd = build_command(name)
+    mpath = folder / "manifest.json"
+    try:
+        manifest = json.loads(mpath.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelSetError(f"{mpath}: missing; build the model set {name!r} with `{cmd}`") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelSetError(f"{mpath}: unreadable manifest ({type(e).__name__}); rebuild it with `{cmd}`") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
+        raise ModelSetError(f"{mpath}: not a model-set manifest (no 'models'); rebuild it with `{cmd}`")
+    for key, entry in manifest["models"].items():
+        parts = entry.get("parts") if isinstance(entry, dict) else None
+        if not isinstance(parts, dict):
+            raise ModelSetError(f"{mpath}: model {key!r} lists no parts; rebuild it with `{cmd}`")
+        for role, part in parts.items():
+            fn = part.get("file") if isinstance(part, dict) else None
+            if not fn or Path(fn).name != fn:
+                raise ModelSetError(f"{mpath}: part {key}/{role} has no valid file name; rebuild it with `{cmd}`")
+            path = folder / fn
+            if not path.is_file():
+                raise ModelSetError(f"{path}: missing (part {key}/{role} of model set {name!r}); "
+                                    f"rebuild it with `{cmd}`")
+            if _sha256(path) != part.get("sha256"):
+                raise ModelSetError(f"{path}: corrupt (sha256 differs from the manifest; part {key}/{role} "
+                                    f"of model set {name!r}); rebuild it with `{cmd}`")
+    return manifest
+
+
+def _stamps(folder: Path, manifest: dict) -> tuple:
+    files = [folder / "manifest.json"]
+    for entry in manifest["models"].values():
+        files += [folder / p["file"] for p in entry["parts"].values()]
+    return tuple((str(f), _stamp(f)) for f in files)
+
+
+def load_model_set(name: str | None = None) -> ModelSet:
+    """Load and verify model set ``name`` (None: the default set, see module docstring).
+
+    Every part's sha256 is checked against the manifest; a missing or corrupt file, or an
+    unknown name, raises ModelSetError. Loaded sets are cached while their files are
+    unchanged (size, mtime, inode), so repeated calls reuse the sessions.
+    """
+    root = models_root()
+    if name is None:
+        name = OWN_SET if (root / OWN_SET / "manifest.json").is_file() else PUBLISHED_SET
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        raise ModelSetError(f"{root}: invalid model set name {name!r}")
+    folder = root / name
+    if not folder.is_dir():
+        avail = available_sets(root)
+        listing = ", ".join(avail) if avail else "none"
+        hint = f"build it with `{build_command(name)}`" if name in (PUBLISHED_SET, OWN_SET) else "check the name"
+        raise ModelSetError(f"{folder}: unknown model set {name!r} (available in {root}: {listing}); {hint}")
+    with _LOCK:
+        cached = _CACHE.get(str(folder))
+        if cached is not None:
+            ms, stamps = cached
+            if _stamps(folder, ms.manifest) == stamps:
+                return ms
+        manifest = _verify(name, folder)
+        ms = ModelSet(name, folder, manifest)
+        _CACHE[str(folder)] = (ms, _stamps(folder, manifest))
+        return ms
