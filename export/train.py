@@ -1,0 +1,552 @@
+"""Train the own model set `ptolemy-rt-synth-v1` (square classifier, hole classifier,
+hole U-Net) on synthetic data or a labelled folder, then export it to ONNX + manifest.
+
+    python -m export.train --out onnx_models/ptolemy-rt-synth-v1        (make train)
+    python -m export.train --out DIR --data LABELLED_DIR [--data DIR2]  (real sessions)
+    python -m export.train --out DIR --only unet                        (one model; the
+        others are taken from the cache of an earlier run, build/train-cache/)
+
+Recipes (SPEC §6, paper appendix B): Adam (default hyper-parameters), binary cross-entropy;
+random 90° rotations for all models; U-Net: positive-class weight 100, bias of `last`
+initialised at −10, Gaussian blur (learned sigma, initial e, Adam lr 0.1) of the output
+before the loss, random inversion of the normalised pixels. Deviations, for a ~35 min
+single-thread CPU budget: small widths (16 channels), fewer steps (U-Net ~500 steps of two
+384×384 patches instead of 6000; hole CNN 3 passes instead of 5), and after training the
+U-Net's `last` bias is shifted by a constant chosen on held-out synthetic images so that
+the runtime's fixed mask threshold (sigmoid > 1e-4) gives the best hole-centroid F1.
+
+Training data are exactly what the runtime pipelines feed the networks: square crops from
+`ptolemy_rt.lowmag.locate_squares` + `prepared_crop` (240×240, normalised by the in-mask
+mean/std; one BatchNorm batch = all squares of one atlas, as the published regime), hole
+crops from `ptolemy_rt.medmag.layout_holes` on a mask of the true hole centres (crops of
+the lattice-aligned rotated image, normalised per crop; one batch = one image's crops of
+equal shape), U-Net patches of the whole-image-normalised image (`medmag.normalise`).
+Synthetic seeds: training  seed·10⁶ + i (i < 10⁶), calibration seed·10⁶ + 900 000 + i;
+the evaluation set (`export.evalset`) uses seeds ≥ 9·10⁶, disjoint for seeds 0..8.
+Reproducible from --seed (torch.manual_seed, numpy Generators, deterministic data).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+CACHE = Path("build/train-cache")
+SET_NAME = "ptolemy-rt-synth-v1"
+LICENCE = "MIT (own work: trained only on synthetic images from ptolemy_rt.synthetic)"
+CITATION = ("Architectures and training recipes after Kim, P. T. et al. (2023). Learning to automate "
+            "cryo-electron microscopy data collection with Ptolemy. IUCrJ 10, 90-102.")
+
+ARCH = {
+    "square_classifier": {"channels": 16, "kernels": [5, 3, 3, 3, 3], "head_kernel": 6},
+    "hole_classifier": {"channels": 16, "n_stages": 4},
+    "hole_unet": {"channels": 16, "depth": 7},
+}
+DEFAULTS = {
+    "square_atlases": 100, "square_epochs": 2, "square_batch": 32,
+    "hole_images": 100, "hole_epochs": 3, "hole_batch": 12,
+    "unet_images": 60, "unet_steps": 500, "unet_patch": 384, "unet_batch": 2,
+    "unet_target_radius": 8, "calib_images": 12,
+}
+UNET_POS_WEIGHT = 100.0
+MASK_LOGIT = math.log(1e-4 / (1 - 1e-4))  # runtime threshold on logits
+
+
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# ------------------------------------------------------------------------------- data
+
+def _match_squares(cand, truth, ids) -> np.ndarray:
+    """Label per candidate square (1 good, 0 bad) from the synthetic truth: the truth id at
+    the box centre, else the nearest truth centre."""
+    h, w = ids.shape
+    cen = cand.vertices.mean(axis=1)  # (x, y)
+    out = np.zeros(len(cen), np.float32)
+    tc = np.array([t.center for t in truth]) if truth else np.zeros((0, 2))
+    for i, (x, y) in enumerate(cen):
+        k = 0
+        if 0 <= x < w and 0 <= y < h:
+            k = int(ids[int(y), int(x)])
+        if k == 0 and len(tc):
+            k = int(np.argmin(((tc - (x, y)) ** 2).sum(1))) + 1
+        out[i] = 1.0 if truth[k - 1].good else 0.0
+    return out
+
+
+def square_data_synthetic(seeds) -> list[tuple[np.ndarray, np.ndarray]]:
+    """[(crops float16 n×240×240, labels float32 n)] per atlas."""
+    from ptolemy_rt import lowmag, synthetic
+
+    out = []
+    for s in seeds:
+        img, truth, ids, _ = synthetic.atlas_with_ids(int(s))
+        cand = lowmag.locate_squares(img, True)
+        if cand.n == 0:
+            continue
+        crops = np.stack([lowmag.prepared_crop(cand, i) for i in range(cand.n)]).astype(np.float16)
+        out.append((crops, _match_squares(cand, truth, ids)))
+    return out
+
+
+def square_data_labelled(ds) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Square crops of a labelled lowmag folder: a candidate is positive when a good
+    (selected) point lies in its box; in points mode "all" candidates with no point are
+    dropped."""
+    from ptolemy_rt import lowmag
+    from ptolemy_rt.evaluate import points_in_polygon
+
+    out = []
+    for item in ds.images:
+        cand = lowmag.locate_squares(item.load())
+        if cand.n == 0:
+            continue
+        lab = np.zeros(cand.n, np.float32)
+        keep = np.ones(cand.n, bool)
+        for i in range(cand.n):
+            inside = points_in_polygon(item.points, cand.vertices[i])
+            if inside.any():
+                lab[i] = float(item.good[inside].any())
+            elif ds.points_mode == "all":
+                keep[i] = False
+        if keep.sum() == 0:
+            continue
+        crops = np.stack([lowmag.prepared_crop(cand, i) for i in np.nonzero(keep)[0]]).astype(np.float16)
+        out.append((crops, lab[keep]))
+    return out
+
+
+def centre_mask(shape, centres_xy, radius: float) -> np.ndarray:
+    """bool [row, col] mask of discs of `radius` px at (x, y) centres."""
+    h, w = shape
+    m = np.zeros((h, w), bool)
+    r = int(math.ceil(radius))
+    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
+    for x, y in centres_xy:
+        cx, cy = int(round(x)), int(round(y))
+        sel = (xx - (x - cx)) ** 2 + (yy - (y - cy)) ** 2 <= radius * radius
+        rr, cc = yy[sel] + cy, xx[sel] + cx
+        ok = (rr >= 0) & (rr < h) & (cc >= 0) & (cc < w)
+        m[rr[ok], cc[ok]] = True
+    return m
+
+
+def hole_groups(img: np.ndarray, centres_xy, label_of_points) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Crops exactly as the runtime makes them, from a mask of hole centres.
+
+    label_of_points(points n×2 (row, col) px) -> labels (float32, NaN = unknown, dropped).
+    Returns [(crops float16 n×h×w, labels)] per crop shape.
+    """
+    from ptolemy_rt import geometry, medmag
+
+    pix = np.maximum(img.astype(np.float32), 0)
+    mask = centre_mask(pix.shape, centres_xy, 10.0)
+    lay = medmag.layout_holes(mask)
+    if lay.reason is not None or len(lay.points) == 0:
+        return []
+    lab = np.asarray(label_of_points(lay.points), np.float32)
+    rot = geometry.rotate_image(pix, -lay.angle_deg)
+    groups: dict[tuple, list] = {}
+    for k, (r0, c0, r1, c1) in enumerate(lay.boxes):
+        if np.isnan(lab[k]) or r1 - r0 < 8 or c1 - c0 < 8:
+            continue
+        groups.setdefault((int(r1 - r0), int(c1 - c0)), []).append(k)
+    out = []
+    for shp, idx in groups.items():
+        crops = np.stack([medmag.prepare_crop(rot[b[0]:b[2], b[1]:b[3]]) for b in lay.boxes[idx]])
+        out.append((crops.astype(np.float16), lab[idx]))
+    return out
+
+
+def hole_data_synthetic(seeds) -> list[tuple[np.ndarray, np.ndarray]]:
+    from ptolemy_rt import synthetic
+
+    out = []
+    for s in seeds:
+        img, truth, ids, _ = synthetic.medmag_with_ids(int(s))
+        h, w = ids.shape
+        cents = [t.center for t in truth if 0 <= t.center[0] < w and 0 <= t.center[1] < h
+                 and ids[int(t.center[1]), int(t.center[0])] == t.id]
+
+        def label_of(points, ids=ids, truth=truth):
+            r = np.clip(np.floor(points[:, 0]).astype(int), 0, h - 1)
+            c = np.clip(np.floor(points[:, 1]).astype(int), 0, w - 1)
+            k = ids[r, c]
+            return np.array([float(truth[i - 1].good) if i > 0 else 0.0 for i in k], np.float32)
+
+        out += hole_groups(img, cents, label_of)
+    return out
+
+
+def hole_data_labelled(ds) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Hole crops of a labelled medmag folder; the mask is made from the labelled points.
+    A lattice point is positive when it lies within a good point's radius (default: 1/4 of
+    the lattice spacing ~ half a hole radius)."""
+    out = []
+    for item in ds.images:
+        img = item.load().pixels
+        pts = item.points
+
+        def label_of(points, item=item):
+            lab = np.full(len(points), 0.0 if ds.points_mode == "selected" else np.nan, np.float32)
+            if len(item.points) == 0:
+                return lab
+            d = np.hypot(item.points[None, :, 0] - points[:, None, 1], item.points[None, :, 1] - points[:, None, 0])
+            rad = np.where(np.isnan(item.radius), 40.0, item.radius)
+            j = np.argmin(d, axis=1)
+            hit = d[np.arange(len(points)), j] <= rad[j]
+            lab[hit] = item.good[j[hit]].astype(np.float32)
+            return lab
+
+        out += hole_groups(img, [tuple(p) for p in pts], label_of)
+    return out
+
+
+def unet_pool_synthetic(seeds, target_radius: float):
+    """[(normalised image float16 [row, col], target bool [row, col])]."""
+    from ptolemy_rt import medmag, synthetic
+
+    pool = []
+    for s in seeds:
+        img, truth, ids, _ = synthetic.medmag_with_ids(int(s))
+        h, w = ids.shape
+        cents = [t.center for t in truth if 0 <= t.center[0] < w and 0 <= t.center[1] < h
+                 and ids[int(t.center[1]), int(t.center[0])] == t.id]
+        pool.append((medmag.normalise(img).astype(np.float16), centre_mask(img.shape, cents, target_radius)))
+    return pool
+
+
+def unet_pool_labelled(ds, target_radius: float):
+    from ptolemy_rt import medmag
+
+    pool = []
+    for item in ds.images:
+        img = item.load().pixels
+        pool.append((medmag.normalise(img).astype(np.float16),
+                     centre_mask(img.shape, [tuple(p) for p in item.points], target_radius)))
+    return pool
+
+
+# ------------------------------------------------------------------------------- metrics
+
+def roc_auc(y, s) -> float:
+    from ptolemy_rt.evaluate import roc_auc as f
+
+    return f(np.asarray(y), np.asarray(s))
+
+
+# ------------------------------------------------------------------------------- training
+
+def _torch():
+    import torch
+
+    torch.set_num_threads(1)
+    return torch
+
+
+def _rot90(torch, x, k):
+    return torch.rot90(x, int(k), dims=(-2, -1)) if k else x
+
+
+def train_classifier(key: str, data, epochs: int, seed: int, batch_max: int | None = None, val=None):
+    """Adam + BCE on per-image batches (one BatchNorm batch = one image's crops of one
+    shape), random 90° rotation per batch. Returns (module, info)."""
+    torch = _torch()
+    from .arch_classifiers import HoleClassifier, SquareClassifier
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 11])
+    a = ARCH[key]
+    net = (SquareClassifier(a["channels"], tuple(a["kernels"]), a["head_kernel"]) if key == "square_classifier"
+           else HoleClassifier(a["channels"], a["n_stages"]))
+    opt = torch.optim.Adam(net.parameters())
+    lossf = torch.nn.BCEWithLogitsLoss()
+    steps, t0, hist = 0, time.perf_counter(), []
+    for ep in range(epochs):
+        order = rng.permutation(len(data))
+        net.train()
+        for j in order:
+            crops, lab = data[j]
+            if len(lab) < 2:
+                continue
+            idx = np.arange(len(lab))
+            if batch_max and len(idx) > batch_max:
+                idx = rng.choice(idx, batch_max, replace=False)
+            x = torch.from_numpy(crops[idx].astype(np.float32))[:, None]
+            x = _rot90(torch, x, rng.integers(4))
+            y = torch.from_numpy(lab[idx])[:, None]
+            loss = lossf(net(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            hist.append(float(loss.detach()))
+            steps += 1
+            if steps % 25 == 0:
+                _log(f"{key}: epoch {ep + 1}/{epochs} step {steps} loss {np.mean(hist[-25:]):.4f}")
+    info = {"steps": steps, "epochs": epochs, "train_seconds": round(time.perf_counter() - t0, 1),
+            "final_loss": round(float(np.mean(hist[-25:])), 4) if hist else None}
+    if val:
+        info.update(eval_classifier(net, val))
+    net.eval()
+    return net, info
+
+
+def eval_classifier(net, data) -> dict:
+    """Validation ROC AUC / accuracy, batch statistics per image (published regime) and
+    running statistics."""
+    torch = _torch()
+    ys, s_pub, s_run = [], [], []
+    with torch.no_grad():
+        for crops, lab in data:
+            x = torch.from_numpy(crops.astype(np.float32))[:, None]
+            net.train()
+            # batch statistics without touching the running estimates
+            mom = [m.momentum for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+            for m in net.modules():
+                if isinstance(m, torch.nn.BatchNorm2d):
+                    m.momentum = 0.0
+            s_pub.append(torch.sigmoid(net(x))[:, 0].numpy())
+            for m, v in zip([m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)], mom):
+                m.momentum = v
+            net.eval()
+            s_run.append(torch.sigmoid(net(x))[:, 0].numpy())
+            ys.append(lab)
+    y = np.concatenate(ys)
+    sp, sr = np.concatenate(s_pub), np.concatenate(s_run)
+    return {"val_n": int(len(y)), "val_pos_fraction": round(float(y.mean()), 3),
+            "val_roc_auc_published_bn": round(roc_auc(y, sp), 4), "val_roc_auc_running_bn": round(roc_auc(y, sr), 4),
+            "val_accuracy_published_bn": round(float(((sp > 0.5) == (y > 0.5)).mean()), 4)}
+
+
+def gaussian_blur(torch, x, sigma, radius: int = 12):
+    """Separable Gaussian blur of N×1×H×W with a differentiable sigma (px)."""
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    s = torch.clamp(sigma, min=0.3)
+    k = torch.exp(-0.5 * (t / s) ** 2)
+    k = k / k.sum()
+    x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1), padding=(0, radius))
+    return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1), padding=(radius, 0))
+
+
+def train_unet(pool, steps: int, patch: int, batch: int, seed: int):
+    torch = _torch()
+    from .arch_unet import UNet
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 13])
+    a = ARCH["hole_unet"]
+    net = UNet(a["channels"], a["depth"])
+    net.init_last_bias(-10.0)
+    sigma = torch.nn.Parameter(torch.tensor(math.e))
+    opt = torch.optim.Adam([{"params": net.parameters()}, {"params": [sigma], "lr": 0.1}])
+    pw = torch.tensor(UNET_POS_WEIGHT)
+    t0, hist = time.perf_counter(), []
+    net.train()
+    for step in range(1, steps + 1):
+        xs, ys = [], []
+        for _ in range(batch):
+            img, tgt = pool[rng.integers(len(pool))]
+            h, w = img.shape
+            r0 = rng.integers(0, max(1, h - patch + 1))
+            c0 = rng.integers(0, max(1, w - patch + 1))
+            x = img[r0:r0 + patch, c0:c0 + patch].astype(np.float32)
+            y = tgt[r0:r0 + patch, c0:c0 + patch].astype(np.float32)
+            k = rng.integers(4)
+            x, y = np.rot90(x, k), np.rot90(y, k)
+            if rng.random() < 0.5:
+                x = -x
+            xs.append(np.ascontiguousarray(x))
+            ys.append(np.ascontiguousarray(y))
+        X = torch.from_numpy(np.stack(xs))[:, None]
+        Y = torch.from_numpy(np.stack(ys))[:, None]
+        out = gaussian_blur(torch, net(X), sigma)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(out, Y, pos_weight=pw)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        hist.append(float(loss.detach()))
+        if step % 25 == 0:
+            _log(f"hole_unet: step {step}/{steps} loss {np.mean(hist[-25:]):.4f} sigma {float(sigma):.3f}")
+    net.eval()
+    return net, {"steps": steps, "batch": batch, "patch_px": patch, "train_seconds": round(time.perf_counter() - t0, 1),
+                 "final_loss": round(float(np.mean(hist[-25:])), 4), "blur_sigma_px": round(float(sigma), 4)}
+
+
+def calibrate_unet(net, seeds) -> dict:
+    """Shift `last.bias` so that sigmoid > 1e-4 gives the best hole-centroid F1 on held-out
+    synthetic images (SPEC §7 matching). Returns info with the chosen shift."""
+    torch = _torch()
+    from ptolemy_rt import medmag, synthetic
+    from ptolemy_rt.evaluate import match_points_to_discs
+
+    cases = []
+    with torch.no_grad():
+        for s in seeds:
+            img, truth = synthetic.medmag_image(int(s))
+            h, w = img.shape
+            x = medmag.pad_for_unet(medmag.normalise(img))
+            logit = net(torch.from_numpy(x)[None, None])[0, 0].numpy()[:h, :w]
+            ins = [t for t in truth if 0 <= t.center[0] < w and 0 <= t.center[1] < h]
+            cases.append((logit, np.array([t.center for t in ins]).reshape(-1, 2),
+                          np.array([min(t.axes) for t in ins])))
+    shifts = np.arange(-8.0, 8.01, 0.5)
+    f1s = []
+    for dlt in shifts:
+        f = []
+        for logit, cen, rad in cases:
+            m = logit + dlt > MASK_LOGIT
+            pred = medmag.mask_centroids(m)[:, ::-1] if m.any() else np.zeros((0, 2))
+            r = match_points_to_discs(pred, cen, rad)
+            f.append(r["f1"])
+        f1s.append(float(np.mean(f)))
+    best = float(shifts[int(np.argmax(f1s))])
+    with torch.no_grad():
+        net.last.bias += best
+    _log(f"hole_unet: calibration shift {best:+.1f} (centroid F1 {max(f1s):.3f}; at 0: {f1s[len(shifts) // 2]:.3f})")
+    return {"calibration_bias_shift": best, "calibration_centroid_f1": round(max(f1s), 4),
+            "calibration_f1_unshifted": round(f1s[len(shifts) // 2], 4), "calibration_images": len(seeds)}
+
+
+# ------------------------------------------------------------------------------- main
+
+def _seeds(seed: int, n: int, offset: int = 0):
+    return [seed * 1_000_000 + offset + i for i in range(n)]
+
+
+def _split(data, frac=0.1):
+    n = max(1, int(round(len(data) * frac)))
+    return data[n:], data[:n]
+
+
+def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> Path:
+    torch = _torch()
+    from ptolemy_rt.labels import read_dataset
+
+    CACHE.mkdir(parents=True, exist_ok=True)
+    dsets = [read_dataset(d) for d in datas]
+    low = [d for d in dsets if d.kind == "lowmag"]
+    med = [d for d in dsets if d.kind == "medmag"]
+    for key in only:
+        t0 = time.perf_counter()
+        if key == "square_classifier":
+            if low:
+                data = sum((square_data_labelled(d) for d in low), [])
+                spec = {"source": "labelled", "folders": [str(d.root) for d in low]}
+            else:
+                data = square_data_synthetic(_seeds(seed, cfg["square_atlases"]))
+                spec = {"source": "synthetic", "generator": "ptolemy_rt.synthetic.atlas", "shape": [1024, 1024],
+                        "seeds": f"{seed}*10^6 + 0..{cfg['square_atlases'] - 1}"}
+            train, val = _split(data)
+            _log(f"square data: {sum(len(l) for _, l in data)} crops from {len(data)} atlases "
+                 f"({time.perf_counter() - t0:.0f} s), positives {np.mean(np.concatenate([l for _, l in data])):.2f}")
+            net, info = train_classifier(key, train, cfg["square_epochs"], seed, batch_max=cfg["square_batch"], val=val)
+        elif key == "hole_classifier":
+            if med:
+                data = sum((hole_data_labelled(d) for d in med), [])
+                spec = {"source": "labelled", "folders": [str(d.root) for d in med]}
+            else:
+                data = hole_data_synthetic(_seeds(seed, cfg["hole_images"], 100_000))
+                spec = {"source": "synthetic", "generator": "ptolemy_rt.synthetic.medmag_image", "shape": [1024, 1440],
+                        "seeds": f"{seed}*10^6 + 100000 + 0..{cfg['hole_images'] - 1}"}
+            train, val = _split(data)
+            _log(f"hole data: {sum(len(l) for _, l in data)} crops in {len(data)} groups "
+                 f"({time.perf_counter() - t0:.0f} s), positives {np.mean(np.concatenate([l for _, l in data])):.2f}")
+            net, info = train_classifier(key, train, cfg["hole_epochs"], seed, batch_max=cfg["hole_batch"], val=val)
+        elif key == "hole_unet":
+            if med:
+                pool = sum((unet_pool_labelled(d, cfg["unet_target_radius"]) for d in med), [])
+                spec = {"source": "labelled", "folders": [str(d.root) for d in med]}
+            else:
+                pool = unet_pool_synthetic(_seeds(seed, cfg["unet_images"], 200_000), cfg["unet_target_radius"])
+                spec = {"source": "synthetic", "generator": "ptolemy_rt.synthetic.medmag_image", "shape": [1024, 1440],
+                        "seeds": f"{seed}*10^6 + 200000 + 0..{cfg['unet_images'] - 1}"}
+            spec["target"] = f"discs of radius {cfg['unet_target_radius']} px at hole centres"
+            _log(f"unet data: {len(pool)} images ({time.perf_counter() - t0:.0f} s)")
+            net, info = train_unet(pool, cfg["unet_steps"], cfg["unet_patch"], cfg["unet_batch"], seed)
+            del pool
+            info.update(calibrate_unet(net, _seeds(seed, cfg["calib_images"], 900_000)))
+        else:
+            raise SystemExit(f"unknown model {key!r}")
+        info["data"] = spec
+        info["seed"] = seed
+        info["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        torch.save({"state": net.state_dict(), "info": info, "arch": ARCH[key]}, CACHE / f"{key}.pt")
+        _log(f"{key}: done {json.dumps(info)}")
+    return export(out)
+
+
+def export(out: Path) -> Path:
+    """ONNX + manifest from the cached trained states (all three must exist)."""
+    torch = _torch()
+    from .arch_classifiers import HoleClassifier, SquareClassifier
+    from .arch_unet import UNet
+    from .manifest import write_manifest
+    from .onnx_classifiers import export_hole_classifier, export_square_classifier
+    from .onnx_unet import export_unet
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    models, training = {}, {}
+    for key in ("square_classifier", "hole_classifier", "hole_unet"):
+        path = CACHE / f"{key}.pt"
+        if not path.is_file():
+            raise SystemExit(f"{path}: not trained yet (run python -m export.train --only {key})")
+        ck = torch.load(path, map_location="cpu")
+        a = ck["arch"]
+        if key == "square_classifier":
+            net = SquareClassifier(a["channels"], tuple(a["kernels"]), a["head_kernel"])
+            fn = export_square_classifier
+        elif key == "hole_classifier":
+            net = HoleClassifier(a["channels"], a["n_stages"])
+            fn = export_hole_classifier
+        else:
+            net = UNet(a["channels"], a["depth"])
+            fn = export_unet
+        net.load_state_dict(ck["state"], strict=True)
+        net.eval()
+        spec = fn(net, out, key)
+        models[key] = {"architecture": spec["architecture"], "parts": spec["parts"],
+                       "source": {"training": "export/train.py", "seed": ck["info"]["seed"]}}
+        training[key] = ck["info"]
+    for old in out.glob("*.onnx"):
+        if not any(old.name in m["parts"].values() for m in models.values()):
+            old.unlink()
+    extra = {"training": training, "trained_with": {"torch": torch.__version__, "threads": 1}}
+    metrics = out / "metrics.json"
+    if metrics.is_file():
+        extra["metrics"] = json.loads(metrics.read_text())
+    path = write_manifest(out, SET_NAME, models, LICENCE, CITATION, extra=extra)
+    _log(f"wrote {path}")
+    return path
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description="Train the own model set on synthetic data or labelled folders.")
+    ap.add_argument("--out", type=Path, default=Path("onnx_models") / SET_NAME)
+    ap.add_argument("--data", type=Path, action="append", default=[],
+                    help="labelled folder (ptolemy_rt.labels format); repeat for several; "
+                         "kinds without a folder train on synthetic data")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--only", default="hole_unet,hole_classifier,square_classifier",
+                    help="comma-separated models to train (others come from build/train-cache)")
+    ap.add_argument("--export-only", action="store_true", help="only write ONNX + manifest from the cache")
+    for k, v in DEFAULTS.items():
+        ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
+    a = ap.parse_args(argv)
+    if a.export_only:
+        export(a.out)
+        return 0
+    cfg = {k: getattr(a, k) for k in DEFAULTS}
+    only = [s.strip() for s in a.only.split(",") if s.strip()]
+    run(a.out, a.seed, only, a.data, cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

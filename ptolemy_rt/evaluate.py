@@ -1,0 +1,295 @@
+"""Evaluation of a model set on a labelled folder (SPEC §7 metrics), numpy only.
+
+Entry point for the CLI: `evaluate(models, data_dir) -> dict` (the folder format is
+`ptolemy_rt.labels`; data_dir may also be a folder holding `lowmag/` and/or `medmag/`
+labelled folders, as written by `python -m export.evalset`).
+
+Metrics
+- Square localisation recall (low mag): fraction of labelled squares whose point (x, y)
+  lies inside the box (vertices) of a found square, pooled over images. In points mode
+  "all" squares labelled "edge" are left out (an operator never selects them).
+- Hole localisation (medium mag), per image then averaged over images: precision, recall,
+  F1 with the paper's one-to-one rule: a labelled hole is a disc (centre, radius px); a
+  prediction inside exactly one hole that holds no other prediction is a true positive; a
+  labelled hole with zero or 2+ predictions is a false negative; a prediction in no hole,
+  or sharing its hole, is a false positive. Three predictors: "unet" (centroids of the
+  U-Net mask regions), "unet_lattice" (the lattice points the pipeline reports),
+  "unet_lattice_threshold" (those lattice points whose U-Net probability, max over the
+  lattice's 30×30 box around the point, is ≥ 0.5). Hole radius when a label has none:
+  0.25 × the lattice spacing, else 20 px.
+- Classification: ROC AUC, average precision (AP), accuracy at score 0.5 of the square
+  classifier (found squares matched to a labelled point) and of the hole classifier
+  (reported holes inside a labelled hole). Points mode "selected": a found square/hole
+  with no labelled point is a negative; mode "all": it is left out.
+
+Coordinates: points (x, y) = (col, row) px; arrays [row, col].
+"""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+HOLE_PROB_THRESHOLD = 0.5
+LATTICE_BOX_PX = 30
+
+
+# ------------------------------------------------------------------------------ metrics
+
+def roc_auc(y, s) -> float:
+    """Area under the ROC curve of scores s for binary labels y (ties count one half).
+    NaN when only one class is present."""
+    y = np.asarray(y, dtype=bool).ravel()
+    s = np.asarray(s, dtype=np.float64).ravel()
+    npos, nneg = int(y.sum()), int((~y).sum())
+    if npos == 0 or nneg == 0:
+        return float("nan")
+    order = np.argsort(s, kind="mergesort")
+    ss = s[order]
+    ranks = np.empty(len(s), np.float64)
+    # average ranks over ties (1-based)
+    i = 0
+    while i < len(ss):
+        j = i
+        while j + 1 < len(ss) and ss[j + 1] == ss[i]:
+            j += 1
+        ranks[order[i:j + 1]] = (i + j) / 2.0 + 1.0
+        i = j + 1
+    return float((ranks[y].sum() - npos * (npos + 1) / 2.0) / (npos * nneg))
+
+
+def average_precision(y, s) -> float:
+    """Average precision: mean over positives of the precision at their rank (scores
+    sorted descending; tied scores are taken together). NaN without positives."""
+    y = np.asarray(y, dtype=bool).ravel()
+    s = np.asarray(s, dtype=np.float64).ravel()
+    npos = int(y.sum())
+    if npos == 0:
+        return float("nan")
+    uniq = np.unique(s)[::-1]
+    tp = fp = 0
+    ap = 0.0
+    for u in uniq:
+        sel = s == u
+        dtp, dfp = int(y[sel].sum()), int((~y[sel]).sum())
+        tp += dtp
+        fp += dfp
+        ap += dtp * tp / (tp + fp)
+    return float(ap / npos)
+
+
+def accuracy(y, s, threshold: float = 0.5) -> float:
+    """Fraction with (s ≥ threshold) == y. NaN when empty."""
+    y = np.asarray(y, dtype=bool).ravel()
+    s = np.asarray(s, dtype=np.float64).ravel()
+    return float(((s >= threshold) == y).mean()) if len(y) else float("nan")
+
+
+def classification_metrics(y, s) -> dict:
+    y = np.asarray(y, dtype=bool)
+    return {"n": int(len(y)), "positives": int(y.sum()), "roc_auc": roc_auc(y, s),
+            "ap": average_precision(y, s), "accuracy": accuracy(y, s)}
+
+
+def points_in_polygon(points_xy, poly_xy) -> np.ndarray:
+    """bool per (x, y) point: inside (or on the edge of) the polygon (k×2 (x, y), any
+    orientation, convex or not; even-odd rule plus an edge tolerance of 1e-9 px)."""
+    p = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
+    v = np.asarray(poly_xy, dtype=np.float64).reshape(-1, 2)
+    x, y = p[:, 0], p[:, 1]
+    inside = np.zeros(len(p), bool)
+    on_edge = np.zeros(len(p), bool)
+    n = len(v)
+    for i in range(n):
+        x1, y1 = v[i]
+        x2, y2 = v[(i + 1) % n]
+        cond = (y1 > y) != (y2 > y)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            xint = (x2 - x1) * (y - y1) / (y2 - y1) + x1
+        inside ^= cond & (x < xint)
+        # edge test
+        dx, dy = x2 - x1, y2 - y1
+        L2 = dx * dx + dy * dy
+        if L2 > 0:
+            t = np.clip(((x - x1) * dx + (y - y1) * dy) / L2, 0, 1)
+            d2 = (x1 + t * dx - x) ** 2 + (y1 + t * dy - y) ** 2
+            on_edge |= d2 <= 1e-18
+    return inside | on_edge
+
+
+def match_points_to_discs(pred_xy, centres_xy, radii, ignore_xy=None, ignore_radii=None) -> dict:
+    """SPEC §7 one-to-one rule for predictions (x, y) against labelled holes (discs).
+
+    A prediction belongs to the nearest labelled disc containing it. Holes with exactly one
+    prediction → TP; holes with 0 or 2+ → FN; predictions in no disc or sharing a disc → FP.
+    Predictions inside an `ignore` disc (holes not labelled, e.g. centre outside the image)
+    are dropped. Returns counts, precision, recall, f1 (an empty image with no prediction
+    scores 1.0) and per prediction the hole index or -1 (`assign`).
+    """
+    pred = np.asarray(pred_xy, dtype=np.float64).reshape(-1, 2)
+    cen = np.asarray(centres_xy, dtype=np.float64).reshape(-1, 2)
+    rad = np.broadcast_to(np.asarray(radii, dtype=np.float64), (len(cen),))
+    if ignore_xy is not None and len(pred):
+        ig = np.asarray(ignore_xy, dtype=np.float64).reshape(-1, 2)
+        igr = np.broadcast_to(np.asarray(ignore_radii, dtype=np.float64), (len(ig),))
+        if len(ig):
+            d = np.hypot(pred[:, None, 0] - ig[None, :, 0], pred[:, None, 1] - ig[None, :, 1])
+            dc = (np.hypot(pred[:, None, 0] - cen[None, :, 0], pred[:, None, 1] - cen[None, :, 1]).min(1)
+                  if len(cen) else np.full(len(pred), np.inf))
+            drop = (d <= igr[None, :]).any(1) & ~(dc <= (rad.max() if len(rad) else 0))
+            pred = pred[~drop]
+    assign = np.full(len(pred), -1, np.int64)
+    if len(pred) and len(cen):
+        d = np.hypot(pred[:, None, 0] - cen[None, :, 0], pred[:, None, 1] - cen[None, :, 1])
+        d = np.where(d <= rad[None, :], d, np.inf)
+        j = np.argmin(d, axis=1)
+        ok = np.isfinite(d[np.arange(len(pred)), j])
+        assign[ok] = j[ok]
+    counts = np.bincount(assign[assign >= 0], minlength=len(cen)) if len(cen) else np.zeros(0, int)
+    tp = int((counts == 1).sum())
+    fn = int(len(cen) - tp)
+    fp = int(len(pred) - tp)
+    prec = tp / (tp + fp) if tp + fp else (1.0 if len(cen) == 0 else 0.0)
+    rec = tp / (tp + fn) if tp + fn else 1.0
+    f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
+    return {"tp": tp, "fp": fp, "fn": fn, "precision": prec, "recall": rec, "f1": f1, "assign": assign}
+
+
+def _mean(rows, key):
+    vals = [r[key] for r in rows if not (isinstance(r[key], float) and math.isnan(r[key]))]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+def _square_targets(item, mode):
+    """(points, good, counted-for-localisation) of a lowmag labelled image."""
+    use = np.ones(len(item.points), bool)
+    if mode == "all":
+        use = np.array([lab != "edge" for lab in item.labels], bool)
+    return use
+
+
+def evaluate_lowmag(models, ds, log=None) -> dict:
+    """Square metrics of a model set on a lowmag labelled dataset."""
+    from .lowmag import find_squares
+
+    found = total = 0
+    ys, ss, per_image = [], [], []
+    t0 = time.perf_counter()
+    for item in ds.images:
+        res = find_squares(item.load(), models=models)
+        verts = [np.asarray(s.vertices) for s in res.squares]
+        use = _square_targets(item, ds.points_mode)
+        hit = np.zeros(len(item.points), bool)
+        for k, v in enumerate(verts):
+            inside = points_in_polygon(item.points, v)
+            hit |= inside
+            if inside.any():
+                j = np.nonzero(inside)[0]
+                # the labelled point nearest the box centre
+                c = v.mean(0)
+                jj = j[np.argmin(np.hypot(item.points[j, 0] - c[0], item.points[j, 1] - c[1]))]
+                if ds.points_mode == "all" and item.labels[jj] == "edge" and False:
+                    continue
+                ys.append(bool(item.good[jj]))
+                ss.append(res.squares[k].score)
+            elif ds.points_mode == "selected":
+                ys.append(False)
+                ss.append(res.squares[k].score)
+        found += int((hit & use).sum())
+        total += int(use.sum())
+        per_image.append({"name": item.name, "found": int((hit & use).sum()), "labelled": int(use.sum()),
+                          "squares": len(res.squares)})
+        if log:
+            log(f"{item.name}: {per_image[-1]}")
+    out = {"images": len(ds.images), "square_localisation": {"found": found, "labelled": total,
+                                                            "recall": found / total if total else float("nan")},
+           "square_classification": classification_metrics(ys, ss),
+           "seconds": round(time.perf_counter() - t0, 1)}
+    return out
+
+
+def _hole_prob_at(prob, points_rc, box=LATTICE_BOX_PX) -> np.ndarray:
+    h, w = prob.shape
+    out = np.zeros(len(points_rc))
+    half = box // 2
+    for k, (r, c) in enumerate(points_rc):
+        r0, c0 = max(int(math.floor(r)) - half, 0), max(int(math.floor(c)) - half, 0)
+        r1, c1 = min(int(math.floor(r)) + half, h), min(int(math.floor(c)) + half, w)
+        if r1 > r0 and c1 > c0:
+            out[k] = float(prob[r0:r1, c0:c1].max())
+    return out
+
+
+def evaluate_medmag(models, ds, log=None) -> dict:
+    """Hole metrics of a model set on a medmag labelled dataset."""
+    from . import medmag
+    from .models import ModelSet, load_model_set
+    from .unet import unet_logits
+
+    ms = models if isinstance(models, ModelSet) else load_model_set(models)
+    rows = {"unet": [], "unet_lattice": [], "unet_lattice_threshold": []}
+    ys, ss = [], []
+    t0 = time.perf_counter()
+    for item in ds.images:
+        pix = np.maximum(item.load().pixels, 0.0)
+        logits = unet_logits(ms, medmag.pad_for_unet(medmag.normalise(pix)))[: pix.shape[0], : pix.shape[1]]
+        mask = medmag.mask_from_logits(logits, pix.shape)
+        res = medmag.holes_from_mask(pix, mask, models=ms)
+        spacing = res.lattice_spacing_px
+        default_r = 0.25 * spacing if spacing else 20.0
+        rad = np.where(np.isnan(item.radius), default_r, item.radius)
+        cen = item.points
+        cents = medmag.mask_centroids(mask)[:, ::-1] if mask.any() else np.zeros((0, 2))
+        lat_xy = np.array([[(v[0][0] + v[2][0]) / 2, (v[0][1] + v[2][1]) / 2] for v in
+                           (np.asarray(hh.vertices) for hh in res.holes)]).reshape(-1, 2)
+        prob = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))
+        pr = _hole_prob_at(prob, lat_xy[:, ::-1])
+        thr_xy = lat_xy[pr >= HOLE_PROB_THRESHOLD]
+        for key, pred in (("unet", cents), ("unet_lattice", lat_xy), ("unet_lattice_threshold", thr_xy)):
+            r = match_points_to_discs(pred, cen, rad)
+            rows[key].append({k: r[k] for k in ("tp", "fp", "fn", "precision", "recall", "f1")})
+        m = match_points_to_discs(lat_xy, cen, rad)
+        for k, hh in enumerate(res.holes):
+            j = m["assign"][k]
+            if j >= 0:
+                ys.append(bool(item.good[j]))
+                ss.append(hh.score)
+            elif ds.points_mode == "selected":
+                ys.append(False)
+                ss.append(hh.score)
+        if log:
+            log(f"{item.name}: " + ", ".join(f"{k} F1 {v[-1]['f1']:.3f}" for k, v in rows.items()))
+    loc = {k: {"precision": _mean(v, "precision"), "recall": _mean(v, "recall"), "f1": _mean(v, "f1"),
+               "tp": int(sum(r["tp"] for r in v)), "fp": int(sum(r["fp"] for r in v)),
+               "fn": int(sum(r["fn"] for r in v))} for k, v in rows.items()}
+    return {"images": len(ds.images), "hole_localisation": loc, "hole_classification": classification_metrics(ys, ss),
+            "seconds": round(time.perf_counter() - t0, 1)}
+
+
+def evaluate(models, data_dir, log=None) -> dict:
+    """SPEC §7 metrics of a model set (name, None = default set, or a loaded ModelSet) on a
+    labelled folder, or a folder holding lowmag/ and medmag/ labelled folders.
+    Returns {"models": name, "lowmag": {...}, "medmag": {...}} (keys present per kind)."""
+    from .labels import read_dataset
+    from .models import ModelSet, load_model_set
+
+    ms = models if isinstance(models, ModelSet) else load_model_set(models)
+    root = Path(data_dir)
+    dirs = [root] if (root / "dataset.json").is_file() else [d for d in (root / "lowmag", root / "medmag")
+                                                              if (d / "dataset.json").is_file()]
+    if not dirs:
+        from .labels import LabelDataError
+
+        raise LabelDataError(f"{root}: no dataset.json here or in lowmag/ or medmag/")
+    out: dict = {"models": ms.name, "data": str(root)}
+    for d in dirs:
+        ds = read_dataset(d)
+        if ds.kind == "lowmag":
+            out["lowmag"] = evaluate_lowmag(ms, ds, log)
+        else:
+            out["medmag"] = evaluate_medmag(ms, ds, log)
+    return out
