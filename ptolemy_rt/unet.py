@@ -1,0 +1,124 @@
+"""Hole-localiser U-Net inference (SPEC §3, §5.3) in row strips, bounded memory.
+
+numpy + onnxruntime only. Arrays are [row, col] (row = first axis = y); sizes in px.
+
+The model set's ``hole_unet`` entry has four ONNX parts (export/onnx_unet.py):
+``encoder`` (full and half resolution levels on an image strip → quarter-resolution
+``pooled``), ``core`` (whole quarter-resolution tensor → quarter-resolution ``up``),
+``decoder`` (image strip + matching ``up`` rows → logits strip) and ``whole`` (reference).
+
+Strips: output rows [a, b) with a, b multiples of 4 (two 2×2 poolings), computed on the
+window [a − halo, b + halo] clipped to the image (halo = 12 px rows, a multiple of 4; 8 is
+the exact minimum, tested); the halo rows are cut away. At the true image border the window stops at the border, where the
+graph's zero padding is the network's own. Because every window starts at a multiple of 4,
+poolings and the ×2 row upsamplings inside a window coincide with the whole image's, so
+strip-wise logits equal whole-image logits up to float rounding (≤ 1e-4 tested).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+UNET_KEY = "hole_unet"
+DEFAULT_STRIP_BUDGET_BYTES = 64 * 2**20  # bytes of one C-channel full-resolution strip tensor
+
+
+def _arch(models) -> dict:
+    arch = models.model(UNET_KEY)["architecture"]
+    return {
+        "channels": int(arch["channels"]),
+        "halo": int(arch.get("halo_rows", 12)),
+        "multiple": int(arch.get("row_multiple", 4)),
+    }
+
+
+def plan_strips(height: int, width: int, channels: int, *, halo: int = 12, multiple: int = 4,
+                strip_rows: int | None = None,
+                budget_bytes: int = DEFAULT_STRIP_BUDGET_BYTES) -> list[tuple[int, int]]:
+    """Row bands [(a, b), ...] (px rows, a < b) covering 0..height.
+
+    strip_rows: rows per band (rounded up to a multiple of ``multiple``); default: as many as
+    keep one float32 tensor of ``channels`` × (rows + 2·halo) × width within budget_bytes.
+    Bands are balanced (equal heights up to rounding); a, b are multiples of ``multiple``
+    except the final b = height. A height that is not a multiple of ``multiple`` gives a
+    single band (the whole image), since only then do the poolings align.
+    """
+    if height % multiple != 0:
+        return [(0, height)]
+    if strip_rows is None:
+        rows_fit = budget_bytes // max(1, 4 * channels * width)
+        strip_rows = rows_fit - 2 * halo
+    strip_rows = max(multiple, int(strip_rows))
+    n = max(1, math.ceil(height / strip_rows))
+    rows = math.ceil(height / n / multiple) * multiple
+    bands = []
+    a = 0
+    while a < height:
+        b = min(height, a + rows)
+        bands.append((a, b))
+        a = b
+    return bands
+
+
+def _windows(bands, height: int, halo: int):
+    for a, b in bands:
+        yield a, b, max(0, a - halo), min(height, b + halo)
+
+
+def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
+                budget_bytes: int = DEFAULT_STRIP_BUDGET_BYTES) -> np.ndarray:
+    """U-Net logits, float32 [row, col], same shape as ``image``.
+
+    image: 2-D [row, col], already normalised and padded by the caller (SPEC §5.1-5.2).
+    models: ptolemy_rt.models.ModelSet (uses ``hole_unet`` parts encoder, core, decoder).
+    strip_rows / budget_bytes: see plan_strips (memory bound of the full-resolution strips).
+    """
+    arch = _arch(models)
+    img = np.ascontiguousarray(image, dtype=np.float32)
+    if img.ndim != 2:
+        raise ValueError(f"unet_logits expects a 2-D image [row, col], got shape {img.shape}")
+    height, width = img.shape
+    c, halo, mult = arch["channels"], arch["halo"], arch["multiple"]
+    bands = plan_strips(height, width, c, halo=halo, multiple=mult,
+                        strip_rows=strip_rows, budget_bytes=budget_bytes)
+    x = img[None, None]
+    enc = models.session(UNET_KEY, "encoder")
+    core = models.session(UNET_KEY, "core")
+    dec = models.session(UNET_KEY, "decoder")
+
+    # encoder: quarter-resolution pooled tensor of the whole image, strip by strip
+    pooled = None
+    for a, b, lo, hi in _windows(bands, height, halo):
+        p = enc.run(None, {"image": x[:, :, lo:hi]})[0]
+        if pooled is None:
+            pooled = np.empty((1, p.shape[1], height // 4, p.shape[3]), dtype=np.float32)
+        if len(bands) == 1:
+            pooled = p
+        else:
+            pooled[:, :, a // 4:b // 4] = p[:, :, (a - lo) // 4:(b - lo) // 4]
+
+    up = core.run(None, {"pooled": pooled})[0]
+    del pooled
+
+    out = np.empty((height, width), dtype=np.float32)
+    for a, b, lo, hi in _windows(bands, height, halo):
+        q0, q1 = lo // 4, (hi // 4 if len(bands) > 1 else up.shape[2])
+        y = dec.run(None, {"image": x[:, :, lo:hi], "up": up[:, :, q0:q1]})[0]
+        out[a:b] = y[0, 0, a - lo:b - lo]
+    return out
+
+
+def unet_logits_whole(models, image: np.ndarray) -> np.ndarray:
+    """U-Net logits through the single ``whole`` graph (reference; memory grows with size).
+
+    image: 2-D [row, col] float32, normalised and padded. Returns float32 [row, col].
+    """
+    img = np.ascontiguousarray(image, dtype=np.float32)
+    y = models.session(UNET_KEY, "whole").run(None, {"image": img[None, None]})[0]
+    return y[0, 0]
+
+
+def logits_to_mask(logits: np.ndarray, threshold: float = 1e-4) -> np.ndarray:
+    """Boolean mask [row, col]: sigmoid(logits) > threshold, computed as logits > logit(threshold)."""
+    return logits > np.float32(math.log(threshold / (1.0 - threshold)))
