@@ -287,18 +287,39 @@ def demo(
             ("lowmag", "atlas", synthetic.atlas, (1024, 1024)),
             ("medmag", "square", synthetic.medmag_image, (1024, 1440)),
         ):
-            image, _truth = make(seed, shape=shape)
+            image, truth = make(seed, shape=shape)
             mrc = outdir / f"{name}.mrc"
             write_atomic(mrc, _mrc_bytes(image))
+            truth_path = outdir / f"{name}.truth.json"
+            write_atomic(truth_path, _truth_json(truth))
             job = batch.Job(kind, str(mrc), "json", str(outdir / f"{name}.json"),
                             str(outdir / f"{name}.png") if have_pillow else None, models, "published")
             o = batch.analyse(job)
             noun = "squares" if kind == "lowmag" else "holes"
             best = f", best score {o.best_score:.3f}" if o.best_score is not None else ""
             _say("info", f"{kind}: {o.n_targets} {noun}{best} in {o.seconds:.1f} s" + (f" ({o.reason})" if o.reason else ""))
-            written += [str(mrc), job.out] + ([job.plot] if job.plot else [])
+            written += [str(mrc), str(truth_path), job.out] + ([job.plot] if job.plot else [])
     _write_stdout("".join(p + "\n" for p in written))
     return EXIT_OK
+
+
+def _truth_json(truth) -> str:
+    """The synthetic image's ground truth (list of dataclasses) as JSON; points (x, y) px."""
+    import dataclasses
+    import json
+
+    def conv(v):
+        if dataclasses.is_dataclass(v):
+            return {k: conv(x) for k, x in dataclasses.asdict(v).items()}
+        if isinstance(v, dict):
+            return {str(k): conv(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [conv(x) for x in v]
+        if hasattr(v, "item"):  # numpy scalars
+            return v.item()
+        return v
+
+    return json.dumps([conv(t) for t in truth], indent=1) + "\n"
 
 
 def _mrc_bytes(image) -> bytes:

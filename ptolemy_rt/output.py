@@ -39,6 +39,7 @@ KIND_NOUN = {"lowmag": "squares", "medmag": "holes"}
 # Pixel sizes (nm/px) that an MRC header may plausibly hold for each magnification; a header
 # value outside is ignored (the common "1 Å" default of unset headers is outside both).
 HEADER_PIXEL_RANGE_NM = {"lowmag": (10.0, 10000.0), "medmag": (1.0, 1000.0)}
+UNSET_HEADER_NM = 0.1  # 1 Å: what many writers put in the header when the size is unknown
 # Physical target sizes that are plausible: grid-square side (µm) for lowmag (1000 mesh to
 # 75 mesh), lattice spacing / hole pitch (µm) for medmag.
 TARGET_SIZE_RANGE_UM = {"lowmag": (10.0, 350.0), "medmag": (0.5, 20.0)}
@@ -113,6 +114,8 @@ def resolve_pixel_size(kind: str, option_nm: float | None, header_nm: float | No
         return float(option_nm), "option", None
     if header_nm is None or not (header_nm > 0) or not math.isfinite(header_nm):
         return None, None, None
+    if abs(header_nm - UNSET_HEADER_NM) < 1e-9:
+        return None, None, None  # the usual placeholder of headers nobody filled in
     lo, hi = HEADER_PIXEL_RANGE_NM[kind]
     if lo <= header_nm <= hi:
         return float(header_nm), "header", None

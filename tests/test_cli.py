@@ -218,8 +218,11 @@ def test_header_pixel_size_used_when_plausible(tmp_path, fake, capsys):
     assert err == ""  # median 40 px squares at 300 nm = 12 µm: plausible
     img2 = write_mrc(tmp_path / "b.mrc", good_image(1), voxel_a=1.0)  # the unset-header default
     code, out, err = run_inproc(["lowmag", "-f", "csv", img2], capsys)
+    assert "center_x_um" not in out and err == ""
+    img3 = write_mrc(tmp_path / "c.mrc", good_image(1), voxel_a=3.0)  # 0.3 nm: not an atlas
+    code, out, err = run_inproc(["lowmag", "-f", "csv", img3], capsys)
     assert "center_x_um" not in out
-    assert "ignored" in err and err.startswith("ptolemy: warning:")
+    assert "ignored" in err and err.startswith("ptolemy: warning:") and len(err.splitlines()) == 1
 
 
 def test_implausible_pixel_size_warns(tmp_path, fake, capsys):

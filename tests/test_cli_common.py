@@ -123,3 +123,19 @@ def test_fake_pipeline_is_sorted():
         r = fake_pipeline(kind, img, None, "published")
         ts = r.squares if kind == "lowmag" else r.holes
         assert [t.score for t in ts] == [0.9, 0.5, 0.125]
+
+
+def _have_pipelines(name=None) -> bool:
+    try:
+        import ptolemy_rt.lowmag  # noqa: F401
+        import ptolemy_rt.medmag  # noqa: F401
+        from ptolemy_rt.models import load_model_set
+
+        load_model_set(name)
+        return True
+    except Exception:
+        return False
+
+
+HAVE_PIPELINES = _have_pipelines()
+needs_models = pytest.mark.skipif(not HAVE_PIPELINES, reason="pipelines or default model set not available (make models)")

@@ -136,7 +136,8 @@ def test_deterministic_formatting():
 
 def test_resolve_pixel_size():
     assert output.resolve_pixel_size("lowmag", 150.0, 0.1) == (150.0, "option", None)
-    v, s, note = output.resolve_pixel_size("lowmag", None, 0.1)  # the usual 1 Å default header
+    assert output.resolve_pixel_size("lowmag", None, 0.1) == (None, None, None)  # 1 Å: unset header
+    v, s, note = output.resolve_pixel_size("lowmag", None, 0.5)
     assert v is None and "ignored" in note
     assert output.resolve_pixel_size("lowmag", None, 250.0)[:2] == (250.0, "header")
     assert output.resolve_pixel_size("medmag", None, 25.0)[:2] == (25.0, "header")
