@@ -1,0 +1,372 @@
+"""Medium-magnification pipeline: holes of a holey-carbon grid square (SPEC §5).
+
+Data flow (one small function per step, each testable alone):
+  load → `normalise` (negatives → 0, zero mean, unit population std) → `pad_for_unet` →
+  U-Net logits (`unet.unet_logits`) → `mask_from_logits` (sigmoid > 1e-4, cut back) →
+  `holes_from_mask`: regions (6×6 dilation, convex hulls, no area filter) → centroids →
+  `lattice.find_lattice` → edge filter → rotate the image so the lattice is axis-aligned →
+  one square crop per hole → `score_holes` (hole classifier) → `HoleResult`.
+
+Coordinates: arrays are [row, col]. Internal points are (row, col) float64 in pixel-corner
+coordinates (pixel (r, c) covers [r, r+1) × [c, c+1), as `regions` and `geometry` use);
+results are (x, y) = (col, row) in the same coordinates of the input image. Units: px, px²,
+degrees.
+
+Published conventions reproduced (derived from the reference outputs of the published tool):
+- the lattice angle is atan(d_col / d_row) in degrees (quadrant lost); the image is rotated
+  by −angle with `geometry.rotate_image`, which makes d axis-aligned;
+- points are rotated about the integer centres shape // 2 of both frames
+  (`published_frame_shift`); a hole at rotated position o has the crop rows
+  floor(o_row) − h … floor(o_row) + h − 1 (same for columns) with h = floor(|d| / 2) − 10, clipped to the rotated image, so crops
+  near the image edge are smaller (the example gives 270×270, 270×261 and 270×202);
+- the reported vertices are the unclipped box o ± h mapped back, in the order
+  (−h, −h), (−h, +h), (+h, +h), (+h, −h) (rotated frame, row/col offsets); area = (2h)²;
+- centre = floor of the mean of the vertices (the array index of the pixel holding the
+  lattice point; the published JSON truncates);
+- published BatchNorm regime: when all crops have one shape they form one batch, otherwise
+  every crop is scored alone (`score_holes`).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import geometry, lattice, regions
+from .results import Hole, HoleResult
+
+UNET_MIN_SHAPE = (1024, 1440)  # (rows, cols) px: smaller inputs are padded up to this
+UNET_MULTIPLE = 512  # px: larger inputs are padded up to a multiple of this
+MASK_THRESHOLD = 1e-4  # on sigmoid(logits)
+REGION_DILATE = 6  # px, box side (SPEC §4.3)
+EDGE_PX = 10.0  # holes are lattice points at least this far inside the image
+CROP_SHRINK_PX = 10  # half-size of a crop = floor(|d| / 2) − this
+MIN_CROP_PX = 63  # smallest crop side the 4-stage hole classifier accepts
+HOLE_KEY = "hole_classifier"
+
+
+# ---------------------------------------------------------------------------------------
+# image preparation and mask
+# ---------------------------------------------------------------------------------------
+
+def normalise(pixels: np.ndarray) -> np.ndarray:
+    """Negative pixels → 0, then zero mean and unit population std (SPEC §5.1).
+
+    pixels: 2-D [row, col]. Returns float32 [row, col] (statistics computed in float64).
+    A constant image gives all zeros.
+    """
+    a = np.maximum(np.asarray(pixels, dtype=np.float64), 0.0)
+    mean = a.mean()
+    std = a.std()
+    out = a - mean
+    if std > 0:
+        out /= std
+    return out.astype(np.float32)
+
+
+def unet_padded_shape(height: int, width: int) -> tuple[int, int]:
+    """(rows, cols) the U-Net input is padded to (SPEC §5.2): a side below its minimum
+    (1024 rows, 1440 cols) goes up to that minimum, any other side up to the next multiple
+    of 512 px (unchanged when already a multiple). No upper limit: the published tool refused
+    images above 2048 px, this runtime processes any size."""
+
+    def side(n: int, minimum: int) -> int:
+        if n < minimum:
+            return minimum
+        return -(-n // UNET_MULTIPLE) * UNET_MULTIPLE
+
+    return side(int(height), UNET_MIN_SHAPE[0]), side(int(width), UNET_MIN_SHAPE[1])
+
+
+def pad_for_unet(norm: np.ndarray) -> np.ndarray:
+    """Pad a normalised [row, col] image at the bottom and right to `unet_padded_shape`,
+    filling with the normalised image's mean. Returns float32 (the input itself if no
+    padding is needed)."""
+    h, w = norm.shape
+    ph, pw = unet_padded_shape(h, w)
+    if (ph, pw) == (h, w):
+        return np.ascontiguousarray(norm, dtype=np.float32)
+    out = np.full((ph, pw), np.float32(np.mean(norm, dtype=np.float64)), dtype=np.float32)
+    out[:h, :w] = norm
+    return out
+
+
+def mask_from_logits(logits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """bool [row, col] mask sigmoid(logits) > 1e-4 (compared as logits > logit(1e-4)), cut
+    back to `shape` (rows, cols) of the input image."""
+    thr = np.float32(math.log(MASK_THRESHOLD / (1.0 - MASK_THRESHOLD)))
+    return np.asarray(logits[: shape[0], : shape[1]]) > thr
+
+
+# ---------------------------------------------------------------------------------------
+# holes from a mask
+# ---------------------------------------------------------------------------------------
+
+@dataclass
+class HoleLayout:
+    """Geometry of the holes found from a mask (everything except the scores).
+
+    centroids: m×2 (row, col) px, polygon centres of mass of the mask regions.
+    lattice: the winning `lattice.Lattice` or None.
+    points: n×2 (row, col) px of the holes (lattice points ≥ 10 px inside the image).
+    angle_deg: lattice angle (degrees); the image is rotated by −angle_deg.
+    half: crop half-size h, px.
+    rotated_points: n×2 (row, col) px, the holes in the rotated frame.
+    boxes: n×4 int (row0, col0, row1, col1), the crops in the rotated image (clipped).
+    vertices: n×4×2 (x, y) = (col, row) px, the unclipped crop boxes in the input frame.
+    reason: why there are no holes, when there are none.
+    """
+
+    centroids: np.ndarray
+    lattice: lattice.Lattice | None = None
+    points: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
+    angle_deg: float | None = None
+    half: int = 0
+    rotated_shape: tuple[int, int] = (0, 0)
+    rotated_points: np.ndarray = field(default_factory=lambda: np.empty((0, 2)))
+    boxes: np.ndarray = field(default_factory=lambda: np.empty((0, 4), np.int64))
+    vertices: np.ndarray = field(default_factory=lambda: np.empty((0, 4, 2)))
+    reason: str | None = None
+
+
+def mask_centroids(mask: np.ndarray) -> np.ndarray:
+    """Regions of a bool [row, col] mask (6×6 dilation, 8-connected, SPEC §4.3-4.4, no area
+    filter) → m×2 (row, col) px polygon centres of mass of their convex hulls."""
+    labels, n = regions.label_regions(np.asarray(mask, dtype=bool), REGION_DILATE)
+    hulls = regions.region_hulls(labels, n)
+    if not hulls:
+        return np.empty((0, 2))
+    return np.array([regions.polygon_centroid(h) for h in hulls], dtype=np.float64).reshape(-1, 2)
+
+
+def inside_points(points: np.ndarray, shape: tuple[int, int], edge: float = EDGE_PX) -> np.ndarray:
+    """bool per (row, col) point: at least `edge` px inside the image of `shape` (rows, cols),
+    i.e. edge ≤ row ≤ rows − edge and edge ≤ col ≤ cols − edge (pixel-corner coordinates)."""
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    h, w = shape
+    return (p[:, 0] >= edge) & (p[:, 0] <= h - edge) & (p[:, 1] >= edge) & (p[:, 1] <= w - edge)
+
+
+def published_frame_shift(angle_deg: float, in_shape, out_shape) -> np.ndarray:
+    """(row, col) px to add to `geometry.rotate_points` output to get the published tool's
+    rotated-frame position of a point.
+
+    The published tool rotates points about the integer centres shape // 2 of both frames
+    (`geometry` uses the exact centres shape / 2), i.e. p_pub = R (p − in//2) + out//2
+    = p_exact + R (in/2 − in//2) − (out/2 − out//2): a constant shift of 0 or ±0.5 px per
+    axis, which decides which pixel a crop starts on (found from the published scores: for
+    the 1024×1440 example the rotated frame is 1765×1644, so rows shift by −0.5 px). The
+    reported vertices are mapped back with the inverse of the same map, so they are exact.
+    """
+    i = np.asarray(in_shape[:2], dtype=np.float64)
+    o = np.asarray(out_shape[:2], dtype=np.float64)
+    fi = i / 2.0 - np.floor_divide(i, 2.0)
+    fo = o / 2.0 - np.floor_divide(o, 2.0)
+    return geometry.rotate_points(fi, angle_deg, (0, 0), (0, 0)) - fo
+
+
+def crop_half_size(d) -> int:
+    """Crop half-size h = floor(|d| / 2) − 10 px for a lattice vector d (row, col) px."""
+    return int(math.floor(math.hypot(float(d[0]), float(d[1])) / 2.0)) - CROP_SHRINK_PX
+
+
+def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None) -> HoleLayout:
+    """Regions → centroids → lattice → holes → crop boxes, for the bool [row, col] mask of
+    an input image (same shape). Only the mask is read; the rotated frame is the one of
+    `geometry.rotate_image(image, -angle_deg)`. Adds the stages regions and lattice to
+    `timings` (seconds)."""
+    t = {} if timings is None else timings
+    m = np.asarray(mask, dtype=bool)
+    shape = (int(m.shape[0]), int(m.shape[1]))
+    t0 = time.perf_counter()
+    cents = mask_centroids(m)
+    t["regions"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    try:
+        return _layout(m, shape, cents)
+    finally:
+        t["lattice"] = time.perf_counter() - t0
+
+
+def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray) -> HoleLayout:
+    if len(cents) < 2:
+        return HoleLayout(cents, reason=f"fewer than 2 hole regions in the U-Net mask ({len(cents)} found): no lattice")
+    lat = lattice.find_lattice(m, cents)
+    if lat is None:
+        return HoleLayout(cents, reason="no lattice candidate (coincident hole centroids)")
+    pts = lat.points[inside_points(lat.points, shape)]
+    angle = lat.angle_deg
+    half = crop_half_size(lat.d)
+    out = HoleLayout(cents, lattice=lat, points=pts, angle_deg=angle, half=half)
+    if len(pts) == 0:
+        out.reason = f"no lattice point at least {EDGE_PX:g} px inside the image"
+        return out
+    if half < 1:
+        out.reason = f"lattice spacing {lat.spacing_px:.1f} px is too small for hole crops"
+        out.points = np.empty((0, 2))
+        return out
+    rshape = geometry.rotated_shape(shape, -angle)
+    shift = published_frame_shift(-angle, shape, rshape)
+    rp = geometry.rotate_points(pts, -angle, shape, rshape) + shift
+    base = np.floor(rp).astype(np.int64)
+    boxes = np.stack([base[:, 0] - half, base[:, 1] - half, base[:, 0] + half, base[:, 1] + half], axis=1)
+    boxes[:, [0, 2]] = np.clip(boxes[:, [0, 2]], 0, rshape[0])
+    boxes[:, [1, 3]] = np.clip(boxes[:, [1, 3]], 0, rshape[1])
+    offs = np.array([[-half, -half], [-half, half], [half, half], [half, -half]], dtype=np.float64)
+    corners = rp[:, None, :] + offs[None, :, :]
+    back = geometry.unrotate_points(corners - shift, -angle, shape, rshape)
+    out.rotated_shape = rshape
+    out.rotated_points = rp
+    out.boxes = boxes
+    out.vertices = back[..., ::-1].copy()  # (x, y) = (col, row)
+    return out
+
+
+def prepare_crop(crop: np.ndarray) -> np.ndarray:
+    """Normalise one crop [row, col] by its own mean and population std (float32). A side
+    below MIN_CROP_PX (only for tiny lattices) is padded symmetrically with zeros after
+    normalising (= the crop mean) so the classifier can run."""
+    a = np.asarray(crop, dtype=np.float64)
+    a = a - a.mean() if a.size else a
+    std = a.std() if a.size else 0.0
+    if std > 0:
+        a = a / std
+    if a.shape[0] < MIN_CROP_PX or a.shape[1] < MIN_CROP_PX:
+        ph, pw = max(0, MIN_CROP_PX - a.shape[0]), max(0, MIN_CROP_PX - a.shape[1])
+        a = np.pad(a, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)))
+    return a.astype(np.float32)
+
+
+def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str = "published") -> np.ndarray:
+    """Hole classifier scores (float64, one per box) of the crops `boxes` (n×4 row0, col0,
+    row1, col1 px) of the rotated image [row, col], each crop normalised by `prepare_crop`.
+
+    Published regime, as the published tool batches them (verified on the example: every
+    crop there matches the published score only when scored alone): when all crops have the
+    same shape they are scored in one batch (shared BatchNorm statistics); otherwise each crop
+    is scored alone. Running regime: crops are independent; equal shapes share a call.
+    """
+    from .classifier import score_crops
+
+    b = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
+    scores = np.zeros(len(b), dtype=np.float64)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for k, (r0, c0, r1, c1) in enumerate(b):
+        groups.setdefault((int(r1 - r0), int(c1 - c0)), []).append(k)
+    if batchnorm == "published" and len(groups) > 1:
+        batches = [[k] for k in range(len(b))]
+    else:
+        batches = [groups[s] for s in sorted(groups)]
+    for idx in batches:
+
+        def get_crop(i: int, idx=idx) -> np.ndarray:
+            r0, c0, r1, c1 = b[idx[i]]
+            return prepare_crop(rotated[r0:r1, c0:c1])
+
+        scores[idx] = score_crops(models, HOLE_KEY, len(idx), get_crop, batchnorm)
+    return scores
+
+
+def _holes(layout: HoleLayout, scores: np.ndarray) -> list[Hole]:
+    area = float((2 * layout.half) ** 2)
+    items = []
+    for k in range(len(layout.points)):
+        v = layout.vertices[k]
+        mean = v.mean(axis=0)
+        centre = (int(math.floor(mean[0])), int(math.floor(mean[1])))
+        items.append((-float(scores[k]), float(layout.points[k, 0]), float(layout.points[k, 1]),
+                      Hole(vertices=tuple((float(x), float(y)) for x, y in v), center=centre,
+                           area=area, score=float(scores[k]))))
+    items.sort(key=lambda t: t[:3])
+    return [t[3] for t in items]
+
+
+def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchnorm: str = "published",
+                    timings: dict[str, float] | None = None, model_name: str = "") -> HoleResult:
+    """Everything after the U-Net: holes of `image` (2-D [row, col], raw pixels; negatives
+    are set to 0) given its bool hole mask (same shape). `models` = a ModelSet scoring the
+    crops; None leaves every score at 0.0 (geometry only, for tests). Adds the stages
+    regions, lattice, rotate, classify to `timings` (seconds)."""
+    t = {} if timings is None else timings
+    pix = np.maximum(np.asarray(image, dtype=np.float32), 0.0)
+    m = np.asarray(mask, dtype=bool)
+    if m.shape != pix.shape:
+        raise ValueError(f"mask shape {m.shape} differs from image shape {pix.shape}")
+    layout = layout_holes(m, t)
+    res = HoleResult(holes=[], image_shape=tuple(pix.shape), batchnorm=batchnorm, models=model_name,
+                     timings_s=t)
+    if layout.lattice is not None:
+        res.lattice_angle_deg = layout.angle_deg
+        res.lattice_spacing_px = layout.lattice.spacing_px
+    if layout.reason is not None or len(layout.points) == 0:
+        res.reason = layout.reason or "no holes"
+        t.setdefault("rotate", 0.0)
+        t.setdefault("classify", 0.0)
+        return res
+    t1 = time.perf_counter()
+    rotated = geometry.rotate_image(pix, -layout.angle_deg)
+    t["rotate"] = time.perf_counter() - t1
+    t1 = time.perf_counter()
+    if models is None:
+        scores = np.zeros(len(layout.points))
+    else:
+        scores = score_holes(models, rotated, layout.boxes, batchnorm)
+    t["classify"] = time.perf_counter() - t1
+    del rotated
+    res.holes = _holes(layout, scores)
+    return res
+
+
+# ---------------------------------------------------------------------------------------
+# the pipeline
+# ---------------------------------------------------------------------------------------
+
+def _load(image):
+    from .io import LoadedImage, read_mrc, validate_array
+
+    if isinstance(image, LoadedImage):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return read_mrc(image)
+    return validate_array(np.asarray(image))
+
+
+def find_holes(image, *, models=None, batchnorm: str = "published") -> HoleResult:
+    """Holes of a medium-magnification image, sorted by score, best first (SPEC §5).
+
+    image: path of an MRC file, `io.LoadedImage`, or 2-D [row, col] array (any size; no
+    2048 px limit). models: a `models.ModelSet` or a set name (None: the default set).
+    batchnorm: "published" (BatchNorm on the statistics of each group of equal-shape
+    crops) or "running" (stored statistics, each crop alone).
+    Returns a HoleResult; no lattice / no hole gives an empty list with `reason`.
+    Raises InputImageError (bad image) or ModelSetError (model set missing or corrupt).
+    """
+    from .models import ModelSet, load_model_set
+    from .unet import unet_logits
+
+    if batchnorm not in ("published", "running"):
+        raise ValueError(f"batchnorm must be 'published' or 'running', got {batchnorm!r}")
+    t: dict[str, float] = {}
+    t0 = time.perf_counter()
+    loaded = _load(image)
+    ms = models if isinstance(models, ModelSet) else load_model_set(models)
+    t["load"] = time.perf_counter() - t0
+    pix = np.maximum(loaded.pixels, 0.0)
+    t0 = time.perf_counter()
+    padded = pad_for_unet(normalise(pix))
+    t["normalise"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    logits = unet_logits(ms, padded)
+    del padded
+    mask = mask_from_logits(logits, pix.shape)
+    del logits
+    t["unet"] = time.perf_counter() - t0
+    return holes_from_mask(pix, mask, models=ms, batchnorm=batchnorm, timings=t, model_name=ms.name)
+
+
+def warmup() -> None:
+    """Compile the lattice kernels (the regions kernels warm up in `regions`)."""
+    lattice.warmup()
