@@ -47,6 +47,10 @@ class MixtureFit:
     threshold: smallest raw value (input units) in the mask, or None when the mask is empty.
     iterations: EM iterations run. loglik: final log-likelihood (nats, without the
     constant −Σ log k! term).
+    valley_ratio: depth of the histogram valley between the two populations: lowest
+    smoothed count between the dark and the bright histogram peaks divided by the lower
+    peak (0 = empty valley, ≈ 1 = no valley: unimodal or flat histogram, e.g. pure noise
+    or a smooth gradient, where the mask means nothing). See `valley_ratio`.
     """
 
     mu_high: float
@@ -57,6 +61,7 @@ class MixtureFit:
     threshold: float | None
     iterations: int
     loglik: float
+    valley_ratio: float = 1.0
 
 
 @numba.njit(cache=True)
@@ -192,6 +197,41 @@ def mixture_scale(vmax: float, integer_valued: bool) -> float:
     return 1.0
 
 
+def _smooth(h: np.ndarray, w: int) -> np.ndarray:
+    """Moving average of width w; windows are cut at the ends and divided by their length."""
+    n = len(h)
+    if w <= 1 or n == 0:
+        return h
+    c = np.concatenate([[0.0], np.cumsum(h)])
+    i = np.arange(n)
+    lo = np.clip(i - (w - 1) // 2, 0, n)
+    hi = np.clip(i + w // 2 + 1, 0, n)
+    return (c[hi] - c[lo]) / (hi - lo)
+
+
+def valley_ratio(hist: np.ndarray, threshold_bin: int, mu_high: float, mu_low: float) -> float:
+    """Bimodality of a value histogram split at threshold_bin (first bin of the bright side).
+
+    Counts are smoothed with a moving average of width max(1, round((mu_high − mu_low)/8))
+    bins, separately on each side of the threshold (a spike never leaks across); p_lo, p_hi = highest smoothed count below / from the threshold; the result is the
+    lowest smoothed count between those two peaks divided by min(p_lo, p_hi). For any
+    unimodal histogram it is ≈ 1 (a point between two others on both sides of the mode is
+    at least as high as the lower of them); a clean two-population atlas gives ≈ 0.04.
+    """
+    h = np.asarray(hist, dtype=np.float64)
+    t = int(threshold_bin)
+    if t <= 0 or t >= len(h):
+        return 1.0
+    w = max(1, int(round((mu_high - mu_low) / 8.0)))
+    d = np.concatenate([_smooth(h[:t], w), _smooth(h[t:], w)])  # windows never cross t
+    ilo = int(np.argmax(d[:t]))
+    ihi = t + int(np.argmax(d[t:]))
+    low_peak = min(d[ilo], d[ihi])
+    if low_peak <= 0:
+        return 1.0
+    return float(d[ilo:ihi + 1].min() / low_peak)
+
+
 def fit_mixture(pixels: np.ndarray, integer_valued: bool | None = None) -> MixtureFit:
     """Fit the two-component Poisson mixture to a 2-D [row, col] image and return the mask.
 
@@ -223,7 +263,8 @@ def fit_mixture(pixels: np.ndarray, integer_valued: bool | None = None) -> Mixtu
     mask = _apply_table(a, scale, lut)
     on = np.nonzero(lut)[0]
     thr = float(on[0] / scale) if len(on) else None
-    return MixtureFit(float(mu_hi), float(mu_lo), float(pi_hi), mask, scale, thr, int(it), float(ll))
+    vr = valley_ratio(hist, int(on[0]), mu_hi, mu_lo) if len(on) else 1.0
+    return MixtureFit(float(mu_hi), float(mu_lo), float(pi_hi), mask, scale, thr, int(it), float(ll), vr)
 
 
 def warmup() -> None:
