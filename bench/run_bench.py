@@ -250,6 +250,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=None, help="model set (default: ptolemy-2022 when built)")
     ap.add_argument("--only", choices=["lowmag", "medmag"], default=None)
     ap.add_argument("--runs", type=int, default=5, help="measured warm runs per input (default 5)")
+    ap.add_argument("--inputs", default=None, help="comma-separated input names to run (default: all)")
     ap.add_argument("--skip-large", action="store_true", help="skip the 8192 montage and the 4096 medmag image")
     ap.add_argument("--montage-pitch", type=float, default=192.0, help="grid pitch of the 8192 montage, px")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per process before it is killed")
@@ -267,6 +268,9 @@ def main(argv=None) -> int:
     env_models = dict(os.environ)
     runs = 1 if a.quick else max(1, a.runs)
     inputs = bench_inputs(a.only, a.skip_large, a.montage_pitch)
+    if a.inputs:
+        wanted = {n.strip() for n in a.inputs.split(",") if n.strip()}
+        inputs = [s for s in inputs if s["name"] in wanted]
     tmpdir = Path(tempfile.mkdtemp(prefix="ptolemy-bench-"))
     out_json = tmpdir / "x.json"
     report: dict = {"date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()), "models": models or "(default)",

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 STRIP = 512  # rows per generated strip
+STORE_VERSION = 2  # bump when the stored form changes (2: integer atlases stored as int16)
 
 
 def _lattice_uv(rows: np.ndarray, cols: np.ndarray, angle_deg: float, pitch: float, phase=(0.37, 0.61)):
@@ -137,7 +138,7 @@ def make_input(cache_dir: Path, name: str, kind: str, seed: int, shape, project_
     gen = _project_generator(kind) if prefer_project else None
     source = "ptolemy_rt.synthetic" if gen is not None else "bench.synth_inputs"
     kw = project_kwargs if gen is not None else own_kwargs
-    key = hashlib.sha1(json.dumps([source, seed, list(shape), kw], sort_keys=True).encode()).hexdigest()[:8]
+    key = hashlib.sha1(json.dumps([source, seed, list(shape), kw, STORE_VERSION], sort_keys=True).encode()).hexdigest()[:8]
     cache_dir.mkdir(parents=True, exist_ok=True)
     path = cache_dir / f"{name}-{key}.mrc"
     meta = path.with_suffix(".json")
@@ -155,7 +156,10 @@ def make_input(cache_dir: Path, name: str, kind: str, seed: int, shape, project_
         fn = own_atlas if kind == "lowmag" else own_medmag
         image, truth = fn(seed, shape=tuple(shape), **own_kwargs)
     image = np.asarray(image)
-    if image.dtype == np.float64:
+    if kind == "lowmag" and image.dtype.kind == "f" and float(image.max()) <= 32767 and float(image.min()) >= -32768 \
+            and bool(np.all(image == np.round(image))):
+        image = image.astype(np.int16)  # integer counts: store as int16 like SerialEM atlases
+    elif image.dtype == np.float64:
         image = image.astype(np.float32)
     tmp = path.with_suffix(".tmp")
     with mrcfile.new(tmp, overwrite=True) as m:
