@@ -184,3 +184,11 @@ def test_error_messages_are_one_line(navfile, tmp_path):
         with pytest.raises(InputImageError) as ei:
             nav.write_targets_nav(tmp_path / "o.nav", result, navfile, label)
         assert "\n" not in str(ei.value) and str(navfile) in str(ei.value)
+
+
+def test_parse_nav_map():
+    assert nav.parse_nav_map("grid1.nav:7") == ("grid1.nav", "7")
+    assert nav.parse_nav_map(r"C:\data\grid1.nav:12-A") == (r"C:\data\grid1.nav", "12-A")
+    for bad in ("grid1.nav", "grid1.nav:", ":7", r"C:\data\grid1.nav"):
+        with pytest.raises(InputImageError, match="NAVFILE:ITEMLABEL"):
+            nav.parse_nav_map(bad)
