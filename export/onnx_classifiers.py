@@ -132,7 +132,7 @@ def _stats(g: _Graph, z: str) -> None:
     d = g.op("Sub", [z, mean4])
     ax_w = g.const("axes_cols", np.array([3], dtype=np.int64))
     ax_hw = g.const("axes_rows_cols", np.array([2, 3], dtype=np.int64))
-    ss_r = g.op("ReduceSum", [g.op("Mul", [d, d]), ax_w], keepdims=1)
+    ss_r = g.op("ReduceSum", [g.op("Mul", [d, d]), ax_w], keepdims=1)  # (ReduceSumSquare was less exact)
     g.op("ReduceSum", [ss_r, ax_hw], "m2", keepdims=0)
 
 
