@@ -123,42 +123,39 @@ def _cross(o0, o1, a0, a1, b0, b1):
 @numba.njit(cache=True)
 def _hull_of_rows(rows, cmin, cmax):
     """Convex hull (counter-clockwise in (row, col) axes, no collinear points) of the corners
-    of pixel runs: row r, columns cmin..cmax. Rows ascending. Returns K×2 float64."""
+    of pixel runs: row r, columns cmin..cmax (rows strictly ascending). Returns K×2 float64.
+
+    Only the leftmost and rightmost corner of each corner row can be hull vertices; they are
+    produced already sorted by (row, col), so no sort is needed."""
     m = rows.shape[0]
-    # candidate points sorted by (row, col): corner rows r and r+1 of consecutive entries
-    # interleave, so build then sort by a combined key.
-    npts = 4 * m
-    pr = np.empty(npts, np.int64)
-    pc = np.empty(npts, np.int64)
+    ys = np.empty(2 * m, np.int64)
+    lo = np.empty(2 * m, np.int64)
+    hi = np.empty(2 * m, np.int64)
+    k = 0
     for i in range(m):
-        r = rows[i]
-        a = cmin[i]
-        b = cmax[i] + 1
-        pr[4 * i] = r
-        pc[4 * i] = a
-        pr[4 * i + 1] = r
-        pc[4 * i + 1] = b
-        pr[4 * i + 2] = r + 1
-        pc[4 * i + 2] = a
-        pr[4 * i + 3] = r + 1
-        pc[4 * i + 3] = b
-    cmin_all = pc.min()
-    span = pc.max() - cmin_all + 1
-    key = (pr - pr.min()) * span + (pc - cmin_all)
-    order = np.argsort(key, kind="mergesort")
+        r = np.int64(rows[i])
+        a = np.int64(cmin[i])
+        b = np.int64(cmax[i]) + 1
+        for d in range(2):
+            y = r + d
+            if k > 0 and ys[k - 1] == y:
+                if a < lo[k - 1]:
+                    lo[k - 1] = a
+                if b > hi[k - 1]:
+                    hi[k - 1] = b
+            else:
+                ys[k] = y
+                lo[k] = a
+                hi[k] = b
+                k += 1
+    npts = 2 * k
     sr = np.empty(npts, np.int64)
     sc = np.empty(npts, np.int64)
-    k = 0
-    last = -1
-    for j in range(npts):
-        idx = order[j]
-        if key[idx] == last:
-            continue
-        last = key[idx]
-        sr[k] = pr[idx]
-        sc[k] = pc[idx]
-        k += 1
-    npts = k
+    for j in range(k):  # (row, col) order; lo < hi always
+        sr[2 * j] = ys[j]
+        sc[2 * j] = lo[j]
+        sr[2 * j + 1] = ys[j]
+        sc[2 * j + 1] = hi[j]
     hr = np.empty(2 * npts + 1, np.int64)
     hc = np.empty(2 * npts + 1, np.int64)
     t = 0

@@ -143,3 +143,29 @@ def test_degenerate_images():
 
 def test_warmup_runs():
     mixture.warmup()
+
+
+def test_valley_ratio_separates_bimodal_from_unimodal():
+    rng = np.random.default_rng(4)
+    img, _ = _two_poisson(mu=(60.0, 8.0))
+    assert mixture.fit_mixture(img).valley_ratio < 0.1
+    noise = rng.poisson(20.0, (256, 256)).astype(np.float32)
+    assert mixture.fit_mixture(noise).valley_ratio > 0.9
+    r, c = np.indices((256, 300), dtype=np.float32)
+    assert mixture.fit_mixture(10.0 + 0.01 * r + 0.02 * c).valley_ratio > 0.9  # flat histogram
+    spikes = np.zeros((64, 64), np.float32)
+    spikes[::8, ::8] = 100.0
+    assert mixture.fit_mixture(spikes).valley_ratio == 0.0
+    # the smoothing never lets a spike leak across the threshold
+    h = np.zeros(101)
+    h[0], h[100] = 1000.0, 10.0
+    assert mixture.valley_ratio(h, 4, 100.0, 0.0) == 0.0
+    assert mixture.valley_ratio(np.ones(50), 25, 40.0, 10.0) == 1.0
+
+
+@needs_shared
+def test_atlas_valley_is_deep():
+    from ptolemy_rt.io import read_mrc
+
+    img = read_mrc(LOWMAG_MRC)
+    assert mixture.fit_mixture(img.pixels, img.integer_valued).valley_ratio < 0.1
