@@ -47,6 +47,26 @@ class Job:
     batchnorm: str = "published"
     section: int | None = None
     pixel_size_nm: float | None = None
+    nav_map: str | None = None  # "NAVFILE:LABEL" for fmt "nav"
+    nav_flip: bool = True
+    nav_acquire: int = 0
+
+
+def split_nav_map(spec: str) -> tuple[str, str]:
+    """"NAVFILE:LABEL" → (navfile, label), split at the last colon (Windows drive letters)."""
+    nav, sep, label = str(spec).rpartition(":")
+    if not sep or not nav or not label.strip():
+        raise UsageProblem(f"--nav-map {spec!r}: expected NAVFILE:LABEL, e.g. session.nav:12")
+    return nav, label.strip()
+
+
+def check_nav_map(spec: str) -> None:
+    """Fail before the pipeline runs when the navigator file or its map item is unusable."""
+    from . import navigator
+
+    nav, label = split_nav_map(spec)
+    item = navigator.find_item(navigator.read_nav(nav), label, nav)
+    navigator.map_transform(item, None, nav_path=nav)
 
 
 @dataclass
@@ -105,9 +125,18 @@ def analyse(job: Job) -> Outcome:
     warn = pixel_size_warning(report)
     if warn:
         notes.append(f"{job.input}: {warn}")
-    text = format_report(report, job.fmt)
     its = items(result)
-    if job.out is not None:
+    if job.fmt == "nav":
+        from . import navigator
+        from .output import check_output_path
+
+        nav, label = split_nav_map(job.nav_map or "")
+        check_output_path(job.out, protect=[job.input, nav])
+        navigator.write_targets_nav(job.out, result, nav, label, flip_y=job.nav_flip, acquire_top=job.nav_acquire)
+        text = None
+    else:
+        text = format_report(report, job.fmt)
+    if job.out is not None and text is not None:
         from .output import write_atomic
 
         write_atomic(job.out, text, protect=[job.input])

@@ -49,6 +49,7 @@ class Format(str, Enum):
     json_full = "json-full"
     csv = "csv"
     txt = "txt"
+    nav = "nav"
 
 
 class BatchNorm(str, Enum):
@@ -126,9 +127,10 @@ def _write_stdout(text: str) -> None:
 
 
 # Shared options of lowmag / medmag
-_IMAGES = typer.Argument(..., metavar="IMAGE...", help="MRC file(s), or folder(s) of *.mrc files.", show_default=False)
+_IMAGES = typer.Argument(..., metavar="IMAGE", help="MRC file(s), or folder(s) of *.mrc files.", show_default=False)
 _FORMAT = typer.Option(None, "-f", "--format", case_sensitive=False,
-                       help="Output format: json (the published schema), json-full (with metadata), csv, txt. "
+                       help="Output format: json (the published schema), json-full (with metadata), csv, txt, "
+                            "nav (SerialEM Navigator points; needs --nav-map and -o). "
                             "Default: from the -o file's extension, else json.")
 _OUT = typer.Option(None, "-o", "--output", metavar="OUT",
                     help="Result file (one input; '-' = stdout, the default) or folder (several inputs: required).")
@@ -143,9 +145,17 @@ _PLOT = typer.Option(None, "--plot", metavar="OUT.png",
 _PIXEL = typer.Option(None, "--pixel-size", metavar="NM",
                       help="Pixel size in nm (default: the MRC header's, when plausible); adds µm columns to csv/txt.")
 _FORCE = typer.Option(False, "--force", help="Several inputs: redo inputs whose result is newer than the input.")
+_NAV_MAP = typer.Option(None, "--nav-map", metavar="NAVFILE:LABEL",
+                        help="-f nav: the SerialEM Navigator (autodoc .nav) and the label of the map item the image is.")
+_NAV_FLIP = typer.Option(True, "--nav-flip/--nav-no-flip",
+                         help="-f nav: the MRC is stored bottom-up as SerialEM writes it (default); "
+                              "--nav-no-flip for images stored top-down.")
+_NAV_ACQUIRE = typer.Option(0, "--nav-acquire", min=0, metavar="N",
+                            help="-f nav: mark the best N targets for acquisition.")
 
 
-def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force) -> int:
+def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force,
+                     nav_map=None, nav_flip=True, nav_acquire=0) -> int:
     from . import batch
     from .output import check_output_path, format_from_suffix
 
@@ -156,11 +166,19 @@ def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, p
 
         require_pillow()
     fmt_s = fmt.value if fmt is not None else format_from_suffix(None if out in (None, "-") else out)
+    if fmt is None and nav_map is not None:
+        fmt_s = "nav"
+    if fmt_s == "nav" and nav_map is None:
+        raise batch.UsageProblem("-f nav needs --nav-map NAVFILE:LABEL (the map item the image shows)")
+    if fmt_s != "nav" and nav_map is not None:
+        raise batch.UsageProblem(f"--nav-map goes with -f nav, not -f {fmt_s}")
     bn = batchnorm.value if isinstance(batchnorm, Enum) else str(batchnorm)
     inputs, any_folder = batch.expand_inputs([str(p) for p in images])
     many = len(inputs) > 1 or any_folder or (out not in (None, "-") and Path(out).is_dir())
 
     if many:
+        if fmt_s == "nav":
+            raise batch.UsageProblem("-f nav takes one image (the image of the --nav-map item)")
         if out in (None, "-"):
             raise batch.UsageProblem(f"{len(inputs)} inputs need an output folder: -o DIR")
         with _stdout_to_stderr():
@@ -171,14 +189,19 @@ def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, p
 
     src = inputs[0]
     to_file = out not in (None, "-")
-    if to_file:
+    if fmt_s == "nav":
+        if not to_file:
+            raise batch.UsageProblem("-f nav writes a file: give -o TARGETS.nav")
+        check_output_path(out, protect=[src, batch.split_nav_map(nav_map)[0]])
+        batch.check_nav_map(nav_map)
+    elif to_file:
         check_output_path(out, protect=[src])
     if plot is not None:
         check_output_path(plot, protect=[src])
         if to_file and os.path.realpath(plot) == os.path.realpath(out):
             raise batch.UsageProblem("--plot and -o name the same file")
     job = batch.Job(kind, src, fmt_s, str(out) if to_file else None, str(plot) if plot else None,
-                    models, bn, section, pixel_size)
+                    models, bn, section, pixel_size, nav_map, nav_flip, nav_acquire)
     with _stdout_to_stderr():
         outcome = batch.analyse(job)
     for n in outcome.notes:
@@ -209,9 +232,13 @@ def lowmag(
     plot: Optional[str] = _PLOT,
     pixel_size: Optional[float] = _PIXEL,
     force: bool = _FORCE,
+    nav_map: Optional[str] = _NAV_MAP,
+    nav_flip: bool = _NAV_FLIP,
+    nav_acquire: int = _NAV_ACQUIRE,
 ) -> int:
     """Find and rank grid squares in low-magnification atlases."""
-    return _analyse_command("lowmag", images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force)
+    return _analyse_command("lowmag", images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force,
+                            nav_map, nav_flip, nav_acquire)
 
 
 @app.command(no_args_is_help=True)
@@ -226,9 +253,13 @@ def medmag(
     plot: Optional[str] = _PLOT,
     pixel_size: Optional[float] = _PIXEL,
     force: bool = _FORCE,
+    nav_map: Optional[str] = _NAV_MAP,
+    nav_flip: bool = _NAV_FLIP,
+    nav_acquire: int = _NAV_ACQUIRE,
 ) -> int:
     """Find and rank holes in medium-magnification (grid square) images."""
-    return _analyse_command("medmag", images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force)
+    return _analyse_command("medmag", images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force,
+                            nav_map, nav_flip, nav_acquire)
 
 
 @app.command("plot", no_args_is_help=True)

@@ -17,6 +17,8 @@ json-full  one object with metadata and the same items under ``items``.
 csv        header row, one row per target (see `CSV_COLUMNS`); an empty result is a
            ``# reason: ...`` comment line followed by the header.
 txt        a human-readable table with ``#`` comment lines on top.
+nav        a SerialEM Navigator file (written by `navigator.write_targets_nav`, needs the map
+           item: see batch.analyse and docs/SERIALEM.md).
 Floats in json/csv are written with Python's shortest round-trip repr (deterministic).
 """
 from __future__ import annotations
@@ -31,8 +33,8 @@ from typing import Any, Iterable
 
 from .errors import OutputError
 
-FORMATS = ("json", "json-full", "csv", "txt")
-EXTENSIONS = {"json": ".json", "json-full": ".json", "csv": ".csv", "txt": ".txt"}
+FORMATS = ("json", "json-full", "csv", "txt", "nav")
+EXTENSIONS = {"json": ".json", "json-full": ".json", "csv": ".csv", "txt": ".txt", "nav": ".nav"}
 
 KIND_NOUN = {"lowmag": "squares", "medmag": "holes"}
 
@@ -297,11 +299,11 @@ def format_report(report: Report, fmt: str) -> str:
 
 
 def format_from_suffix(path: str | os.PathLike | None) -> str:
-    """Default format for an output path: .csv → csv, .txt → txt, anything else → json."""
+    """Default format for an output path: .csv → csv, .txt → txt, .nav → nav, else json."""
     if path is None:
         return "json"
     s = Path(path).suffix.lower()
-    return {".csv": "csv", ".txt": "txt"}.get(s, "json")
+    return {".csv": "csv", ".txt": "txt", ".nav": "nav"}.get(s, "json")
 
 
 # ---------------------------------------------------------------------- writing

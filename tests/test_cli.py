@@ -285,3 +285,82 @@ def test_plot_without_pillow_fails_before_work(tmp_path, fake, monkeypatch, caps
     assert code == 5 and so == ""
     assert_one_error_line(err, "Pillow", "pip install")
     assert not out.exists() and not (tmp_path / "o.png").exists()
+
+
+# ------------------------------------------------------------ SerialEM navigator output
+
+NAV = """AdocVersion = 2.00
+
+[Item = 7]
+Color = 2
+StageXYZ = 100.0 -50.0 3.5
+NumPts = 5
+Regis = 1
+Type = 2
+MapID = 4242
+MapWidthHeight = 320 256
+MapScaleMat = 0.5 0 0 0.5
+PtsX = 0 1 1 0 0
+PtsY = 0 0 1 1 0
+"""
+
+
+def _nav(tmp_path):
+    p = tmp_path / "grid.nav"
+    p.write_text(NAV)
+    return p
+
+
+def test_nav_output(tmp_path, fake, capsys):
+    from ptolemy_rt import navigator
+
+    img = write_mrc(tmp_path / "map.mrc", good_image(1, (128, 160)))  # the map binned by 2
+    nav = _nav(tmp_path)
+    out = tmp_path / "targets.nav"
+    code, so, err = run_inproc(["lowmag", img, "--nav-map", f"{nav}:7", "-o", out, "--nav-acquire", "1"], capsys)
+    assert code == 0 and so == "" and err == "", err
+    items = navigator.read_nav(out)
+    assert [it["_label"] for it in items] == ["8", "9", "10"]
+    assert items[0]["Note"].startswith("ptolemy rank 1 score 0.9000")
+    assert [it["Acquire"] for it in items] == ["1", "0", "0"]
+    assert all(it["DrawnID"] == "4242" for it in items)
+    # centre of the best box (35.5, 45.25) px of the 160×128 image → map px (71, 256-90.5) → stage
+    x, y, z = (float(v) for v in items[0]["StageXYZ"].split())
+    assert (x, y, z) == pytest.approx((100.0 + (71.0 - 160) / 0.5, -50.0 + (165.5 - 128) / 0.5, 3.5))
+
+
+def test_nav_errors(tmp_path, fake, monkeypatch, capsys):
+    from ptolemy_rt import batch
+
+    img = write_mrc(tmp_path / "map.mrc", good_image(1, (128, 160)))
+    nav = _nav(tmp_path)
+    before = nav.read_text()
+    code, _, err = run_inproc(["lowmag", img, "-o", tmp_path / "t.nav"], capsys)  # .nav needs --nav-map
+    assert code == 2 and "--nav-map" in err
+    code, _, err = run_inproc(["lowmag", img, "--nav-map", f"{nav}:7"], capsys)  # not to stdout
+    assert code == 2 and "-o" in err
+    code, _, err = run_inproc(["lowmag", img, "-f", "csv", "--nav-map", f"{nav}:7", "-o", tmp_path / "x.csv"], capsys)
+    assert code == 2
+    code, _, err = run_inproc(["lowmag", img, img.parent, "--nav-map", f"{nav}:7", "-o", tmp_path / "d"], capsys)
+    assert code == 2 and "one image" in err
+    code, _, err = run_inproc(["lowmag", img, "--nav-map", f"{nav}:7", "-o", nav], capsys)
+    assert code == 5 and "refusing" in err and nav.read_text() == before
+
+    def never(*a):
+        raise AssertionError("the pipeline must not run when the navigator is unusable")
+
+    monkeypatch.setattr(batch, "run_pipeline", never)
+    code, _, err = run_inproc(["lowmag", img, "--nav-map", f"{nav}:99", "-o", tmp_path / "t.nav"], capsys)
+    assert code == 3 and len(err.splitlines()) == 1 and "no navigator item labelled '99'" in err
+    code, _, err = run_inproc(["lowmag", img, "--nav-map", f"{tmp_path / 'missing.nav'}:7", "-o", tmp_path / "t.nav"], capsys)
+    assert code == 3 and "no such navigator file" in err
+    code, _, err = run_inproc(["lowmag", img, "--nav-map", "nolabel", "-o", tmp_path / "t.nav"], capsys)
+    assert code == 2 and "NAVFILE:LABEL" in err
+    assert not (tmp_path / "t.nav").exists()
+
+
+def test_split_nav_map_windows_paths():
+    from ptolemy_rt.batch import split_nav_map
+
+    assert split_nav_map(r"C:\data\grid1.nav:12") == (r"C:\data\grid1.nav", "12")
+    assert split_nav_map("/d/s.nav:A-3") == ("/d/s.nav", "A-3")
