@@ -174,7 +174,8 @@ def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, p
         raise batch.UsageProblem(f"--nav-map goes with -f nav, not -f {fmt_s}")
     bn = batchnorm.value if isinstance(batchnorm, Enum) else str(batchnorm)
     inputs, any_folder = batch.expand_inputs([str(p) for p in images])
-    many = len(inputs) > 1 or any_folder or (out not in (None, "-") and Path(out).is_dir())
+    out_is_dir = out not in (None, "-") and (Path(out).is_dir() or str(out).endswith(("/", os.sep)))
+    many = len(inputs) > 1 or any_folder or out_is_dir
 
     if many:
         if fmt_s == "nav":

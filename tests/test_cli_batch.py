@@ -111,6 +111,13 @@ def test_single_input_into_existing_folder(tmp_path, fake, capsys):
     assert (out / "summary.csv").exists()
 
 
+def test_output_with_trailing_slash_is_a_folder(tmp_path, fake, capsys):
+    a = write_mrc(tmp_path / "a.mrc", good_image(1))
+    code, so, _ = run_inproc(["medmag", a, "-o", f"{tmp_path / 'new'}/"], capsys)
+    assert code == 0 and so == ""
+    assert sorted(os.listdir(tmp_path / "new")) == ["a.json", "summary.csv"]
+
+
 def test_same_stems_refused(tmp_path, fake, capsys):
     (tmp_path / "x").mkdir()
     (tmp_path / "y").mkdir()
