@@ -15,7 +15,7 @@ class Square:
     """One grid square found in a low-magnification atlas.
 
     vertices: 4 corners (x, y) = (col, row), px, of the square's box in the input frame.
-    center: rounded mean of the vertices, (x, y) px, ints.
+    center: mean of the vertices truncated to int (as the published tool), (x, y) px.
     area: box area, px².
     brightness: mean raw pixel value over the square's mask pixels (input units).
     score: classifier probability in [0, 1]; higher = better target.
@@ -33,7 +33,7 @@ class Hole:
     """One hole found in a medium-magnification image.
 
     vertices: 4 corners (x, y) = (col, row), px, of the hole's crop box in the input frame.
-    center: rounded mean of the vertices, (x, y) px, ints.
+    center: mean of the vertices truncated to int (as the published tool), (x, y) px.
     area: box area, px².
     score: classifier probability in [0, 1]; higher = better target.
     """
