@@ -424,32 +424,43 @@ def run_batch(
 
 def _run_pool(all_jobs, todo, outcomes, n_workers, report) -> None:
     """Run the jobs in `todo` on `n_workers` processes (spawned: safe with threaded runtimes
-    and identical on Windows); outcomes are stored by input index."""
+    and identical on Windows); outcomes are stored by input index. Workers ignore Ctrl-C;
+    on Ctrl-C the parent cancels what has not started and stops the workers."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
-                             initializer=_worker_init, initargs=(n_workers,)) as pool:
+    pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
+                               initializer=_worker_init, initargs=(n_workers,))
+    try:
         futs = {pool.submit(run_one, all_jobs[i]): i for i in todo}
-        try:
-            for fut in as_completed(futs):
-                i = futs[fut]
-                try:
-                    outcomes[i] = fut.result()
-                except Exception as e:  # worker died (e.g. killed for memory)
-                    outcomes[i] = Outcome(all_jobs[i].input, "failed",
-                                          error=_one_line(f"{all_jobs[i].input}: worker process failed: {type(e).__name__}: {e}"),
-                                          exit_code=EXIT_INTERNAL)
-                report(outcomes[i])
-        except KeyboardInterrupt:
-            for f in futs:
-                f.cancel()
-            raise
+        for fut in as_completed(futs):
+            i = futs[fut]
+            try:
+                outcomes[i] = fut.result()
+            except Exception as e:  # worker died (e.g. killed for memory)
+                outcomes[i] = Outcome(all_jobs[i].input, "failed",
+                                      error=_one_line(f"{all_jobs[i].input}: worker process failed: {type(e).__name__}: {e}"),
+                                      exit_code=EXIT_INTERNAL)
+            report(outcomes[i])
+    except BaseException:
+        procs = list((getattr(pool, "_processes", None) or {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        for pr in procs:
+            try:
+                pr.terminate()
+            except Exception:
+                pass
+        raise
+    pool.shutdown(wait=True)
 
 
 def _worker_init(n_workers: int) -> None:
-    """Share the CPU cores between worker processes (numba / ONNX Runtime / BLAS threads)."""
+    """Worker set-up: leave Ctrl-C to the parent, and share the CPU cores between the workers
+    (numba / BLAS threads; PTOLEMY_THREADS for the ONNX Runtime sessions)."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     per = max(1, (os.cpu_count() or 1) // n_workers)
     for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(per))

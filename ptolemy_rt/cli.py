@@ -380,7 +380,10 @@ def run(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         rv = cmd.main(args=args, prog_name=PROG, standalone_mode=False)
-        return int(rv) if isinstance(rv, int) else EXIT_OK
+        code = int(rv) if isinstance(rv, int) else EXIT_OK
+        if code == 130:  # Ctrl-C, turned into an exit code by the command-line library
+            _err("interrupted")
+        return code
     except click.exceptions.UsageError as e:
         ctx = getattr(e, "ctx", None)
         if type(e).__name__ == "NoArgsIsHelpError" and ctx is not None:

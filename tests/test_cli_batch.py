@@ -173,3 +173,33 @@ def test_summary_text_format():
     assert rows[0] == {"input": "a,b.mrc", "status": "failed", "n_targets": "", "best_score": "",
                        "seconds": "0.250", "error": 'bad "x"'}
     assert rows[1]["best_score"] == "0.75"
+
+
+def test_ctrl_c_is_one_line_exit_130(tmp_path):
+    """Ctrl-C during a batch: exit 130, one line, no traceback, no partial result."""
+    import signal
+    import subprocess
+    import sys
+
+    a = write_mrc(tmp_path / "a.mrc", good_image(1))
+    b = write_mrc(tmp_path / "b.mrc", good_image(2))
+    code = (
+        "import sys, time\n"
+        "sys.path.insert(0, %r)\n"
+        "from ptolemy_rt import batch, cli\n"
+        "def slow(*a):\n"
+        "    print('started', file=sys.stderr, flush=True)\n"
+        "    time.sleep(60)\n"
+        "batch.run_pipeline = slow\n"
+        "batch.model_set = lambda name: None\n"
+        "sys.exit(cli.run(%r))\n"
+    ) % (str(os.path.dirname(__file__)), ["lowmag", str(a), str(b), "-o", str(tmp_path / "out")])
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, start_new_session=True)
+    line = p.stderr.readline()
+    assert line.strip() == "started"
+    os.killpg(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and out == ""
+    assert err.strip() == "ptolemy: error: interrupted"
+    assert not any(n.endswith(".json") for n in os.listdir(tmp_path / "out"))
