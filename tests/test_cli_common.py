@@ -2,7 +2,6 @@
 checks of the published JSON schema."""
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -84,7 +83,8 @@ def run_cli(*args, env=None, cwd=None, timeout=600):
     e.pop("PTOLEMY_DEBUG", None)
     if env:
         e.update(env)
-    return subprocess.run([str(PTOLEMY), *[str(a) for a in args]], capture_output=True, text=True,
+    cmd = [str(PTOLEMY)] if PTOLEMY.exists() else [sys.executable, "-m", "ptolemy_rt.cli"]
+    return subprocess.run([*cmd, *[str(a) for a in args]], capture_output=True, text=True,
                           env=e, cwd=cwd or REPO, timeout=timeout)
 
 
