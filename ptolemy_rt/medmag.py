@@ -21,8 +21,8 @@ Published conventions reproduced (derived from the reference outputs of the publ
   near the image edge are smaller (the example gives 270×270, 270×261 and 270×202);
 - the reported vertices are the unclipped box o ± h mapped back, in the order
   (−h, −h), (−h, +h), (+h, +h), (+h, −h) (rotated frame, row/col offsets); area = (2h)²;
-- centre = floor of the mean of the vertices (the array index of the pixel holding the
-  lattice point; the published JSON truncates);
+- centre = the mean of the vertices truncated to int, as the published JSON (holes are
+  ≥ 10 px inside, so this is the array index of the pixel holding the lattice point);
 - published BatchNorm regime: when all crops have one shape they form one batch, otherwise
   every crop is scored alone (`score_holes`).
 """
@@ -276,7 +276,7 @@ def _holes(layout: HoleLayout, scores: np.ndarray) -> list[Hole]:
     for k in range(len(layout.points)):
         v = layout.vertices[k]
         mean = v.mean(axis=0)
-        centre = (int(math.floor(mean[0])), int(math.floor(mean[1])))
+        centre = (int(mean[0]), int(mean[1]))  # truncated, as published (results.Hole)
         items.append((-float(scores[k]), float(layout.points[k, 0]), float(layout.points[k, 1]),
                       Hole(vertices=tuple((float(x), float(y)) for x, y in v), center=centre,
                            area=area, score=float(scores[k]))))

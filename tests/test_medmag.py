@@ -186,7 +186,7 @@ def test_synthetic_lattice_holes_and_crops():
         sides = np.hypot(*(np.roll(v, -1, axis=0) - v).T)
         assert np.allclose(sides, 2 * half, atol=1e-6)
         assert h.area == (2 * half) ** 2
-        assert h.center == tuple(int(math.floor(x)) for x in v.mean(axis=0))
+        assert h.center == tuple(int(x) for x in v.mean(axis=0))
 
 
 def test_crop_preparation():
@@ -297,3 +297,30 @@ def test_full_pipeline_above_2048_px(published_models):
 def test_warmup_runs():
     medmag.warmup()
     lattice.warmup()
+
+
+def test_published_batching_policy(monkeypatch):
+    """Published regime: one batch when all crops share a shape, else every crop alone;
+    running regime: one call per shape. Checked with a recording stand-in for score_crops."""
+    import ptolemy_rt.classifier as classifier
+
+    calls = []
+
+    def fake(models, key, n, get_crop, batchnorm):
+        crops = [get_crop(i) for i in range(n)]
+        assert key == "hole_classifier" and all(c.dtype == np.float32 for c in crops)
+        calls.append((batchnorm, [c.shape for c in crops]))
+        return np.array([float(c.shape[1]) for c in crops])
+
+    monkeypatch.setattr(classifier, "score_crops", fake)
+    rot = np.random.default_rng(5).random((400, 400)).astype(np.float32)
+    same = np.array([[0, 0, 100, 100], [100, 100, 200, 200], [200, 0, 300, 100]])
+    mixed = np.array([[0, 0, 100, 100], [100, 100, 200, 180], [200, 0, 300, 100]])
+    assert medmag.score_holes(None, rot, same, "published").tolist() == [100, 100, 100]
+    assert calls == [("published", [(100, 100)] * 3)]
+    calls.clear()
+    assert medmag.score_holes(None, rot, mixed, "published").tolist() == [100, 80, 100]
+    assert calls == [("published", [(100, 100)]), ("published", [(100, 80)]), ("published", [(100, 100)])]
+    calls.clear()
+    medmag.score_holes(None, rot, mixed, "running")
+    assert sorted(calls) == [("running", [(100, 80)]), ("running", [(100, 100), (100, 100)])]
