@@ -23,7 +23,12 @@ union exactly when no two boxes overlap. Two boxes overlap only when both coordi
 differences of their starts are < 30, which needs both coordinate differences of the two
 points < 30, i.e. a point distance < 30·√2; distinct points of a square lattice are at least
 |d| apart, so for |d|² ≥ 2·box² boxes never overlap. Smaller |d| falls back to painting
-(exact) into a stamp buffer.
+(exact) into a stamp buffer — except for |d| ≤ (box/2 − 1.5)·√2 (19.09 px for 30 px boxes),
+where the boxes provably cover the whole image (every pixel centre has a lattice point within
+s/√2 ≤ box/2 − 1.5 px on both axes, and such a point's box holds it; the margin supplies the
+points beyond the edges), so cost = (pixels outside the mask) without enumerating anything.
+That keeps degenerate candidates (two centroids a few px apart) O(1) instead of millions of
+points.
 
 Winner: the cheapest candidate; ties go to the first in enumeration order (centroid i
 ascending, then neighbours nearest first). Deterministic.
@@ -40,6 +45,7 @@ from scipy.spatial import cKDTree
 N_NEIGHBOURS = 6
 MARGIN_PX = 100.0
 BOX_PX = 30
+MAX_POINTS = 5_000_000  # a winning lattice denser than this gets no point list (degenerate)
 MISS_WEIGHT = 10  # cost of one mask pixel not covered; a covered pixel outside the mask costs 1
 
 
@@ -192,8 +198,9 @@ def _cost_paint(points, mask, stamp, tag, box, total):
 
 @numba.njit(cache=True)
 def _score_candidates(mask, centroids, neighbours, margin, box):
-    """Cost (int64) and point count of every candidate (i, neighbours[i, k]); -1 where the
-    neighbour slot is empty (index < 0) or d = 0."""
+    """Cost (int64) and point count of every candidate (i, neighbours[i, k]); cost -1 where
+    the neighbour slot is empty (index < 0) or d = 0; count -1 where the candidate covers the
+    whole image and its points were not enumerated."""
     h, w = mask.shape
     n, k = neighbours.shape
     costs = np.full((n, k), -1, np.int64)
@@ -206,6 +213,7 @@ def _score_candidates(mask, centroids, neighbours, margin, box):
     stamp = np.zeros((1, 1), np.int32)
     tag = 0
     min_d2 = 2.0 * box * box
+    cover_d2 = 2.0 * (box / 2.0 - 1.5) ** 2
     for i in range(n):
         for s in range(k):
             j = neighbours[i, s]
@@ -215,6 +223,10 @@ def _score_candidates(mask, centroids, neighbours, margin, box):
             d1 = centroids[j, 1] - centroids[i, 1]
             d2 = d0 * d0 + d1 * d1
             if d2 == 0.0:
+                continue
+            if d2 <= cover_d2 and margin >= box and box % 2 == 0:
+                costs[i, s] = h * w - total
+                counts[i, s] = -1
                 continue
             pts = _lattice_points(centroids[i, 0], centroids[i, 1], d0, d1, float(h), float(w), margin)
             counts[i, s] = pts.shape[0]
@@ -271,7 +283,8 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
     i, s = divmod(best, nb.shape[1])
     j = int(nb[i, s])
     d = c[j] - c[i]
-    pts = lattice_points(c[i], d, m.shape, margin)
+    est = (m.shape[0] + 2 * margin + 1) * (m.shape[1] + 2 * margin + 1) / float(d @ d)
+    pts = lattice_points(c[i], d, m.shape, margin) if est <= MAX_POINTS else np.empty((0, 2))
     return Lattice(origin=c[i].copy(), d=d, points=pts, cost=int(costs[i, s]), i=int(i), j=j,
                    n_candidates=int(valid.sum()))
 

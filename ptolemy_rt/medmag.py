@@ -201,12 +201,12 @@ def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray) -> HoleLay
     angle = lat.angle_deg
     half = crop_half_size(lat.d)
     out = HoleLayout(cents, lattice=lat, points=pts, angle_deg=angle, half=half)
-    if len(pts) == 0:
-        out.reason = f"no lattice point at least {EDGE_PX:g} px inside the image"
-        return out
     if half < 1:
         out.reason = f"lattice spacing {lat.spacing_px:.1f} px is too small for hole crops"
         out.points = np.empty((0, 2))
+        return out
+    if len(pts) == 0:
+        out.reason = f"no lattice point at least {EDGE_PX:g} px inside the image"
         return out
     rshape = geometry.rotated_shape(shape, -angle)
     shift = published_frame_shift(-angle, shape, rshape)

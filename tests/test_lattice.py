@@ -87,11 +87,26 @@ def test_sat_cost_equals_painted_cost_on_random_candidates():
                 j = nb[i, s]
                 d = cents[j] - cents[i]
                 pts = lattice.lattice_points(cents[i], d, mask.shape, 30.0)
-                assert counts[i, s] == len(pts)
+                assert counts[i, s] in (len(pts), -1)
                 assert costs[i, s] == lattice.painted_cost(mask, pts), (trial, i, s)
                 n_small += np.hypot(*d) < 30 * math.sqrt(2)
-        if trial == 5:
-            assert n_small > 0  # the painting path (overlapping boxes) was exercised too
+    assert n_small > 5  # the painting and whole-cover paths (overlapping boxes) were exercised
+
+
+def test_degenerate_candidate_covers_whole_image():
+    mask = np.zeros((300, 400), dtype=bool)
+    mask[100:120, 100:120] = True
+    mask[100:120, 300:320] = True
+    cents = np.array([[110.0, 110.0], [110.3, 110.2], [110.0, 310.0]])  # two 0.36 px apart
+    m8 = np.ascontiguousarray(mask.view(np.uint8))
+    nb = lattice.nearest_neighbours(cents, 6)
+    costs, counts = lattice._score_candidates(m8, cents, nb, 100.0, 30)
+    assert counts[0, 0] == -1 and costs[0, 0] == mask.size - mask.sum()
+    for d in (np.array([19.0, 0.0]), np.array([13.4, 13.4]), np.array([7.0, -11.0])):
+        pts = lattice.lattice_points(cents[0], d, mask.shape, 100.0)
+        assert lattice.painted_cost(mask, pts) == mask.size - mask.sum()  # the proof, checked
+    lat = lattice.find_lattice(mask, cents)
+    assert lat.spacing_px == pytest.approx(200.0, abs=1)
 
 
 def test_overlapping_boxes_use_exact_union():
