@@ -124,7 +124,9 @@ def logits(models: ModelSet, key: str, n: int, get_crop: Callable[[int], np.ndar
     if n <= 0:
         return np.zeros(0, dtype=np.float64)
     entry = models.model(key)
-    arch = entry["architecture"]
+    arch = entry.get("architecture", {})
+    if arch.get("family") not in ("square_cnn", "hole_cnn"):
+        raise ValueError(f"{key}: not a classifier (architecture family {arch.get('family')!r})")
     run_budget = RUN_BUDGET_BYTES if run_budget is None else int(run_budget)
     if batchnorm == "running":
         return _logits_running(models, key, arch, n, get_crop, run_budget)
