@@ -98,12 +98,22 @@ class ModelSet:
             return s
 
 
+def _n_threads() -> int:
+    """os.cpu_count(), capped by the CPUs this process may run on (containers, taskset)."""
+    n = os.cpu_count() or 1
+    try:
+        n = min(n, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        pass
+    return max(1, n)
+
+
 def _make_session(path: Path, set_name: str):
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.intra_op_num_threads = os.cpu_count() or 1
+    opts.intra_op_num_threads = _n_threads()
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
