@@ -38,6 +38,7 @@ RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE))
 
 MB = 1e6
+LARGE = ("lowmag-montage-8192", "medmag-4096")
 
 # Targets from the issue: (max wall s, max RSS MB, extra)
 TARGETS = {
@@ -115,7 +116,7 @@ def run_child(cmd: list[str], env: dict | None = None, timeout: float = 900.0) -
     msg = tail[-1] if tail else ""
     if timed_out:
         msg = f"killed after {timeout:.0f} s (--timeout)"
-    return {"wall_s": wall, "rss_mb": ru.ru_maxrss * 1024 / MB, "rc": p.returncode,
+    return {"wall_s": wall, "cpu_s": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss * 1024 / MB, "rc": p.returncode,
             "err": msg, "stdout": stdout, "timed_out": timed_out}
 
 
@@ -211,24 +212,14 @@ def inproc_main(mode: str, image: str, models: str | None) -> int:
 
         res = find_squares(image, models=ms)
         items = res.squares
-        arch = ms.model("square_classifier").get("architecture", {})
-        out["classifier_gflop"] = square_cnn_flops(arch) * len(items) / 1e9
     else:
         from ptolemy_rt.medmag import find_holes
 
         res = find_holes(image, models=ms)
         items = res.holes
-        arch = ms.model("hole_classifier").get("architecture", {})
-        fl = 0.0
-        for hole in items:
-            v = hole.vertices
-            a = math.dist(v[0], v[1])
-            b = math.dist(v[1], v[2])
-            fl += hole_cnn_flops(arch, int(round(b)), int(round(a)))
-        out["classifier_gflop"] = fl / 1e9
-        h, w = res.image_shape
-        uarch = ms.model("hole_unet").get("architecture", {})
-        out["unet_gflop"] = unet_flops(uarch, *unet_padded_shape(h, w)) / 1e9
+    arch = ms.model("square_classifier" if mode == "lowmag" else "hole_classifier").get("architecture", {})
+    uarch = ms.model("hole_unet").get("architecture", {}) if mode == "medmag" else None
+    out.update(flops_from_items(mode, [it.vertices for it in items], res.image_shape, arch, uarch))
     out["total_s"] = time.perf_counter() - t1
     out["timings_s"] = {k: float(v) for k, v in (res.timings_s or {}).items()}
     out["n_targets"] = len(items)
@@ -236,6 +227,37 @@ def inproc_main(mode: str, image: str, models: str | None) -> int:
     out["reason"] = res.reason
     print(json.dumps(out))
     return 0
+
+
+def flops_from_items(mode: str, vertices: list, image_shape, arch_cls: dict, arch_unet: dict | None) -> dict:
+    """Classifier (and U-Net) GFLOP for one run, from the targets' vertices ((x, y) px)."""
+    out = {}
+    if mode == "lowmag":
+        out["classifier_gflop"] = square_cnn_flops(arch_cls) * len(vertices) / 1e9
+    else:
+        fl = 0.0
+        for v in vertices:
+            a, b = math.dist(v[0], v[1]), math.dist(v[1], v[2])
+            fl += hole_cnn_flops(arch_cls, int(round(b)), int(round(a)))
+        out["classifier_gflop"] = fl / 1e9
+        if arch_unet is not None and image_shape:
+            out["unet_gflop"] = unet_flops(arch_unet, *unet_padded_shape(*image_shape)) / 1e9
+    return out
+
+
+def manifest_archs(models: str | None) -> tuple[dict, dict, dict]:
+    """(square, hole, unet) architecture dicts of a model set's manifest ({} when unknown)."""
+    try:
+        from ptolemy_rt.models import models_root
+
+        root = models_root()
+        name = models
+        if name is None:
+            name = "ptolemy-rt-synth-v1" if (root / "ptolemy-rt-synth-v1/manifest.json").exists() else "ptolemy-2022"
+        man = json.loads((root / name / "manifest.json").read_text())["models"]
+        return tuple(man.get(k, {}).get("architecture", {}) for k in ("square_classifier", "hole_classifier", "hole_unet"))
+    except (OSError, ValueError, KeyError, ImportError):
+        return {}, {}, {}
 
 
 def _stage_time(timings: dict, words: tuple[str, ...]) -> float | None:
@@ -251,8 +273,13 @@ def main(argv=None) -> int:
     ap.add_argument("--only", choices=["lowmag", "medmag"], default=None)
     ap.add_argument("--runs", type=int, default=5, help="measured warm runs per input (default 5)")
     ap.add_argument("--inputs", default=None, help="comma-separated input names to run (default: all)")
+    ap.add_argument("--quick-large", action="store_true",
+                    help="the 8192 montage and the 4096 medmag image: 1 run, no warm-up")
     ap.add_argument("--skip-large", action="store_true", help="skip the 8192 montage and the 4096 medmag image")
     ap.add_argument("--montage-pitch", type=float, default=192.0, help="grid pitch of the 8192 montage, px")
+    ap.add_argument("--stages", choices=["inproc", "cli"], default="inproc",
+                    help="stage times from a separate in-process run (default) or from the last CLI run "
+                         "(made with -f json-full; saves one pipeline run per input)")
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per process before it is killed")
     ap.add_argument("--out", default=str(RESULTS / "bench.json"))
     ap.add_argument("--_inproc", nargs=3, metavar=("MODE", "IMAGE", "MODELS"), help=argparse.SUPPRESS)
@@ -305,7 +332,10 @@ def main(argv=None) -> int:
         cmd = cli_cmd(mode, path, out_json, models, has_models_opt)
         rec = {"name": name, "mode": mode, "path": str(path), "input": s["input"]}
         n_runs = runs
-        if not a.quick or mode not in warmed:
+        large = name in LARGE
+        if large and a.quick_large:
+            n_runs = 1
+        if not (large and a.quick_large) and (not a.quick or mode not in warmed):
             w = run_child(cmd, env=env_models, timeout=a.timeout)
             rec["warmup_s"] = w["wall_s"]
             warmed.add(mode)
@@ -316,22 +346,41 @@ def main(argv=None) -> int:
                 continue
             if w["wall_s"] > 30 and n_runs > 2:
                 n_runs = 2
-        meas = [run_child(cmd, env=env_models, timeout=a.timeout) for _ in range(n_runs)]
+        if a.stages == "cli":
+            full_cmd = [("json-full" if c == "json" else c) for c in cmd]
+            meas = [run_child(cmd, env=env_models, timeout=a.timeout) for _ in range(n_runs - 1)]
+            meas.append(run_child(full_cmd, env=env_models, timeout=a.timeout))
+        else:
+            meas = [run_child(cmd, env=env_models, timeout=a.timeout) for _ in range(n_runs)]
         bad = [m for m in meas if m["rc"] != 0]
         if bad:
             rec.update({"rc": bad[0]["rc"], "error": bad[0]["err"]})
         walls = [m["wall_s"] for m in meas]
         rec.update({"runs": n_runs, "wall_s": statistics.median(walls), "wall_all_s": walls,
+                    "cpu_s": statistics.median(m["cpu_s"] for m in meas),
                     "rss_mb": max(m["rss_mb"] for m in meas)})
+        doc = None
         try:
             doc = json.loads(out_json.read_text())
-            lst = doc.get("squares", doc.get("holes")) if isinstance(doc, dict) else doc
+            lst = doc.get("items", doc.get("squares", doc.get("holes"))) if isinstance(doc, dict) else doc
             rec["cli_targets"] = len(lst) if lst is not None else None
         except (OSError, ValueError):
             rec["cli_targets"] = None
-        # in-process stage times (separate child, so this process stays small)
-        ip = run_child([sys.executable, str(Path(__file__)), "--_inproc", mode, str(path), models or "-"], env=env_models,
-                       timeout=a.timeout)
+        if a.stages == "cli":
+            # stage times of the last CLI run (json-full), FLOPs from its targets
+            if isinstance(doc, dict) and "timings_s" in doc:
+                ac, ah, au = manifest_archs(models)
+                verts = [it["vertices"] for it in doc.get("items", [])]
+                st = {"timings_s": doc["timings_s"], "n_targets": len(verts), "image_shape": doc.get("shape"),
+                      "source": "cli json-full", **flops_from_items(mode, verts, doc.get("shape"),
+                                                                      ac if mode == "lowmag" else ah, au)}
+                ip = {"rc": 0, "stdout": json.dumps(st)}
+            else:
+                ip = {"rc": 1, "err": "no json-full output"}
+        else:
+            # in-process stage times (separate child, so this process stays small)
+            ip = run_child([sys.executable, str(Path(__file__)), "--_inproc", mode, str(path), models or "-"],
+                           env=env_models, timeout=a.timeout)
         if ip["rc"] == 0:
             st = json.loads(ip["stdout"].strip().splitlines()[-1])
             rec["inproc"] = st
@@ -374,15 +423,15 @@ def _ok(value, limit, higher_is_better=False) -> str:
 
 def format_table(report: dict) -> str:
     """Markdown table of the measurements beside the targets."""
-    rows = ["| input | shape | targets | wall s (median) | target | peak RSS MB | target | squares/s | "
+    rows = ["| input | shape | targets | wall s (median) | target | CPU s | peak RSS MB | target | squares/s | "
             "classifier GFLOP/s | U-Net GFLOP/s | stage times s |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in report["inputs"]:
         t = TARGETS.get(r["name"], {})
         shape = r.get("inproc", {}).get("image_shape") or r["input"].get("shape")
         shape_s = "×".join(map(str, shape)) if shape else ""
         if "error" in r and "wall_s" not in r:
-            rows.append(f"| {r['name']} | {shape_s} | – | failed (rc {r.get('rc')}): {r['error']} | | | | | | | |")
+            rows.append(f"| {r['name']} | {shape_s} | – | failed (rc {r.get('rc')}): {r['error']} | | | | | | | | |")
             continue
         wall, rss = r.get("wall_s"), r.get("rss_mb")
         sps = r.get("squares_per_s")
@@ -396,11 +445,15 @@ def format_table(report: dict) -> str:
         g2 = r.get("unet_gflops_per_s")
         rows.append(
             f"| {r['name']} | {shape_s} | {r.get('n_targets', r.get('cli_targets', ''))} | "
-            f"{wall:.2f} ({r.get('runs')} runs) | {wall_target} | {rss:.0f} | {f'≤ {rt:g} ' + _ok(rss, rt) if rt else ''} | "
+            f"{wall:.2f} ({r.get('runs')} runs) | {wall_target} | {r.get('cpu_s', float('nan')):.1f} | {rss:.0f} | {f'≤ {rt:g} ' + _ok(rss, rt) if rt else ''} | "
             f"{f'{sps:.1f}' if sps else ''} | {f'{g1:.1f}' if g1 else ''} | {f'{g2:.1f}' if g2 else ''} | {stage_s} |")
     st = report.get("startup", {})
     ex = next((r for r in report["inputs"] if r["name"] == "lowmag-example" and r.get("wall_s")), None)
-    lines = ["\n".join(rows), ""]
+    m = report.get("machine", {})
+    la0, la1 = m.get("load_avg_start"), report.get("load_avg_end")
+    lines = [f"{report.get('date_utc', '')} UTC, models {report.get('models')}, {m.get('cpus')} CPUs, "
+             f"Python {m.get('python')}; load average at start {la0[0]:.1f}, at end {la1[0]:.1f}"
+             if la0 and la1 else "", "", "\n".join(rows), ""]
     share = f" ({100 * st['version_wall_s'] / ex['wall_s']:.0f} % of the lowmag example)" if ex else ""
     lines.append(f"start-up: `ptolemy --version` {st.get('version_wall_s', float('nan')):.2f} s{share}; "
                  f"`import ptolemy_rt.cli` {st.get('import_cli_wall_s', float('nan')):.2f} s")
