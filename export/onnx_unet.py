@@ -103,8 +103,19 @@ class _Graph:
 
     def up_block(self, x: str, skip: str, j: int) -> str:
         u = self.upsample_like(x, skip)
-        cat = self.node("Concat", [u, skip], f"cat{j}", axis=1)
-        return self.conv(cat, f"up_path.{j}.conv", relu=True)
+        key = f"up_path.{j}.conv"
+        # conv(concat[u, skip]) = conv(u; W[:, :C]) + conv(skip; W[:, C:]) + bias: no
+        # 2C-channel concatenated copy (less memory); ORT fuses the Add into the conv.
+        w, b = self.weights[key + ".weight"], self.weights[key + ".bias"]
+        c = w.shape[1] // 2
+        wu = self.const(f"{key}.weight_up", np.ascontiguousarray(w[:, :c], dtype=np.float32))
+        ws = self.const(f"{key}.weight_skip", np.ascontiguousarray(w[:, c:], dtype=np.float32))
+        bias = self.weight(key + ".bias")
+        kw = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], strides=[1, 1], dilations=[1, 1], group=1)
+        yu = self.node("Conv", [u, wu, bias], f"up{j}_conv_u", **kw)
+        ys = self.node("Conv", [skip, ws], f"up{j}_conv_skip", **kw)
+        y = self.node("Add", [yu, ys], f"up{j}_add")
+        return self.node("Relu", [y], f"up{j}_relu")
 
     # --- assembling -----------------------------------------------------------------
     def model(self, inputs: list, outputs: list, graph_name: str) -> onnx.ModelProto:
