@@ -62,8 +62,17 @@ def plan_strips(height: int, width: int, channels: int, *, halo: int = 12, multi
 
 
 def _windows(bands, height: int, halo: int):
+    """(a, b, lo, hi) per band: the band's rows [a, b) and its window [lo, hi) (px rows).
+
+    Every window has the same height (the widest band + 2·halo, at most the image) so that
+    onnxruntime sees one input shape and reuses one memory plan; windows at the image
+    border are shifted inwards instead of shrunk (still ≥ halo rows of context on every
+    side that is not the border). lo stays a multiple of 4 when height is one.
+    """
+    rows = min(height, max(b - a for a, b in bands) + 2 * halo)
     for a, b in bands:
-        yield a, b, max(0, a - halo), min(height, b + halo)
+        lo = min(max(0, a - halo), height - rows)
+        yield a, b, lo, lo + rows
 
 
 def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
