@@ -6,7 +6,8 @@ Two BatchNorm regimes (SPEC §4.7-4.8, §5.7; graph layout in export/onnx_classi
   (mean and biased variance over crops × rows × cols, eps from the manifest), as the
   published tools do. The network is run stage by stage over all crops; per stage only
   the max-pooled tensors are kept (RAM up to a budget, the rest in a temporary file that
-  is deleted afterwards), and per-crop per-channel mean / centred sum of squares are
+  is deleted afterwards; stage 1's, the largest, are not kept but made again from the
+  crops in the stage-2 pass), and per-crop per-channel mean / centred sum of squares are
   combined exactly in float64 (Chan's parallel formula). The BN affine map
   a·z + b is applied as the next graph's ``scale`` / ``shift`` inputs.
 - ``"running"``: the stored running statistics; each crop is independent (the ``full``
@@ -205,48 +206,69 @@ def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.
     kernels = [int(k) for k in arch["kernels"]]
     c = int(arch["channels"])
     pad = int(arch["pool"]["padding"])
+    sess1 = models.session(key, roles[0])
+    first = _crop(get_crop, 0)
+    shape = first.shape
+    _check_shape(arch, key, shape)
+
+    def crops_of(idx: range) -> np.ndarray:
+        crops = []
+        for i in idx:
+            cr = first if i == 0 else _crop(get_crop, i)
+            if cr.shape != shape:
+                raise ValueError(f"{key}: batchnorm='published' needs crops of one shape; crop {i} is "
+                                 f"{cr.shape[0]}×{cr.shape[1]} px, crop 0 is {shape[0]}×{shape[1]} px")
+            crops.append(cr)
+        return np.stack(crops)[:, None]
+
+    # Stage 1's pooled output is the largest stored tensor (~3.6 MB per 240 px crop) and the
+    # cheapest to make (1 input channel: ~6 % of the FLOPs): it is not stored but made again
+    # from the crops when stage 2 runs (same graph, same inputs: the same numbers).
+    per1 = _per_run(c, _conv_out(shape, kernels[0]), run_budget)
     prev: _PooledStore | None = None
     store: _PooledStore | None = None
     scale = shift = None
-    shape = None
+    in_shape = shape
     try:
         for k, role in enumerate(roles):
             sess = models.session(key, role)
-            store = _PooledStore(budget)
+            store = _PooledStore(budget) if k > 0 else None
             means = np.empty((n, c), dtype=np.float64)
             m2s = np.empty((n, c), dtype=np.float64)
-            if k == 0:
-                first = _crop(get_crop, 0)
-                shape = first.shape
-                _check_shape(arch, key, shape)
-                in_shape = shape
             zshape = _conv_out(in_shape, kernels[k])
             per = _per_run(c, zshape, run_budget)
+            if k == 1:
+                per = min(per, per1)
             for idx in _chunks(n, per):
                 if k == 0:
-                    crops = []
-                    for i in idx:
-                        cr = first if i == 0 else _crop(get_crop, i)
-                        if cr.shape != shape:
-                            raise ValueError(f"{key}: batchnorm='published' needs crops of one shape; crop {i} is "
-                                             f"{cr.shape[0]}×{cr.shape[1]} px, crop 0 is {shape[0]}×{shape[1]} px")
-                        crops.append(cr)
-                    feeds = {"x": np.stack(crops)[:, None]}
-                    first = None if 0 in idx else first
+                    mean, m2 = sess.run(["mean", "m2"], {"x": crops_of(idx)})
+                    pooled = None
                 else:
-                    feeds = {"x": np.stack([prev.get(i) for i in idx]), "scale": scale, "shift": shift}
-                mean, m2, pooled = sess.run(["mean", "m2", "pooled"], feeds)
+                    if k == 1:
+                        x = sess1.run(["pooled"], {"x": crops_of(idx)})[0]
+                    else:
+                        x = np.stack([prev.get(i) for i in idx])
+                    mean, m2, pooled = sess.run(["mean", "m2", "pooled"], {"x": x, "scale": scale, "shift": shift})
+                    del x
                 means[idx.start:idx.stop] = mean
                 m2s[idx.start:idx.stop] = m2
-                for p in pooled:
-                    store.append(p)
-                del feeds, pooled
+                if pooled is not None:
+                    for p in pooled:
+                        store.append(p)
+                    del pooled
             counts = np.full(n, float(zshape[0] * zshape[1]))
             scale, shift = _affine_from_stats(table[k], counts, means, m2s, eps)
+            if k == 1:
+                first = None  # crops are not needed any more
             if prev is not None:
                 prev.close()
             prev, store = store, None
             in_shape = _pool_out(zshape, pad)
+        if len(roles) == 1:  # head directly after stage 1: its pooled output is needed
+            prev = _PooledStore(budget)
+            for idx in _chunks(n, per1):
+                for p in sess1.run(["pooled"], {"x": crops_of(idx)})[0]:
+                    prev.append(p)
         head = models.session(key, arch.get("head_role", "head"))
         out = np.empty(n, dtype=np.float64)
         per = _per_run(c, in_shape, run_budget)

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 
 MAX_ITER = 100
@@ -64,61 +63,62 @@ class MixtureFit:
     valley_ratio: float = 1.0
 
 
-@numba.njit(cache=True)
+#: Pixels per chunk in the whole-image passes (bounds the temporaries: ~8 bytes per pixel).
+CHUNK_PX = 1 << 20
+
+
+def _row_chunks(pixels):
+    h, w = pixels.shape
+    step = max(1, CHUNK_PX // max(1, w))
+    for r in range(0, h, step):
+        yield pixels[r:r + step]
+
+
 def _scan(pixels):
-    """Largest value after negatives → 0, and whether every value is a whole number."""
+    """Largest value after negatives → 0 (float), and whether every value is a whole number."""
     vmax = 0.0
     whole = True
-    h, w = pixels.shape
-    for r in range(h):
-        for c in range(w):
-            x = pixels[r, c]
-            if x > vmax:
-                vmax = x
-            if whole and x != np.floor(x):
-                whole = False
+    for blk in _row_chunks(pixels):
+        if blk.size == 0:
+            continue
+        m = float(blk.max())
+        if m > vmax:
+            vmax = m
+        if whole and not bool(np.all(np.floor(blk) == blk)):
+            whole = False
     return vmax, whole
 
 
-@numba.njit(cache=True)
+def _bins(blk, scale, nbins):
+    """trunc(max(x, 0) · scale) as int64 bin indices, capped at nbins − 1 (x·scale in float64)."""
+    k = blk.astype(np.float64)
+    k *= scale
+    np.maximum(k, 0.0, out=k)
+    np.minimum(k, float(nbins - 1), out=k)
+    return k.astype(np.int64)  # truncation toward 0 (values are ≥ 0 here)
+
+
 def _histogram(pixels, scale, nbins):
-    """Counts of trunc(max(x, 0) · scale) over all pixels (one pass)."""
+    """Counts of trunc(max(x, 0) · scale) over all pixels (chunked passes)."""
     hist = np.zeros(nbins, np.int64)
-    h, w = pixels.shape
-    for r in range(h):
-        for c in range(w):
-            x = pixels[r, c]
-            if x <= 0.0:
-                hist[0] += 1
-            else:
-                k = int(x * scale)
-                if k >= nbins:
-                    k = nbins - 1
-                hist[k] += 1
+    for blk in _row_chunks(pixels):
+        hist += np.bincount(_bins(blk, scale, nbins).ravel(), minlength=nbins)
     return hist
 
 
-@numba.njit(cache=True)
 def _log_joint(k, pi, mu):
     # log(pi) + log Poisson(k | mu) without the −log k! term (cancels in posteriors and gains)
     return np.log(pi) + k * np.log(mu) - mu
 
 
-@numba.njit(cache=True)
 def _em(values, counts, max_iter, tol):
     """EM for a two-component Poisson mixture on a histogram (values with counts > 0).
 
     Start: responsibility of component a = 1 for values above the mean, else 0.
-    Returns (pi_a, mu_a, mu_b, iterations, loglik)."""
-    n = counts.sum()
-    total = 0.0
-    for i in range(values.shape[0]):
-        total += values[i] * counts[i]
-    mean = total / n
-    m = values.shape[0]
-    resp = np.empty(m)
-    for i in range(m):
-        resp[i] = 1.0 if values[i] > mean else 0.0
+    Returns (pi_a, mu_a, mu_b, iterations, loglik). Vectorised over the distinct values."""
+    n = float(counts.sum())
+    mean = float(np.dot(values, counts)) / n
+    resp = (values > mean).astype(np.float64)
     tiny = 1e-300
     pi = 0.5
     mu_a = 1.0
@@ -126,32 +126,24 @@ def _em(values, counts, max_iter, tol):
     prev = -np.inf
     ll = -np.inf
     it = 0
+    cv = counts * values
     while it < max_iter:
         # M-step
-        wa = 0.0
-        sa = 0.0
-        wb = 0.0
-        sb = 0.0
-        for i in range(m):
-            ca = counts[i] * resp[i]
-            cb = counts[i] * (1.0 - resp[i])
-            wa += ca
-            sa += ca * values[i]
-            wb += cb
-            sb += cb * values[i]
+        wa = float(np.dot(counts, resp))
+        sa = float(np.dot(cv, resp))
+        rb = 1.0 - resp
+        wb = float(np.dot(counts, rb))
+        sb = float(np.dot(cv, rb))
         pi = min(max(wa / n, tiny), 1.0 - 1e-16)
         mu_a = max(sa / wa, 1e-12) if wa > 0 else 1e-12
         mu_b = max(sb / wb, 1e-12) if wb > 0 else 1e-12
         # E-step and log-likelihood
-        ll = 0.0
-        for i in range(m):
-            k = values[i]
-            la = _log_joint(k, pi, mu_a)
-            lb = _log_joint(k, 1.0 - pi, mu_b)
-            hi = max(la, lb)
-            lse = hi + np.log(np.exp(la - hi) + np.exp(lb - hi))
-            resp[i] = np.exp(la - lse)
-            ll += counts[i] * lse
+        la = _log_joint(values, pi, mu_a)
+        lb = _log_joint(values, 1.0 - pi, mu_b)
+        hi = np.maximum(la, lb)
+        lse = hi + np.log(np.exp(la - hi) + np.exp(lb - hi))
+        resp = np.exp(la - lse)
+        ll = float(np.dot(counts, lse))
         it += 1
         if ll - prev < tol:
             break
@@ -159,32 +151,18 @@ def _em(values, counts, max_iter, tol):
     return pi, mu_a, mu_b, it, ll
 
 
-@numba.njit(cache=True)
 def _posterior_table(nbins, pi_hi, mu_hi, mu_lo):
     """lut[k] = posterior of the high component at value k > 0.5."""
-    lut = np.zeros(nbins, np.bool_)
-    for k in range(nbins):
-        la = _log_joint(float(k), pi_hi, mu_hi)
-        lb = _log_joint(float(k), 1.0 - pi_hi, mu_lo)
-        lut[k] = la > lb
-    return lut
+    k = np.arange(nbins, dtype=np.float64)
+    return _log_joint(k, pi_hi, mu_hi) > _log_joint(k, 1.0 - pi_hi, mu_lo)
 
 
-@numba.njit(cache=True)
 def _apply_table(pixels, scale, lut):
-    h, w = pixels.shape
-    nb = lut.shape[0]
-    out = np.empty((h, w), np.bool_)
-    for r in range(h):
-        for c in range(w):
-            x = pixels[r, c]
-            if x <= 0.0:
-                k = 0
-            else:
-                k = int(x * scale)
-                if k >= nb:
-                    k = nb - 1
-            out[r, c] = lut[k]
+    out = np.empty(pixels.shape, np.bool_)
+    r = 0
+    for blk in _row_chunks(pixels):
+        out[r:r + blk.shape[0]] = lut[_bins(blk, scale, lut.shape[0])]
+        r += blk.shape[0]
     return out
 
 
@@ -268,7 +246,8 @@ def fit_mixture(pixels: np.ndarray, integer_valued: bool | None = None) -> Mixtu
 
 
 def warmup() -> None:
-    """Compile (and cache) the numba kernels on a tiny input."""
+    """Run the fit once on tiny inputs (numpy only since the kernels left numba: nothing to
+    compile; kept for `ptolemy_rt.warmup`)."""
     img = np.zeros((4, 4), np.float32)
     img[:2] = 9.0
     img[0, 0] = 12.0

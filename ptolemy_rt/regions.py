@@ -5,13 +5,15 @@ vertices in *pixel-corner* coordinates: pixel (r, c) covers the unit square
 [r, r+1) × [c, c+1), so its four corners are (r, c), (r+1, c), (r+1, c+1), (r, c+1).
 Areas are in px².
 
-Hulls are computed without one full-image scan per region: a single numba pass over the
-label image collects, for each (row, label) pair, the leftmost and rightmost pixel; only
-those pixels' corners can be hull vertices. A monotone-chain hull per region follows.
+Hulls are computed without one full-image scan per region: one numpy pass over the label
+image (in row strips) collects, for each (row, label) pair, the leftmost and rightmost
+pixel; only those pixels' corners can be hull vertices. A monotone-chain hull per region
+follows. No numba here: loading numba costs more (≈0.6 CPU s, ≈100 MB) than these passes.
 """
 from __future__ import annotations
 
-import numba
+import sys
+
 import numpy as np
 import scipy.ndimage as ndi
 
@@ -51,82 +53,112 @@ def label_regions(mask: np.ndarray, dilate: int = 0) -> tuple[np.ndarray, int]:
 
 
 
-@numba.njit(cache=True)
+#: Pixels per strip in the run-extraction pass (bounds the temporaries).
+STRIP_PX = 1 << 21
+
+
 def _row_extremes(labels, n):
-    """One pass over labels [row, col]: per (row, label) the min and max col.
+    """Per (row, label) the min and max col of labels [row, col] (numpy, in row strips).
 
-    Returns (lab, row, cmin, cmax) arrays, one entry per (row, label) pair present, grouped
-    by label (stable: rows ascending within a label), and start offsets per label (n+2)."""
+    Returns (row, cmin, cmax) int32 arrays, one entry per (row, label) pair present, grouped
+    by label (rows ascending within a label), and start offsets per label (n+2): the
+    entries of label i are [starts[i], starts[i+1])."""
     h, w = labels.shape
-    cap = 1024
-    e_lab = np.empty(cap, np.int32)
-    e_row = np.empty(cap, np.int32)
-    e_min = np.empty(cap, np.int32)
-    e_max = np.empty(cap, np.int32)
-    count = 0
-    slot = np.full(n + 1, -1, np.int64)  # entry index of label in the current row
-    for r in range(h):
-        first = count
-        for c in range(w):
-            lab = labels[r, c]
-            if lab <= 0:
-                continue
-            k = slot[lab]
-            if k < first:  # not yet seen in this row
-                if count == cap:
-                    cap *= 2
-                    t1 = np.empty(cap, np.int32)
-                    t1[:count] = e_lab[:count]
-                    e_lab = t1
-                    t2 = np.empty(cap, np.int32)
-                    t2[:count] = e_row[:count]
-                    e_row = t2
-                    t3 = np.empty(cap, np.int32)
-                    t3[:count] = e_min[:count]
-                    e_min = t3
-                    t4 = np.empty(cap, np.int32)
-                    t4[:count] = e_max[:count]
-                    e_max = t4
-                e_lab[count] = lab
-                e_row[count] = r
-                e_min[count] = c
-                e_max[count] = c
-                slot[lab] = count
-                count += 1
-            else:
-                e_max[k] = c  # columns increase along the row
-    # group by label (counting sort, stable)
-    starts = np.zeros(n + 2, np.int64)
-    for i in range(count):
-        starts[e_lab[i] + 1] += 1
-    for lab in range(1, n + 2):
-        starts[lab] += starts[lab - 1]
-    pos = starts.copy()
-    o_row = np.empty(count, np.int32)
-    o_min = np.empty(count, np.int32)
-    o_max = np.empty(count, np.int32)
-    for i in range(count):
-        lab = e_lab[i]
-        p = pos[lab]
-        o_row[p] = e_row[i]
-        o_min[p] = e_min[i]
-        o_max[p] = e_max[i]
-        pos[lab] = p + 1
-    return o_row, o_min, o_max, starts
+    step = max(1, STRIP_PX // max(1, w))
+    parts = []
+    for r0 in range(0, h, step):
+        blk = labels[r0:r0 + step]
+        on = blk > 0
+        # run starts / ends along each row: pixel differs from its left / right neighbour
+        st = on.copy()
+        st[:, 1:] &= blk[:, 1:] != blk[:, :-1]
+        en = on
+        en[:, :-1] &= blk[:, :-1] != blk[:, 1:]
+        sr, sc = np.nonzero(st)  # row-major: runs in (row, col) order
+        _, ec = np.nonzero(en)  # the same runs, same order
+        if len(sr) == 0:
+            continue
+        lab = blk[sr, sc]
+        # per (row, label): first run's start, last run's end (runs ascend along the row)
+        order = np.lexsort((sc, lab, sr))  # by row, then label, then col
+        sr, sc, ec, lab = sr[order], sc[order], ec[order], lab[order]
+        new = np.ones(len(sr), bool)
+        new[1:] = (sr[1:] != sr[:-1]) | (lab[1:] != lab[:-1])
+        first = np.nonzero(new)[0]
+        last = np.append(first[1:], len(sr)) - 1
+        parts.append((lab[first], sr[first] + r0, sc[first], ec[last]))
+    if not parts:
+        return (np.empty(0, np.int32), np.empty(0, np.int32), np.empty(0, np.int32),
+                np.zeros(n + 2, np.int64))
+    lab = np.concatenate([p[0] for p in parts])
+    order = np.argsort(lab, kind="stable")  # rows stay ascending within a label
+    lab = lab[order]
+    rows = np.concatenate([p[1] for p in parts])[order].astype(np.int32)
+    cmin = np.concatenate([p[2] for p in parts])[order].astype(np.int32)
+    cmax = np.concatenate([p[3] for p in parts])[order].astype(np.int32)
+    starts = np.searchsorted(lab, np.arange(n + 2), side="left").astype(np.int64)
+    return rows, cmin, cmax, starts
 
 
-@numba.njit(cache=True)
-def _cross(o0, o1, a0, a1, b0, b1):
-    return (a0 - o0) * (b1 - o1) - (a1 - o1) * (b0 - o0)
+def _corner_rows(rows, cmin, cmax):
+    """Corner rows of pixel runs (row r, cols cmin..cmax; rows ascending): per corner row y
+    (ascending) the leftmost and rightmost corner col (runs of rows y−1 and y both touch y)."""
+    ys = np.concatenate([rows, rows + 1]).astype(np.int64)
+    lo = np.concatenate([cmin, cmin]).astype(np.int64)
+    hi = np.concatenate([cmax, cmax]).astype(np.int64) + 1
+    order = np.argsort(ys, kind="stable")
+    ys, lo, hi = ys[order], lo[order], hi[order]
+    brk = np.ones(len(ys), bool)
+    brk[1:] = ys[1:] != ys[:-1]
+    idx = np.nonzero(brk)[0]
+    return ys[idx], np.minimum.reduceat(lo, idx), np.maximum.reduceat(hi, idx)
 
 
-@numba.njit(cache=True)
+def _monotone_chain(sr, sc):
+    """Convex hull (counter-clockwise in (row, col) axes, no collinear points) of integer
+    points given sorted by (row, col) (lists). Returns lists (hr, hc) without repeating
+    the first point."""
+    hr = []
+    hc = []
+    for pr, pc in zip(sr, sc):  # lower chain
+        while len(hr) >= 2 and (hr[-1] - hr[-2]) * (pc - hc[-2]) - (hc[-1] - hc[-2]) * (pr - hr[-2]) <= 0:
+            hr.pop()
+            hc.pop()
+        hr.append(pr)
+        hc.append(pc)
+    lower = len(hr) + 1
+    for j in range(len(sr) - 2, -1, -1):  # upper chain
+        pr, pc = sr[j], sc[j]
+        while len(hr) >= lower and (hr[-1] - hr[-2]) * (pc - hc[-2]) - (hc[-1] - hc[-2]) * (pr - hr[-2]) <= 0:
+            hr.pop()
+            hc.pop()
+        hr.append(pr)
+        hc.append(pc)
+    return hr[:-1], hc[:-1]  # the last point repeats the first
+
+
 def _hull_of_rows(rows, cmin, cmax):
     """Convex hull (counter-clockwise in (row, col) axes, no collinear points) of the corners
     of pixel runs: row r, columns cmin..cmax (rows strictly ascending). Returns K×2 float64.
 
     Only the leftmost and rightmost corner of each corner row can be hull vertices; they are
     produced already sorted by (row, col), so no sort is needed."""
+    ys, lo, hi = _corner_rows(rows, cmin, cmax)
+    k = len(ys)
+    sr = np.repeat(ys, 2)
+    sc = np.empty(2 * k, np.int64)
+    sc[0::2] = lo  # (row, col) order; lo < hi always
+    sc[1::2] = hi
+    hr, hc = _monotone_chain(sr.tolist(), sc.tolist())
+    out = np.empty((len(hr), 2), np.float64)
+    out[:, 0] = hr
+    out[:, 1] = hc
+    return out
+
+
+def _hull_of_rows_loops(rows, cmin, cmax):
+    """Same result as `_hull_of_rows`, written as plain loops for numba (used only when numba
+    is already loaded, e.g. by the medium-magnification pipeline with thousands of regions)."""
     m = rows.shape[0]
     ys = np.empty(2 * m, np.int64)
     lo = np.empty(2 * m, np.int64)
@@ -151,7 +183,7 @@ def _hull_of_rows(rows, cmin, cmax):
     npts = 2 * k
     sr = np.empty(npts, np.int64)
     sc = np.empty(npts, np.int64)
-    for j in range(k):  # (row, col) order; lo < hi always
+    for j in range(k):
         sr[2 * j] = ys[j]
         sc[2 * j] = lo[j]
         sr[2 * j + 1] = ys[j]
@@ -160,14 +192,16 @@ def _hull_of_rows(rows, cmin, cmax):
     hc = np.empty(2 * npts + 1, np.int64)
     t = 0
     for j in range(npts):  # lower chain
-        while t >= 2 and _cross(hr[t - 2], hc[t - 2], hr[t - 1], hc[t - 1], sr[j], sc[j]) <= 0:
+        while t >= 2 and ((hr[t - 1] - hr[t - 2]) * (sc[j] - hc[t - 2])
+                          - (hc[t - 1] - hc[t - 2]) * (sr[j] - hr[t - 2])) <= 0:
             t -= 1
         hr[t] = sr[j]
         hc[t] = sc[j]
         t += 1
     lower = t + 1
     for j in range(npts - 2, -1, -1):  # upper chain
-        while t >= lower and _cross(hr[t - 2], hc[t - 2], hr[t - 1], hc[t - 1], sr[j], sc[j]) <= 0:
+        while t >= lower and ((hr[t - 1] - hr[t - 2]) * (sc[j] - hc[t - 2])
+                              - (hc[t - 1] - hc[t - 2]) * (sr[j] - hr[t - 2])) <= 0:
             t -= 1
         hr[t] = sr[j]
         hc[t] = sc[j]
@@ -178,6 +212,22 @@ def _hull_of_rows(rows, cmin, cmax):
         out[j, 0] = hr[j]
         out[j, 1] = hc[j]
     return out
+
+
+_HULL_JIT = None
+
+
+def _hull_function():
+    """numba-compiled hull loops when numba is already imported (no import cost to pay),
+    else the numpy / plain-Python `_hull_of_rows`. Both give identical vertices."""
+    global _HULL_JIT
+    if "numba" not in sys.modules:
+        return _hull_of_rows
+    if _HULL_JIT is None:
+        import numba
+
+        _HULL_JIT = numba.njit(cache=True)(_hull_of_rows_loops)
+    return _HULL_JIT
 
 
 def region_hulls(labels: np.ndarray, n: int) -> list[np.ndarray]:
@@ -192,13 +242,14 @@ def region_hulls(labels: np.ndarray, n: int) -> list[np.ndarray]:
     if n <= 0:
         return []
     rows, cmin, cmax, starts = _row_extremes(lab, int(n))
+    hull = _hull_function()
     out = []
     for i in range(1, n + 1):
         a, b = starts[i], starts[i + 1]
         if a == b:
             out.append(np.empty((0, 2), np.float64))
         else:
-            out.append(_hull_of_rows(rows[a:b], cmin[a:b], cmax[a:b]))
+            out.append(hull(rows[a:b], cmin[a:b], cmax[a:b]))
     return out
 
 
@@ -231,7 +282,10 @@ def polygon_centroid(poly: np.ndarray) -> tuple[float, float]:
 
 
 def warmup() -> None:
-    """Compile (and cache) the numba kernels on a tiny input."""
+    """Run the hull code once on a tiny input; compiles (and caches) the numba hull kernel
+    used when numba is loaded anyway (medium-magnification pipeline)."""
+    import numba  # noqa: F401  (selects and compiles the numba kernel)
+
     m = np.zeros((6, 6), dtype=bool)
     m[1:3, 1:4] = True
     m[4, 5] = True
