@@ -2,7 +2,8 @@
 
 Stages (timed in `SquareResult.timings_s`): load → mixture (mask) → regions (6×6 dilation,
 8-connected labels) → hulls (convex hulls, area filter, brightness) → angle (grid angle) →
-rotate (cubic rotation of the image) → crops (boxes, crop preparation) → classify.
+rotate (rotated frame; the cubic rotation itself is done per crop block in "crops", same
+pixels as rotating the whole image) → crops (boxes, crop preparation) → classify.
 
 Coordinates: arrays are [row, col]; polygons and boxes use pixel-corner coordinates (pixel
 (r, c) covers [r, r+1) × [c, c+1)); output points are (x, y) = (col, row), px, in the input
@@ -37,9 +38,11 @@ class SquareCandidates:
     pixels: float32 [row, col] input after negatives → 0. mask: bool [row, col] mixture mask.
     hulls: kept polygons, K×2 (row, col), pixel-corner coordinates, input frame.
     brightness: mean pixel value per kept region (input units).
-    angle_deg: grid angle (degrees). rotated: float32 rotated image.
+    angle_deg: grid angle (degrees). rotated_shape: (rows, cols) of the rotated frame, px.
+    rotated: float32 rotated image, made on first access only (the pipeline rotates just
+    the crop blocks, `geometry.rotate_window`, which gives the same pixels).
     boxes: n×4 float (row_min, col_min, row_max, col_max) in the rotated frame, px.
-    crop_bounds: n×4 int (r0, c0, r1, c1) of the crops in `rotated` (truncated, clipped).
+    crop_bounds: n×4 int (r0, c0, r1, c1) of the crops in the rotated frame (truncated, clipped).
     vertices: n×4×2 (x, y) = (col, row) box corners in the input frame, px.
     norm: (mean, std) of the input pixels inside the mask.
     """
@@ -49,7 +52,8 @@ class SquareCandidates:
     hulls: list[np.ndarray]
     brightness: np.ndarray
     angle_deg: float | None = None
-    rotated: np.ndarray | None = None
+    rotated_shape: tuple[int, int] | None = None
+    integer_valued: bool = False
     boxes: np.ndarray | None = None
     crop_bounds: np.ndarray | None = None
     vertices: np.ndarray | None = None
@@ -57,9 +61,33 @@ class SquareCandidates:
     reason: str | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
 
+    _rotated: np.ndarray | None = field(default=None, repr=False)
+
     @property
     def n(self) -> int:
         return 0 if self.boxes is None else len(self.boxes)
+
+    @property
+    def rotated(self) -> np.ndarray | None:
+        """Whole rotated image (float32 [row, col]), computed on first access; None before
+        the grid angle is known."""
+        if self._rotated is None and self.angle_deg is not None:
+            rot = geometry.rotate_image(self.pixels, self.angle_deg)
+            if self.integer_valued:
+                np.rint(rot, out=rot)
+            self._rotated = rot
+        return self._rotated
+
+    def rotated_block(self, bounds) -> np.ndarray:
+        """`rotated[r0:r1, c0:c1]` for bounds (r0, c0, r1, c1), px, without rotating the
+        whole image (float32; integer-valued inputs rounded as in `rotated`)."""
+        if self._rotated is not None:
+            r0, c0, r1, c1 = bounds
+            return self._rotated[r0:r1, c0:c1]
+        blk = geometry.rotate_window(self.pixels, self.angle_deg, bounds)
+        if self.integer_valued:
+            np.rint(blk, out=blk)
+        return blk
 
 
 def _load(image) -> io.LoadedImage:
@@ -149,16 +177,15 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     t5 = time.perf_counter()
     tm["angle"] = t5 - t4
 
-    rotated = geometry.rotate_image(px, angle)
-    if integer_valued:
-        # The published tool rotates the integer array itself, so the rotated pixels are
-        # rounded to integers; doing the same keeps the scores within 1e-6 of its output.
-        np.rint(rotated, out=rotated)
+    # Only the crop blocks are rotated, when they are cut (`SquareCandidates.rotated_block`).
+    # For integer-valued images the rotated pixels are rounded to integers: the published
+    # tool rotates the integer array itself; doing the same keeps the scores within 1e-6.
+    rshape = geometry.rotated_shape(px.shape, angle)
     t6 = time.perf_counter()
     tm["rotate"] = t6 - t5
 
-    boxes = geometry.bounding_boxes(hulls, angle, px.shape, rotated.shape)
-    rh, rw = rotated.shape
+    boxes = geometry.bounding_boxes(hulls, angle, px.shape, rshape)
+    rh, rw = rshape
     lo = np.trunc(boxes[:, :2]).astype(np.int64)
     hi = np.trunc(boxes[:, 2:]).astype(np.int64)
     r0 = np.clip(lo[:, 0], 0, rh)
@@ -170,7 +197,7 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     corners = np.stack(
         [boxes[:, [0, 1]], boxes[:, [2, 1]], boxes[:, [2, 3]], boxes[:, [0, 3]]], axis=1
     )
-    verts_rc = geometry.unrotate_points(corners, angle, px.shape, rotated.shape)
+    verts_rc = geometry.unrotate_points(corners, angle, px.shape, rshape)
     vertices = verts_rc[..., ::-1].copy()
     vals = px[mask].astype(np.float64)
     mean, std = float(vals.mean()), float(vals.std())
@@ -178,7 +205,8 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     if not std > 0:
         std = 1.0
     cand.angle_deg = float(angle)
-    cand.rotated = rotated
+    cand.rotated_shape = rshape
+    cand.integer_valued = bool(integer_valued)
     cand.boxes = boxes
     cand.crop_bounds = bounds
     cand.vertices = vertices
@@ -189,8 +217,7 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
 
 def prepared_crop(cand: SquareCandidates, i: int) -> np.ndarray:
     """Crop i from the rotated image, fitted to 240×240 then normalised (SPEC §4.7), float32."""
-    r0, c0, r1, c1 = cand.crop_bounds[i]
-    out = fit_to_side(cand.rotated[r0:r1, c0:c1])
+    out = fit_to_side(cand.rotated_block(tuple(int(v) for v in cand.crop_bounds[i])))
     mean, std = cand.norm
     out -= np.float32(mean)
     out /= np.float32(std)

@@ -131,3 +131,24 @@ def test_grid_angle_on_atlas():
     ang = geometry.grid_angle(hulls)
     assert ang == pytest.approx(ref["grid_angle_deg"], abs=1e-3)
     assert geometry.rotated_shape(img.shape, ang) == tuple(ref["rotated_shape"])
+
+
+@pytest.mark.parametrize("shape,angle", [((301, 257), 12.345), ((200, 333), 77.7), ((256, 256), 45.0),
+                                         ((150, 170), 0.0), ((150, 170), 90.0)])
+def test_rotate_window_equals_whole_rotation(shape, angle):
+    """Blocks rotated from a window of the input (spline prefilter on the window + margin)
+    equal the same blocks of the whole rotated image, including blocks at the frame edges
+    and blocks partly or wholly outside the input (fill 0)."""
+    rng = np.random.default_rng(7)
+    img = (rng.random(shape) * 200).astype(np.float32)
+    full = geometry.rotate_image(img, angle)
+    h, w = full.shape
+    blocks = [(0, 0, h, w), (0, 0, 40, 40), (h - 30, w - 50, h, w), (h // 3, w // 4, min(h, h // 3 + 90), min(w, w // 4 + 120)),
+              (5, w // 2, 6, w // 2 + 1), (10, 10, 10, 20)]
+    for _ in range(20):
+        r0, c0 = int(rng.integers(0, h)), int(rng.integers(0, w))
+        blocks.append((r0, c0, min(h, r0 + int(rng.integers(1, 150))), min(w, c0 + int(rng.integers(1, 150)))))
+    for r0, c0, r1, c1 in blocks:
+        blk = geometry.rotate_window(img, angle, (r0, c0, r1, c1))
+        assert blk.dtype == np.float32 and blk.shape == (r1 - r0, c1 - c0)
+        np.testing.assert_allclose(blk, full[r0:r1, c0:c1], rtol=0, atol=1e-4)

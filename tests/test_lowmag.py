@@ -53,8 +53,7 @@ def test_geometry_matches_published(located):
     c = located
     assert c.n == len(pub) == 48
     assert c.angle_deg == pytest.approx(ref["grid_angle_deg"], abs=1e-4)
-    assert c.rotated.shape == tuple(ref["rotated_shape"])
-    assert c.rotated.dtype == np.float32
+    assert c.rotated_shape == tuple(ref["rotated_shape"])
     centres = np.trunc(c.vertices.mean(axis=1))  # the published tool truncates
     idx, dist = _match([s["center"] for s in pub], centres)
     assert sorted(idx) == list(range(48)) and dist.max() == 0
@@ -66,8 +65,8 @@ def test_geometry_matches_published(located):
         assert areas[i] == pytest.approx(s["area"], rel=1e-9)
     # crops are integer boxes inside the rotated image
     b = c.crop_bounds
-    assert (b[:, 0] >= 0).all() and (b[:, 2] <= c.rotated.shape[0]).all()
-    assert (b[:, 1] >= 0).all() and (b[:, 3] <= c.rotated.shape[1]).all()
+    assert (b[:, 0] >= 0).all() and (b[:, 2] <= c.rotated_shape[0]).all()
+    assert (b[:, 1] >= 0).all() and (b[:, 3] <= c.rotated_shape[1]).all()
     assert ((b[:, 2] > b[:, 0]) & (b[:, 3] > b[:, 1])).all()
     # normalisation constants: mean / std of the input pixels in the mask
     px = c.pixels[c.pixels >= 58].astype(np.float64)
@@ -105,7 +104,7 @@ def _inside(vertices, rows, cols, margin=8):
 @pytest.mark.parametrize("rows,cols", [((0, 1024), (100, 900)), ((120, 1000), (0, 1024)), ((37, 1000), (5, 1011))])
 def test_non_square_crop_gives_shifted_boxes(atlas, located, rows, cols):
     sub, c = _sub_located(atlas, rows, cols)
-    assert c.rotated.shape != located.rotated.shape
+    assert c.rotated_shape != located.rotated_shape
     inside = [i for i in range(located.n) if _inside(located.vertices[i], rows, cols)]
     assert len(inside) >= 20
     for i in inside:
@@ -251,3 +250,17 @@ def test_no_squares_result_without_crash():
     noise = np.random.default_rng(1).poisson(20.0, (256, 256)).astype(np.float32)
     res = lowmag.find_squares(noise)
     assert res.squares == [] and res.reason and res.image_shape == (256, 256)
+
+
+@needs_shared
+def test_crop_blocks_equal_whole_image_rotation(atlas):
+    """The pipeline rotates only the crop blocks; they hold the pixels of the whole rotated
+    image (integer-valued atlas: rounded the same way)."""
+    c = lowmag.locate_squares(atlas)
+    blocks = [c.rotated_block(tuple(int(v) for v in c.crop_bounds[i])) for i in range(c.n)]
+    whole = c.rotated  # computed on first access
+    assert whole.dtype == np.float32 and whole.shape == c.rotated_shape
+    for i, blk in enumerate(blocks):
+        r0, c0, r1, c1 = c.crop_bounds[i]
+        assert blk.dtype == np.float32
+        np.testing.assert_allclose(blk, whole[r0:r1, c0:c1], rtol=0, atol=1e-3)
