@@ -13,6 +13,10 @@ Parts (roles), all float32, arrays N×C×rows×cols, dynamic N, rows and cols:
 - ``decoder``: ``image`` N×1×h×W and ``up`` rows of the same strip N×C×(h//4)×(W//4) →
   ``logits`` N×1×h×W. Recomputes d0 and d1 on the strip, runs the up blocks with skips
   d1 and d0 and ``last``.
+- ``decoder_x2``: as ``decoder``, for strips with rows and cols multiples of 4 (both
+  upsamplings exact ×2): each up block's conv of the upsampled tensor is done as four 2×2
+  convs at the lower resolution (one per output phase) interleaved by DepthToSpace
+  (``_Graph.up_block_x2``), ≈ 25 % fewer U-Net FLOPs and no full-resolution upsampled copy.
 - ``whole``: ``image`` N×1×H×W → ``logits`` N×1×H×W, the whole network in one graph
   (reference for tests; memory grows with the image).
 
@@ -35,7 +39,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 OPSET = 17
-HALO_ROWS = 12  # px rows added above/below each strip (multiple of 4; 8 is the exact minimum)
+HALO_ROWS = 8  # px rows added above/below each strip (multiple of 4; 8 = the exact receptive field, tested)
 ROW_MULTIPLE = 4  # strip bounds must be multiples of this (two 2×2 poolings)
 SPLIT_LEVEL = 2  # levels 0..1 (full, half resolution) run in strips
 
@@ -117,6 +121,92 @@ class _Graph:
         y = self.node("Add", [yu, ys], f"up{j}_add")
         return self.node("Relu", [y], f"up{j}_relu")
 
+    def up_block_x2(self, x: str, skip: str, j: int) -> str:
+        """Up block j when the skip is exactly twice x's rows and cols (no Gather).
+
+        conv3×3(nearest×2(u); W) at output pixel (2i+p, 2k+q) only reads u rows i−1+p, i+p
+        and cols k−1+q, k+q, so it is a 2×2 conv of u at low resolution per phase (p, q)
+        whose taps are sums of W's taps (rows/cols: phase 0 → [w0, w1+w2], phase 1 →
+        [w0+w1, w2]); zero padding of the ×2 tensor is zero padding of u. The four phases
+        (asymmetric pads) are interleaved by DepthToSpace (DCR). 16 instead of 36 tap-pixel
+        products per output pixel for this half of the input channels, and no upsampled
+        copy. Same sums in another order: equal up to float rounding.
+        """
+        key = f"up_path.{j}.conv"
+        w = np.asarray(self.weights[key + ".weight"], dtype=np.float64)
+        c = w.shape[1] // 2
+        wu, ws = w[:, :c], w[:, c:]
+        comb = (np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]), np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+        phases = []
+        for p in (0, 1):
+            for q in (0, 1):
+                k = np.einsum("ar,ocrs,bs->ocab", comb[p], wu, comb[q]).astype(np.float32)
+                wk = self.const(f"{key}.weight_up_phase{p}{q}", np.ascontiguousarray(k))
+                pads = [1 - p, 1 - q, p, q]  # [top, left, bottom, right]
+                phases.append(self.node("Conv", [x, wk], f"up{j}_phase{p}{q}", kernel_shape=[2, 2],
+                                        pads=pads, strides=[1, 1], dilations=[1, 1], group=1))
+        cat = self.node("Concat", phases, f"up{j}_phases", axis=1)
+        yu = self.node("DepthToSpace", [cat], f"up{j}_d2s", blocksize=2, mode="DCR")
+        wsk = self.const(f"{key}.weight_skip", np.ascontiguousarray(ws, dtype=np.float32))
+        bias = self.weight(key + ".bias")
+        ys = self.node("Conv", [skip, wsk, bias], f"up{j}_conv_skip", kernel_shape=[3, 3],
+                       pads=[1, 1, 1, 1], strides=[1, 1], dilations=[1, 1], group=1)
+        y = self.node("Add", [yu, ys], f"up{j}_add")
+        return self.node("Relu", [y], f"up{j}_relu")
+
+    def final_block_x2(self, x: str, skip: str, j: int) -> str:
+        """Last up block j (skip d0, exactly twice x's rows and cols) and ``last`` in the
+        phase domain: no full-resolution tensor other than d0 and the 1-channel logits.
+
+        For each output phase (p, q) (full-resolution pixels (2i+p, 2k+q)): the conv of the
+        ×2-upsampled x is a 2×2 conv of x (as in ``up_block_x2``), the conv of the skip is a
+        stride-2 conv of d0 with phase pads, and + bias → ReLU gives z_pq at x's
+        resolution. ``last`` (3×3, 64→1) at phase (p, q) reads full rows 2i+p+dr, i.e.
+        phase p' = (p+dr) mod 2 at low row i + (p+dr)//2: it is the sum over the four z_p'q'
+        of 3×3 convs with 4 output channels (one per output phase; the unused taps are
+        zero), interleaved by DepthToSpace. Same sums as the plain network in another order.
+        """
+        key = f"up_path.{j}.conv"
+        w = np.asarray(self.weights[key + ".weight"], dtype=np.float64)
+        c = w.shape[1] // 2
+        wu, ws = w[:, :c], w[:, c:]
+        comb = (np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]), np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
+        wsk = self.const(f"{key}.weight_skip", np.ascontiguousarray(ws, dtype=np.float32))
+        bias = self.weight(key + ".bias")
+        wl = np.asarray(self.weights["last.weight"], dtype=np.float64)  # 1×C×3×3
+        z = {}
+        for p in (0, 1):
+            for q in (0, 1):
+                k = np.einsum("ar,ocrs,bs->ocab", comb[p], wu, comb[q]).astype(np.float32)
+                wk = self.const(f"{key}.weight_up_phase{p}{q}", np.ascontiguousarray(k))
+                pads = [1 - p, 1 - q, p, q]  # [top, left, bottom, right]
+                yu = self.node("Conv", [x, wk], f"up{j}_phase{p}{q}", kernel_shape=[2, 2],
+                               pads=pads, strides=[1, 1], dilations=[1, 1], group=1)
+                ys = self.node("Conv", [skip, wsk, bias], f"up{j}_skip_phase{p}{q}", kernel_shape=[3, 3],
+                               pads=pads, strides=[2, 2], dilations=[1, 1], group=1)
+                z[p, q] = self.node("Relu", [self.node("Add", [yu, ys], f"up{j}_add{p}{q}")], f"up{j}_relu{p}{q}")
+        acc = None
+        for (pp, qq), zt in z.items():
+            kl = np.zeros((4, wl.shape[1], 3, 3), dtype=np.float64)
+            for p in (0, 1):
+                for q in (0, 1):
+                    for a in (-1, 0, 1):
+                        dr = 2 * a + pp - p
+                        if not -1 <= dr <= 1:
+                            continue
+                        for b in (-1, 0, 1):
+                            dc = 2 * b + qq - q
+                            if -1 <= dc <= 1:
+                                kl[2 * p + q, :, a + 1, b + 1] = wl[0, :, dr + 1, dc + 1]
+            kw = self.const(f"last.weight_phase{pp}{qq}", np.ascontiguousarray(kl, dtype=np.float32))
+            y = self.node("Conv", [zt, kw], f"last_phase{pp}{qq}", kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                          strides=[1, 1], dilations=[1, 1], group=1)
+            acc = y if acc is None else self.node("Add", [acc, y], "last_sum")
+        bl = self.const("last.bias_phases", np.repeat(np.asarray(self.weights["last.bias"], dtype=np.float32), 4)
+                        .reshape(1, 4, 1, 1))
+        acc = self.node("Add", [acc, bl], "last_bias")
+        return self.node("DepthToSpace", [acc], "last_d2s", blocksize=2, mode="DCR")
+
     # --- assembling -----------------------------------------------------------------
     def model(self, inputs: list, outputs: list, graph_name: str) -> onnx.ModelProto:
         inits = [numpy_helper.from_array(v, name=k) for k, v in self.inits.items()]
@@ -137,7 +227,7 @@ def _vi(name: str, channels: int, rows: str, cols: str):
 
 
 def build_graphs(weights: dict[str, np.ndarray], channels: int, depth: int) -> dict[str, onnx.ModelProto]:
-    """Build the four ONNX models {role: ModelProto} from a U-Net state dict (numpy arrays)."""
+    """Build the five ONNX models {role: ModelProto} from a U-Net state dict (numpy arrays)."""
     c, k = channels, SPLIT_LEVEL
     img = _vi("image", 1, "H", "W")
     logits = _vi("logits", 1, "H", "W")
@@ -182,6 +272,20 @@ def build_graphs(weights: dict[str, np.ndarray], channels: int, depth: int) -> d
     _rename_output(g, g.conv(x, "last", relu=False), "logits")
     out["decoder"] = g.model([img, up_vi], [logits], "unet_decoder")
 
+    # decoder_x2: the same for strips whose rows and cols are multiples of 4 (then both
+    # upsamplings are exact ×2): phase-decomposed up blocks, fewer FLOPs and less memory
+    g = _Graph(weights)
+    d, x = {}, "image"
+    for i in range(k):
+        x = g.conv(x, f"down_path.{i}.conv", relu=True)
+        d[i] = x
+        x = g.pool(x)
+    x = "up"
+    for level in range(k - 1, 0, -1):
+        x = g.up_block_x2(x, d[level], depth - 2 - level)
+    _rename_output(g, g.final_block_x2(x, d[0], depth - 2), "logits")
+    out["decoder_x2"] = g.model([img, up_vi], [logits], "unet_decoder_x2")
+
     # whole network
     g = _Graph(weights)
     x, skips = "image", {}
@@ -198,7 +302,7 @@ def build_graphs(weights: dict[str, np.ndarray], channels: int, depth: int) -> d
 
 
 def export_unet(module, out_dir: Path, prefix: str) -> dict:
-    """Write ``<prefix>_{encoder,core,decoder,whole}.onnx`` into out_dir.
+    """Write ``<prefix>_{encoder,core,decoder,decoder_x2,whole}.onnx`` into out_dir.
 
     module: export.arch_unet.UNet (any channels/depth ≥ 3). Returns
     ``{"architecture": {...}, "parts": {role: filename}}`` for export/manifest.py.

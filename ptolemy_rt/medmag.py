@@ -291,7 +291,9 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchno
     crops; None leaves every score at 0.0 (geometry only, for tests). Adds the stages
     regions, lattice, rotate, classify to `timings` (seconds)."""
     t = {} if timings is None else timings
-    pix = np.maximum(np.asarray(image, dtype=np.float32), 0.0)
+    pix = np.asarray(image, dtype=np.float32)
+    if pix.size and float(pix.min()) < 0.0:  # no copy when already non-negative
+        pix = np.maximum(pix, 0.0)
     m = np.asarray(mask, dtype=bool)
     if m.shape != pix.shape:
         raise ValueError(f"mask shape {m.shape} differs from image shape {pix.shape}")

@@ -99,7 +99,16 @@ class ModelSet:
 
 
 def _n_threads() -> int:
-    """os.cpu_count(), capped by the CPUs this process may run on (containers, taskset)."""
+    """Intra-op threads: env ``PTOLEMY_THREADS`` (set by the batch runner for its workers)
+    when it is a positive integer, else os.cpu_count() capped by the CPUs this process may
+    run on (containers, taskset)."""
+    env = os.environ.get("PTOLEMY_THREADS", "").strip()
+    if env:
+        try:
+            if int(env) >= 1:
+                return int(env)
+        except ValueError:
+            pass
     n = os.cpu_count() or 1
     try:
         n = min(n, len(os.sched_getaffinity(0)))
@@ -108,8 +117,62 @@ def _n_threads() -> int:
     return max(1, n)
 
 
+_ENV_ARENA = False
+_ENV_ARENA_LOCK = threading.Lock()
+
+
+def _env_arena(ort) -> bool:
+    """Register one process-wide CPU arena (once) that every session shares
+    (``session.use_env_allocators``): the peak is the largest single run's instead of the
+    sum of every session's own peak. Growth is kSameAsRequested (no power-of-two
+    over-allocation). False when this onnxruntime build cannot do it (sessions then use
+    their own arenas)."""
+    global _ENV_ARENA
+    with _ENV_ARENA_LOCK:
+        if _ENV_ARENA:
+            return True
+        try:
+            mem = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0,
+                                    ort.OrtMemType.DEFAULT)
+            cfg = ort.OrtArenaCfg({"arena_extend_strategy": 1,  # kSameAsRequested
+                                   "initial_chunk_size_bytes": 1 << 20,
+                                   "max_dead_bytes_per_chunk": 1 << 20})
+            ort.create_and_register_allocator(mem, cfg)
+            _ENV_ARENA = True
+        except Exception:  # noqa: BLE001 - older builds: per-session arenas
+            _ENV_ARENA = False
+        return _ENV_ARENA
+
+
+_MALLOC_TUNED = False
+
+
+def _tune_malloc() -> None:
+    """glibc only, once per process: allocations of ≥ 1 MiB always come from mmap, so a
+    freed large buffer (an arena chunk released by arena shrinkage, a big numpy temporary)
+    goes back to the OS at once. By default glibc raises that threshold up to 32 MiB after
+    the first large free and then keeps such buffers in its heap, where the peak of one
+    stage (the U-Net strips) stays resident under the next (classifier, regions). Env
+    ``PTOLEMY_MALLOC_TUNE=0`` leaves malloc alone."""
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED or os.environ.get("PTOLEMY_MALLOC_TUNE", "1") == "0":
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+        import ctypes.util
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        m_mmap_threshold = -3
+        libc.mallopt(ctypes.c_int(m_mmap_threshold), ctypes.c_int(1 << 20))
+    except (OSError, AttributeError, TypeError):  # not glibc: nothing to tune
+        pass
+
+
 def _make_session(path: Path, set_name: str):
     import onnxruntime as ort
+
+    _tune_malloc()
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -117,6 +180,14 @@ def _make_session(path: Path, set_name: str):
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.log_severity_level = 3
+    # no memory pattern: with it, the second run of a session allocates one new block for
+    # all its tensors while the first run's chunks stay in the arena (peak RSS ×2)
+    opts.enable_mem_pattern = os.environ.get("PTOLEMY_ORT_MEM_PATTERN", "0") == "1"
+    # worker threads sleep instead of spinning between runs: on a shared (loaded) machine
+    # spinning steals CPU from the thread doing the work
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    if _env_arena(ort):
+        opts.add_session_config_entry("session.use_env_allocators", "1")
     try:
         return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - report as a model-set problem in one line

@@ -28,7 +28,9 @@ import math
 import numpy as np
 
 UNET_KEY = "hole_unet"
-DEFAULT_STRIP_BUDGET_BYTES = 64 * 2**20  # bytes of one C-channel full-resolution strip tensor
+DEFAULT_STRIP_BUDGET_BYTES = 48 * 2**20  # bytes of one C-channel full-resolution strip tensor
+#: fewest rows per band from a budget (wide images): keeps the halo's recomputation ≤ 25 %
+MIN_STRIP_ROWS = 64
 
 
 def _arch(models) -> dict:
@@ -46,7 +48,8 @@ def plan_strips(height: int, width: int, channels: int, *, halo: int = 12, multi
     """Row bands [(a, b), ...] (px rows, a < b) covering 0..height.
 
     strip_rows: rows per band (rounded up to a multiple of ``multiple``); default: as many as
-    keep one float32 tensor of ``channels`` × (rows + 2·halo) × width within budget_bytes.
+    keep one float32 tensor of ``channels`` × (rows + 2·halo) × width within budget_bytes,
+    but at least MIN_STRIP_ROWS (wide images: bounded halo overhead over the budget).
     Bands are balanced (equal heights up to rounding); a, b are multiples of ``multiple``
     except the final b = height. A height that is not a multiple of ``multiple`` gives a
     single band (the whole image), since only then do the poolings align.
@@ -55,7 +58,7 @@ def plan_strips(height: int, width: int, channels: int, *, halo: int = 12, multi
         return [(0, height)]
     if strip_rows is None:
         rows_fit = budget_bytes // max(1, 4 * channels * width)
-        strip_rows = rows_fit - 2 * halo
+        strip_rows = max(rows_fit - 2 * halo, MIN_STRIP_ROWS)
     strip_rows = max(multiple, int(strip_rows))
     n = max(1, math.ceil(height / strip_rows))
     rows = math.ceil(height / n / multiple) * multiple
@@ -82,6 +85,16 @@ def _windows(bands, height: int, halo: int):
         yield a, b, lo, lo + rows
 
 
+def _decoder_role(models, height: int, width: int, multiple: int = 4) -> str:
+    """``decoder_x2`` (phase-decomposed ×2 upsampling, fewer FLOPs) when the model set has
+    it and rows and cols are multiples of 4 (every strip's upsamplings are then exact ×2),
+    else the general ``decoder``."""
+    parts = models.model(UNET_KEY).get("parts", {})
+    if "decoder_x2" in parts and height % multiple == 0 and width % multiple == 0:
+        return "decoder_x2"
+    return "decoder"
+
+
 def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
                 budget_bytes: int = DEFAULT_STRIP_BUDGET_BYTES) -> np.ndarray:
     """U-Net logits, float32 [row, col], same shape as ``image``.
@@ -101,12 +114,14 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
     x = img[None, None]
     enc = models.session(UNET_KEY, "encoder")
     core = models.session(UNET_KEY, "core")
-    dec = models.session(UNET_KEY, "decoder")
+    dec = models.session(UNET_KEY, _decoder_role(models, height, width, mult))
 
     # encoder: quarter-resolution pooled tensor of the whole image, strip by strip
     pooled = None
-    for a, b, lo, hi in _windows(bands, height, halo):
-        p = enc.run(None, {"image": x[:, :, lo:hi]})[0]
+    wins = list(_windows(bands, height, halo))
+    for k, (a, b, lo, hi) in enumerate(wins):
+        opts = _shrink_options() if k == len(wins) - 1 else None
+        p = enc.run(None, {"image": x[:, :, lo:hi]}, opts)[0]
         if pooled is None:
             pooled = np.empty((1, p.shape[1], height // 4, p.shape[3]), dtype=np.float32)
         if len(bands) == 1:
@@ -114,15 +129,26 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
         else:
             pooled[:, :, a // 4:b // 4] = p[:, :, (a - lo) // 4:(b - lo) // 4]
 
-    up = core.run(None, {"pooled": pooled})[0]
+    up = core.run(None, {"pooled": pooled}, _shrink_options())[0]
     del pooled
 
     out = np.empty((height, width), dtype=np.float32)
-    for a, b, lo, hi in _windows(bands, height, halo):
+    for k, (a, b, lo, hi) in enumerate(wins):
         q0, q1 = lo // 4, (hi // 4 if len(bands) > 1 else up.shape[2])
-        y = dec.run(None, {"image": x[:, :, lo:hi], "up": up[:, :, q0:q1]})[0]
+        opts = _shrink_options() if k == len(wins) - 1 else None
+        y = dec.run(None, {"image": x[:, :, lo:hi], "up": up[:, :, q0:q1]}, opts)[0]
         out[a:b] = y[0, 0, a - lo:b - lo]
     return out
+
+
+def _shrink_options():
+    """RunOptions that hand the CPU arena's free chunks back at the end of the run (the
+    U-Net's strip tensors are not needed by the later, smaller stages)."""
+    import onnxruntime as ort
+
+    ro = ort.RunOptions()
+    ro.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
+    return ro
 
 
 def unet_logits_whole(models, image: np.ndarray) -> np.ndarray:

@@ -166,3 +166,32 @@ def test_unknown_model_key_and_role(root):
         ms.model("nope")
     with pytest.raises(ModelSetError, match="no part"):
         ms.part_path("square_classifier", "nope")
+
+
+def test_threads_from_env(monkeypatch):
+    """PTOLEMY_THREADS (set by the batch runner) sets the intra-op threads; junk is ignored."""
+    from ptolemy_rt import models as m
+
+    monkeypatch.delenv("PTOLEMY_THREADS", raising=False)
+    default = m._n_threads()
+    assert default >= 1
+    monkeypatch.setenv("PTOLEMY_THREADS", "3")
+    assert m._n_threads() == 3
+    for junk in ("0", "-2", "x", " "):
+        monkeypatch.setenv("PTOLEMY_THREADS", junk)
+        assert m._n_threads() == default
+
+
+def test_sessions_share_env_arena(root):
+    """Every session of a set runs on the one process-wide arena (where the build has it)
+    and gives the same numbers as a plain session."""
+    import onnxruntime as ort
+
+    from ptolemy_rt import models as m
+
+    ms = load_model_set("ptolemy-2022")
+    s = ms.session("hole_unet", "encoder")
+    assert m._ENV_ARENA
+    x = np.random.default_rng(0).standard_normal((1, 1, 32, 48)).astype(np.float32)
+    plain = ort.InferenceSession(str(ms.part_path("hole_unet", "encoder")), providers=["CPUExecutionProvider"])
+    np.testing.assert_array_equal(s.run(None, {"image": x})[0], plain.run(None, {"image": x})[0])

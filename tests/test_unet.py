@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 
 from export.onnx_unet import HALO_ROWS, _Graph, build_graphs
-from ptolemy_rt.unet import logits_to_mask, plan_strips, unet_logits, unet_logits_whole
+from ptolemy_rt.unet import MIN_STRIP_ROWS, logits_to_mask, plan_strips, unet_logits, unet_logits_whole
 
 from conftest import MEDMAG_MRC, REFERENCE, WEIGHTS, needs_shared
 
@@ -77,7 +77,7 @@ def _export_module(module, tmp: Path) -> _Sessions:
     from export.onnx_unet import export_unet
 
     entry = export_unet(module, tmp, "hole_unet")
-    assert set(entry["parts"]) == {"encoder", "core", "decoder", "whole"}
+    assert set(entry["parts"]) == {"encoder", "core", "decoder", "decoder_x2", "whole"}
     return _Sessions(tmp, entry)
 
 
@@ -113,7 +113,8 @@ def test_plan_strips_cover_aligned_and_bounded(height, width, strip_rows):
     for a, b in bands:
         assert a < b and a % 4 == 0 and (b % 4 == 0 or b == height)
         if strip_rows is None and len(bands) > 1:  # window of a band within the budget
-            assert 4 * 64 * width * (b - a + 2 * HALO_ROWS) <= budget + 4 * 64 * width * 4
+            rows = max(b - a + 2 * HALO_ROWS - 4, MIN_STRIP_ROWS + 2 * HALO_ROWS)
+            assert 4 * 64 * width * rows <= max(budget, 4 * 64 * width * (MIN_STRIP_ROWS + 2 * HALO_ROWS))
     if strip_rows is not None:
         assert max(b - a for a, b in bands) <= max(4, math.ceil(strip_rows / 4) * 4)
 
@@ -176,6 +177,27 @@ def test_strips_equal_whole_random_weights(tmp_path, depth, shape, strip_rows):
         err = float(np.abs(strips - whole).max())
         print(f"depth {depth} {shape} {kw}: max |strips - whole| = {err:.2e}")
         assert err <= TOL
+
+
+@pytest.mark.parametrize("shape", [(96, 64), (200, 152), (64, 1440)])
+def test_decoder_x2_equals_decoder(tmp_path, shape):
+    """The phase-decomposed decoder (rows and cols multiples of 4) equals the general one."""
+    from ptolemy_rt.unet import _decoder_role
+
+    models = _sessions_from_weights(tmp_path, _random_weights(8, 5, seed=11), 8, 5)
+    assert _decoder_role(models, *shape) == "decoder_x2"
+    assert _decoder_role(models, shape[0], shape[1] + 2) == "decoder"
+    img = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    x2 = unet_logits(models, img, strip_rows=24)
+    parts = models.entry["parts"]
+    models.entry["parts"] = {k: v for k, v in parts.items() if k != "decoder_x2"}
+    try:
+        plain = unet_logits(models, img, strip_rows=24)
+    finally:
+        models.entry["parts"] = parts
+    err = float(np.abs(x2 - plain).max())
+    print(f"{shape}: max |decoder_x2 - decoder| = {err:.2e}")
+    assert err <= TOL
 
 
 def test_halo_margin(tmp_path):
