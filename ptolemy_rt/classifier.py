@@ -31,6 +31,9 @@ POOLED_RAM_BUDGET_BYTES = 64 << 20
 #: Small on purpose: batching crops did not run faster on CPU, and ONNX Runtime's arena keeps
 #: its peak (48 square crops, published: peak RSS ~300 MB at 2 MB, ~530 MB at 16 MB).
 RUN_BUDGET_BYTES = 2 << 20
+#: RAM for the crops kept between the stage-1 and stage-2 passes (published regime); beyond
+#: it they go to a temporary file (reading back is cheaper than preparing a crop again).
+CROP_RAM_BUDGET_BYTES = 16 << 20
 
 
 class _PooledStore:
@@ -211,7 +214,12 @@ def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.
     shape = first.shape
     _check_shape(arch, key, shape)
 
+    crop_store = _PooledStore(min(CROP_RAM_BUDGET_BYTES, budget))
+
     def crops_of(idx: range) -> np.ndarray:
+        """Crops idx (stage-1 pass: prepared and kept; stage-2 pass: read back)."""
+        if idx.start < len(crop_store.items):
+            return np.stack([crop_store.get(i) for i in idx])[:, None]
         crops = []
         for i in idx:
             cr = first if i == 0 else _crop(get_crop, i)
@@ -219,6 +227,7 @@ def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.
                 raise ValueError(f"{key}: batchnorm='published' needs crops of one shape; crop {i} is "
                                  f"{cr.shape[0]}×{cr.shape[1]} px, crop 0 is {shape[0]}×{shape[1]} px")
             crops.append(cr)
+            crop_store.append(cr)
         return np.stack(crops)[:, None]
 
     # Stage 1's pooled output is the largest stored tensor (~3.6 MB per 240 px crop) and the
@@ -260,6 +269,7 @@ def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.
             scale, shift = _affine_from_stats(table[k], counts, means, m2s, eps)
             if k == 1:
                 first = None  # crops are not needed any more
+                crop_store.close()
             if prev is not None:
                 prev.close()
             prev, store = store, None
@@ -277,6 +287,6 @@ def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.
             out[idx.start:idx.stop] = _one_logit(y, key)
         return out
     finally:
-        for st in (prev, store):
+        for st in (prev, store, crop_store):
             if st is not None:
                 st.close()

@@ -122,6 +122,46 @@ def fit_to_side(crop: np.ndarray, side: int = CROP_PX) -> np.ndarray:
     return out
 
 
+#: Pixels per strip in whole-image reductions (bounds float64 / int64 temporaries).
+STRIP_PX = 1 << 21
+
+
+def _strips(h: int, w: int):
+    step = max(1, STRIP_PX // max(1, w))
+    for r in range(0, h, step):
+        yield slice(r, min(h, r + step))
+
+
+def _region_sums(labels: np.ndarray, px: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per label 0..n: pixel count and float64 sum of px (input units), in row strips."""
+    counts = np.zeros(n + 1, np.int64)
+    sums = np.zeros(n + 1, np.float64)
+    for sl in _strips(*labels.shape):
+        lab = labels[sl].ravel()
+        counts += np.bincount(lab, minlength=n + 1)
+        sums += np.bincount(lab, weights=px[sl].ravel(), minlength=n + 1)
+    return counts, sums
+
+
+def _masked_mean_std(px: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
+    """Mean and (population) standard deviation of px[mask] in float64, two passes in strips."""
+    total = 0.0
+    count = 0
+    for sl in _strips(*px.shape):
+        v = px[sl][mask[sl]]
+        count += v.size
+        total += float(v.sum(dtype=np.float64))
+    if count == 0:
+        return float("nan"), float("nan")
+    mean = total / count
+    ss = 0.0
+    for sl in _strips(*px.shape):
+        v = px[sl][mask[sl]].astype(np.float64)
+        v -= mean
+        ss += float(np.dot(v, v))
+    return mean, float(np.sqrt(ss / count))
+
+
 def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidates:
     """Steps 1-7 of SPEC §4 without the classifier: mask, regions, polygons, grid angle,
     rotated image, boxes and vertices. image: path, LoadedImage or 2-D array."""
@@ -150,10 +190,8 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     hulls_all = regions.region_hulls(labels, n)
     areas = np.array([regions.polygon_area(h) for h in hulls_all])
     keep = np.nonzero(areas > MIN_AREA_PX2)[0]
-    lab_flat = labels.ravel()
-    counts = np.bincount(lab_flat, minlength=n + 1)
-    sums = np.bincount(lab_flat, weights=px.ravel(), minlength=n + 1)
-    del lab_flat, labels
+    counts, sums = _region_sums(labels, px, n)
+    del labels
     bright = sums[keep + 1] / np.maximum(counts[keep + 1], 1)
     hulls = [hulls_all[i] for i in keep]
     t4 = time.perf_counter()
@@ -199,9 +237,7 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     )
     verts_rc = geometry.unrotate_points(corners, angle, px.shape, rshape)
     vertices = verts_rc[..., ::-1].copy()
-    vals = px[mask].astype(np.float64)
-    mean, std = float(vals.mean()), float(vals.std())
-    del vals
+    mean, std = _masked_mean_std(px, mask)
     if not std > 0:
         std = 1.0
     cand.angle_deg = float(angle)

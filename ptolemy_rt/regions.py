@@ -31,7 +31,8 @@ def dilate_mask(mask: np.ndarray, size: int) -> np.ndarray:
     if size <= 1:
         return m.copy()
     # maximum_filter with origin 0 centres the window like convolve2d 'same' (checked in tests)
-    return ndi.maximum_filter(m.view(np.uint8), size=(size, size), mode="constant", cval=0).astype(bool)
+    # 0/1 uint8 result viewed as bool: no second full-size array
+    return ndi.maximum_filter(m.view(np.uint8), size=(size, size), mode="constant", cval=0).view(bool)
 
 
 def label_regions(mask: np.ndarray, dilate: int = 0) -> tuple[np.ndarray, int]:
@@ -46,9 +47,14 @@ def label_regions(mask: np.ndarray, dilate: int = 0) -> tuple[np.ndarray, int]:
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {m.shape}")
-    grown = dilate_mask(m, dilate)
+    grown = dilate_mask(m, dilate) if dilate > 1 else m
     labels, n = ndi.label(grown, structure=_EIGHT, output=np.int32)
-    labels[~m] = 0
+    del grown
+    h, w = m.shape
+    step = max(1, STRIP_PX // max(1, w))
+    for r in range(0, h, step):  # in strips: no full-size temporary
+        blk = labels[r:r + step]
+        blk[~m[r:r + step]] = 0
     return labels, int(n)
 
 
