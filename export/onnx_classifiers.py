@@ -17,6 +17,9 @@ Hence each network is exported as one graph per stage plus a head graph (roles
   Outputs: ``mean`` N×C (per-crop per-channel mean of z), ``m2`` N×C (per-crop per-channel
   centred sum of squares of z; crops are combined exactly with Chan's parallel formula),
   ``pooled`` N×C×h×w = pool_s(z).
+- ``stage1_pool``: ``stage1`` without the statistics (output ``pooled`` only): the runtime
+  computes stage 1's statistics in one pass and makes its pooled tensors again, more
+  cheaply, in the stage-2 pass instead of storing them (they are the largest).
 - ``head``: inputs ``x`` (last ``pooled``), ``scale``, ``shift`` → ``logit`` N×1.
 - ``full`` (running statistics only): the whole network with the stored running statistics
   folded in, input ``x`` N×1×H×W → ``logit`` N×1.
@@ -102,7 +105,7 @@ def _affine(g: _Graph, x: str, scale: str, shift: str, relu: bool) -> str:
 
 
 def _stage_graph(name: str, weight: np.ndarray, sign: np.ndarray, first: bool, relu_before_bn: bool,
-                 relu_after_affine: bool, pool_pad: int, cin: int) -> onnx.ModelProto:
+                 relu_after_affine: bool, pool_pad: int, cin: int, stats: bool = True) -> onnx.ModelProto:
     g = _Graph(name)
     c = weight.shape[0]
     g.inputs.append(_vi("x", ["N", cin, "H", "W"]))
@@ -115,9 +118,11 @@ def _stage_graph(name: str, weight: np.ndarray, sign: np.ndarray, first: bool, r
     z = g.op("Conv", [x, w], kernel_shape=list(weight.shape[2:]), pads=[0, 0, 0, 0], strides=[1, 1])
     if relu_before_bn:
         z = g.op("Relu", [z])
-    _stats(g, z)
+    if stats:
+        _stats(g, z)
+        g.outputs += [_vi("mean", ["N", c]), _vi("m2", ["N", c])]
     _pool_s(g, z, sign, "pool", pool_pad, "pooled")
-    g.outputs += [_vi("mean", ["N", c]), _vi("m2", ["N", c]), _vi("pooled", ["N", c, "h", "w"])]
+    g.outputs.append(_vi("pooled", ["N", c, "h", "w"]))
     return g.model()
 
 
@@ -181,6 +186,10 @@ def export_square_classifier(module: torch.nn.Module, out_dir: Path, prefix: str
         m = _stage_graph(f"{prefix}_stage{k + 1}", convs[k], table[k, 4], k == 0, True, False, 1, cin)
         parts[f"stage{k + 1}"] = fn = f"{prefix}.stage{k + 1}.onnx"
         _save(m, out_dir / fn)
+        if k == 0:
+            m = _stage_graph(f"{prefix}_stage1_pool", convs[k], table[k, 4], True, True, False, 1, cin, stats=False)
+            parts["stage1_pool"] = fn = f"{prefix}.stage1_pool.onnx"
+            _save(m, out_dir / fn)
         cin = convs[k].shape[0]
     # head: affine of the last BN, then the head conv
     g = _Graph(f"{prefix}_head")
@@ -222,6 +231,7 @@ def export_square_classifier(module: torch.nn.Module, out_dir: Path, prefix: str
         "pool": {"kernel": 3, "stride": 2, "padding": 1},
         "bn_eps": BN_EPS,
         "stage_roles": [f"stage{k + 1}" for k in range(n)],
+        "stage1_pool_role": "stage1_pool",
         "head_role": "head",
         "running_role": "full",
         "batchnorm_role": "batchnorm",
@@ -248,6 +258,10 @@ def export_hole_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) 
         m = _stage_graph(f"{prefix}_stage{k + 1}", convs[k], table[k, 4], k == 0, False, True, 0, cin)
         parts[f"stage{k + 1}"] = fn = f"{prefix}.stage{k + 1}.onnx"
         _save(m, out_dir / fn)
+        if k == 0:
+            m = _stage_graph(f"{prefix}_stage1_pool", convs[k], table[k, 4], True, False, True, 0, cin, stats=False)
+            parts["stage1_pool"] = fn = f"{prefix}.stage1_pool.onnx"
+            _save(m, out_dir / fn)
         cin = convs[k].shape[0]
 
     def head(g: _Graph, x: str) -> None:
@@ -285,6 +299,7 @@ def export_hole_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) 
         "pool": {"kernel": 3, "stride": 2, "padding": 0},
         "bn_eps": BN_EPS,
         "stage_roles": [f"stage{k + 1}" for k in range(n)],
+        "stage1_pool_role": "stage1_pool",
         "head_role": "head",
         "running_role": "full",
         "batchnorm_role": "batchnorm",

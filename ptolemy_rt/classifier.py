@@ -209,7 +209,12 @@ def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.
     kernels = [int(k) for k in arch["kernels"]]
     c = int(arch["channels"])
     pad = int(arch["pool"]["padding"])
-    sess1 = models.session(key, roles[0])
+    # stage 1's pooled output, made again in the stage-2 pass: the stats-free graph when the
+    # model set has it (older sets: the full stage-1 graph, same numbers)
+    pool_role = arch.get("stage1_pool_role")
+    if pool_role and pool_role not in models.model(key).get("parts", {}):
+        pool_role = None
+    sess1 = models.session(key, pool_role or roles[0])
     first = _crop(get_crop, 0)
     shape = first.shape
     _check_shape(arch, key, shape)
