@@ -154,17 +154,13 @@ class _Graph:
         y = self.node("Add", [yu, ys], f"up{j}_add")
         return self.node("Relu", [y], f"up{j}_relu")
 
-    def final_block_x2(self, x: str, skip: str, j: int) -> str:
-        """Last up block j (skip d0, exactly twice x's rows and cols) and ``last`` in the
-        phase domain: no full-resolution tensor other than d0 and the 1-channel logits.
+    def up_block_phases(self, x: str, skip: str, j: int) -> dict:
+        """Up block j (skip exactly twice x's rows and cols) in the phase domain: returns
+        {(p, q): z_pq}, z_pq = the block's output at pixels (2i+p, 2k+q), at x's resolution.
 
-        For each output phase (p, q) (full-resolution pixels (2i+p, 2k+q)): the conv of the
-        ×2-upsampled x is a 2×2 conv of x (as in ``up_block_x2``), the conv of the skip is a
-        stride-2 conv of d0 with phase pads, and + bias → ReLU gives z_pq at x's
-        resolution. ``last`` (3×3, 64→1) at phase (p, q) reads full rows 2i+p+dr, i.e.
-        phase p' = (p+dr) mod 2 at low row i + (p+dr)//2: it is the sum over the four z_p'q'
-        of 3×3 convs with 4 output channels (one per output phase; the unused taps are
-        zero), interleaved by DepthToSpace. Same sums as the plain network in another order.
+        The conv of the ×2-upsampled x is a 2×2 conv of x per phase (as in
+        ``up_block_x2``), the conv of the skip a stride-2 conv with phase pads; + bias →
+        ReLU. No tensor at the skip's resolution other than the skip itself.
         """
         key = f"up_path.{j}.conv"
         w = np.asarray(self.weights[key + ".weight"], dtype=np.float64)
@@ -173,7 +169,6 @@ class _Graph:
         comb = (np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 1.0]]), np.array([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0]]))
         wsk = self.const(f"{key}.weight_skip", np.ascontiguousarray(ws, dtype=np.float32))
         bias = self.weight(key + ".bias")
-        wl = np.asarray(self.weights["last.weight"], dtype=np.float64)  # 1×C×3×3
         z = {}
         for p in (0, 1):
             for q in (0, 1):
@@ -185,6 +180,20 @@ class _Graph:
                 ys = self.node("Conv", [skip, wsk, bias], f"up{j}_skip_phase{p}{q}", kernel_shape=[3, 3],
                                pads=pads, strides=[2, 2], dilations=[1, 1], group=1)
                 z[p, q] = self.node("Relu", [self.node("Add", [yu, ys], f"up{j}_add{p}{q}")], f"up{j}_relu{p}{q}")
+        return z
+
+    def final_block_x2(self, x: str, skip: str, j: int) -> str:
+        """Last up block j (skip d0, exactly twice x's rows and cols) and ``last`` in the
+        phase domain: no full-resolution tensor other than d0 and the 1-channel logits.
+
+        ``up_block_phases`` gives z_pq at x's resolution. ``last`` (3×3, 64→1) at phase
+        (p, q) reads full rows 2i+p+dr, i.e. phase p' = (p+dr) mod 2 at low row
+        i + (p+dr)//2: it is the sum over the four z_p'q' of 3×3 convs with 4 output
+        channels (one per output phase; the unused taps are zero), interleaved by
+        DepthToSpace. Same sums as the plain network in another order.
+        """
+        z = self.up_block_phases(x, skip, j)
+        wl = np.asarray(self.weights["last.weight"], dtype=np.float64)  # 1×C×3×3
         acc = None
         for (pp, qq), zt in z.items():
             kl = np.zeros((4, wl.shape[1], 3, 3), dtype=np.float64)
@@ -272,20 +281,6 @@ def build_graphs(weights: dict[str, np.ndarray], channels: int, depth: int) -> d
     _rename_output(g, g.conv(x, "last", relu=False), "logits")
     out["decoder"] = g.model([img, up_vi], [logits], "unet_decoder")
 
-    # decoder_x2: the same for strips whose rows and cols are multiples of 4 (then both
-    # upsamplings are exact ×2): phase-decomposed up blocks, fewer FLOPs and less memory
-    g = _Graph(weights)
-    d, x = {}, "image"
-    for i in range(k):
-        x = g.conv(x, f"down_path.{i}.conv", relu=True)
-        d[i] = x
-        x = g.pool(x)
-    x = "up"
-    for level in range(k - 1, 0, -1):
-        x = g.up_block_x2(x, d[level], depth - 2 - level)
-    _rename_output(g, g.final_block_x2(x, d[0], depth - 2), "logits")
-    out["decoder_x2"] = g.model([img, up_vi], [logits], "unet_decoder_x2")
-
     # whole network
     g = _Graph(weights)
     x, skips = "image", {}
@@ -298,6 +293,44 @@ def build_graphs(weights: dict[str, np.ndarray], channels: int, depth: int) -> d
         x = g.up_block(x, skips[depth - 2 - j], j)
     _rename_output(g, g.conv(x, "last", relu=False), "logits")
     out["whole"] = g.model([img], [logits], "unet_whole")
+
+    # core_x2 / decoder_x2 (depth ≥ 4, image rows and cols multiples of 8: every ×2
+    # upsampling from the quarter resolution up is exact): phase-decomposed up blocks,
+    # fewer FLOPs, and ``up`` travels as its four phases up{p}{q} N×C×(H//8)×(W//8)
+    if depth - 1 <= k:
+        return out
+    g = _Graph(weights)
+    x, skips = "pooled", {}
+    for i in range(k, depth):
+        x = g.conv(x, f"down_path.{i}.conv", relu=True)
+        if i < depth - 1:
+            skips[i] = x
+            x = g.pool(x)
+    for j in range(depth - 1):
+        level = depth - 2 - j
+        if level == k:
+            z = g.up_block_phases(x, skips[level], j)
+            break
+        x = g.up_block(x, skips[level], j)
+    phase_names = [f"up{p}{q}" for p in (0, 1) for q in (0, 1)]
+    for (p, q), name in zip(((0, 0), (0, 1), (1, 0), (1, 1)), phase_names):
+        _rename_output(g, z[p, q], name)
+    out["core_x2"] = g.model([pooled_vi], [_vi(n, c, "H8", "W8") for n in phase_names], "unet_core_x2")
+
+    g = _Graph(weights)
+    d, x = {}, "image"
+    for i in range(k):
+        x = g.conv(x, f"down_path.{i}.conv", relu=True)
+        d[i] = x
+        x = g.pool(x)
+    cat = g.node("Concat", phase_names, "up_phases", axis=1)
+    x = g.node("DepthToSpace", [cat], "up_d2s", blocksize=2, mode="DCR")
+    for level in range(k - 1, 0, -1):
+        x = g.up_block_x2(x, d[level], depth - 2 - level)
+    _rename_output(g, g.final_block_x2(x, d[0], depth - 2), "logits")
+    out["decoder_x2"] = g.model([img] + [_vi(n, c, "h8", "W8") for n in phase_names], [logits],
+                                "unet_decoder_x2")
+
     return out
 
 

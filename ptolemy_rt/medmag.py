@@ -356,7 +356,9 @@ def find_holes(image, *, models=None, batchnorm: str = "published") -> HoleResul
     loaded = _load(image)
     ms = models if isinstance(models, ModelSet) else load_model_set(models)
     t["load"] = time.perf_counter() - t0
-    pix = np.maximum(loaded.pixels, 0.0)
+    pix = loaded.pixels
+    if pix.size and float(pix.min()) < 0.0:  # no copy when already non-negative
+        pix = np.maximum(pix, 0.0)
     t0 = time.perf_counter()
     padded = pad_for_unet(normalise(pix))
     t["normalise"] = time.perf_counter() - t0

@@ -2,24 +2,30 @@
 
 numpy + onnxruntime only. Arrays are [row, col] (row = first axis = y); sizes in px.
 
-The model set's ``hole_unet`` entry has four ONNX parts (export/onnx_unet.py):
+The model set's ``hole_unet`` entry has these ONNX parts (export/onnx_unet.py):
 ``encoder`` (full and half resolution levels on an image strip → quarter-resolution
 ``pooled``), ``core`` (whole quarter-resolution tensor → quarter-resolution ``up``),
-``decoder`` (image strip + matching ``up`` rows → logits strip) and ``whole`` (reference).
+``decoder`` (image strip + matching ``up`` rows → logits strip), ``whole`` (reference), and
+the phase-decomposed ``core_x2`` / ``decoder_x2`` used when rows and cols are multiples of 8
+(every padded input): each conv of a ×2 nearest-upsampled tensor runs as four 2×2 convs at
+the lower resolution, ``up`` travels as its four phases (N×C×H/8×W/8 each) and the last up
+block and ``last`` run per phase, so no full-resolution 64-channel tensor exists besides d0
+(≈ 25 % fewer FLOPs than the plain graphs, equal up to float rounding, ≤ 2e-6 tested).
 
-Strips: output rows [a, b) with a, b multiples of 4 (two 2×2 poolings), computed on a
-window with at least ``halo`` = 12 px rows of context above and below (8 is the exact
-minimum, tested), cut away afterwards. At the true image border the window stops at the
-border, where the graph's zero padding is the network's own; all windows have the same
-height (border windows are shifted inwards) so each session sees one input shape. Because
-every window starts at a multiple of 4, poolings and the ×2 row upsamplings inside a window
-coincide with the whole image's, so strip-wise logits equal whole-image logits up to float
-rounding (≤ 1e-4 tested; in practice bit-identical).
+Strips: output rows [a, b) with a, b multiples of 4 (two 2×2 poolings; 8 for the x2 graphs),
+computed on a window with at least ``halo`` = 8 px rows of context above and below (the
+exact receptive field of the stripped levels, tested), cut away afterwards. At the true
+image border the window stops at the border, where the graph's zero padding is the
+network's own; all windows have the same height (border windows are shifted inwards) so
+each session sees one input shape. Because every window starts at a multiple of 4, poolings
+and the ×2 row upsamplings inside a window coincide with the whole image's, so strip-wise
+logits equal whole-image logits up to float rounding (≤ 1e-4 tested).
 
-Memory (measured, 1024×1536 px, default 64 MB budget, 2 threads): peak RSS ≈ 0.97 GB with
-onnxruntime's default per-session arenas, ≈ 0.67 GB with one shared environment arena,
-≈ 0.48 GB with arenas off (≈ 25 % slower); the published tool peaks at 3.7 GB. Images whose
-height is not a multiple of 4 run as one band (exact, but unbounded memory).
+Memory: the sessions share one arena without memory patterns (ptolemy_rt/models.py), and
+the last run of each stage shrinks it, so the stage peaks do not add up. Measured peak RSS
+of the whole `ptolemy medmag` process (2 threads): 1024×1440 example ≈ 0.38-0.40 GB,
+2048² ≈ 0.57 GB, 4096² ≈ 1.3 GB (before: 1.3, 1.6, 1.7-2.0 GB). Images whose height is
+not a multiple of 4 run as one band (exact, but unbounded memory).
 """
 from __future__ import annotations
 
@@ -85,14 +91,17 @@ def _windows(bands, height: int, halo: int):
         yield a, b, lo, lo + rows
 
 
-def _decoder_role(models, height: int, width: int, multiple: int = 4) -> str:
-    """``decoder_x2`` (phase-decomposed ×2 upsampling, fewer FLOPs) when the model set has
-    it and rows and cols are multiples of 4 (every strip's upsamplings are then exact ×2),
-    else the general ``decoder``."""
+X2_MULTIPLE = 8  # px: rows and cols multiples of this allow the phase-decomposed graphs
+X2_PHASES = ("up00", "up01", "up10", "up11")
+
+
+def _use_x2(models, height: int, width: int) -> bool:
+    """True when the phase-decomposed ``core_x2`` / ``decoder_x2`` graphs apply: the model
+    set has them and rows and cols are multiples of 8 (every ×2 upsampling from the quarter
+    resolution up is then exact, and strip windows start on a phase boundary)."""
     parts = models.model(UNET_KEY).get("parts", {})
-    if "decoder_x2" in parts and height % multiple == 0 and width % multiple == 0:
-        return "decoder_x2"
-    return "decoder"
+    return ("core_x2" in parts and "decoder_x2" in parts
+            and height % X2_MULTIPLE == 0 and width % X2_MULTIPLE == 0)
 
 
 def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
@@ -100,7 +109,8 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
     """U-Net logits, float32 [row, col], same shape as ``image``.
 
     image: 2-D [row, col], already normalised and padded by the caller (SPEC §5.1-5.2).
-    models: ptolemy_rt.models.ModelSet (uses ``hole_unet`` parts encoder, core, decoder).
+    models: ptolemy_rt.models.ModelSet (uses ``hole_unet`` parts encoder, core / core_x2,
+    decoder / decoder_x2).
     strip_rows / budget_bytes: see plan_strips (memory bound of the full-resolution strips).
     """
     arch = _arch(models)
@@ -109,12 +119,16 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
         raise ValueError(f"unet_logits expects a 2-D image [row, col], got shape {img.shape}")
     height, width = img.shape
     c, halo, mult = arch["channels"], arch["halo"], arch["multiple"]
+    x2 = _use_x2(models, height, width)
+    if x2:  # windows start on multiples of 8 (phase boundaries of ``up``)
+        mult = max(mult, X2_MULTIPLE)
+        halo = -(-halo // X2_MULTIPLE) * X2_MULTIPLE
     bands = plan_strips(height, width, c, halo=halo, multiple=mult,
                         strip_rows=strip_rows, budget_bytes=budget_bytes)
     x = img[None, None]
     enc = models.session(UNET_KEY, "encoder")
-    core = models.session(UNET_KEY, "core")
-    dec = models.session(UNET_KEY, _decoder_role(models, height, width, mult))
+    core = models.session(UNET_KEY, "core_x2" if x2 else "core")
+    dec = models.session(UNET_KEY, "decoder_x2" if x2 else "decoder")
 
     # encoder: quarter-resolution pooled tensor of the whole image, strip by strip
     pooled = None
@@ -128,15 +142,24 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
             pooled = p
         else:
             pooled[:, :, a // 4:b // 4] = p[:, :, (a - lo) // 4:(b - lo) // 4]
+        del p
 
-    up = core.run(None, {"pooled": pooled}, _shrink_options())[0]
+    if x2:
+        ups = core.run(list(X2_PHASES), {"pooled": pooled}, _shrink_options())
+        step = 8
+    else:
+        ups = core.run(["up"], {"pooled": pooled}, _shrink_options())
+        step = 4
+    names = X2_PHASES if x2 else ("up",)
     del pooled
 
     out = np.empty((height, width), dtype=np.float32)
     for k, (a, b, lo, hi) in enumerate(wins):
-        q0, q1 = lo // 4, (hi // 4 if len(bands) > 1 else up.shape[2])
+        q0, q1 = lo // step, (hi // step if len(bands) > 1 else ups[0].shape[2])
+        feeds = {"image": x[:, :, lo:hi]}
+        feeds.update({n: u[:, :, q0:q1] for n, u in zip(names, ups)})
         opts = _shrink_options() if k == len(wins) - 1 else None
-        y = dec.run(None, {"image": x[:, :, lo:hi], "up": up[:, :, q0:q1]}, opts)[0]
+        y = dec.run(None, feeds, opts)[0]
         out[a:b] = y[0, 0, a - lo:b - lo]
     return out
 
