@@ -24,7 +24,7 @@ logits equal whole-image logits up to float rounding (≤ 1e-4 tested).
 Memory: the sessions share one arena without memory patterns (ptolemy_rt/models.py), and
 the last run of each stage shrinks it, so the stage peaks do not add up. Measured peak RSS
 of the whole `ptolemy medmag` process (2 threads): 1024×1440 example ≈ 0.38-0.40 GB,
-2048² ≈ 0.57 GB, 4096² ≈ 1.3 GB (before: 1.3, 1.6, 1.7-2.0 GB). Images whose height is
+2048² ≈ 0.47 GB, 4096² ≈ 1.28 GB (before: 1.1-1.3, 1.6, 2.6 GB). Images whose height is
 not a multiple of 4 run as one band (exact, but unbounded memory).
 """
 from __future__ import annotations
