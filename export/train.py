@@ -51,9 +51,12 @@ DEFAULTS = {
     "square_atlases": 100, "square_epochs": 2, "square_batch": 32,
     "hole_images": 100, "hole_epochs": 3, "hole_batch": 12,
     "unet_images": 60, "unet_steps": 500, "unet_patch": 384, "unet_batch": 2,
-    "unet_target_radius": 8, "calib_images": 12,
+    "unet_target_fraction": 0.5, "unet_target_min": 6.0, "calib_images": 12,
 }
 UNET_POS_WEIGHT = 100.0
+UNET_CLIP = 1.0  # gradient-norm clipping of the U-Net weights (not of sigma)
+SIGMA_MAX = 6.0  # px; the learned blur sigma is clamped to [0.5, 6] (unclamped it grew to 12 px and
+                 # the network stopped localising)
 MASK_LOGIT = math.log(1e-4 / (1 - 1e-4))  # runtime threshold on logits
 
 
@@ -122,13 +125,15 @@ def square_data_labelled(ds) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def centre_mask(shape, centres_xy, radius: float) -> np.ndarray:
-    """bool [row, col] mask of discs of `radius` px at (x, y) centres."""
+def centre_mask(shape, centres_xy, radius) -> np.ndarray:
+    """bool [row, col] mask of discs of `radius` px (one value or one per centre) at (x, y)
+    centres."""
     h, w = shape
     m = np.zeros((h, w), bool)
-    r = int(math.ceil(radius))
-    yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
-    for x, y in centres_xy:
+    radii = np.broadcast_to(np.asarray(radius, dtype=np.float64), (len(centres_xy),))
+    for (x, y), radius in zip(centres_xy, radii):
+        r = int(math.ceil(radius))
+        yy, xx = np.mgrid[-r:r + 1, -r:r + 1]
         cx, cy = int(round(x)), int(round(y))
         sel = (xx - (x - cx)) ** 2 + (yy - (y - cy)) ** 2 <= radius * radius
         rr, cc = yy[sel] + cy, xx[sel] + cx
@@ -208,28 +213,33 @@ def hole_data_labelled(ds) -> list[tuple[np.ndarray, np.ndarray]]:
     return out
 
 
-def unet_pool_synthetic(seeds, target_radius: float):
-    """[(normalised image float16 [row, col], target bool [row, col])]."""
+def unet_pool_synthetic(seeds, frac: float, rmin: float):
+    """[(normalised image float16 [row, col], target bool [row, col])]; targets are discs of
+    radius max(rmin, frac × minor semi-axis) px at the centres of the holes whose centre
+    is drawn (visible)."""
     from ptolemy_rt import medmag, synthetic
 
     pool = []
     for s in seeds:
         img, truth, ids, _ = synthetic.medmag_with_ids(int(s))
         h, w = ids.shape
-        cents = [t.center for t in truth if 0 <= t.center[0] < w and 0 <= t.center[1] < h
-                 and ids[int(t.center[1]), int(t.center[0])] == t.id]
-        pool.append((medmag.normalise(img).astype(np.float16), centre_mask(img.shape, cents, target_radius)))
+        sel = [t for t in truth if 0 <= t.center[0] < w and 0 <= t.center[1] < h
+               and ids[int(t.center[1]), int(t.center[0])] == t.id]
+        rad = [max(rmin, frac * min(t.axes)) for t in sel]
+        pool.append((medmag.normalise(img).astype(np.float16), centre_mask(img.shape, [t.center for t in sel], rad)))
     return pool
 
 
-def unet_pool_labelled(ds, target_radius: float):
+def unet_pool_labelled(ds, frac: float, rmin: float):
+    """As unet_pool_synthetic for a labelled folder (radius from the labels, else rmin)."""
     from ptolemy_rt import medmag
 
     pool = []
     for item in ds.images:
         img = item.load().pixels
+        rad = np.where(np.isnan(item.radius), rmin / max(frac, 1e-6), item.radius) * frac
         pool.append((medmag.normalise(img).astype(np.float16),
-                     centre_mask(img.shape, [tuple(p) for p in item.points], target_radius)))
+                     centre_mask(img.shape, [tuple(p) for p in item.points], np.maximum(rad, rmin))))
     return pool
 
 
@@ -327,7 +337,7 @@ def eval_classifier(net, data) -> dict:
 def gaussian_blur(torch, x, sigma, radius: int = 12):
     """Separable Gaussian blur of N×1×H×W with a differentiable sigma (px)."""
     t = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    s = torch.clamp(sigma, min=0.3)
+    s = torch.clamp(sigma, min=0.5, max=SIGMA_MAX)
     k = torch.exp(-0.5 * (t / s) ** 2)
     k = k / k.sum()
     x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1), padding=(0, radius))
@@ -342,6 +352,12 @@ def train_unet(pool, steps: int, patch: int, batch: int, seed: int):
     rng = np.random.default_rng([seed, 13])
     a = ARCH["hole_unet"]
     net = UNet(a["channels"], a["depth"])
+    # He (Kaiming) initialisation of the ReLU convolutions: with PyTorch's default init the
+    # signal fades through the 2·depth-1 layers and 500-1000 steps learn next to nothing
+    for name, m in net.named_modules():
+        if isinstance(m, torch.nn.Conv2d) and not name.startswith("last"):
+            torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+            torch.nn.init.zeros_(m.bias)
     net.init_last_bias(-10.0)
     sigma = torch.nn.Parameter(torch.tensor(math.e))
     opt = torch.optim.Adam([{"params": net.parameters()}, {"params": [sigma], "lr": 0.1}])
@@ -369,18 +385,19 @@ def train_unet(pool, steps: int, patch: int, batch: int, seed: int):
         loss = torch.nn.functional.binary_cross_entropy_with_logits(out, Y, pos_weight=pw)
         opt.zero_grad()
         loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), UNET_CLIP)  # tames the weight-100 spikes
         opt.step()
         hist.append(float(loss.detach()))
         if step % 25 == 0:
             _log(f"hole_unet: step {step}/{steps} loss {np.mean(hist[-25:]):.4f} sigma {float(sigma):.3f}")
     net.eval()
     return net, {"steps": steps, "batch": batch, "patch_px": patch, "train_seconds": round(time.perf_counter() - t0, 1),
-                 "final_loss": round(float(np.mean(hist[-25:])), 4), "blur_sigma_px": round(float(sigma), 4)}
+                 "final_loss": round(float(np.mean(hist[-25:])), 4), "blur_sigma_px": round(min(max(float(sigma), 0.5), SIGMA_MAX), 4)}
 
 
 def calibrate_unet(net, seeds) -> dict:
-    """Shift `last.bias` so that sigmoid > 1e-4 gives the best hole-centroid F1 on held-out
-    synthetic images (SPEC §7 matching). Returns info with the chosen shift."""
+    """Shift `last.bias` so that sigmoid > 1e-4 gives the best U-Net + lattice hole F1 on
+    held-out synthetic images (SPEC §7 matching). Returns info with the chosen shift."""
     torch = _torch()
     from ptolemy_rt import medmag, synthetic
     from ptolemy_rt.evaluate import match_points_to_discs
@@ -395,22 +412,27 @@ def calibrate_unet(net, seeds) -> dict:
             ins = [t for t in truth if 0 <= t.center[0] < w and 0 <= t.center[1] < h]
             cases.append((logit, np.array([t.center for t in ins]).reshape(-1, 2),
                           np.array([min(t.axes) for t in ins])))
-    shifts = np.arange(-8.0, 8.01, 0.5)
+    shifts = np.arange(-30.0, 10.01, 1.0)
     f1s = []
     for dlt in shifts:
         f = []
         for logit, cen, rad in cases:
             m = logit + dlt > MASK_LOGIT
-            pred = medmag.mask_centroids(m)[:, ::-1] if m.any() else np.zeros((0, 2))
+            if 0 < m.mean() < 0.6:
+                lay = medmag.layout_holes(m)
+                pred = lay.points[:, ::-1] if lay.reason is None else np.zeros((0, 2))
+            else:
+                pred = np.zeros((0, 2))
             r = match_points_to_discs(pred, cen, rad)
             f.append(r["f1"])
         f1s.append(float(np.mean(f)))
     best = float(shifts[int(np.argmax(f1s))])
     with torch.no_grad():
         net.last.bias += best
-    _log(f"hole_unet: calibration shift {best:+.1f} (centroid F1 {max(f1s):.3f}; at 0: {f1s[len(shifts) // 2]:.3f})")
-    return {"calibration_bias_shift": best, "calibration_centroid_f1": round(max(f1s), 4),
-            "calibration_f1_unshifted": round(f1s[len(shifts) // 2], 4), "calibration_images": len(seeds)}
+    i0 = int(np.argmin(np.abs(shifts)))
+    _log(f"hole_unet: calibration shift {best:+.1f} (lattice F1 {max(f1s):.3f}; at 0: {f1s[i0]:.3f})")
+    return {"calibration_bias_shift": best, "calibration_lattice_f1": round(max(f1s), 4),
+            "calibration_f1_unshifted": round(f1s[i0], 4), "calibration_images": len(seeds)}
 
 
 # ------------------------------------------------------------------------------- main
@@ -460,17 +482,36 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
             net, info = train_classifier(key, train, cfg["hole_epochs"], seed, batch_max=cfg["hole_batch"], val=val)
         elif key == "hole_unet":
             if med:
-                pool = sum((unet_pool_labelled(d, cfg["unet_target_radius"]) for d in med), [])
+                pool = sum((unet_pool_labelled(d, cfg["unet_target_fraction"], cfg["unet_target_min"])
+                            for d in med), [])
                 spec = {"source": "labelled", "folders": [str(d.root) for d in med]}
             else:
-                pool = unet_pool_synthetic(_seeds(seed, cfg["unet_images"], 200_000), cfg["unet_target_radius"])
+                pool = unet_pool_synthetic(_seeds(seed, cfg["unet_images"], 200_000), cfg["unet_target_fraction"],
+                                           cfg["unet_target_min"])
                 spec = {"source": "synthetic", "generator": "ptolemy_rt.synthetic.medmag_image", "shape": [1024, 1440],
                         "seeds": f"{seed}*10^6 + 200000 + 0..{cfg['unet_images'] - 1}"}
-            spec["target"] = f"discs of radius {cfg['unet_target_radius']} px at hole centres"
+            spec["target"] = (f"discs at hole centres, radius max({cfg['unet_target_min']} px, "
+                              f"{cfg['unet_target_fraction']} x hole radius)")
             _log(f"unet data: {len(pool)} images ({time.perf_counter() - t0:.0f} s)")
             net, info = train_unet(pool, cfg["unet_steps"], cfg["unet_patch"], cfg["unet_batch"], seed)
             del pool
             info.update(calibrate_unet(net, _seeds(seed, cfg["calib_images"], 900_000)))
+        elif key == "recalibrate_unet":
+            ck = torch.load(CACHE / "hole_unet.pt", map_location="cpu")
+            from .arch_unet import UNet
+
+            net = UNet(ck["arch"]["channels"], ck["arch"]["depth"])
+            net.load_state_dict(ck["state"])
+            net.eval()
+            info = dict(ck["info"])
+            with torch.no_grad():
+                net.last.bias -= info.pop("calibration_bias_shift", 0.0)
+            for k in [k for k in info if k.startswith("calibration")]:
+                info.pop(k)
+            info.update(calibrate_unet(net, _seeds(seed, cfg["calib_images"], 900_000)))
+            info["data"] = ck["info"]["data"]
+            key = "hole_unet"
+            spec = info["data"]
         else:
             raise SystemExit(f"unknown model {key!r}")
         info["data"] = spec

@@ -293,3 +293,52 @@ def evaluate(models, data_dir, log=None) -> dict:
         else:
             out["medmag"] = evaluate_medmag(ms, ds, log)
     return out
+
+
+# ------------------------------------------------------------------------------ reference checks
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties). NaN for fewer than 2 pairs."""
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if len(a) < 2:
+        return float("nan")
+
+    def ranks(v):
+        order = np.argsort(v, kind="mergesort")
+        r = np.empty(len(v))
+        sv = v[order]
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and sv[j + 1] == sv[i]:
+                j += 1
+            r[order[i:j + 1]] = (i + j) / 2.0
+            i = j + 1
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ra -= ra.mean()
+    rb -= rb.mean()
+    den = math.sqrt(float((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / den) if den > 0 else float("nan")
+
+
+def compare_centres(found_xy, reference_xy, tol_px: float = 10.0) -> dict:
+    """One-to-one comparison of found centres with reference centres (x, y) px: greedy
+    nearest pairs within tol_px. Returns matched, missing (reference unmatched), extra
+    (found unmatched) and the pairs (i_found, j_reference)."""
+    f = np.asarray(found_xy, dtype=np.float64).reshape(-1, 2)
+    r = np.asarray(reference_xy, dtype=np.float64).reshape(-1, 2)
+    pairs = []
+    if len(f) and len(r):
+        d = np.hypot(f[:, None, 0] - r[None, :, 0], f[:, None, 1] - r[None, :, 1])
+        for k in np.argsort(d, axis=None):
+            i, j = divmod(int(k), len(r))
+            if d[i, j] > tol_px:
+                break
+            if any(i == a or j == b for a, b in pairs):
+                continue
+            pairs.append((i, j))
+    return {"matched": len(pairs), "missing": len(r) - len(pairs), "extra": len(f) - len(pairs),
+            "reference": len(r), "found": len(f), "pairs": pairs}

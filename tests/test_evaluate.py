@@ -75,3 +75,42 @@ def test_hole_matching_edge_cases():
     # predictions in ignored (unlabelled) holes are dropped, not counted as FP
     r = match_points_to_discs([(0, 0), (50, 0)], [(0, 0)], 5, ignore_xy=[(50, 0)], ignore_radii=5)
     assert (r["tp"], r["fp"]) == (1, 0)
+
+
+def test_spearman_and_compare_centres():
+    from ptolemy_rt.evaluate import compare_centres, spearman
+
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert spearman([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)
+    r = compare_centres([(0, 0), (100, 100), (3, 4), (500, 0)], [(1, 1), (104, 100), (300, 300)], tol_px=10)
+    assert (r["matched"], r["missing"], r["extra"]) == (2, 1, 2)
+    assert sorted(r["pairs"]) == [(0, 0), (1, 1)]
+
+
+def test_evaluate_end_to_end_on_synthetic_folder(tmp_path):
+    """evaluate() on a small labelled folder written from the generator: structure of the
+    result and perfect square localisation (the mixture finds every full square)."""
+    from export.evalset import atlas_points, hole_points
+    from ptolemy_rt import synthetic
+    from ptolemy_rt.evaluate import evaluate
+    from ptolemy_rt.labels import write_dataset
+    from ptolemy_rt.models import models_root
+
+    if not (models_root() / "ptolemy-rt-synth-v1" / "manifest.json").is_file():
+        pytest.skip("own model set not built")
+    items = []
+    for s in (9_000_000, 9_000_001):
+        img, truth = synthetic.atlas(s)
+        items.append((f"a{s}", img, atlas_points(truth, img.shape)))
+    write_dataset(tmp_path / "lowmag", "lowmag", items, points="all", dtype=np.int16)
+    img, truth = synthetic.medmag_image(9_000_013)
+    write_dataset(tmp_path / "medmag", "medmag", [("m", img, hole_points(truth, img.shape))], points="all")
+    r = evaluate("ptolemy-rt-synth-v1", tmp_path)
+    low, med = r["lowmag"], r["medmag"]
+    assert low["square_localisation"]["recall"] == 1.0
+    assert low["square_classification"]["n"] > 50
+    assert 0.5 < low["square_classification"]["roc_auc"] <= 1.0
+    assert set(med["hole_localisation"]) == {"unet", "unet_lattice", "unet_lattice_threshold"}
+    for v in med["hole_localisation"].values():
+        assert 0.0 <= v["f1"] <= 1.0
