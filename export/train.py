@@ -51,7 +51,7 @@ DEFAULTS = {
     "square_atlases": 100, "square_epochs": 2, "square_batch": 32,
     "hole_images": 100, "hole_epochs": 3, "hole_batch": 12,
     "unet_images": 60, "unet_steps": 500, "unet_patch": 384, "unet_batch": 2,
-    "unet_target_fraction": 0.5, "unet_target_min": 6.0, "calib_images": 12,
+    "unet_target_fraction": 0.5, "unet_target_min": 6.0, "calib_images": 12, "unet_init": "",
 }
 UNET_POS_WEIGHT = 100.0
 UNET_CLIP = 1.0  # gradient-norm clipping of the U-Net weights (not of sigma)
@@ -344,7 +344,7 @@ def gaussian_blur(torch, x, sigma, radius: int = 12):
     return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1), padding=(radius, 0))
 
 
-def train_unet(pool, steps: int, patch: int, batch: int, seed: int):
+def train_unet(pool, steps: int, patch: int, batch: int, seed: int, init: str = ""):
     torch = _torch()
     from .arch_unet import UNet
 
@@ -359,6 +359,11 @@ def train_unet(pool, steps: int, patch: int, batch: int, seed: int):
             torch.nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
             torch.nn.init.zeros_(m.bias)
     net.init_last_bias(-10.0)
+    if init:  # fine-tune from an earlier run (its calibration shift undone)
+        ck = torch.load(init, map_location="cpu")
+        net.load_state_dict(ck["state"])
+        with torch.no_grad():
+            net.last.bias -= ck["info"].get("calibration_bias_shift", 0.0)
     sigma = torch.nn.Parameter(torch.tensor(math.e))
     opt = torch.optim.Adam([{"params": net.parameters()}, {"params": [sigma], "lr": 0.1}])
     pw = torch.tensor(UNET_POS_WEIGHT)
@@ -493,7 +498,10 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
             spec["target"] = (f"discs at hole centres, radius max({cfg['unet_target_min']} px, "
                               f"{cfg['unet_target_fraction']} x hole radius)")
             _log(f"unet data: {len(pool)} images ({time.perf_counter() - t0:.0f} s)")
-            net, info = train_unet(pool, cfg["unet_steps"], cfg["unet_patch"], cfg["unet_batch"], seed)
+            net, info = train_unet(pool, cfg["unet_steps"], cfg["unet_patch"], cfg["unet_batch"], seed,
+                                   cfg["unet_init"])
+            if cfg["unet_init"]:
+                info["init"] = {"from": cfg["unet_init"], "info": torch.load(cfg["unet_init"])["info"]}
             del pool
             info.update(calibrate_unet(net, _seeds(seed, cfg["calib_images"], 900_000)))
         elif key == "recalibrate_unet":
