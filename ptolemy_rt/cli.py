@@ -335,6 +335,29 @@ def demo(
     return EXIT_OK
 
 
+@app.command("evaluate", no_args_is_help=True)
+def evaluate_cmd(
+    data: Path = typer.Argument(..., metavar="DATA", help="Labelled folder (dataset.json), or a folder holding "
+                                "lowmag/ and medmag/ labelled folders.", show_default=False),
+    models: Optional[str] = _MODELS,
+    out: Optional[str] = typer.Option(None, "-o", "--output", help="Also write the metrics as JSON here."),
+) -> int:
+    """Paper metrics (SPEC §7) of a model set on labelled data: a table on stdout."""
+    import json
+
+    from .output import write_atomic
+
+    with _stdout_to_stderr():
+        from .evaluate import evaluate, format_table
+
+        _check_models(models)
+        result = evaluate(models, data, log=lambda m: _say("info", m))
+    if out:
+        write_atomic(Path(out), json.dumps(result, indent=1, default=float) + "\n")
+    _write_stdout(format_table(result))
+    return EXIT_OK
+
+
 def _truth_json(truth) -> str:
     """The synthetic image's ground truth (list of dataclasses) as JSON; points (x, y) px."""
     import dataclasses

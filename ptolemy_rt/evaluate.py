@@ -192,8 +192,6 @@ def evaluate_lowmag(models, ds, log=None) -> dict:
                 # the labelled point nearest the box centre
                 c = v.mean(0)
                 jj = j[np.argmin(np.hypot(item.points[j, 0] - c[0], item.points[j, 1] - c[1]))]
-                if ds.points_mode == "all" and item.labels[jj] == "edge" and False:
-                    continue
                 ys.append(bool(item.good[jj]))
                 ss.append(res.squares[k].score)
             elif ds.points_mode == "selected":
@@ -293,6 +291,34 @@ def evaluate(models, data_dir, log=None) -> dict:
         else:
             out["medmag"] = evaluate_medmag(ms, ds, log)
     return out
+
+
+def format_table(result: dict) -> str:
+    """The metrics of `evaluate` as a plain-text table (one metric a line)."""
+    lines = [f"model set: {result.get('models')}   data: {result.get('data')}", ""]
+    lines.append(f"{'metric':<52} {'value':>24}")
+    low = result.get("lowmag")
+    if low:
+        loc = low["square_localisation"]
+        lines.append(f"{'square localisation recall (found/labelled)':<52} "
+                     f"{loc['recall']:>10.3f} ({loc['found']}/{loc['labelled']})")
+        c = low["square_classification"]
+        lines.append(f"{'square classification ROC AUC / AP / accuracy':<52} "
+                     f"{c.get('roc_auc', float('nan')):.3f} / {c.get('ap', float('nan')):.3f} / "
+                     f"{c.get('accuracy', float('nan')):.3f}")
+    med = result.get("medmag")
+    if med:
+        names = {"unet": "U-Net centroids", "unet_lattice": "U-Net + lattice",
+                 "unet_lattice_threshold": "U-Net + lattice + probability threshold"}
+        for key, name in names.items():
+            r = med["hole_localisation"][key]
+            lines.append(f"{'hole localisation P/R/F1, ' + name:<52} "
+                         f"{r['precision']:.3f} / {r['recall']:.3f} / {r['f1']:.3f}")
+        c = med["hole_classification"]
+        lines.append(f"{'hole classification ROC AUC / AP / accuracy':<52} "
+                     f"{c.get('roc_auc', float('nan')):.3f} / {c.get('ap', float('nan')):.3f} / "
+                     f"{c.get('accuracy', float('nan')):.3f}")
+    return "\n".join(lines) + "\n"
 
 
 # ------------------------------------------------------------------------------ reference checks
