@@ -110,7 +110,7 @@ class _Graph:
         key = f"up_path.{j}.conv"
         # conv(concat[u, skip]) = conv(u; W[:, :C]) + conv(skip; W[:, C:]) + bias: no
         # 2C-channel concatenated copy (less memory); ORT fuses the Add into the conv.
-        w, b = self.weights[key + ".weight"], self.weights[key + ".bias"]
+        w = self.weights[key + ".weight"]
         c = w.shape[1] // 2
         wu = self.const(f"{key}.weight_up", np.ascontiguousarray(w[:, :c], dtype=np.float32))
         ws = self.const(f"{key}.weight_skip", np.ascontiguousarray(w[:, c:], dtype=np.float32))

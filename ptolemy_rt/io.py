@@ -119,3 +119,13 @@ def validate_array(
         raise _fail(path, f"image is constant (every pixel is {lo:g}); nothing to find")
     integer_valued = arr.dtype.kind in "ui" or bool(np.all(pix == np.floor(pix)))
     return LoadedImage(str(path), pix, pixel_size_nm, integer_valued, used_section)
+
+
+def as_loaded_image(image) -> LoadedImage:
+    """Accept what the public API takes as an image: a path (read and validated as MRC), a
+    LoadedImage (returned as is) or a 2-D [row, col] array (validated)."""
+    if isinstance(image, LoadedImage):
+        return image
+    if isinstance(image, (str, os.PathLike)):
+        return read_mrc(image)
+    return validate_array(np.asarray(image))

@@ -12,7 +12,6 @@ the point maps are exact for non-square images (see `geometry`).
 """
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -90,12 +89,6 @@ class SquareCandidates:
         return blk
 
 
-def _load(image) -> io.LoadedImage:
-    if isinstance(image, io.LoadedImage):
-        return image
-    if isinstance(image, (str, os.PathLike)):
-        return io.read_mrc(image)
-    return io.validate_array(np.asarray(image))
 
 
 def fit_to_side(crop: np.ndarray, side: int = CROP_PX) -> np.ndarray:
@@ -167,7 +160,7 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     rotated image, boxes and vertices. image: path, LoadedImage or 2-D array."""
     tm: dict[str, float] = {}
     t0 = time.perf_counter()
-    loaded = _load(image)
+    loaded = io.as_loaded_image(image)
     px = loaded.pixels
     if integer_valued is None:
         integer_valued = loaded.integer_valued

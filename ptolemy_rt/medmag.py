@@ -29,7 +29,6 @@ Published conventions reproduced (derived from the reference outputs of the publ
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass, field
 
@@ -326,26 +325,18 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchno
 # the pipeline
 # ---------------------------------------------------------------------------------------
 
-def _load(image):
-    from .io import LoadedImage, read_mrc, validate_array
-
-    if isinstance(image, LoadedImage):
-        return image
-    if isinstance(image, (str, os.PathLike)):
-        return read_mrc(image)
-    return validate_array(np.asarray(image))
-
-
 def find_holes(image, *, models=None, batchnorm: str = "published") -> HoleResult:
     """Holes of a medium-magnification image, sorted by score, best first (SPEC §5).
 
     image: path of an MRC file, `io.LoadedImage`, or 2-D [row, col] array (any size; no
     2048 px limit). models: a `models.ModelSet` or a set name (None: the default set).
-    batchnorm: "published" (BatchNorm on the statistics of each group of equal-shape
-    crops) or "running" (stored statistics, each crop alone).
+    batchnorm: "published" (as the published tool: BatchNorm on the statistics of all crops
+    together when they all have one shape, else of each crop alone) or "running" (stored
+    statistics, each crop alone).
     Returns a HoleResult; no lattice / no hole gives an empty list with `reason`.
     Raises InputImageError (bad image) or ModelSetError (model set missing or corrupt).
     """
+    from .io import as_loaded_image
     from .models import ModelSet, load_model_set
     from .unet import unet_logits
 
@@ -353,7 +344,7 @@ def find_holes(image, *, models=None, batchnorm: str = "published") -> HoleResul
         raise ValueError(f"batchnorm must be 'published' or 'running', got {batchnorm!r}")
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    loaded = _load(image)
+    loaded = as_loaded_image(image)
     ms = models if isinstance(models, ModelSet) else load_model_set(models)
     t["load"] = time.perf_counter() - t0
     pix = loaded.pixels

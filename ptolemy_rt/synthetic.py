@@ -30,7 +30,7 @@ in the map. Large images (8192×8192) are drawn in row strips with vectorised nu
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
