@@ -6,7 +6,7 @@ SHARED ?= ../shared
 WEIGHTS := $(SHARED)/ptolemy-2022/weights
 PUBLISHED_SET := onnx_models/ptolemy-2022
 
-.PHONY: install venv export-deps models test bench train evaluation-set demo clean
+.PHONY: install venv export-deps models test bench train train-quick clean
 
 install: venv
 	@if [ -d "$(WEIGHTS)" ] && [ -f export/convert.py ]; then $(MAKE) --no-print-directory models; \
@@ -39,8 +39,19 @@ test: venv
 bench: venv
 	$(BIN)/python bench/run_bench.py
 
+# Own model set from synthetic data: the exact steps that made the committed
+# onnx_models/ptolemy-rt-synth-v1 (docs/OWN_MODELS.md; about an hour on one CPU thread).
+# `make train-quick` is the short recipe (first U-Net stage only) into build/quick-set.
 train: export-deps
-	$(BIN)/python -m export.train --out onnx_models/ptolemy-rt-synth-v1
+	$(BIN)/python -m export.train --only hole_unet --unet-steps 1000
+	mkdir -p build && cp build/train-cache/hole_unet.pt build/hole_unet_v2.pt
+	$(BIN)/python -m export.train --only hole_unet --unet-steps 800 --unet-target-fraction 0.25 --unet-init build/hole_unet_v2.pt
+	$(BIN)/python -m export.train --only hole_classifier --hole-images 150 --hole-epochs 5
+	$(BIN)/python -m export.train --only square_classifier
+	$(BIN)/python -m export.train --export-only --out onnx_models/ptolemy-rt-synth-v1
+
+train-quick: export-deps
+	$(BIN)/python -m export.train --out build/quick-set
 
 clean:
 	rm -rf $(VENV) $(PUBLISHED_SET) build *.egg-info

@@ -527,6 +527,10 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
         info["wall_seconds"] = round(time.perf_counter() - t0, 1)
         torch.save({"state": net.state_dict(), "info": info, "arch": ARCH[key]}, CACHE / f"{key}.pt")
         _log(f"{key}: done {json.dumps(info)}")
+    missing = [k for k in ("square_classifier", "hole_classifier", "hole_unet") if not (CACHE / f"{k}.pt").is_file()]
+    if missing:  # a step of a multi-step recipe (make train): export once all three are trained
+        _log(f"not exporting yet: {', '.join(missing)} not trained (build/train-cache)")
+        return Path(out)
     return export(out)
 
 
