@@ -168,6 +168,28 @@ def _save_npy(array: np.ndarray, path: Path) -> None:
         np.save(f, array, allow_pickle=False)
 
 
+def _export_stages(prefix: str, convs: list, table: np.ndarray, out_dir: Path, *, relu_before_bn: bool,
+                   pool_pad: int) -> tuple[dict[str, str], int]:
+    """Write the per-stage graphs (``stage1..K`` and ``stage1_pool``) of a classifier.
+    relu_before_bn: square net (conv → ReLU → BN → pool); else hole net (conv → BN → ReLU →
+    pool, so the ReLU follows the next graph's affine). Returns (parts, channels of the last stage)."""
+    parts: dict[str, str] = {}
+    relu_after_affine = not relu_before_bn
+    cin = 1
+    for k, w in enumerate(convs):
+        m = _stage_graph(f"{prefix}_stage{k + 1}", w, table[k, 4], k == 0, relu_before_bn, relu_after_affine,
+                         pool_pad, cin)
+        parts[f"stage{k + 1}"] = fn = f"{prefix}.stage{k + 1}.onnx"
+        _save(m, out_dir / fn)
+        if k == 0:
+            m = _stage_graph(f"{prefix}_stage1_pool", w, table[k, 4], True, relu_before_bn, relu_after_affine,
+                             pool_pad, cin, stats=False)
+            parts["stage1_pool"] = fn = f"{prefix}.stage1_pool.onnx"
+            _save(m, out_dir / fn)
+        cin = w.shape[0]
+    return parts, cin
+
+
 def export_square_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) -> dict:
     """Export an export.arch_classifiers.SquareClassifier (any width) to ``out_dir``.
 
@@ -180,17 +202,7 @@ def export_square_classifier(module: torch.nn.Module, out_dir: Path, prefix: str
     convs = [_np(getattr(module, f"layer{k}").weight) for k in range(1, n + 1)]
     table = _bn_table([getattr(module, f"bn{k}") for k in range(1, n + 1)])
     head_w, head_b = _np(module.linear.weight), _np(module.linear.bias)
-    parts: dict[str, str] = {}
-    cin = 1
-    for k in range(n):
-        m = _stage_graph(f"{prefix}_stage{k + 1}", convs[k], table[k, 4], k == 0, True, False, 1, cin)
-        parts[f"stage{k + 1}"] = fn = f"{prefix}.stage{k + 1}.onnx"
-        _save(m, out_dir / fn)
-        if k == 0:
-            m = _stage_graph(f"{prefix}_stage1_pool", convs[k], table[k, 4], True, True, False, 1, cin, stats=False)
-            parts["stage1_pool"] = fn = f"{prefix}.stage1_pool.onnx"
-            _save(m, out_dir / fn)
-        cin = convs[k].shape[0]
+    parts, cin = _export_stages(prefix, convs, table, out_dir, relu_before_bn=True, pool_pad=1)
     # head: affine of the last BN, then the head conv
     g = _Graph(f"{prefix}_head")
     g.inputs += [_vi("x", ["N", cin, "h", "w"]), _vi("scale", [1, cin, 1, 1]), _vi("shift", [1, cin, 1, 1])]
@@ -252,17 +264,7 @@ def export_hole_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) 
     convs = [_np(c.weight) for c in module.convs]
     table = _bn_table(list(module.bns))
     fw, fb = _np(module.final.weight), _np(module.final.bias)  # 1×C, 1
-    parts: dict[str, str] = {}
-    cin = 1
-    for k in range(n):
-        m = _stage_graph(f"{prefix}_stage{k + 1}", convs[k], table[k, 4], k == 0, False, True, 0, cin)
-        parts[f"stage{k + 1}"] = fn = f"{prefix}.stage{k + 1}.onnx"
-        _save(m, out_dir / fn)
-        if k == 0:
-            m = _stage_graph(f"{prefix}_stage1_pool", convs[k], table[k, 4], True, False, True, 0, cin, stats=False)
-            parts["stage1_pool"] = fn = f"{prefix}.stage1_pool.onnx"
-            _save(m, out_dir / fn)
-        cin = convs[k].shape[0]
+    parts, cin = _export_stages(prefix, convs, table, out_dir, relu_before_bn=False, pool_pad=0)
 
     def head(g: _Graph, x: str) -> None:
         m = g.op("ReduceMean", [x], axes=[2, 3], keepdims=0)
