@@ -235,7 +235,7 @@ def evaluate_medmag(models, ds, log=None) -> dict:
     for item in ds.images:
         pix = np.maximum(item.load().pixels, 0.0)
         logits = unet_logits(ms, medmag.pad_for_unet(medmag.normalise(pix)))[: pix.shape[0], : pix.shape[1]]
-        mask = medmag.mask_from_logits(logits, pix.shape)
+        mask = medmag.drop_small_regions(medmag.mask_from_logits(logits, pix.shape), medmag.mask_min_region_px(ms))
         res = medmag.holes_from_mask(pix, mask, models=ms)
         spacing = res.lattice_spacing_px
         default_r = 0.25 * spacing if spacing else 20.0

@@ -100,6 +100,29 @@ def mask_from_logits(logits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return np.asarray(logits[: shape[0], : shape[1]]) > thr
 
 
+def drop_small_regions(mask: np.ndarray, min_px: int) -> np.ndarray:
+    """The mask without its 8-connected components of fewer than `min_px` pixels (px²).
+    min_px ≤ 1 returns the mask unchanged. Used only when a model set asks for it
+    (`hole_unet.architecture.mask_min_region_px`): the published pipeline has no such
+    filter, and small own U-Nets leave speckles that pull the lattice search to a wrong
+    spacing."""
+    if min_px <= 1:
+        return mask
+    import scipy.ndimage as ndi
+
+    labels, n = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return mask
+    keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_px
+    keep[0] = False
+    return keep[labels]
+
+
+def mask_min_region_px(models) -> int:
+    """Speckle filter size (px²) a model set declares for its U-Net mask; 0 = none."""
+    return int(models.model("hole_unet").get("architecture", {}).get("mask_min_region_px", 0) or 0)
+
+
 # ---------------------------------------------------------------------------------------
 # holes from a mask
 # ---------------------------------------------------------------------------------------
@@ -356,7 +379,7 @@ def find_holes(image, *, models=None, batchnorm: str = "published") -> HoleResul
     t0 = time.perf_counter()
     logits = unet_logits(ms, padded)
     del padded
-    mask = mask_from_logits(logits, pix.shape)
+    mask = drop_small_regions(mask_from_logits(logits, pix.shape), mask_min_region_px(ms))
     del logits
     t["unet"] = time.perf_counter() - t0
     return holes_from_mask(pix, mask, models=ms, batchnorm=batchnorm, timings=t, model_name=ms.name)

@@ -324,3 +324,19 @@ def test_published_batching_policy(monkeypatch):
     calls.clear()
     medmag.score_holes(None, rot, mixed, "running")
     assert sorted(calls) == [("running", [(100, 80)]), ("running", [(100, 100), (100, 100)])]
+
+
+def test_drop_small_regions_removes_only_small_components():
+    """The model-set speckle filter keeps 8-connected components of ≥ min_px pixels, and is
+    a no-op at 0 (the published set declares none)."""
+    from ptolemy_rt.medmag import drop_small_regions
+
+    m = np.zeros((64, 64), bool)
+    m[5:15, 5:15] = True  # 100 px
+    m[30, 30] = m[31, 31] = True  # 2 px, diagonal neighbours: one 8-connected component
+    m[50:53, 50:53] = True  # 9 px
+    out = drop_small_regions(m, 10)
+    assert out[5:15, 5:15].all() and out.sum() == 100
+    assert drop_small_regions(m, 9).sum() == 109
+    assert drop_small_regions(m, 2).sum() == 111
+    assert drop_small_regions(m, 0) is m
