@@ -190,6 +190,20 @@ def _export_stages(prefix: str, convs: list, table: np.ndarray, out_dir: Path, *
     return parts, cin
 
 
+def _runtime_roles(n: int) -> dict:
+    """Architecture keys shared by both classifiers: BN eps and the part roles the runtime
+    (ptolemy_rt/classifier.py) looks up."""
+    return {
+        "bn_eps": BN_EPS,
+        "stage_roles": [f"stage{k + 1}" for k in range(n)],
+        "stage1_pool_role": "stage1_pool",
+        "head_role": "head",
+        "running_role": "full",
+        "batchnorm_role": "batchnorm",
+        "batchnorm_table": "K x 5 x C float32: gamma, beta, running_mean, running_var, sign(gamma)",
+    }
+
+
 def export_square_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) -> dict:
     """Export an export.arch_classifiers.SquareClassifier (any width) to ``out_dir``.
 
@@ -241,13 +255,7 @@ def export_square_classifier(module: torch.nn.Module, out_dir: Path, prefix: str
         "input": [1, 240, 240],
         "stage_order": "conv_relu_bn_pool",
         "pool": {"kernel": 3, "stride": 2, "padding": 1},
-        "bn_eps": BN_EPS,
-        "stage_roles": [f"stage{k + 1}" for k in range(n)],
-        "stage1_pool_role": "stage1_pool",
-        "head_role": "head",
-        "running_role": "full",
-        "batchnorm_role": "batchnorm",
-        "batchnorm_table": "K x 5 x C float32: gamma, beta, running_mean, running_var, sign(gamma)",
+        **_runtime_roles(n),
     }
     return {"architecture": arch, "parts": parts}
 
@@ -299,13 +307,7 @@ def export_hole_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) 
         "min_input": _min_input(kernels),
         "stage_order": "conv_bn_relu_pool",
         "pool": {"kernel": 3, "stride": 2, "padding": 0},
-        "bn_eps": BN_EPS,
-        "stage_roles": [f"stage{k + 1}" for k in range(n)],
-        "stage1_pool_role": "stage1_pool",
-        "head_role": "head",
-        "running_role": "full",
-        "batchnorm_role": "batchnorm",
-        "batchnorm_table": "K x 5 x C float32: gamma, beta, running_mean, running_var, sign(gamma)",
+        **_runtime_roles(n),
     }
     return {"architecture": arch, "parts": parts}
 
