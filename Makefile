@@ -6,9 +6,9 @@ SHARED ?= ../shared
 WEIGHTS := $(SHARED)/ptolemy-2022/weights
 PUBLISHED_SET := onnx_models/ptolemy-2022
 
-.PHONY: install venv export-deps models test bench train train-quick clean
+.PHONY: install venv kernels export-deps models test bench train train-quick clean
 
-install: venv
+install: venv kernels
 	@if [ -d "$(WEIGHTS)" ] && [ -f export/convert.py ]; then $(MAKE) --no-print-directory models; \
 	 else echo "note: $(WEIGHTS) not found; the published model set is not built (own models only)"; fi
 	@$(BIN)/python -m ptolemy_rt.warmup || true
@@ -22,6 +22,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e '.[test,plot]'
 	touch $@
 
+# Hot loops compiled ahead of time (numba.pycc) into ptolemy_rt/_kernels_aot*.so: runs need
+# no numba and compile nothing. Without a C compiler the kernels are jitted (cached) instead.
+kernels: $(BIN)/.kernels
+
+$(BIN)/.kernels: $(BIN)/.installed ptolemy_rt/jit.py ptolemy_rt/aot.py
+	@$(BIN)/python -m ptolemy_rt.aot || echo "note: kernels will be jitted at first use (cached)"
+	@touch $@
+
 # PyTorch side (export/, training): development environment only, never a runtime dependency.
 export-deps: $(BIN)/.export-deps
 
@@ -33,10 +41,10 @@ $(BIN)/.export-deps: $(BIN)/.installed export/requirements.txt
 models: export-deps
 	$(BIN)/python -m export.convert --weights $(WEIGHTS) --notice $(SHARED)/ptolemy-2022/NOTICE.md --out $(PUBLISHED_SET)
 
-test: venv
+test: venv kernels
 	$(BIN)/python -m pytest -q
 
-bench: venv
+bench: venv kernels
 	$(BIN)/python bench/run_bench.py
 
 # Own model set from synthetic data: the exact steps that made the committed
@@ -54,4 +62,4 @@ train-quick: export-deps
 	$(BIN)/python -m export.train --out build/quick-set
 
 clean:
-	rm -rf $(VENV) $(PUBLISHED_SET) build *.egg-info
+	rm -rf $(VENV) $(PUBLISHED_SET) build *.egg-info ptolemy_rt/_kernels_aot*

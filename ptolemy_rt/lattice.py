@@ -30,6 +30,8 @@ points beyond the edges), so cost = (pixels outside the mask) without enumeratin
 That keeps degenerate candidates (two centroids a few px apart) O(1) instead of millions of
 points.
 
+The candidate loop is a compiled kernel (`jit.score_candidates`, loaded by `kernels`).
+
 Winner: the cheapest candidate; ties go to the first in enumeration order (centroid i
 ascending, then neighbours nearest first). Deterministic.
 """
@@ -38,15 +40,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numba
 import numpy as np
 from scipy.spatial import cKDTree
+
+from . import kernels
 
 N_NEIGHBOURS = 6
 MARGIN_PX = 100.0
 BOX_PX = 30
 MAX_POINTS = 5_000_000  # a winning lattice denser than this gets no point list (degenerate)
-MISS_WEIGHT = 10  # cost of one mask pixel not covered; a covered pixel outside the mask costs 1
+MISS_WEIGHT = 10  # cost of an uncovered mask pixel (covered outside: 1); = jit.MISS_WEIGHT
 
 
 @dataclass(frozen=True)
@@ -90,156 +93,6 @@ def lattice_angle_deg(d) -> float:
     return float(np.degrees(np.arctan(dc / dr)))
 
 
-@numba.njit(cache=True)
-def _ab_range(c0, c1, d0, d1, lo0, hi0, lo1, hi1):
-    """Integer ranges of a and b such that c + a·d + b·d⊥ can fall in [lo0, hi0] × [lo1, hi1]."""
-    n2 = d0 * d0 + d1 * d1
-    amin = 1e300
-    amax = -1e300
-    bmin = 1e300
-    bmax = -1e300
-    for k in range(4):
-        x0 = lo0 if k < 2 else hi0
-        x1 = lo1 if k % 2 == 0 else hi1
-        v0 = x0 - c0
-        v1 = x1 - c1
-        a = (v0 * d0 + v1 * d1) / n2
-        b = (-v0 * d1 + v1 * d0) / n2  # d⊥ = (-d1, d0)
-        amin = min(amin, a)
-        amax = max(amax, a)
-        bmin = min(bmin, b)
-        bmax = max(bmax, b)
-    return (int(math.floor(amin)) - 1, int(math.ceil(amax)) + 1,
-            int(math.floor(bmin)) - 1, int(math.ceil(bmax)) + 1)
-
-
-@numba.njit(cache=True)
-def _lattice_points(c0, c1, d0, d1, h, w, margin):
-    """All points c + a·d + b·d⊥ with −margin ≤ row ≤ h + margin, −margin ≤ col ≤ w + margin,
-    a-major then b, ascending. Returns n×2 float64 (row, col)."""
-    lo0 = -margin
-    hi0 = h + margin
-    lo1 = -margin
-    hi1 = w + margin
-    a0, a1, b0, b1 = _ab_range(c0, c1, d0, d1, lo0, hi0, lo1, hi1)
-    na = a1 - a0 + 1
-    nb = b1 - b0 + 1
-    out = np.empty((na * nb, 2), np.float64)
-    n = 0
-    for a in range(a0, a1 + 1):
-        for b in range(b0, b1 + 1):
-            r = c0 + a * d0 - b * d1
-            c = c1 + a * d1 + b * d0
-            if r >= lo0 and r <= hi0 and c >= lo1 and c <= hi1:
-                out[n, 0] = r
-                out[n, 1] = c
-                n += 1
-    return out[:n]
-
-
-@numba.njit(cache=True)
-def _box_start(x, half):
-    return int(math.floor(x + 0.5)) - half
-
-
-@numba.njit(cache=True)
-def _summed_area(mask):
-    """SAT int64 [(H+1), (W+1)]: sat[r, c] = number of mask pixels in rows < r, cols < c."""
-    h, w = mask.shape
-    sat = np.zeros((h + 1, w + 1), np.int64)
-    for r in range(h):
-        run = 0
-        for c in range(w):
-            run += mask[r, c]
-            sat[r + 1, c + 1] = sat[r, c + 1] + run
-    return sat
-
-
-@numba.njit(cache=True)
-def _cost_sat(points, sat, h, w, box, total):
-    half = box // 2
-    covered = 0
-    inside = 0
-    for k in range(points.shape[0]):
-        r0 = _box_start(points[k, 0], half)
-        c0 = _box_start(points[k, 1], half)
-        r1 = min(r0 + box, h)
-        c1 = min(c0 + box, w)
-        r0 = max(r0, 0)
-        c0 = max(c0, 0)
-        if r1 <= r0 or c1 <= c0:
-            continue
-        covered += (r1 - r0) * (c1 - c0)
-        inside += sat[r1, c1] - sat[r0, c1] - sat[r1, c0] + sat[r0, c0]
-    return MISS_WEIGHT * (total - inside) + (covered - inside)
-
-
-@numba.njit(cache=True)
-def _cost_paint(points, mask, stamp, tag, box, total):
-    """Exact union cost by painting into `stamp` (int32 [H, W]); pixels equal to tag are
-    already covered by this candidate, so the buffer never needs clearing."""
-    h, w = mask.shape
-    half = box // 2
-    covered = 0
-    inside = 0
-    for k in range(points.shape[0]):
-        r0 = _box_start(points[k, 0], half)
-        c0 = _box_start(points[k, 1], half)
-        r1 = min(r0 + box, h)
-        c1 = min(c0 + box, w)
-        for r in range(max(r0, 0), r1):
-            for c in range(max(c0, 0), c1):
-                if stamp[r, c] != tag:
-                    stamp[r, c] = tag
-                    covered += 1
-                    inside += mask[r, c]
-    return MISS_WEIGHT * (total - inside) + (covered - inside)
-
-
-@numba.njit(cache=True)
-def _score_candidates(mask, centroids, neighbours, margin, box):
-    """Cost (int64) and point count of every candidate (i, neighbours[i, k]); cost -1 where
-    the neighbour slot is empty (index < 0) or d = 0; count -1 where the candidate covers the
-    whole image and its points were not enumerated."""
-    h, w = mask.shape
-    n, k = neighbours.shape
-    costs = np.full((n, k), -1, np.int64)
-    counts = np.zeros((n, k), np.int64)
-    total = 0
-    for r in range(h):
-        for c in range(w):
-            total += mask[r, c]
-    sat = _summed_area(mask)
-    stamp = np.zeros((1, 1), np.int32)
-    tag = 0
-    min_d2 = 2.0 * box * box
-    cover_d2 = 2.0 * (box / 2.0 - 1.5) ** 2
-    for i in range(n):
-        for s in range(k):
-            j = neighbours[i, s]
-            if j < 0:
-                continue
-            d0 = centroids[j, 0] - centroids[i, 0]
-            d1 = centroids[j, 1] - centroids[i, 1]
-            d2 = d0 * d0 + d1 * d1
-            if d2 == 0.0:
-                continue
-            if d2 <= cover_d2 and margin >= box and box % 2 == 0:
-                costs[i, s] = h * w - total
-                counts[i, s] = -1
-                continue
-            pts = _lattice_points(centroids[i, 0], centroids[i, 1], d0, d1, float(h), float(w), margin)
-            counts[i, s] = pts.shape[0]
-            if d2 >= min_d2:
-                costs[i, s] = _cost_sat(pts, sat, h, w, box, total)
-            else:
-                if stamp.shape[0] != h:
-                    stamp = np.zeros((h, w), np.int32)
-                tag += 1
-                costs[i, s] = _cost_paint(pts, mask, stamp, tag, box, total)
-    return costs, counts
-
-
 def nearest_neighbours(centroids: np.ndarray, k: int = N_NEIGHBOURS) -> np.ndarray:
     """n×k int64: for each centroid the indices of its k nearest *other* centroids, nearest
     first (cKDTree order); slots beyond n−1 others are −1."""
@@ -260,7 +113,7 @@ def nearest_neighbours(centroids: np.ndarray, k: int = N_NEIGHBOURS) -> np.ndarr
 def lattice_points(origin, d, shape, margin: float = MARGIN_PX) -> np.ndarray:
     """All points origin + a·d + b·d⊥ within the image of `shape` (rows, cols) plus `margin`
     px; n×2 float64 (row, col), px, pixel-corner coordinates, a-major order."""
-    return _lattice_points(float(origin[0]), float(origin[1]), float(d[0]), float(d[1]),
+    return kernels.lattice_points(float(origin[0]), float(origin[1]), float(d[0]), float(d[1]),
                            float(shape[0]), float(shape[1]), float(margin))
 
 
@@ -274,7 +127,7 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
     if len(c) < 2:
         return None
     nb = nearest_neighbours(c, k)
-    costs, _ = _score_candidates(m, c, nb, float(margin), int(box))
+    costs, _ = kernels.score_candidates(m, c, nb, float(margin), int(box))
     valid = costs >= 0
     if not valid.any():
         return None

@@ -5,7 +5,8 @@ two-component Poisson mixture to the pixels by EM from random responsibilities; 
 component with the larger mean is "square" and the mask is posterior > 0.5.
 
 Here the same likelihood is maximised on the *histogram* of the integer values (one pass
-over the pixels builds it; EM then costs O(number of distinct values) per iteration), from a
+over the pixels builds it; EM then costs O(number of distinct values) per iteration; the
+pixel passes and the EM loop are compiled kernels, `ptolemy_rt.jit` via `kernels`), from a
 deterministic start: responsibility 1 for the high component on values above the mean
 value, 0 below. EM stops when the log-likelihood gains less than 1e-3 or after 100
 iterations, like the published fit, and reaches the same fixed point on the published
@@ -28,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from . import kernels
 
 MAX_ITER = 100
 TOL = 1e-3  # log-likelihood gain (sum over pixels, nats) below which EM stops
@@ -63,107 +66,15 @@ class MixtureFit:
     valley_ratio: float = 1.0
 
 
-#: Pixels per chunk in the whole-image passes (bounds the temporaries: ~8 bytes per pixel).
-CHUNK_PX = 1 << 20
-
-
-def _row_chunks(pixels):
-    h, w = pixels.shape
-    step = max(1, CHUNK_PX // max(1, w))
-    for r in range(0, h, step):
-        yield pixels[r:r + step]
-
-
-def _scan(pixels):
-    """Largest value after negatives → 0 (float), and whether every value is a whole number."""
-    vmax = 0.0
-    whole = True
-    for blk in _row_chunks(pixels):
-        if blk.size == 0:
-            continue
-        m = float(blk.max())
-        if m > vmax:
-            vmax = m
-        if whole and not bool(np.all(np.floor(blk) == blk)):
-            whole = False
-    return vmax, whole
-
-
-def _bins(blk, scale, nbins):
-    """trunc(max(x, 0) · scale) as int64 bin indices, capped at nbins − 1 (x·scale in float64)."""
-    k = blk.astype(np.float64)
-    k *= scale
-    np.maximum(k, 0.0, out=k)
-    np.minimum(k, float(nbins - 1), out=k)
-    return k.astype(np.int64)  # truncation toward 0 (values are ≥ 0 here)
-
-
-def _histogram(pixels, scale, nbins):
-    """Counts of trunc(max(x, 0) · scale) over all pixels (chunked passes)."""
-    hist = np.zeros(nbins, np.int64)
-    for blk in _row_chunks(pixels):
-        hist += np.bincount(_bins(blk, scale, nbins).ravel(), minlength=nbins)
-    return hist
-
-
 def _log_joint(k, pi, mu):
     # log(pi) + log Poisson(k | mu) without the −log k! term (cancels in posteriors and gains)
     return np.log(pi) + k * np.log(mu) - mu
-
-
-def _em(values, counts, max_iter, tol):
-    """EM for a two-component Poisson mixture on a histogram (values with counts > 0).
-
-    Start: responsibility of component a = 1 for values above the mean, else 0.
-    Returns (pi_a, mu_a, mu_b, iterations, loglik). Vectorised over the distinct values."""
-    n = float(counts.sum())
-    mean = float(np.dot(values, counts)) / n
-    resp = (values > mean).astype(np.float64)
-    tiny = 1e-300
-    pi = 0.5
-    mu_a = 1.0
-    mu_b = 1.0
-    prev = -np.inf
-    ll = -np.inf
-    it = 0
-    cv = counts * values
-    while it < max_iter:
-        # M-step
-        wa = float(np.dot(counts, resp))
-        sa = float(np.dot(cv, resp))
-        rb = 1.0 - resp
-        wb = float(np.dot(counts, rb))
-        sb = float(np.dot(cv, rb))
-        pi = min(max(wa / n, tiny), 1.0 - 1e-16)
-        mu_a = max(sa / wa, 1e-12) if wa > 0 else 1e-12
-        mu_b = max(sb / wb, 1e-12) if wb > 0 else 1e-12
-        # E-step and log-likelihood
-        la = _log_joint(values, pi, mu_a)
-        lb = _log_joint(values, 1.0 - pi, mu_b)
-        hi = np.maximum(la, lb)
-        lse = hi + np.log(np.exp(la - hi) + np.exp(lb - hi))
-        resp = np.exp(la - lse)
-        ll = float(np.dot(counts, lse))
-        it += 1
-        if ll - prev < tol:
-            break
-        prev = ll
-    return pi, mu_a, mu_b, it, ll
 
 
 def _posterior_table(nbins, pi_hi, mu_hi, mu_lo):
     """lut[k] = posterior of the high component at value k > 0.5."""
     k = np.arange(nbins, dtype=np.float64)
     return _log_joint(k, pi_hi, mu_hi) > _log_joint(k, 1.0 - pi_hi, mu_lo)
-
-
-def _apply_table(pixels, scale, lut):
-    out = np.empty(pixels.shape, np.bool_)
-    r = 0
-    for blk in _row_chunks(pixels):
-        out[r:r + blk.shape[0]] = lut[_bins(blk, scale, lut.shape[0])]
-        r += blk.shape[0]
-    return out
 
 
 def mixture_scale(vmax: float, integer_valued: bool) -> float:
@@ -221,24 +132,25 @@ def fit_mixture(pixels: np.ndarray, integer_valued: bool | None = None) -> Mixtu
         raise ValueError(f"image must be 2-D, got shape {a.shape}")
     if a.dtype not in (np.float32, np.float64):
         a = a.astype(np.float32)
-    vmax, whole = _scan(a)
+    a = np.ascontiguousarray(a)
+    vmax, whole = kernels.scan_pixels(a)
     if integer_valued is None:
         integer_valued = bool(whole)
     scale = mixture_scale(float(vmax), bool(integer_valued))
     nbins = int(vmax * scale) + 1
-    hist = _histogram(a, scale, nbins)
+    hist = kernels.value_histogram(a, scale, nbins)
     values = np.nonzero(hist)[0]
     counts = hist[values].astype(np.float64)
     if len(values) < 2:  # one value only: nothing to separate
         v = float(values[0]) if len(values) else 0.0
         return MixtureFit(v, v, 0.0, np.zeros(a.shape, bool), scale, None, 0, 0.0)
-    pi_a, mu_a, mu_b, it, ll = _em(values.astype(np.float64), counts, MAX_ITER, TOL)
+    pi_a, mu_a, mu_b, it, ll = kernels.poisson_em(values.astype(np.float64), counts, MAX_ITER, TOL)
     if mu_a >= mu_b:
         pi_hi, mu_hi, mu_lo = pi_a, mu_a, mu_b
     else:
         pi_hi, mu_hi, mu_lo = 1.0 - pi_a, mu_b, mu_a
     lut = _posterior_table(nbins, pi_hi, mu_hi, mu_lo)
-    mask = _apply_table(a, scale, lut)
+    mask = kernels.lut_mask(a, scale, lut)
     on = np.nonzero(lut)[0]
     thr = float(on[0] / scale) if len(on) else None
     vr = valley_ratio(hist, int(on[0]), mu_hi, mu_lo) if len(on) else 1.0
@@ -246,8 +158,7 @@ def fit_mixture(pixels: np.ndarray, integer_valued: bool | None = None) -> Mixtu
 
 
 def warmup() -> None:
-    """Run the fit once on tiny inputs (numpy only since the kernels left numba: nothing to
-    compile; kept for `ptolemy_rt.warmup`)."""
+    """Run the fit once on tiny inputs (loads, and with the jit backend compiles, the kernels)."""
     img = np.zeros((4, 4), np.float32)
     img[:2] = 9.0
     img[0, 0] = 12.0

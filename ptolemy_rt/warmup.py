@@ -1,5 +1,6 @@
-"""Compile and cache the numba kernels once (run by `make install`), so that the first
-real run does not pay the compilation time."""
+"""Load the compiled kernels once (run by `make install`). With the ahead-of-time extension
+(`ptolemy_rt.aot`) there is nothing to compile; with the jit fallback this compiles and
+caches the kernels, so that the first real run does not pay the compilation time."""
 from __future__ import annotations
 
 import importlib
@@ -17,7 +18,9 @@ def main() -> int:
         warm = getattr(m, "warmup", None)
         if warm is not None:
             warm()
-    print(f"numba kernels compiled and cached in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    from . import kernels
+
+    print(f"kernels ready ({kernels.backend()} backend) in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REFERENCE, needs_shared
-from ptolemy_rt import lattice, regions
+from ptolemy_rt import jit, kernels, lattice, regions
 
 
 def disc_mask(shape, centres, radius):
@@ -80,7 +80,7 @@ def test_sat_cost_equals_painted_cost_on_random_candidates():
         if trial == 0:  # exact half-pixel positions exercise the box rounding
             cents = np.round(cents) + 0.5
         nb = lattice.nearest_neighbours(cents, 6)
-        costs, counts = lattice._score_candidates(m8, cents, nb, 30.0, 30)
+        costs, counts = kernels.score_candidates(m8, cents, nb, 30.0, 30)
         n_small = 0
         for i in range(n):
             for s in range(6):
@@ -100,7 +100,7 @@ def test_degenerate_candidate_covers_whole_image():
     cents = np.array([[110.0, 110.0], [110.3, 110.2], [110.0, 310.0]])  # two 0.36 px apart
     m8 = np.ascontiguousarray(mask.view(np.uint8))
     nb = lattice.nearest_neighbours(cents, 6)
-    costs, counts = lattice._score_candidates(m8, cents, nb, 100.0, 30)
+    costs, counts = kernels.score_candidates(m8, cents, nb, 100.0, 30)
     assert counts[0, 0] == -1 and costs[0, 0] == mask.size - mask.sum()
     for d in (np.array([19.0, 0.0]), np.array([13.4, 13.4]), np.array([7.0, -11.0])):
         pts = lattice.lattice_points(cents[0], d, mask.shape, 100.0)
@@ -115,7 +115,7 @@ def test_overlapping_boxes_use_exact_union():
     cents = np.array([[30.0, 30.0], [40.0, 35.0]])  # |d| ≈ 11 px: boxes overlap heavily
     m8 = np.ascontiguousarray(mask.view(np.uint8))
     nb = lattice.nearest_neighbours(cents, 6)
-    costs, _ = lattice._score_candidates(m8, cents, nb, 100.0, 30)
+    costs, _ = kernels.score_candidates(m8, cents, nb, 100.0, 30)
     pts = lattice.lattice_points(cents[0], cents[1] - cents[0], mask.shape, 100.0)
     assert costs[0, 0] == lattice.painted_cost(mask, pts)
     # every pixel is covered: cost = pixels outside the mask only

@@ -120,22 +120,3 @@ def test_large_region_many_rows():
     hulls = regions.region_hulls(lab, n)
     assert n == 1 + 500
     assert regions.polygon_area(hulls[0]) == 1500 * 25
-
-
-def test_hull_numpy_and_numba_kernels_agree():
-    """region_hulls uses plain numpy/Python when numba is not loaded (low-mag pipeline) and a
-    numba kernel when it is (medium-mag pipeline); both give the same vertices."""
-    import numba  # noqa: F401
-
-    rng = np.random.default_rng(11)
-    mask = rng.random((160, 190)) < 0.3
-    mask[20:90, 30:120] |= rng.random((70, 90)) < 0.9  # one large ragged region too
-    labels, n = regions.label_regions(mask, 0)
-    assert n > 50
-    rows, cmin, cmax, starts = regions._row_extremes(labels, n)
-    jit = regions._hull_function()
-    assert jit is not regions._hull_of_rows
-    for i in range(1, n + 1):
-        a, b = starts[i], starts[i + 1]
-        np.testing.assert_array_equal(regions._hull_of_rows(rows[a:b], cmin[a:b], cmax[a:b]),
-                                      jit(rows[a:b], cmin[a:b], cmax[a:b]))

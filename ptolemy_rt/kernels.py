@@ -1,0 +1,130 @@
+"""The compiled hot loops (`ptolemy_rt.jit`), loaded once per process.
+
+Backend: the ahead-of-time extension `ptolemy_rt._kernels_aot` (built by `make install`,
+`python -m ptolemy_rt.aot`) when it exists and was built from the jit.py beside it;
+otherwise jit.py jitted by numba with its on-disk cache (the first run compiles, about
+5-10 s; later runs load the cache). `PTOLEMY_KERNELS=jit` forces the jitted backend.
+`backend()` says which one is in use ("aot" or "jit").
+
+The wrappers below make the arrays what the kernels' signatures expect (C-contiguous, the
+dtypes of `jit.EXPORTS`), so both backends take the same arguments and give identical results.
+Coordinates are as in `jit`: [row, col] arrays, (row, col) points.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+_SOURCE = Path(__file__).resolve().parent / "jit.py"
+_IMPL = None
+_BACKEND = None
+
+
+def source_digest() -> int:
+    """First 60 bits of the sha256 of jit.py, as a non-negative int."""
+    return int(hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:15], 16)
+
+
+def _load():
+    global _IMPL, _BACKEND
+    if _IMPL is not None:
+        return _IMPL
+    if os.environ.get("PTOLEMY_KERNELS", "").lower() != "jit":
+        try:
+            aot = importlib.import_module("ptolemy_rt._kernels_aot")
+            if int(aot.source_digest()) == source_digest():
+                _IMPL, _BACKEND = aot, "aot"
+                return _IMPL
+        except ImportError:
+            pass
+    from . import jit
+
+    _IMPL, _BACKEND = jit, "jit"
+    return _IMPL
+
+
+def backend() -> str:
+    """"aot" (compiled extension) or "jit" (numba at run time)."""
+    _load()
+    return _BACKEND
+
+
+def _fn(name: str, dtype=None):
+    impl = _load()
+    if _BACKEND == "aot":
+        return getattr(impl, name if dtype is None else f"{name}_{'f4' if dtype == np.float32 else 'f8'}")
+    return getattr(impl, name)
+
+
+def _image(px: np.ndarray) -> np.ndarray:
+    a = np.asarray(px)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float64)
+    return np.ascontiguousarray(a)
+
+
+def scan_pixels(px: np.ndarray) -> tuple[float, bool]:
+    """(largest value, negatives counted as 0; whether every value is a whole number)."""
+    a = _image(px)
+    vmax, whole = _fn("scan_pixels", a.dtype)(a)
+    return float(vmax), bool(whole)
+
+
+def value_histogram(px: np.ndarray, scale: float, nbins: int) -> np.ndarray:
+    """int64 counts of trunc(max(x, 0) · scale) capped at nbins − 1 (one pass)."""
+    a = _image(px)
+    return _fn("value_histogram", a.dtype)(a, float(scale), int(nbins))
+
+
+def lut_mask(px: np.ndarray, scale: float, lut: np.ndarray) -> np.ndarray:
+    """bool [row, col]: lut[trunc(max(x, 0) · scale)]."""
+    a = _image(px)
+    return _fn("lut_mask", a.dtype)(a, float(scale), np.ascontiguousarray(lut, dtype=np.bool_))
+
+
+def poisson_em(values, counts, max_iter: int, tol: float):
+    """(pi_a, mu_a, mu_b, iterations, loglik) of the histogram EM (see `jit.poisson_em`)."""
+    pi, ma, mb, it, ll = _fn("poisson_em")(np.ascontiguousarray(values, np.float64),
+                                           np.ascontiguousarray(counts, np.float64), int(max_iter), float(tol))
+    return float(pi), float(ma), float(mb), int(it), float(ll)
+
+
+def label_components(grown: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """(labels int32 [row, col], n): 8-connected components of grown, on mask pixels only."""
+    labels, n = _fn("label_components")(np.ascontiguousarray(grown, np.bool_),
+                                        np.ascontiguousarray(mask, np.bool_))
+    return labels, int(n)
+
+
+def row_extremes(labels: np.ndarray, n: int):
+    """(rows, cmin, cmax int32, starts int64) per (row, label), grouped by label."""
+    return _fn("row_extremes")(np.ascontiguousarray(labels, np.int32), int(n))
+
+
+def hulls_of_rows(rows, cmin, cmax, starts):
+    """(vertices float64 K×2 (row, col), offsets int64 (n + 1)) of all labels' hulls."""
+    return _fn("hulls_of_rows")(np.ascontiguousarray(rows, np.int32), np.ascontiguousarray(cmin, np.int32),
+                                np.ascontiguousarray(cmax, np.int32), np.ascontiguousarray(starts, np.int64))
+
+
+def box_area_sum(pts: np.ndarray, starts: np.ndarray, theta_deg: float) -> float:
+    """Σ bounding-box areas (px²) of the polygons rotated by theta_deg."""
+    return float(_fn("box_area_sum")(np.ascontiguousarray(pts, np.float64),
+                                     np.ascontiguousarray(starts, np.int64), float(theta_deg)))
+
+
+def lattice_points(c0, c1, d0, d1, h, w, margin) -> np.ndarray:
+    """n×2 float64 (row, col) lattice points within the image plus margin (`jit.lattice_points`)."""
+    return _fn("lattice_points")(float(c0), float(c1), float(d0), float(d1), float(h), float(w), float(margin))
+
+
+def score_candidates(mask, centroids, neighbours, margin: float, box: int):
+    """(costs, counts) int64 n×k of every lattice candidate (`jit.score_candidates`)."""
+    m = np.ascontiguousarray(np.asarray(mask).view(np.uint8) if np.asarray(mask).dtype == np.bool_ else mask,
+                             np.uint8)
+    return _fn("score_candidates")(m, np.ascontiguousarray(centroids, np.float64),
+                                   np.ascontiguousarray(neighbours, np.int64), float(margin), int(box))
