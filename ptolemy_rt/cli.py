@@ -1,9 +1,9 @@
 """The ``ptolemy`` command line.
 
     ptolemy lowmag IMAGE... [-f json|json-full|csv|txt] [-o OUT] [--models NAME]
-                   [--batchnorm published|running] [--section N] [-j N] [--plot OUT.png]
-                   [--pixel-size NM] [--force]
-    ptolemy medmag IMAGE... (the same options)
+                   [--batchnorm published|running] [--crop-grid image|square] [--section N]
+                   [-j N] [--plot OUT.png] [--pixel-size NM] [--force]
+    ptolemy medmag IMAGE... (the same options but --crop-grid)
     ptolemy plot RESULT.json IMAGE OUT.png [--section N]
     ptolemy demo OUTDIR [--seed N] [--models NAME]
     ptolemy --version
@@ -55,6 +55,11 @@ class Format(str, Enum):
 class BatchNorm(str, Enum):
     published = "published"
     running = "running"
+
+
+class CropGrid(str, Enum):
+    image = "image"
+    square = "square"
 
 
 app = typer.Typer(
@@ -138,6 +143,10 @@ _MODELS = typer.Option(None, "--models", metavar="NAME", help="Model set in onnx
 _BN = typer.Option(BatchNorm.published, "--batchnorm", case_sensitive=False,
                    help="published: BatchNorm statistics of each image's batch of crops, as the published tool; "
                         "running: stored running statistics, each crop alone.")
+_CROP_GRID = typer.Option(CropGrid.image, "--crop-grid", case_sensitive=False,
+                          help="image: crops cut from the whole rotated image, as the published tool (same scores); "
+                               "square: each crop sampled on a grid anchored at its own box (crops independent of "
+                               "image size and cut position: montages, cut or padded atlases).")
 _SECTION = typer.Option(None, "--section", min=0, metavar="N", help="Section (0-based) of an MRC stack.")
 _JOBS = typer.Option(1, "-j", "--jobs", min=1, metavar="N", help="Worker processes for several inputs.")
 _PLOT = typer.Option(None, "--plot", metavar="OUT.png",
@@ -155,7 +164,7 @@ _NAV_ACQUIRE = typer.Option(0, "--nav-acquire", min=0, metavar="N",
 
 
 def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force,
-                     nav_map=None, nav_flip=True, nav_acquire=0) -> int:
+                     nav_map=None, nav_flip=True, nav_acquire=0, crop_grid="image") -> int:
     from . import batch
     from .output import check_output_path, format_from_suffix
 
@@ -173,6 +182,7 @@ def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, p
     if fmt_s != "nav" and nav_map is not None:
         raise batch.UsageProblem(f"--nav-map goes with -f nav, not -f {fmt_s}")
     bn = batchnorm.value if isinstance(batchnorm, Enum) else str(batchnorm)
+    grid = crop_grid.value if isinstance(crop_grid, Enum) else str(crop_grid)
     inputs, any_folder = batch.expand_inputs([str(p) for p in images])
     out_is_dir = out not in (None, "-") and (Path(out).is_dir() or str(out).endswith(("/", os.sep)))
     many = len(inputs) > 1 or any_folder or out_is_dir
@@ -186,7 +196,7 @@ def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, p
             _check_models(models)
             return batch.run_batch(kind, inputs, str(out), fmt=fmt_s, plot_dir=plot, models=models,
                                    batchnorm=bn, section=section, pixel_size_nm=pixel_size, jobs=jobs,
-                                   force=force)
+                                   force=force, crop_grid=grid)
 
     src = inputs[0]
     to_file = out not in (None, "-")
@@ -202,7 +212,7 @@ def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, p
         if to_file and os.path.realpath(plot) == os.path.realpath(out):
             raise batch.UsageProblem("--plot and -o name the same file")
     job = batch.Job(kind, src, fmt_s, str(out) if to_file else None, str(plot) if plot else None,
-                    models, bn, section, pixel_size, nav_map, nav_flip, nav_acquire)
+                    models, bn, section, pixel_size, nav_map, nav_flip, nav_acquire, grid)
     with _stdout_to_stderr():
         outcome = batch.analyse(job)
     for n in outcome.notes:
@@ -228,6 +238,7 @@ def lowmag(
     out: Optional[str] = _OUT,
     models: Optional[str] = _MODELS,
     batchnorm: BatchNorm = _BN,
+    crop_grid: CropGrid = _CROP_GRID,
     section: Optional[int] = _SECTION,
     jobs: int = _JOBS,
     plot: Optional[str] = _PLOT,
@@ -239,7 +250,7 @@ def lowmag(
 ) -> int:
     """Find and rank grid squares in low-magnification atlases."""
     return _analyse_command("lowmag", images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force,
-                            nav_map, nav_flip, nav_acquire)
+                            nav_map, nav_flip, nav_acquire, crop_grid)
 
 
 @app.command(no_args_is_help=True)

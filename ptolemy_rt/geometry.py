@@ -84,17 +84,34 @@ def rotate_window(image: np.ndarray, angle_deg: float, bounds) -> np.ndarray:
     input window that the block samples (plus `WINDOW_MARGIN_PX`) is spline-prefiltered
     (float64, as scipy) and interpolated with the same affine map, cubic, fill 0. Equal to
     the whole-image rotation up to float64 rounding (≤ 1e-9 of the pixel values). Same dtype
-    rule as `rotate_image`.
+    rule as `rotate_image`. Same as `rotate_window_at(image, angle_deg, (r0, c0), (r1 - r0, c1 - c0))`.
+    """
+    r0, c0, r1, c1 = (int(v) for v in bounds)
+    return rotate_window_at(image, angle_deg, (r0, c0), (max(0, r1 - r0), max(0, c1 - c0)))
+
+
+def rotate_window_at(image: np.ndarray, angle_deg: float, origin_rc, shape) -> np.ndarray:
+    """A block of the rotated frame of `rotate_image(image, angle_deg)` on a grid with a
+    fractional origin: out[i, j] = the rotated image sampled at rotated-frame *index*
+    coordinates (origin_rc[0] + i, origin_rc[1] + j) (row, col; index coordinates: the centre
+    of rotated pixel (r, c) is (r, c)).
+
+    origin_rc: (row, col) float, px; shape: (rows, cols) int of the block. Integer origins give
+    `rotate_image(...)[r0:r0 + rows, c0:c0 + cols]` (up to float64 rounding; points outside
+    the rotated frame are sampled too, 0 outside the input). The input window the block
+    samples plus `WINDOW_MARGIN_PX` is spline-prefiltered (float64), then cubic
+    interpolation, fill 0 outside the input. Same dtype rule as `rotate_image`.
     """
     a = np.asarray(image)
     if a.dtype not in (np.float32, np.float64):
         a = a.astype(np.float32)
-    r0, c0, r1, c1 = (int(v) for v in bounds)
-    oh, ow = max(0, r1 - r0), max(0, c1 - c0)
+    oh, ow = (max(0, int(v)) for v in shape)
     if oh == 0 or ow == 0:
         return np.zeros((oh, ow), a.dtype)
+    r0, c0 = (float(v) for v in origin_rc)
     m, offset, _ = _rotation_transform(a.shape, angle_deg)
-    corners = np.array([[r0, c0], [r0, c1 - 1], [r1 - 1, c0], [r1 - 1, c1 - 1]], np.float64)
+    r1, c1 = r0 + (oh - 1), c0 + (ow - 1)
+    corners = np.array([[r0, c0], [r0, c1], [r1, c0], [r1, c1]], np.float64)
     src = corners @ m.T + offset
     h, w = a.shape
     lo = np.floor(src.min(axis=0)).astype(np.int64) - WINDOW_MARGIN_PX

@@ -9,6 +9,20 @@ Coordinates: arrays are [row, col]; polygons and boxes use pixel-corner coordina
 (r, c) covers [r, r+1) × [c, c+1)); output points are (x, y) = (col, row), px, in the input
 frame. Unlike the published tool (which rotates points about (m//2, m//2), m = min(H, W)),
 the point maps are exact for non-square images (see `geometry`).
+
+Crop sampling (`crop_grid`): "image" (default, the published tool) cuts each crop from the
+whole-image rotated frame, rotated index rows trunc(r_min) .. trunc(r_max) − 1 (cols alike),
+so the sampling lattice's sub-pixel phase depends on the image's size and on where it was
+cut. "square" samples crop pixel (i, j) at rotated-frame index coordinates (r_min + i,
+c_min + j), i < round(r_max − r_min), j < round(c_max − c_min) (the box corner in
+pixel-corner coordinates used as an index origin, exactly as "image" uses trunc(r_min)):
+the lattice moves with the square, so its crop does not depend on the image's size or cut
+position (given the same normalisation constants, which are image-wide, SPEC §4.7; near a
+cut edge the window's spline prefilter differs by ~0.268^distance: measured ≤ 2e-5 of the
+normalised values from 3 px inside a cut on). The crop size is round(), not trunc(), of the
+box extent: the nearest whole number of pixels (a size jumps only where an extent crosses a
+half pixel; on the example the extents are ≥ 0.0097 px from one, far above the ~1e-5 px
+by which a cut moves the boxes).
 """
 from __future__ import annotations
 
@@ -23,6 +37,7 @@ from .results import Square, SquareResult
 DILATE_PX = 6  # box dilation before labelling (SPEC §4.3)
 MIN_AREA_PX2 = 100.0  # polygons of area ≤ this are dropped (SPEC §4.4)
 CROP_PX = 240  # classifier input side (SPEC §1, §4.7)
+CROP_GRIDS = ("image", "square")  # crop sampling lattices (module docstring)
 #: A mask is used only when the pixel histogram has a valley between the dark and the bright
 #: population (`mixture.valley_ratio` below this); unimodal or flat histograms (pure noise,
 #: smooth gradients) hold no squares. Not in the published tool, which returns noise regions.
@@ -84,6 +99,18 @@ class SquareCandidates:
             r0, c0, r1, c1 = bounds
             return self._rotated[r0:r1, c0:c1]
         blk = geometry.rotate_window(self.pixels, self.angle_deg, bounds)
+        if self.integer_valued:
+            np.rint(blk, out=blk)
+        return blk
+
+    def square_block(self, i: int) -> np.ndarray:
+        """Crop i on its own box's grid (crop_grid "square"): pixel (j, k) is the rotated image
+        at rotated-frame index coordinates (r_min + j, c_min + k), px, shape (round(r_max −
+        r_min), round(c_max − c_min)); cubic, 0 outside the input, float32, integer-valued
+        inputs rounded as in `rotated`. Not clipped to the rotated frame."""
+        r_min, c_min, r_max, c_max = (float(v) for v in self.boxes[i])
+        shape = (int(np.rint(r_max - r_min)), int(np.rint(c_max - c_min)))
+        blk = geometry.rotate_window_at(self.pixels, self.angle_deg, (r_min, c_min), shape)
         if self.integer_valued:
             np.rint(blk, out=blk)
         return blk
@@ -244,28 +271,39 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     return cand
 
 
-def prepared_crop(cand: SquareCandidates, i: int) -> np.ndarray:
-    """Crop i from the rotated image, fitted to 240×240 then normalised (SPEC §4.7), float32."""
-    out = fit_to_side(cand.rotated_block(tuple(int(v) for v in cand.crop_bounds[i])))
+def prepared_crop(cand: SquareCandidates, i: int, crop_grid: str = "image") -> np.ndarray:
+    """Crop i from the rotated image, fitted to 240×240 then normalised (SPEC §4.7), float32.
+    crop_grid "image": `crop_bounds[i]` of the whole rotated image (published); "square":
+    `SquareCandidates.square_block(i)` (see the module docstring)."""
+    if crop_grid == "square":
+        blk = cand.square_block(i)
+    else:
+        blk = cand.rotated_block(tuple(int(v) for v in cand.crop_bounds[i]))
+    out = fit_to_side(blk)
     mean, std = cand.norm
     out -= np.float32(mean)
     out /= np.float32(std)
     return out
 
 
-def find_squares(image, *, models=None, batchnorm: str = "published") -> SquareResult:
+def find_squares(image, *, models=None, batchnorm: str = "published", crop_grid: str = "image") -> SquareResult:
     """Find and score grid squares in a low-magnification image (SPEC §4).
 
     image: path to an MRC file, `io.LoadedImage`, or 2-D [row, col] array.
     models: model-set name, None (default set) or a loaded `models.ModelSet`.
     batchnorm: "published" (BatchNorm statistics of all crops of the image together, as the
     published tool) or "running" (stored statistics, each crop alone).
+    crop_grid: "image" (crops cut from the whole rotated image, as the published tool) or
+    "square" (each crop sampled on its own box's grid: independent of image size and cut
+    position; see the module docstring).
     Returns squares sorted by score, highest first (ties: region order, row-major).
     Vertices and centres are (x, y) = (col, row), px, in the input frame; area in px².
     An image without squares gives an empty list and `reason`.
     """
     if batchnorm not in ("published", "running"):
         raise ValueError(f"batchnorm must be 'published' or 'running', got {batchnorm!r}")
+    if crop_grid not in CROP_GRIDS:
+        raise ValueError(f"crop_grid must be 'image' or 'square', got {crop_grid!r}")
     from . import classifier
     from .models import ModelSet, load_model_set
 
@@ -278,13 +316,13 @@ def find_squares(image, *, models=None, batchnorm: str = "published") -> SquareR
     tm["models"] = t_models
     shape = tuple(int(s) for s in cand.pixels.shape)
     if cand.n == 0:
-        return SquareResult([], shape, cand.angle_deg, batchnorm, mset.name, cand.reason, tm)
+        return SquareResult([], shape, cand.angle_deg, batchnorm, mset.name, cand.reason, tm, crop_grid)
 
     crop_time = [0.0]
 
     def get_crop(i: int) -> np.ndarray:
         t = time.perf_counter()
-        c = prepared_crop(cand, i)
+        c = prepared_crop(cand, i, crop_grid)
         crop_time[0] += time.perf_counter() - t
         return c
 
@@ -311,4 +349,4 @@ def find_squares(image, *, models=None, batchnorm: str = "published") -> SquareR
             )
         )
     tm["total"] = time.perf_counter() - t0
-    return SquareResult(squares, shape, cand.angle_deg, batchnorm, mset.name, None, tm)
+    return SquareResult(squares, shape, cand.angle_deg, batchnorm, mset.name, None, tm, crop_grid)

@@ -180,6 +180,7 @@ def full_object(report: Report) -> dict:
         "batchnorm": getattr(r, "batchnorm", None),
     }
     if report.kind == "lowmag":
+        obj["crop_grid"] = getattr(r, "crop_grid", "image")
         obj["grid_angle_deg"] = _opt_float(getattr(r, "grid_angle_deg", None))
     else:
         obj["lattice_angle_deg"] = _opt_float(getattr(r, "lattice_angle_deg", None))
@@ -253,6 +254,8 @@ def format_txt(report: Report) -> str:
     out = [f"# ptolemy {report.kind}: {report.image}{sec} ({rows} x {cols} px)"]
     info = [f"{len(its)} {noun}", f"models {getattr(r, 'models', '') or '?'}",
             f"batchnorm {getattr(r, 'batchnorm', '?')}"]
+    if report.kind == "lowmag" and getattr(r, "crop_grid", "image") != "image":
+        info.append(f"crop grid {r.crop_grid}")
     if report.kind == "lowmag" and getattr(r, "grid_angle_deg", None) is not None:
         info.append(f"grid angle {float(r.grid_angle_deg):.2f} deg")
     if report.kind == "medmag" and getattr(r, "lattice_angle_deg", None) is not None:

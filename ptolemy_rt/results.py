@@ -55,6 +55,7 @@ class SquareResult:
     models: str = ""
     reason: str | None = None  # why the list is empty, when it is
     timings_s: dict[str, float] = field(default_factory=dict)
+    crop_grid: str = "image"  # crop sampling: "image" (published) or "square" (lowmag.find_squares)
 
 
 @dataclass

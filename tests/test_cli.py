@@ -41,6 +41,8 @@ def test_help_is_light():
     (["lowmag", "--bogus", "x.mrc"], ["no such option"]),
     (["medmag", "-f", "xml", "x.mrc"], ["format"]),
     (["lowmag", "--batchnorm", "eval", "x.mrc"], ["batchnorm"]),
+    (["lowmag", "--crop-grid", "diagonal", "x.mrc"], ["crop-grid"]),
+    (["medmag", "--crop-grid", "square", "x.mrc"], ["no such option"]),
     (["lowmag", "--section", "-1", "x.mrc"], ["section"]),
     (["lowmag", "-j", "0", "x.mrc"], ["jobs"]),
     (["plot", "r.json"], ["missing argument"]),
@@ -197,6 +199,37 @@ def test_csv_txt_and_json_full(tmp_path, fake, capsys):
     full = json.loads(out)
     assert full["batchnorm"] == "running" and full["image"] == str(img) and full["shape"] == [128, 160]
     assert full["lattice_spacing_px"] == 45.0 and len(full["items"]) == 3
+
+
+def test_crop_grid_reaches_the_pipeline(tmp_path, fake, capsys, monkeypatch):
+    """--crop-grid goes to find_squares (one image and batches) and into json-full / txt
+    metadata; the default changes nothing in -f json."""
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    seen = []
+
+    def spy(kind, image, models, batchnorm, crop_grid="image"):
+        seen.append(crop_grid)
+        return fake(kind, image, models, batchnorm, crop_grid)
+
+    from ptolemy_rt import batch
+
+    monkeypatch.setattr(batch, "run_pipeline", spy)
+    code, out, _ = run_inproc(["lowmag", "-f", "json-full", "--crop-grid", "square", img], capsys)
+    assert code == 0 and json.loads(out)["crop_grid"] == "square"
+    code, out, _ = run_inproc(["lowmag", "-f", "json-full", img], capsys)
+    assert code == 0 and json.loads(out)["crop_grid"] == "image"
+    code, txt, _ = run_inproc(["lowmag", "-f", "txt", "--crop-grid", "SQUARE", img], capsys)
+    assert code == 0 and "crop grid square" in txt
+    code, txt, _ = run_inproc(["lowmag", "-f", "txt", img], capsys)
+    assert code == 0 and "crop grid" not in txt
+    code, out, _ = run_inproc(["medmag", "-f", "json-full", img], capsys)
+    assert code == 0 and "crop_grid" not in json.loads(out)
+    b = write_mrc(tmp_path / "b.mrc", good_image(2))
+    code, _, _ = run_inproc(["lowmag", img, b, "-o", tmp_path / "out", "-f", "json-full", "--crop-grid", "square"],
+                            capsys)
+    assert code == 0
+    assert [json.loads((tmp_path / "out" / f"{n}.json").read_text())["crop_grid"] for n in "ab"] == ["square"] * 2
+    assert seen == ["square", "image", "square", "image", "image", "square", "square"]
 
 
 def test_format_from_output_suffix(tmp_path, fake, capsys):

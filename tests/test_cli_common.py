@@ -31,7 +31,7 @@ def good_image(seed=0, shape=(128, 160)):
     return (rng.random(shape) * 100).astype(np.float32)
 
 
-def fake_pipeline(kind, image, models, batchnorm):
+def fake_pipeline(kind, image, models, batchnorm, crop_grid="image"):
     """Stand-in for find_squares / find_holes while exercising the command line: a fixed,
     deterministic result derived from the image (empty when the image's mean is below 10)."""
     from ptolemy_rt.results import Hole, HoleResult, Square, SquareResult
@@ -49,7 +49,7 @@ def fake_pipeline(kind, image, models, batchnorm):
                                for i, (b, s) in enumerate(zip(boxes, scores))]
         sq.sort(key=lambda t: -t.score)
         return SquareResult(sq, (h, w), 12.5, batchnorm, models or "fake-set",
-                            "the mixture model found no bright squares" if empty else None, {"all": 0.01})
+                            "the mixture model found no bright squares" if empty else None, {"all": 0.01}, crop_grid)
     ho = [] if empty else [Hole(b, (int(round(sum(x for x, _ in b) / 4)), int(round(sum(y for _, y in b) / 4))),
                                 float((b[1][0] - b[0][0]) * (b[2][1] - b[1][1])), s)
                            for b, s in zip(boxes, scores)]

@@ -8,8 +8,11 @@ import shutil
 
 import pytest
 
-from conftest import LOWMAG_MRC, MEDMAG_MRC, needs_shared
-from test_cli_common import assert_one_error_line, check_published_schema, needs_models, run_cli
+from conftest import LOWMAG_MRC, MEDMAG_MRC, REFERENCE, needs_shared
+from test_cli_common import _have_pipelines, assert_one_error_line, check_published_schema, needs_models, run_cli
+
+needs_published = pytest.mark.skipif(not _have_pipelines("ptolemy-2022"),
+                                     reason="published model set not built (make models)")
 
 
 @needs_shared
@@ -24,6 +27,24 @@ def test_lowmag_real_json_on_stdout():
     for d in data:
         assert 0 <= d["center"][0] < 1024 and 0 <= d["center"][1] < 1024
         assert d["area"] > 100 and 0.0 <= d["score"] <= 1.0
+
+
+@needs_shared
+@needs_published
+def test_lowmag_real_crop_grid_square():
+    """--crop-grid square on the example with the published set: the published squares, running
+    scores within 0.05 of the published tool's (crops move by < 1 px; measured max 0.030)."""
+    p = run_cli("lowmag", "-f", "json-full", "--crop-grid", "square", "--batchnorm", "running",
+                "--models", "ptolemy-2022", LOWMAG_MRC)
+    assert p.returncode == 0, p.stderr
+    full = json.loads(p.stdout)
+    assert full["crop_grid"] == "square" and full["batchnorm"] == "running" and full["count"] == 48
+    check_published_schema([{k: d[k] for k in ("vertices", "center", "area", "brightness", "score")}
+                            for d in full["items"]], "lowmag")
+    ref = REFERENCE / "lowmag_20may08a_16760340.running-stats.json"
+    want = {tuple(d["center"]): d["score"] for d in json.loads(ref.read_text())}
+    assert {tuple(d["center"]) for d in full["items"]} == set(want)
+    assert max(abs(d["score"] - want[tuple(d["center"])]) for d in full["items"]) < 0.05
 
 
 @needs_shared

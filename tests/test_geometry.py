@@ -152,3 +152,34 @@ def test_rotate_window_equals_whole_rotation(shape, angle):
         blk = geometry.rotate_window(img, angle, (r0, c0, r1, c1))
         assert blk.dtype == np.float32 and blk.shape == (r1 - r0, c1 - c0)
         np.testing.assert_allclose(blk, full[r0:r1, c0:c1], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape,angle", [((301, 257), 12.345), ((200, 333), 77.7), ((150, 170), 0.0)])
+def test_rotate_window_at_fractional_origin(shape, angle):
+    """A block on a grid with a fractional origin ((row, col) index coordinates of the rotated
+    frame) equals the whole input sampled at those points (cubic spline, fill 0); an integer
+    origin gives exactly `rotate_window`; shifting the input content by whole pixels and the
+    origin with it gives the same block (the grid follows the content)."""
+    rng = np.random.default_rng(3)
+    img = rng.random(shape) * 200
+    m, off, rshape = geometry._rotation_transform(shape, angle)
+    cases = [((10.25, 7.5), (40, 33)), ((rshape[0] / 3 + 0.731, rshape[1] / 4 - 0.219), (90, 120)),
+             ((-3.4, -5.9), (20, 20)), ((rshape[0] - 10.5, rshape[1] - 30.3), (25, 45))]
+    for origin, bshape in cases:
+        blk = geometry.rotate_window_at(img, angle, origin, bshape)
+        ii, jj = np.indices(bshape, dtype=np.float64)
+        src = np.tensordot(m, np.stack([ii + origin[0], jj + origin[1]]), axes=1) + off[:, None, None]
+        want = ndi.map_coordinates(img, src, order=3, mode="constant", cval=0.0, prefilter=True)
+        assert blk.dtype == np.float64 and blk.shape == bshape
+        np.testing.assert_allclose(blk, want, rtol=0, atol=1e-7)
+    np.testing.assert_array_equal(geometry.rotate_window_at(img, angle, (5, 8), (30, 40)),
+                                  geometry.rotate_window(img, angle, (5, 8, 35, 48)))
+    # the same content 17 rows / 29 cols further in a bigger image: origin mapped with it
+    big = np.zeros((shape[0] + 40, shape[1] + 50))
+    big[17:17 + shape[0], 29:29 + shape[1]] = img
+    mb, offb, _ = geometry._rotation_transform(big.shape, angle)
+    origin = np.array([rshape[0] / 3 + 0.731, rshape[1] / 4 - 0.219])
+    origin_b = mb.T @ (m @ origin + off + [17, 29] - offb)
+    a = geometry.rotate_window_at(img, angle, origin, (60, 70))
+    b = geometry.rotate_window_at(big, angle, origin_b, (60, 70))
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
