@@ -365,9 +365,10 @@ MISS_WEIGHT = 10  # cost of one mask pixel not covered; a covered pixel outside 
 
 
 @jit
-def _ab_range(c0, c1, d0, d1, lo0, hi0, lo1, hi1):
-    """Integer ranges of a and b such that c + a·d + b·d⊥ can fall in [lo0, hi0] × [lo1, hi1]."""
-    n2 = d0 * d0 + d1 * d1
+def _ab_range(c0, c1, u0, u1, v0, v1, lo0, hi0, lo1, hi1):
+    """Integer ranges of a and b such that c + a·u + b·v can fall in [lo0, hi0] × [lo1, hi1]
+    (u, v independent)."""
+    det = u0 * v1 - u1 * v0
     amin = 1e300
     amax = -1e300
     bmin = 1e300
@@ -375,10 +376,10 @@ def _ab_range(c0, c1, d0, d1, lo0, hi0, lo1, hi1):
     for k in range(4):
         x0 = lo0 if k < 2 else hi0
         x1 = lo1 if k % 2 == 0 else hi1
-        v0 = x0 - c0
-        v1 = x1 - c1
-        a = (v0 * d0 + v1 * d1) / n2
-        b = (-v0 * d1 + v1 * d0) / n2  # d⊥ = (-d1, d0)
+        w0 = x0 - c0
+        w1 = x1 - c1
+        a = (w0 * v1 - w1 * v0) / det
+        b = (u0 * w1 - u1 * w0) / det
         amin = min(amin, a)
         amax = max(amax, a)
         bmin = min(bmin, b)
@@ -388,25 +389,55 @@ def _ab_range(c0, c1, d0, d1, lo0, hi0, lo1, hi1):
 
 
 @jit
-def lattice_points(c0, c1, d0, d1, h, w, margin):
-    """All points c + a·d + b·d⊥ with −margin ≤ row ≤ h + margin, −margin ≤ col ≤ w + margin,
-    a-major then b, ascending. Returns n×2 float64 (row, col)."""
+def lattice_points2(c0, c1, u0, u1, v0, v1, h, w, margin):
+    """All points c + a·u + b·v (u, v independent (row, col) vectors) with
+    −margin ≤ row ≤ h + margin, −margin ≤ col ≤ w + margin, a-major then b, ascending.
+    Returns n×2 float64 (row, col)."""
     lo0 = -margin
     hi0 = h + margin
     lo1 = -margin
     hi1 = w + margin
-    a0, a1, b0, b1 = _ab_range(c0, c1, d0, d1, lo0, hi0, lo1, hi1)
+    a0, a1, b0, b1 = _ab_range(c0, c1, u0, u1, v0, v1, lo0, hi0, lo1, hi1)
     out = np.empty(((a1 - a0 + 1) * (b1 - b0 + 1), 2), np.float64)
     n = 0
     for a in range(a0, a1 + 1):
         for b in range(b0, b1 + 1):
-            r = c0 + a * d0 - b * d1
-            c = c1 + a * d1 + b * d0
+            r = c0 + a * u0 + b * v0
+            c = c1 + a * u1 + b * v1
             if r >= lo0 and r <= hi0 and c >= lo1 and c <= hi1:
                 out[n, 0] = r
                 out[n, 1] = c
                 n += 1
     return out[:n].copy()
+
+
+@jit
+def lattice_points(c0, c1, d0, d1, h, w, margin):
+    """The square lattice c + a·d + b·d⊥, d⊥ = (−d_col, d_row): `lattice_points2` with
+    v = d⊥ (the same arithmetic: c + b·(−d1) equals c − b·d1 in IEEE)."""
+    return lattice_points2(c0, c1, d0, d1, -d1, d0, h, w, margin)
+
+
+@jit
+def shortest_vector2(u0, u1, v0, v1):
+    """Squared length of the shortest non-zero vector of the lattice spanned by u and v
+    (Lagrange-Gauss reduction)."""
+    a0, a1, b0, b1 = u0, u1, v0, v1
+    na = a0 * a0 + a1 * a1
+    nb = b0 * b0 + b1 * b1
+    if na > nb:
+        a0, a1, b0, b1, na, nb = b0, b1, a0, a1, nb, na
+    for _ in range(64):
+        if na == 0.0:
+            return 0.0
+        m = math.floor((a0 * b0 + a1 * b1) / na + 0.5)
+        b0 -= m * a0
+        b1 -= m * a1
+        nb = b0 * b0 + b1 * b1
+        if nb >= na:
+            break
+        a0, a1, b0, b1, na, nb = b0, b1, a0, a1, nb, na
+    return na
 
 
 @jit
@@ -469,14 +500,22 @@ def _cost_paint(points, mask, stamp, tag, box, total):
 
 
 @jit
-def score_candidates(mask, centroids, neighbours, margin, box):
-    """Cost (int64) and point count of every candidate (i, neighbours[i, k]); cost -1 where
-    the neighbour slot is empty (index < 0) or d = 0; count -1 where the candidate covers the
-    whole image and its points were not enumerated."""
+def score_candidates(mask, centroids, neighbours, margin, box, oblique):
+    """Costs of every candidate lattice (see lattice.py). Square candidates (i, s):
+    d = c[neighbours[i, s]] − c[i] and d⊥. With oblique, also (i, p) for every pair p of
+    neighbour slots s < t (pairs in row-major order): u = c[nb[i, s]] − c[i] and
+    v = c[nb[i, t]] − c[i], when the angle between u and v is within 30°-150°.
+    Returns (costs n×k, counts n×k, oblique costs n×k(k−1)/2) int64: cost −1 where there is
+    no candidate; count −1 where a square candidate covers the whole image and its points
+    were not enumerated. Oblique candidates within the covering bound (shortest vector
+    ≤ (box/2 − 1.5)·√2) are left out: the square candidate of the same neighbour has that cost.
+    A candidate's cost uses the summed-area table when its shortest vector² ≥ 2·box² (no two
+    boxes overlap), else exact painting."""
     h, w = mask.shape
     n, k = neighbours.shape
     costs = np.full((n, k), -1, np.int64)
     counts = np.zeros((n, k), np.int64)
+    costs2 = np.full((n, k * (k - 1) // 2), -1, np.int64)
     total = 0
     for r in range(h):
         for c in range(w):
@@ -486,6 +525,7 @@ def score_candidates(mask, centroids, neighbours, margin, box):
     tag = 0
     min_d2 = 2.0 * box * box
     cover_d2 = 2.0 * (box / 2.0 - 1.5) ** 2
+    can_cover = margin >= box and box % 2 == 0
     for i in range(n):
         for s in range(k):
             j = neighbours[i, s]
@@ -496,7 +536,7 @@ def score_candidates(mask, centroids, neighbours, margin, box):
             d2 = d0 * d0 + d1 * d1
             if d2 == 0.0:
                 continue
-            if d2 <= cover_d2 and margin >= box and box % 2 == 0:
+            if d2 <= cover_d2 and can_cover:
                 costs[i, s] = h * w - total
                 counts[i, s] = -1
                 continue
@@ -509,7 +549,37 @@ def score_candidates(mask, centroids, neighbours, margin, box):
                     stamp = np.zeros((h, w), np.int32)
                 tag += 1
                 costs[i, s] = _cost_paint(pts, mask, stamp, tag, box, total)
-    return costs, counts
+        if not oblique:
+            continue
+        p = -1
+        for s in range(k):
+            for t in range(s + 1, k):
+                p += 1
+                js = neighbours[i, s]
+                jt = neighbours[i, t]
+                if js < 0 or jt < 0:
+                    continue
+                u0 = centroids[js, 0] - centroids[i, 0]
+                u1 = centroids[js, 1] - centroids[i, 1]
+                v0 = centroids[jt, 0] - centroids[i, 0]
+                v1 = centroids[jt, 1] - centroids[i, 1]
+                nu = u0 * u0 + u1 * u1
+                nv = v0 * v0 + v1 * v1
+                cross = u0 * v1 - u1 * v0
+                if nu == 0.0 or nv == 0.0 or 4.0 * cross * cross < nu * nv:  # |sin| < 1/2
+                    continue
+                short2 = shortest_vector2(u0, u1, v0, v1)
+                if short2 <= cover_d2:
+                    continue
+                pts = lattice_points2(centroids[i, 0], centroids[i, 1], u0, u1, v0, v1, float(h), float(w), margin)
+                if short2 >= min_d2:
+                    costs2[i, p] = _cost_sat(pts, sat, h, w, box, total)
+                else:
+                    if stamp.shape[0] != h:
+                        stamp = np.zeros((h, w), np.int32)
+                    tag += 1
+                    costs2[i, p] = _cost_paint(pts, mask, stamp, tag, box, total)
+    return costs, counts, costs2
 
 
 #: Exported kernels: name -> (function name here, numba signature). Images come as float32
@@ -527,6 +597,8 @@ EXPORTS = {
     "hulls_of_rows": ("hulls_of_rows", "Tuple((f8[:, ::1], i8[::1]))(i4[::1], i4[::1], i4[::1], i8[::1])"),
     "box_area_sum": ("box_area_sum", "f8(f8[:, ::1], i8[::1], f8)"),
     "lattice_points": ("lattice_points", "f8[:, ::1](f8, f8, f8, f8, f8, f8, f8)"),
-    "score_candidates": ("score_candidates",
-                         "Tuple((i8[:, ::1], i8[:, ::1]))(u1[:, ::1], f8[:, ::1], i8[:, ::1], f8, i8)"),
+    "shortest_vector2": ("shortest_vector2", "f8(f8, f8, f8, f8)"),
+    "lattice_points2": ("lattice_points2", "f8[:, ::1](f8, f8, f8, f8, f8, f8, f8, f8, f8)"),
+    "score_candidates": ("score_candidates", "Tuple((i8[:, ::1], i8[:, ::1], i8[:, ::1]))"
+                         "(u1[:, ::1], f8[:, ::1], i8[:, ::1], f8, i8, b1)"),
 }

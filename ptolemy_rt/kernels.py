@@ -122,9 +122,21 @@ def lattice_points(c0, c1, d0, d1, h, w, margin) -> np.ndarray:
     return _fn("lattice_points")(float(c0), float(c1), float(d0), float(d1), float(h), float(w), float(margin))
 
 
-def score_candidates(mask, centroids, neighbours, margin: float, box: int):
-    """(costs, counts) int64 n×k of every lattice candidate (`jit.score_candidates`)."""
-    m = np.ascontiguousarray(np.asarray(mask).view(np.uint8) if np.asarray(mask).dtype == np.bool_ else mask,
-                             np.uint8)
+def lattice_points2(c0, c1, u0, u1, v0, v1, h, w, margin) -> np.ndarray:
+    """n×2 float64 (row, col) points c + a·u + b·v within the image plus margin (`jit.lattice_points2`)."""
+    return _fn("lattice_points2")(*(float(v) for v in (c0, c1, u0, u1, v0, v1, h, w, margin)))
+
+
+def shortest_vector2(u0, u1, v0, v1) -> float:
+    """Squared length (px²) of the shortest vector of the lattice spanned by u and v."""
+    return float(_fn("shortest_vector2")(float(u0), float(u1), float(v0), float(v1)))
+
+
+def score_candidates(mask, centroids, neighbours, margin: float, box: int, oblique: bool = False):
+    """(costs n×k, counts n×k, oblique costs n×k(k−1)/2) int64 of every lattice candidate
+    (`jit.score_candidates`)."""
+    m = np.asarray(mask)
+    m = np.ascontiguousarray(m.view(np.uint8) if m.dtype == np.bool_ else m, np.uint8)
     return _fn("score_candidates")(m, np.ascontiguousarray(centroids, np.float64),
-                                   np.ascontiguousarray(neighbours, np.int64), float(margin), int(box))
+                                   np.ascontiguousarray(neighbours, np.int64), float(margin), int(box),
+                                   bool(oblique))

@@ -1,4 +1,4 @@
-"""Square-lattice search over hole centroids (SPEC §5.5).
+"""Lattice search over hole centroids (SPEC §5.5), square as published, optionally oblique.
 
 Coordinates: points and vectors are (row, col) float64 in *pixel-corner* coordinates
 (pixel (r, c) covers [r, r+1) × [c, c+1); the convention of `regions` polygons), px.
@@ -30,10 +30,20 @@ points beyond the edges), so cost = (pixels outside the mask) without enumeratin
 That keeps degenerate candidates (two centroids a few px apart) O(1) instead of millions of
 points.
 
+Oblique search (`oblique=True`; not in the published tool): a grid imaged at a stage tilt
+is an oblique lattice (a square lattice shrunk by cos(tilt) across the tilt axis), which no
+square candidate fits beyond a few holes. Besides the square candidates, every pair of
+neighbours (c_j, c_k) of c_i whose vectors u = c_j − c_i, v = c_k − c_i make an angle
+within 30°-150° gives the candidate c_i + a·u + b·v, with the same cost; the summed-area
+path applies when the lattice's shortest vector (Lagrange-Gauss reduction) is ≥ box·√2.
+The square candidates stay in, so an untilted grid keeps its square lattice unless an
+oblique one is strictly cheaper.
+
 The candidate loop is a compiled kernel (`jit.score_candidates`, loaded by `kernels`).
 
 Winner: the cheapest candidate; ties go to the first in enumeration order (centroid i
-ascending, then neighbours nearest first). Deterministic.
+ascending, then neighbours nearest first; all square candidates before oblique ones).
+Deterministic.
 """
 from __future__ import annotations
 
@@ -57,7 +67,8 @@ class Lattice:
     """The winning lattice.
 
     origin: (row, col) px, the centroid c_i it was built from; d: (row, col) px lattice vector
-    c_j − c_i (the second one is d⊥ = (−d_col, d_row)); points: n×2 (row, col) px of all
+    c_j − c_i; d2: the second lattice vector, (−d_col, d_row) for a square lattice, c_k − c_i
+    for an oblique one; points: n×2 (row, col) px of all
     lattice points within the image plus the margin (before any edge filter);
     cost: its cost (see module docstring); i, j: indices of the centroids that made it;
     n_candidates: how many candidates were scored.
@@ -70,6 +81,25 @@ class Lattice:
     i: int
     j: int
     n_candidates: int
+    d2: np.ndarray | None = None
+
+    def __post_init__(self):
+        if self.d2 is None:
+            object.__setattr__(self, "d2", np.array([-self.d[1], self.d[0]], dtype=np.float64))
+
+    @property
+    def oblique(self) -> bool:
+        """True when d2 is not d turned by 90°."""
+        return not np.array_equal(self.d2, np.array([-self.d[1], self.d[0]], dtype=np.float64))
+
+    @property
+    def shortest_px(self) -> float:
+        """Length (px) of the shortest non-zero lattice vector (= |d| for a square lattice)."""
+        if not self.oblique:
+            return self.spacing_px
+        from .kernels import shortest_vector2
+
+        return float(math.sqrt(shortest_vector2(*self.d, *self.d2)))
 
     @property
     def spacing_px(self) -> float:
@@ -118,28 +148,51 @@ def lattice_points(origin, d, shape, margin: float = MARGIN_PX) -> np.ndarray:
 
 
 def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOURS,
-                 margin: float = MARGIN_PX, box: int = BOX_PX) -> Lattice | None:
+                 margin: float = MARGIN_PX, box: int = BOX_PX, oblique: bool = False) -> Lattice | None:
     """Cheapest candidate lattice (module docstring) for a bool [row, col] mask and n×2
-    (row, col) centroids (px, pixel-corner coordinates). None when fewer than 2 centroids
-    (no candidate)."""
+    (row, col) centroids (px, pixel-corner coordinates); square candidates only (published)
+    unless oblique. None when fewer than 2 centroids (no candidate)."""
     m = np.ascontiguousarray(np.asarray(mask, dtype=bool).view(np.uint8))
     c = np.ascontiguousarray(np.asarray(centroids, dtype=np.float64).reshape(-1, 2))
     if len(c) < 2:
         return None
     nb = nearest_neighbours(c, k)
-    costs, _ = kernels.score_candidates(m, c, nb, float(margin), int(box))
-    valid = costs >= 0
-    if not valid.any():
+    costs, _, costs2 = kernels.score_candidates(m, c, nb, float(margin), int(box), bool(oblique))
+    big = np.iinfo(np.int64).max
+    flat = np.concatenate([np.where(costs >= 0, costs, big).ravel(), np.where(costs2 >= 0, costs2, big).ravel()])
+    n_valid = int((costs >= 0).sum() + (costs2 >= 0).sum())
+    if n_valid == 0:
         return None
-    flat = np.where(valid, costs, np.iinfo(np.int64).max).ravel()
-    best = int(np.argmin(flat))  # first minimum in (i, neighbour rank) order
-    i, s = divmod(best, nb.shape[1])
-    j = int(nb[i, s])
-    d = c[j] - c[i]
-    est = (m.shape[0] + 2 * margin + 1) * (m.shape[1] + 2 * margin + 1) / float(d @ d)
-    pts = lattice_points(c[i], d, m.shape, margin) if est <= MAX_POINTS else np.empty((0, 2))
-    return Lattice(origin=c[i].copy(), d=d, points=pts, cost=int(costs[i, s]), i=int(i), j=j,
-                   n_candidates=int(valid.sum()))
+    best = int(np.argmin(flat))  # first minimum: square candidates first, (i, neighbour rank) order
+    if best < costs.size:
+        i, s = divmod(best, nb.shape[1])
+        j = int(nb[i, s])
+        d = c[j] - c[i]
+        d2 = np.array([-d[1], d[0]])
+        cost = int(costs[i, s])
+    else:
+        i, p = divmod(best - costs.size, costs2.shape[1])
+        s, t = _pair(p, nb.shape[1])
+        j = int(nb[i, s])
+        d = c[j] - c[i]
+        d2 = c[int(nb[i, t])] - c[i]
+        cost = int(costs2[i, p])
+    area = abs(float(d[0] * d2[1] - d[1] * d2[0]))
+    est = (m.shape[0] + 2 * margin + 1) * (m.shape[1] + 2 * margin + 1) / area
+    if est > MAX_POINTS:
+        pts = np.empty((0, 2))
+    else:
+        pts = kernels.lattice_points2(c[i, 0], c[i, 1], d[0], d[1], d2[0], d2[1], m.shape[0], m.shape[1], margin)
+    return Lattice(origin=c[i].copy(), d=d, points=pts, cost=cost, i=int(i), j=j, n_candidates=n_valid, d2=d2)
+
+
+def _pair(p: int, k: int) -> tuple[int, int]:
+    """Neighbour slots (s, t), s < t, of the p-th pair in row-major order (k slots)."""
+    for s in range(k):
+        if p < k - 1 - s:
+            return s, s + 1 + p
+        p -= k - 1 - s
+    raise IndexError(p)
 
 
 def painted_cost(mask: np.ndarray, points: np.ndarray, box: int = BOX_PX) -> int:

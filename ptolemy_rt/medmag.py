@@ -190,16 +190,31 @@ def published_frame_shift(angle_deg: float, in_shape, out_shape) -> np.ndarray:
     return geometry.rotate_points(fi, angle_deg, (0, 0), (0, 0)) - fo
 
 
+LATTICE_MODES = ("square", "oblique")
+
+
+def lattice_mode(models) -> str:
+    """The lattice search a model set asks for (manifest `pipeline.lattice`): "square" (the
+    published search; default) or "oblique" (square and oblique candidates)."""
+    mode = (models.manifest.get("pipeline") or {}).get("lattice", "square") if models is not None else "square"
+    if mode not in LATTICE_MODES:
+        from .errors import ModelSetError
+
+        raise ModelSetError(f"{models.name}: unknown pipeline lattice mode {mode!r} (known: {', '.join(LATTICE_MODES)})")
+    return mode
+
+
 def crop_half_size(d) -> int:
     """Crop half-size h = floor(|d| / 2) − 10 px for a lattice vector d (row, col) px."""
     return int(math.floor(math.hypot(float(d[0]), float(d[1])) / 2.0)) - CROP_SHRINK_PX
 
 
-def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None) -> HoleLayout:
+def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None, lattice_mode: str = "square") -> HoleLayout:
     """Regions → centroids → lattice → holes → crop boxes, for the bool [row, col] mask of
     an input image (same shape). Only the mask is read; the rotated frame is the one of
-    `geometry.rotate_image(image, -angle_deg)`. Adds the stages regions and lattice to
-    `timings` (seconds)."""
+    `geometry.rotate_image(image, -angle_deg)`. lattice_mode: "square" (published) or
+    "oblique" (also oblique lattices: tilted collection; `lattice.find_lattice`). Adds the
+    stages regions and lattice to `timings` (seconds)."""
     t = {} if timings is None else timings
     m = np.asarray(mask, dtype=bool)
     shape = (int(m.shape[0]), int(m.shape[1]))
@@ -208,20 +223,22 @@ def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None) -> H
     t["regions"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     try:
-        return _layout(m, shape, cents)
+        return _layout(m, shape, cents, lattice_mode)
     finally:
         t["lattice"] = time.perf_counter() - t0
 
 
-def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray) -> HoleLayout:
+def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray, lattice_mode: str = "square") -> HoleLayout:
+    if lattice_mode not in LATTICE_MODES:
+        raise ValueError(f"lattice mode must be one of {LATTICE_MODES}, got {lattice_mode!r}")
     if len(cents) < 2:
         return HoleLayout(cents, reason=f"fewer than 2 hole regions in the U-Net mask ({len(cents)} found): no lattice")
-    lat = lattice.find_lattice(m, cents)
+    lat = lattice.find_lattice(m, cents, oblique=lattice_mode == "oblique")
     if lat is None:
         return HoleLayout(cents, reason="no lattice candidate (coincident hole centroids)")
     pts = lat.points[inside_points(lat.points, shape)]
     angle = lat.angle_deg
-    half = crop_half_size(lat.d)
+    half = int(math.floor(lat.shortest_px / 2.0)) - CROP_SHRINK_PX  # = crop_half_size(d) when square
     out = HoleLayout(cents, lattice=lat, points=pts, angle_deg=angle, half=half)
     if half < 1:
         out.reason = f"lattice spacing {lat.spacing_px:.1f} px is too small for hole crops"
@@ -247,13 +264,20 @@ def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray) -> HoleLay
     return out
 
 
-def prepare_crop(crop: np.ndarray) -> np.ndarray:
-    """Normalise one crop [row, col] by its own mean and population std (float32). A side
-    below MIN_CROP_PX (only for tiny lattices) is padded symmetrically with zeros after
-    normalising (= the crop mean) so the classifier can run."""
+def prepare_crop(crop: np.ndarray, norm: tuple[float, float] | None = None) -> np.ndarray:
+    """Normalise one crop [row, col] (float32): by its own mean and population std (norm None:
+    the published pipeline), or by norm = (mean, std) of the whole image (`image_norm`, for
+    model sets declaring crop_normalisation "image"). A side below MIN_CROP_PX (only for tiny
+    lattices) is padded symmetrically with zeros after normalising (= the crop or image
+    mean) so the classifier can run."""
     a = np.asarray(crop, dtype=np.float64)
-    a = a - a.mean() if a.size else a
-    std = a.std() if a.size else 0.0
+    if norm is None:
+        mean = a.mean() if a.size else 0.0
+        a = a - mean
+        std = a.std() if a.size else 0.0
+    else:
+        mean, std = float(norm[0]), float(norm[1])
+        a = a - mean
     if std > 0:
         a = a / std
     if a.shape[0] < MIN_CROP_PX or a.shape[1] < MIN_CROP_PX:
@@ -262,9 +286,37 @@ def prepare_crop(crop: np.ndarray) -> np.ndarray:
     return a.astype(np.float32)
 
 
-def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str = "published") -> np.ndarray:
+def image_norm(pixels: np.ndarray) -> tuple[float, float]:
+    """(mean, population std) of a whole [row, col] image in float64, input units."""
+    a = np.asarray(pixels)
+    mean = float(a.mean(dtype=np.float64)) if a.size else 0.0
+    var = float(np.mean(np.square(a, dtype=np.float64))) - mean * mean if a.size else 0.0
+    return mean, float(np.sqrt(max(var, 0.0)))
+
+
+CROP_NORMALISATIONS = ("crop", "image")
+
+
+def crop_normalisation(models) -> str:
+    """How a model set's hole classifier wants its crops normalised
+    (`hole_classifier.architecture.crop_normalisation`): "crop" (each crop by its own mean and
+    std; the published pipeline and the default) or "image" (every crop by the whole image's
+    mean and std, so the classifier sees how bright a hole is compared with the rest of the
+    image: empty holes bright, thick ice dark)."""
+    mode = models.model(HOLE_KEY).get("architecture", {}).get("crop_normalisation", "crop") or "crop"
+    if mode not in CROP_NORMALISATIONS:
+        from .errors import ModelSetError
+
+        raise ModelSetError(f"{models.name}: unknown hole_classifier crop_normalisation {mode!r} "
+                            f"(known: {', '.join(CROP_NORMALISATIONS)})")
+    return mode
+
+
+def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str = "published",
+                norm: tuple[float, float] | None = None) -> np.ndarray:
     """Hole classifier scores (float64, one per box) of the crops `boxes` (n×4 row0, col0,
-    row1, col1 px) of the rotated image [row, col], each crop normalised by `prepare_crop`.
+    row1, col1 px) of the rotated image [row, col], each crop normalised by `prepare_crop`
+    (norm: the image's (mean, std) for "image" crop normalisation, None for per crop).
 
     Published regime, as the published tool batches them (verified on the example: every
     crop there matches the published score only when scored alone): when all crops have the
@@ -286,7 +338,7 @@ def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str =
 
         def get_crop(i: int, idx=idx) -> np.ndarray:
             r0, c0, r1, c1 = b[idx[i]]
-            return prepare_crop(rotated[r0:r1, c0:c1])
+            return prepare_crop(rotated[r0:r1, c0:c1], norm)
 
         scores[idx] = score_crops(models, HOLE_KEY, len(idx), get_crop, batchnorm)
     return scores
@@ -307,10 +359,12 @@ def _holes(layout: HoleLayout, scores: np.ndarray) -> list[Hole]:
 
 
 def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchnorm: str = "published",
-                    timings: dict[str, float] | None = None, model_name: str = "") -> HoleResult:
+                    timings: dict[str, float] | None = None, model_name: str = "",
+                    lattice: str | None = None) -> HoleResult:
     """Everything after the U-Net: holes of `image` (2-D [row, col], raw pixels; negatives
     are set to 0) given its bool hole mask (same shape). `models` = a ModelSet scoring the
-    crops; None leaves every score at 0.0 (geometry only, for tests). Adds the stages
+    crops; None leaves every score at 0.0 (geometry only, for tests). lattice: "square" or
+    "oblique" (None: what the model set declares, `lattice_mode`). Adds the stages
     regions, lattice, rotate, classify to `timings` (seconds)."""
     t = {} if timings is None else timings
     pix = np.asarray(image, dtype=np.float32)
@@ -319,7 +373,7 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchno
     m = np.asarray(mask, dtype=bool)
     if m.shape != pix.shape:
         raise ValueError(f"mask shape {m.shape} differs from image shape {pix.shape}")
-    layout = layout_holes(m, t)
+    layout = layout_holes(m, t, lattice or lattice_mode(models))
     res = HoleResult(holes=[], image_shape=tuple(pix.shape), batchnorm=batchnorm, models=model_name,
                      timings_s=t)
     if layout.lattice is not None:
@@ -337,7 +391,8 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchno
     if models is None:
         scores = np.zeros(len(layout.points))
     else:
-        scores = score_holes(models, rotated, layout.boxes, batchnorm)
+        norm = image_norm(pix) if crop_normalisation(models) == "image" else None
+        scores = score_holes(models, rotated, layout.boxes, batchnorm, norm)
     t["classify"] = time.perf_counter() - t1
     del rotated
     res.holes = _holes(layout, scores)
@@ -348,14 +403,15 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchno
 # the pipeline
 # ---------------------------------------------------------------------------------------
 
-def find_holes(image, *, models=None, batchnorm: str = "published") -> HoleResult:
+def find_holes(image, *, models=None, batchnorm: str = "published", lattice: str | None = None) -> HoleResult:
     """Holes of a medium-magnification image, sorted by score, best first (SPEC §5).
 
     image: path of an MRC file, `io.LoadedImage`, or 2-D [row, col] array (any size; no
     2048 px limit). models: a `models.ModelSet` or a set name (None: the default set).
     batchnorm: "published" (as the published tool: BatchNorm on the statistics of all crops
     together when they all have one shape, else of each crop alone) or "running" (stored
-    statistics, each crop alone).
+    statistics, each crop alone). lattice: "square" (published), "oblique" (also fits the
+    oblique lattice of a tilted grid) or None (the model set's choice, `lattice_mode`).
     Returns a HoleResult; no lattice / no hole gives an empty list with `reason`.
     Raises InputImageError (bad image) or ModelSetError (model set missing or corrupt).
     """
@@ -382,7 +438,8 @@ def find_holes(image, *, models=None, batchnorm: str = "published") -> HoleResul
     mask = drop_small_regions(mask_from_logits(logits, pix.shape), mask_min_region_px(ms))
     del logits
     t["unet"] = time.perf_counter() - t0
-    return holes_from_mask(pix, mask, models=ms, batchnorm=batchnorm, timings=t, model_name=ms.name)
+    return holes_from_mask(pix, mask, models=ms, batchnorm=batchnorm, timings=t, model_name=ms.name,
+                           lattice=lattice)
 
 
 def warmup() -> None:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import REFERENCE, needs_shared
-from ptolemy_rt import jit, kernels, lattice, regions
+from ptolemy_rt import kernels, lattice, medmag, regions
 
 
 def disc_mask(shape, centres, radius):
@@ -80,7 +80,7 @@ def test_sat_cost_equals_painted_cost_on_random_candidates():
         if trial == 0:  # exact half-pixel positions exercise the box rounding
             cents = np.round(cents) + 0.5
         nb = lattice.nearest_neighbours(cents, 6)
-        costs, counts = kernels.score_candidates(m8, cents, nb, 30.0, 30)
+        costs, counts, _ = kernels.score_candidates(m8, cents, nb, 30.0, 30)
         n_small = 0
         for i in range(n):
             for s in range(6):
@@ -100,7 +100,7 @@ def test_degenerate_candidate_covers_whole_image():
     cents = np.array([[110.0, 110.0], [110.3, 110.2], [110.0, 310.0]])  # two 0.36 px apart
     m8 = np.ascontiguousarray(mask.view(np.uint8))
     nb = lattice.nearest_neighbours(cents, 6)
-    costs, counts = kernels.score_candidates(m8, cents, nb, 100.0, 30)
+    costs, counts, _ = kernels.score_candidates(m8, cents, nb, 100.0, 30)
     assert counts[0, 0] == -1 and costs[0, 0] == mask.size - mask.sum()
     for d in (np.array([19.0, 0.0]), np.array([13.4, 13.4]), np.array([7.0, -11.0])):
         pts = lattice.lattice_points(cents[0], d, mask.shape, 100.0)
@@ -115,7 +115,7 @@ def test_overlapping_boxes_use_exact_union():
     cents = np.array([[30.0, 30.0], [40.0, 35.0]])  # |d| ≈ 11 px: boxes overlap heavily
     m8 = np.ascontiguousarray(mask.view(np.uint8))
     nb = lattice.nearest_neighbours(cents, 6)
-    costs, _ = kernels.score_candidates(m8, cents, nb, 100.0, 30)
+    costs, _, _ = kernels.score_candidates(m8, cents, nb, 100.0, 30)
     pts = lattice.lattice_points(cents[0], cents[1] - cents[0], mask.shape, 100.0)
     assert costs[0, 0] == lattice.painted_cost(mask, pts)
     # every pixel is covered: cost = pixels outside the mask only
@@ -156,3 +156,85 @@ def test_reference_mask_lattice():
     slow = lattice.find_lattice_painted(mask, cents)
     assert (slow.i, slow.j, slow.cost) == (lat.i, lat.j, lat.cost)
     assert np.array_equal(slow.points, lat.points)
+
+
+def _oblique_mask(shape, origin, u, v, radius=9.0):
+    """Discs on the oblique lattice origin + a·u + b·v ((row, col) px) and their centres."""
+    h, w = shape
+    pts = kernels.lattice_points2(*origin, *u, *v, h, w, 0.0)
+    rr, cc = np.mgrid[:h, :w]
+    m = np.zeros(shape, bool)
+    for r, c in pts:
+        m |= (rr + 0.5 - r) ** 2 + (cc + 0.5 - c) ** 2 <= radius * radius
+    return m, pts
+
+
+def test_oblique_lattice_of_a_tilted_grid_is_found():
+    """A square grid imaged at 35° tilt (one axis shrunk by cos 35°) is an oblique lattice:
+    the oblique search finds every hole; the published square search cannot."""
+    t = math.radians(35)
+    rot = np.array([[math.cos(0.3), -math.sin(0.3)], [math.sin(0.3), math.cos(0.3)]])
+    basis = rot @ np.diag([1.0, math.cos(t)]) @ rot.T @ (70.0 * np.eye(2))
+    u, v = basis[:, 0], basis[:, 1]
+    shape = (420, 560)
+    mask, truth = _oblique_mask(shape, (43.0, 57.0), u, v)
+    cents = medmag.mask_centroids(mask)
+    inside = truth[medmag.inside_points(truth, shape, medmag.EDGE_PX + 2)]
+    lat = lattice.find_lattice(mask, cents, oblique=True)
+    assert lat.oblique
+    found = lat.points[medmag.inside_points(lat.points, shape)]
+    dist = np.sqrt(((inside[:, None, :] - found[None, :, :]) ** 2).sum(-1))
+    # (basis vectors come from rasterised disc centroids: errors grow along the lattice)
+    assert dist.min(axis=1).max() < 5.0  # every hole found
+    dist_all = np.sqrt(((found[:, None, :] - truth[None, :, :]) ** 2).sum(-1))
+    assert dist_all.min(axis=1).max() < 5.0  # and nothing else
+    assert lat.shortest_px == pytest.approx(min(np.hypot(*u), np.hypot(*v)), abs=0.5)
+    square = lattice.find_lattice(mask, cents)
+    sq = square.points[medmag.inside_points(square.points, shape)]
+    dsq = np.sqrt(((inside[:, None, :] - sq[None, :, :]) ** 2).sum(-1)).min(axis=1) if len(sq) else np.inf
+    assert np.sum(dsq < 5.0) < 0.8 * len(inside)  # the square lattice misses many holes
+    assert lat.cost < square.cost
+
+
+def test_oblique_search_keeps_a_square_grid_square():
+    """On an untilted grid the square candidate stays the winner (ties go to square)."""
+    mask, truth = _oblique_mask((400, 500), (40.0, 50.0), (0.0, 80.0), (-80.0, 0.0))
+    cents = medmag.mask_centroids(mask)
+    a = lattice.find_lattice(mask, cents)
+    b = lattice.find_lattice(mask, cents, oblique=True)
+    assert not b.oblique and b.cost == a.cost
+    np.testing.assert_array_equal(a.points, b.points)
+
+
+def test_oblique_costs_equal_painted_costs():
+    """Every oblique candidate's cost (SAT or painting path) equals painting its points."""
+    rng = np.random.default_rng(9)
+    n_paint = n_sat = 0
+    for trial in range(4):
+        h, w = int(rng.integers(80, 200)), int(rng.integers(80, 200))
+        mask = rng.random((h, w)) < rng.uniform(0.05, 0.4)
+        n = 7
+        cents = np.column_stack([rng.uniform(0, h, n), rng.uniform(0, w, n)])
+        nb = lattice.nearest_neighbours(cents, 6)
+        _, _, costs2 = kernels.score_candidates(mask, cents, nb, 30.0, 30, True)
+        for i in range(n):
+            p = -1
+            for s in range(6):
+                for t in range(s + 1, 6):
+                    p += 1
+                    if costs2[i, p] < 0:
+                        continue
+                    u, v = cents[nb[i, s]] - cents[i], cents[nb[i, t]] - cents[i]
+                    pts = kernels.lattice_points2(*cents[i], *u, *v, h, w, 30.0)
+                    assert costs2[i, p] == lattice.painted_cost(mask, pts), (trial, i, s, t)
+                    short = math.sqrt(kernels.shortest_vector2(*u, *v))
+                    n_sat += short >= 30 * math.sqrt(2)
+                    n_paint += short < 30 * math.sqrt(2)
+    assert n_sat > 5 and n_paint > 5
+
+
+@pytest.mark.parametrize("u, v, want", [((10, 0), (3, 10), 100.0), ((10, 0), (11, 1), 2.0),
+                                        ((0, 7), (50, 21), 49.0), ((6, 8), (-8, 6), 100.0)])
+def test_shortest_vector(u, v, want):
+    assert kernels.shortest_vector2(*u, *v) == pytest.approx(want)
+    assert kernels.shortest_vector2(*v, *u) == pytest.approx(want)
