@@ -1,9 +1,9 @@
 """The ``ptolemy`` command line.
 
     ptolemy lowmag IMAGE... [-f json|json-full|csv|txt] [-o OUT] [--models NAME]
-                   [--batchnorm published|running] [--crop-grid image|square] [--section N]
-                   [-j N] [--plot OUT.png] [--pixel-size NM] [--force]
-    ptolemy medmag IMAGE... (the same options but --crop-grid)
+                   [--batchnorm published|running] [--crop-grid image|square] [--norm MEAN,STD]
+                   [--section N] [-j N] [--plot OUT.png] [--pixel-size NM] [--force]
+    ptolemy medmag IMAGE... (the same options but --crop-grid, --norm)
     ptolemy plot RESULT.json IMAGE OUT.png [--section N]
     ptolemy demo OUTDIR [--seed N] [--models NAME]
     ptolemy --version
@@ -18,6 +18,7 @@ inside the commands, so ``ptolemy --help`` starts fast.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 from enum import Enum
@@ -147,6 +148,10 @@ _CROP_GRID = typer.Option(CropGrid.image, "--crop-grid", case_sensitive=False,
                           help="image: crops cut from the whole rotated image, as the published tool (same scores); "
                                "square: each crop sampled on a grid anchored at its own box (crops independent of "
                                "image size and cut position: montages, cut or padded atlases).")
+_NORM = typer.Option(None, "--norm", metavar="MEAN,STD",
+                     help="Normalise crops with these constants (input units) instead of the image's square pixels; "
+                          "use the full atlas's values (reported in -f json-full) to score tiles or cut-outs of one "
+                          "atlas identically.")
 _SECTION = typer.Option(None, "--section", min=0, metavar="N", help="Section (0-based) of an MRC stack.")
 _JOBS = typer.Option(1, "-j", "--jobs", min=1, metavar="N", help="Worker processes for several inputs.")
 _PLOT = typer.Option(None, "--plot", metavar="OUT.png",
@@ -163,11 +168,32 @@ _NAV_ACQUIRE = typer.Option(0, "--nav-acquire", min=0, metavar="N",
                             help="-f nav: mark the best N targets for acquisition.")
 
 
+def _parse_norm(spec: str | None) -> tuple[float, float] | None:
+    """--norm "MEAN,STD" → (mean, std), input pixel units (finite, std > 0); None when not given."""
+    from .batch import UsageProblem
+
+    if spec is None:
+        return None
+    parts = str(spec).split(",")
+    if len(parts) != 2:
+        raise UsageProblem(f"--norm {spec!r}: expected MEAN,STD (two numbers, e.g. 160.8,27.6)")
+    try:
+        mean, std = (float(p) for p in parts)
+    except ValueError:
+        raise UsageProblem(f"--norm {spec!r}: MEAN and STD must be numbers") from None
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise UsageProblem(f"--norm {spec!r}: MEAN and STD must be finite")
+    if not std > 0:
+        raise UsageProblem(f"--norm {spec!r}: STD must be > 0")
+    return mean, std
+
+
 def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force,
-                     nav_map=None, nav_flip=True, nav_acquire=0, crop_grid="image") -> int:
+                     nav_map=None, nav_flip=True, nav_acquire=0, crop_grid="image", norm=None) -> int:
     from . import batch
     from .output import check_output_path, format_from_suffix
 
+    norm = _parse_norm(norm)
     if pixel_size is not None and not pixel_size > 0:
         raise batch.UsageProblem(f"--pixel-size must be a positive number of nm, not {pixel_size:g}")
     if plot is not None:
@@ -196,7 +222,7 @@ def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, p
             _check_models(models)
             return batch.run_batch(kind, inputs, str(out), fmt=fmt_s, plot_dir=plot, models=models,
                                    batchnorm=bn, section=section, pixel_size_nm=pixel_size, jobs=jobs,
-                                   force=force, crop_grid=grid)
+                                   force=force, crop_grid=grid, norm=norm)
 
     src = inputs[0]
     to_file = out not in (None, "-")
@@ -212,7 +238,7 @@ def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, p
         if to_file and os.path.realpath(plot) == os.path.realpath(out):
             raise batch.UsageProblem("--plot and -o name the same file")
     job = batch.Job(kind, src, fmt_s, str(out) if to_file else None, str(plot) if plot else None,
-                    models, bn, section, pixel_size, nav_map, nav_flip, nav_acquire, grid)
+                    models, bn, section, pixel_size, nav_map, nav_flip, nav_acquire, grid, norm)
     with _stdout_to_stderr():
         outcome = batch.analyse(job)
     for n in outcome.notes:
@@ -239,6 +265,7 @@ def lowmag(
     models: Optional[str] = _MODELS,
     batchnorm: BatchNorm = _BN,
     crop_grid: CropGrid = _CROP_GRID,
+    norm: Optional[str] = _NORM,
     section: Optional[int] = _SECTION,
     jobs: int = _JOBS,
     plot: Optional[str] = _PLOT,
@@ -250,7 +277,7 @@ def lowmag(
 ) -> int:
     """Find and rank grid squares in low-magnification atlases."""
     return _analyse_command("lowmag", images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force,
-                            nav_map, nav_flip, nav_acquire, crop_grid)
+                            nav_map, nav_flip, nav_acquire, crop_grid, norm)
 
 
 @app.command(no_args_is_help=True)

@@ -23,6 +23,12 @@ normalised values from 3 px inside a cut on). The crop size is round(), not trun
 box extent: the nearest whole number of pixels (a size jumps only where an extent crosses a
 half pixel; on the example the extents are ≥ 0.0097 px from one, far above the ~1e-5 px
 by which a cut moves the boxes).
+
+Normalisation (`norm`): every crop is normalised as (crop − mean) / std, by default with the
+mean and standard deviation of all square-mask pixels of the image (SPEC §4.7), so the same
+square scores differently in a cut-out or tile holding other squares. `find_squares(...,
+norm=(mean, std))` uses given constants instead (input pixel units), e.g. the full atlas's
+(`SquareResult.norm`): with crop_grid "square" a cut-out's squares then score as in the atlas.
 """
 from __future__ import annotations
 
@@ -271,22 +277,39 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     return cand
 
 
-def prepared_crop(cand: SquareCandidates, i: int, crop_grid: str = "image") -> np.ndarray:
+def check_norm(norm) -> tuple[float, float]:
+    """Validate given normalisation constants (mean, std), input pixel units: two finite
+    numbers, std > 0. Returns them as floats; raises ValueError naming the problem."""
+    try:
+        mean, std = (float(v) for v in norm)
+    except (TypeError, ValueError):
+        raise ValueError(f"norm must be two numbers (mean, std), got {norm!r}") from None
+    if not (np.isfinite(mean) and np.isfinite(std)):
+        raise ValueError(f"norm (mean, std) must be finite, got ({mean!r}, {std!r})")
+    if not std > 0:
+        raise ValueError(f"norm std must be > 0, got {std!r}")
+    return mean, std
+
+
+def prepared_crop(cand: SquareCandidates, i: int, crop_grid: str = "image",
+                  norm: tuple[float, float] | None = None) -> np.ndarray:
     """Crop i from the rotated image, fitted to 240×240 then normalised (SPEC §4.7), float32.
     crop_grid "image": `crop_bounds[i]` of the whole rotated image (published); "square":
-    `SquareCandidates.square_block(i)` (see the module docstring)."""
+    `SquareCandidates.square_block(i)` (see the module docstring). norm: (mean, std), input
+    units, to normalise with; None = `cand.norm` (the image's square-mask pixels)."""
     if crop_grid == "square":
         blk = cand.square_block(i)
     else:
         blk = cand.rotated_block(tuple(int(v) for v in cand.crop_bounds[i]))
     out = fit_to_side(blk)
-    mean, std = cand.norm
+    mean, std = cand.norm if norm is None else norm
     out -= np.float32(mean)
     out /= np.float32(std)
     return out
 
 
-def find_squares(image, *, models=None, batchnorm: str = "published", crop_grid: str = "image") -> SquareResult:
+def find_squares(image, *, models=None, batchnorm: str = "published", crop_grid: str = "image",
+                 norm: tuple[float, float] | None = None) -> SquareResult:
     """Find and score grid squares in a low-magnification image (SPEC §4).
 
     image: path to an MRC file, `io.LoadedImage`, or 2-D [row, col] array.
@@ -296,6 +319,10 @@ def find_squares(image, *, models=None, batchnorm: str = "published", crop_grid:
     crop_grid: "image" (crops cut from the whole rotated image, as the published tool) or
     "square" (each crop sampled on its own box's grid: independent of image size and cut
     position; see the module docstring).
+    norm: None (crops normalised by the mean / std of the image's square-mask pixels, SPEC
+    §4.7) or (mean, std) in input pixel units (finite, std > 0) to use instead, e.g. another
+    image's `SquareResult.norm`. The constants used are in `SquareResult.norm` (None when
+    no crop was scored) and `norm_source` ("image" | "given").
     Returns squares sorted by score, highest first (ties: region order, row-major).
     Vertices and centres are (x, y) = (col, row), px, in the input frame; area in px².
     An image without squares gives an empty list and `reason`.
@@ -304,6 +331,9 @@ def find_squares(image, *, models=None, batchnorm: str = "published", crop_grid:
         raise ValueError(f"batchnorm must be 'published' or 'running', got {batchnorm!r}")
     if crop_grid not in CROP_GRIDS:
         raise ValueError(f"crop_grid must be 'image' or 'square', got {crop_grid!r}")
+    source = "image" if norm is None else "given"
+    if norm is not None:
+        norm = check_norm(norm)
     from . import classifier
     from .models import ModelSet, load_model_set
 
@@ -315,14 +345,16 @@ def find_squares(image, *, models=None, batchnorm: str = "published", crop_grid:
     tm = dict(cand.timings_s)
     tm["models"] = t_models
     shape = tuple(int(s) for s in cand.pixels.shape)
+    used = norm if norm is not None else (tuple(float(v) for v in cand.norm) if cand.n else None)
     if cand.n == 0:
-        return SquareResult([], shape, cand.angle_deg, batchnorm, mset.name, cand.reason, tm, crop_grid)
+        return SquareResult([], shape, cand.angle_deg, batchnorm, mset.name, cand.reason, tm, crop_grid,
+                            used, source)
 
     crop_time = [0.0]
 
     def get_crop(i: int) -> np.ndarray:
         t = time.perf_counter()
-        c = prepared_crop(cand, i, crop_grid)
+        c = prepared_crop(cand, i, crop_grid, norm)
         crop_time[0] += time.perf_counter() - t
         return c
 
@@ -349,4 +381,4 @@ def find_squares(image, *, models=None, batchnorm: str = "published", crop_grid:
             )
         )
     tm["total"] = time.perf_counter() - t0
-    return SquareResult(squares, shape, cand.angle_deg, batchnorm, mset.name, None, tm, crop_grid)
+    return SquareResult(squares, shape, cand.angle_deg, batchnorm, mset.name, None, tm, crop_grid, used, source)

@@ -181,6 +181,7 @@ def full_object(report: Report) -> dict:
     }
     if report.kind == "lowmag":
         obj["crop_grid"] = getattr(r, "crop_grid", "image")
+        obj["normalisation"] = _normalisation(r)
         obj["grid_angle_deg"] = _opt_float(getattr(r, "grid_angle_deg", None))
     else:
         obj["lattice_angle_deg"] = _opt_float(getattr(r, "lattice_angle_deg", None))
@@ -199,6 +200,15 @@ def full_object(report: Report) -> dict:
     obj["count"] = len(its)
     obj["items"] = its
     return obj
+
+
+def _normalisation(r) -> dict | None:
+    """Lowmag crop normalisation constants of a result: {"mean", "std"} (input pixel units),
+    "source" ("image": its square-mask pixels; "given": by the caller); None without crops."""
+    norm = getattr(r, "norm", None)
+    if norm is None:
+        return None
+    return {"mean": float(norm[0]), "std": float(norm[1]), "source": getattr(r, "norm_source", "image")}
 
 
 def format_json_full(report: Report) -> str:
@@ -263,6 +273,9 @@ def format_txt(report: Report) -> str:
     if report.kind == "medmag" and getattr(r, "lattice_spacing_px", None) is not None:
         info.append(f"spacing {float(r.lattice_spacing_px):.1f} px")
     out.append("# " + ", ".join(info))
+    norm = _normalisation(r) if report.kind == "lowmag" else None
+    if norm is not None:  # crop normalisation constants, input pixel units
+        out.append(f"# normalisation mean {norm['mean']!r}, std {norm['std']!r} ({norm['source']})")
     px = report.pixel_size_nm
     if px is not None:
         out.append(f"# pixel size {px:g} nm ({'--pixel-size' if report.pixel_size_source == 'option' else 'MRC header'})")

@@ -56,6 +56,9 @@ class SquareResult:
     reason: str | None = None  # why the list is empty, when it is
     timings_s: dict[str, float] = field(default_factory=dict)
     crop_grid: str = "image"  # crop sampling: "image" (published) or "square" (lowmag.find_squares)
+    #: (mean, std) in input pixel units by which every crop was normalised (None: no crops)
+    norm: tuple[float, float] | None = None
+    norm_source: str = "image"  # "image": the image's square-mask pixels (SPEC §4.7); "given": by the caller
 
 
 @dataclass

@@ -43,6 +43,7 @@ def test_help_is_light():
     (["lowmag", "--batchnorm", "eval", "x.mrc"], ["batchnorm"]),
     (["lowmag", "--crop-grid", "diagonal", "x.mrc"], ["crop-grid"]),
     (["medmag", "--crop-grid", "square", "x.mrc"], ["no such option"]),
+    (["medmag", "--norm", "1,2", "x.mrc"], ["no such option"]),
     (["lowmag", "--section", "-1", "x.mrc"], ["section"]),
     (["lowmag", "-j", "0", "x.mrc"], ["jobs"]),
     (["plot", "r.json"], ["missing argument"]),
@@ -207,9 +208,9 @@ def test_crop_grid_reaches_the_pipeline(tmp_path, fake, capsys, monkeypatch):
     img = write_mrc(tmp_path / "a.mrc", good_image(1))
     seen = []
 
-    def spy(kind, image, models, batchnorm, crop_grid="image"):
+    def spy(kind, image, models, batchnorm, crop_grid="image", norm=None):
         seen.append(crop_grid)
-        return fake(kind, image, models, batchnorm, crop_grid)
+        return fake(kind, image, models, batchnorm, crop_grid, norm)
 
     from ptolemy_rt import batch
 
@@ -230,6 +231,63 @@ def test_crop_grid_reaches_the_pipeline(tmp_path, fake, capsys, monkeypatch):
     assert code == 0
     assert [json.loads((tmp_path / "out" / f"{n}.json").read_text())["crop_grid"] for n in "ab"] == ["square"] * 2
     assert seen == ["square", "image", "square", "image", "image", "square", "square"]
+
+
+def test_norm_reaches_the_pipeline(tmp_path, fake, capsys, monkeypatch):
+    """--norm MEAN,STD goes to find_squares as (mean, std) floats (one image and batches) and
+    into json-full ("normalisation", source "given") and a txt note; never into -f json / csv."""
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    seen = []
+
+    def spy(kind, image, models, batchnorm, crop_grid="image", norm=None):
+        seen.append(norm)
+        return fake(kind, image, models, batchnorm, crop_grid, norm)
+
+    from ptolemy_rt import batch
+
+    monkeypatch.setattr(batch, "run_pipeline", spy)
+    code, out, _ = run_inproc(["lowmag", "-f", "json-full", "--norm", "160.83,27.64", img], capsys)
+    assert code == 0 and json.loads(out)["normalisation"] == {"mean": 160.83, "std": 27.64, "source": "given"}
+    code, out, _ = run_inproc(["lowmag", "-f", "json-full", img], capsys)
+    assert code == 0 and json.loads(out)["normalisation"] == {"mean": 50.0, "std": 10.0, "source": "image"}
+    code, txt, _ = run_inproc(["lowmag", "-f", "txt", "--norm=-1.5e1, 2", img], capsys)
+    assert code == 0 and "# normalisation mean -15.0, std 2.0 (given)" in txt.splitlines()
+    code, txt, _ = run_inproc(["lowmag", "-f", "txt", img], capsys)
+    assert code == 0 and "# normalisation mean 50.0, std 10.0 (image)" in txt.splitlines()
+    plain = {}
+    for fmt in ("json", "csv"):
+        code, plain[fmt], _ = run_inproc(["lowmag", "-f", fmt, img], capsys)
+        code2, given, _ = run_inproc(["lowmag", "-f", fmt, "--norm", "1,2", img], capsys)
+        assert code == code2 == 0 and given == plain[fmt] and "normalisation" not in given
+    check_published_schema(json.loads(plain["json"]), "lowmag")
+    b = write_mrc(tmp_path / "b.mrc", good_image(2))
+    code, _, _ = run_inproc(["lowmag", img, b, "-o", tmp_path / "out", "-f", "json-full", "--norm", "7,3"], capsys)
+    assert code == 0
+    assert [json.loads((tmp_path / "out" / f"{n}.json").read_text())["normalisation"]["mean"] for n in "ab"] == [7.0] * 2
+    assert seen[:4] == [(160.83, 27.64), None, (-15.0, 2.0), None] and seen[-2:] == [(7.0, 3.0)] * 2
+
+
+@pytest.mark.parametrize("value,words", [
+    ("5", ["expected MEAN,STD"]), ("a,b", ["must be numbers"]), ("1,2,3", ["expected MEAN,STD"]),
+    ("1,0", ["STD must be > 0"]), ("1,-2", ["STD must be > 0"]), ("nan,1", ["finite"]), ("1,inf", ["finite"]),
+])
+def test_bad_norm_exit_2_one_line_no_file(tmp_path, fake, capsys, monkeypatch, value, words):
+    """A bad --norm is a usage error: exit 2, one line naming the option and the problem, no
+    traceback, no output file, the pipeline never runs."""
+    from ptolemy_rt import batch
+
+    def never(*a):
+        raise AssertionError("the pipeline must not run with a bad --norm")
+
+    monkeypatch.setattr(batch, "run_pipeline", never)
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    out = tmp_path / "res.json"
+    code, so, err = run_inproc(["lowmag", "--norm", value, "-o", out, img], capsys)
+    assert code == 2 and so == "" and not out.exists()
+    assert_one_error_line(err, "--norm", value, *words)
+    code, _, err = run_inproc(["lowmag", "--norm", value, img, img, "-o", tmp_path / "dir"], capsys)
+    assert code == 2 and not (tmp_path / "dir").exists()
+    assert_one_error_line(err, "--norm")
 
 
 def test_format_from_output_suffix(tmp_path, fake, capsys):

@@ -31,9 +31,10 @@ def good_image(seed=0, shape=(128, 160)):
     return (rng.random(shape) * 100).astype(np.float32)
 
 
-def fake_pipeline(kind, image, models, batchnorm, crop_grid="image"):
+def fake_pipeline(kind, image, models, batchnorm, crop_grid="image", norm=None):
     """Stand-in for find_squares / find_holes while exercising the command line: a fixed,
-    deterministic result derived from the image (empty when the image's mean is below 10)."""
+    deterministic result derived from the image (empty when the image's mean is below 10;
+    lowmag normalisation: `norm`, else (50.0, 10.0) from the "image")."""
     from ptolemy_rt.results import Hole, HoleResult, Square, SquareResult
 
     px = image.pixels
@@ -49,7 +50,9 @@ def fake_pipeline(kind, image, models, batchnorm, crop_grid="image"):
                                for i, (b, s) in enumerate(zip(boxes, scores))]
         sq.sort(key=lambda t: -t.score)
         return SquareResult(sq, (h, w), 12.5, batchnorm, models or "fake-set",
-                            "the mixture model found no bright squares" if empty else None, {"all": 0.01}, crop_grid)
+                            "the mixture model found no bright squares" if empty else None, {"all": 0.01}, crop_grid,
+                            None if empty and norm is None else (norm or (50.0, 10.0)),
+                            "image" if norm is None else "given")
     ho = [] if empty else [Hole(b, (int(round(sum(x for x, _ in b) / 4)), int(round(sum(y for _, y in b) / 4))),
                                 float((b[1][0] - b[0][0]) * (b[2][1] - b[1][1])), s)
                            for b, s in zip(boxes, scores)]

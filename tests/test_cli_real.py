@@ -48,6 +48,29 @@ def test_lowmag_real_crop_grid_square():
 
 
 @needs_shared
+@needs_published
+def test_lowmag_real_norm_keeps_json_bytes():
+    """-f json-full reports the atlas's normalisation constants; --norm with exactly these
+    gives the same -f json bytes as no --norm (published scores, within 1e-4 of the reference),
+    and -f json never carries the constants (the published schema)."""
+    args = ("lowmag", "--models", "ptolemy-2022", LOWMAG_MRC)
+    p = run_cli(*args, "-f", "json-full")
+    assert p.returncode == 0, p.stderr
+    norm = json.loads(p.stdout)["normalisation"]
+    assert norm["source"] == "image" and abs(norm["mean"] - 160.83) < 0.01 and abs(norm["std"] - 27.64) < 0.01
+    plain = run_cli(*args, "-f", "json")
+    given = run_cli(*args, "-f", "json", "--norm", f"{norm['mean']!r},{norm['std']!r}")
+    assert plain.returncode == given.returncode == 0 and plain.stderr == given.stderr == ""
+    assert given.stdout == plain.stdout and "normalisation" not in plain.stdout
+    data = json.loads(plain.stdout)
+    check_published_schema(data, "lowmag")
+    ref = REFERENCE / "lowmag_20may08a_16760340.published.json"
+    want = {tuple(d["center"]): d["score"] for d in json.loads(ref.read_text())}
+    assert {tuple(d["center"]) for d in data} == set(want)
+    assert max(abs(d["score"] - want[tuple(d["center"])]) for d in data) < 1e-4
+
+
+@needs_shared
 @needs_models
 def test_medmag_real_json_full_and_plot(tmp_path):
     from PIL import Image

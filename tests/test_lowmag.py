@@ -384,6 +384,65 @@ def test_square_grid_full_atlas_close_to_image_grid(square_full, running_full):
     assert max(diffs) < 0.05
 
 
+# ------------------------------------ given normalisation constants: cut-outs score as the atlas
+
+
+@needs_shared
+@needs_models
+def test_result_reports_normalisation(located, square_full, running_full):
+    """Both grids report the constants used: the atlas's square-mask mean / std (input units)."""
+    for res in (square_full, running_full):
+        assert res.norm_source == "image" and res.norm == located.norm
+    assert square_full.norm == pytest.approx((160.83, 27.64), abs=0.01)
+
+
+@needs_shared
+@needs_models
+def test_explicit_own_norm_gives_identical_scores(atlas, running_full):
+    """norm=None and norm=<the image's own reported constants> are the same computation:
+    identical scores (default crop grid and BatchNorm regime of the reference tests)."""
+    again = lowmag.find_squares(atlas, models="ptolemy-2022", batchnorm="running", norm=running_full.norm)
+    assert again.norm_source == "given" and again.norm == running_full.norm
+    assert [(s.center, s.score) for s in again.squares] == [(s.center, s.score) for s in running_full.squares]
+
+
+@needs_shared
+@needs_models
+@pytest.mark.parametrize("rows,cols", CUTS)
+def test_cut_out_same_boxes_and_running_scores_with_square_grid_and_atlas_norm(atlas, square_full, rows, cols):
+    """Issue 3, end to end: a non-square cut-out run with crop_grid "square", running
+    statistics and the full atlas's normalisation constants gives, for every square wholly
+    inside it, the same box (shifted) and the same running score (within 1e-4; measured
+    ≤ 9e-6) as the full atlas. (With its own constants: up to 0.009; image grid: up to 0.028.)"""
+    sub = io.validate_array(atlas.pixels[rows[0]:rows[1], cols[0]:cols[1]].copy())
+    part = lowmag.find_squares(sub, models="ptolemy-2022", batchnorm="running", crop_grid="square",
+                               norm=square_full.norm)
+    assert part.norm == square_full.norm and part.norm_source == "given"
+    diffs = []
+    for s in square_full.squares:
+        v = np.array(s.vertices)
+        if not _inside(v, rows, cols, margin=0):
+            continue
+        want = v - [cols[0], rows[0]]
+        d = [np.abs(np.array(p.vertices) - want).max() for p in part.squares]
+        j = int(np.argmin(d))
+        assert d[j] < 1e-3
+        diffs.append(abs(part.squares[j].score - s.score))
+    print(f"\ncut {rows}x{cols}, square grid + atlas norm: {len(diffs)} squares inside, "
+          f"max |d running score| {max(diffs):.1e}")
+    assert len(diffs) >= 20 and max(diffs) < 1e-4
+
+
+@pytest.mark.parametrize("norm,words", [
+    ((1.0, 0.0), "std must be > 0"), ((1.0, -2.0), "std must be > 0"), ((float("nan"), 1.0), "finite"),
+    ((1.0, float("inf")), "finite"), ((1.0,), "two numbers"), ((1.0, 2.0, 3.0), "two numbers"),
+    (5.0, "two numbers"), (("a", "b"), "two numbers"),
+])
+def test_norm_rejects_bad_values(norm, words):
+    with pytest.raises(ValueError, match=words):
+        lowmag.find_squares(np.zeros((64, 64), np.float32), models=object(), norm=norm)
+
+
 def test_crop_grid_rejects_unknown_value():
     with pytest.raises(ValueError, match="crop_grid"):
         lowmag.find_squares(np.zeros((64, 64), np.float32), models=object(), crop_grid="diagonal")
