@@ -21,7 +21,11 @@ MODULE = "_kernels_aot"
 
 
 def build(out_dir: Path) -> Path:
-    """Compile the extension into out_dir; returns its path."""
+    """Compile the extension into out_dir; returns its path. Built in a temporary folder and
+    moved into place (a process that has the old extension loaded keeps its copy)."""
+    import os
+    import tempfile
+
     from numba.pycc import CC
 
     from . import jit
@@ -34,14 +38,22 @@ def build(out_dir: Path) -> Path:
         return digest
 
     cc = CC(MODULE)
-    cc.output_dir = str(out_dir)
+    tmp = tempfile.mkdtemp(prefix="ptolemy-aot-", dir=out_dir)
+    cc.output_dir = tmp
     cc.target_cpu = "host"  # built where it runs (make install): use its vector units
     cc.verbose = False
     for name, (fname, sig) in jit.EXPORTS.items():
         cc.export(name, sig)(getattr(jit, fname).py_func)
     cc.export("source_digest", "i8()")(digest_fn)
-    cc.compile()
-    return Path(cc.output_dir) / Path(cc.output_file).name
+    try:
+        cc.compile()
+        name = Path(cc.output_file).name
+        os.replace(Path(tmp) / name, Path(out_dir) / name)
+    finally:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return Path(out_dir) / name
 
 
 def main(argv=None) -> int:

@@ -52,6 +52,7 @@ class Job:
     nav_acquire: int = 0
     crop_grid: str = "image"  # lowmag crop sampling: "image" (published) | "square"
     norm: tuple[float, float] | None = None  # lowmag crop normalisation (mean, std), input units; None: the image's
+    lattice: str | None = None  # medmag lattice search "square" | "oblique"; None: the model set's
 
 
 def split_nav_map(spec: str) -> tuple[str, str]:
@@ -101,8 +102,10 @@ def model_set(name: str | None):
     return _MODEL_SETS[name]
 
 
-def run_pipeline(kind: str, image, models: str | None, batchnorm: str, crop_grid: str = "image", norm=None):
-    """Run find_squares (lowmag) or find_holes (medmag; crop_grid and norm unused) on a LoadedImage."""
+def run_pipeline(kind: str, image, models: str | None, batchnorm: str, crop_grid: str = "image", norm=None,
+                 lattice: str | None = None):
+    """Run find_squares (lowmag; lattice unused) or find_holes (medmag; crop_grid and norm unused)
+    on a LoadedImage."""
     ms = model_set(models)
     if kind == "lowmag":
         from .lowmag import find_squares
@@ -110,7 +113,7 @@ def run_pipeline(kind: str, image, models: str | None, batchnorm: str, crop_grid
         return find_squares(image, models=ms, batchnorm=batchnorm, crop_grid=crop_grid, norm=norm)
     from .medmag import find_holes
 
-    return find_holes(image, models=ms, batchnorm=batchnorm)
+    return find_holes(image, models=ms, batchnorm=batchnorm, lattice=lattice)
 
 
 def analyse(job: Job) -> Outcome:
@@ -121,7 +124,7 @@ def analyse(job: Job) -> Outcome:
     t0 = time.perf_counter()
     image = read_mrc(job.input, section=job.section)
     px, src, note = resolve_pixel_size(job.kind, job.pixel_size_nm, image.pixel_size_nm)
-    result = run_pipeline(job.kind, image, job.models, job.batchnorm, job.crop_grid, job.norm)
+    result = run_pipeline(job.kind, image, job.models, job.batchnorm, job.crop_grid, job.norm, job.lattice)
     report = Report(job.kind, job.input, result, px, src, image.section, time.perf_counter() - t0)
     notes = [f"{job.input}: {note}"] if note else []
     warn = pixel_size_warning(report)
@@ -361,6 +364,7 @@ def run_batch(
     stream: TextIO | None = None,
     crop_grid: str = "image",
     norm: tuple[float, float] | None = None,
+    lattice: str | None = None,
 ) -> int:
     """Process many inputs into `out_dir` (created when missing); returns the exit code:
     0 when every input is ok or skipped, 6 when some failed."""
@@ -381,7 +385,7 @@ def run_batch(
 
     all_jobs = [
         Job(kind, f, fmt, result_path(out_dir, f, fmt), plot_path(plot_dir, f) if plot_dir else None,
-            models, batchnorm, section, pixel_size_nm, crop_grid=crop_grid, norm=norm)
+            models, batchnorm, section, pixel_size_nm, crop_grid=crop_grid, norm=norm, lattice=lattice)
         for f in inputs
     ]
     outcomes: list[Outcome | None] = [None] * len(all_jobs)

@@ -63,6 +63,12 @@ class CropGrid(str, Enum):
     square = "square"
 
 
+class LatticeSearch(str, Enum):
+    auto = "auto"
+    square = "square"
+    oblique = "oblique"
+
+
 app = typer.Typer(
     name=PROG,
     help="Ptolemy cryo-EM targeting: rank grid squares (lowmag) and holes (medmag) in MRC images.",
@@ -148,6 +154,10 @@ _CROP_GRID = typer.Option(CropGrid.image, "--crop-grid", case_sensitive=False,
                           help="image: crops cut from the whole rotated image, as the published tool (same scores); "
                                "square: each crop sampled on a grid anchored at its own box (crops independent of "
                                "image size and cut position: montages, cut or padded atlases).")
+_LATTICE = typer.Option(LatticeSearch.auto, "--lattice", case_sensitive=False,
+                        help="square: the published square-lattice search; oblique: also oblique lattices "
+                             "(grids imaged at a stage tilt up to ~45°); auto: what the model set declares "
+                             "(published set: square; own set: oblique).")
 _NORM = typer.Option(None, "--norm", metavar="MEAN,STD",
                      help="Normalise crops with these constants (input units) instead of the image's square pixels; "
                           "use the full atlas's values (reported in -f json-full) to score tiles or cut-outs of one "
@@ -189,7 +199,8 @@ def _parse_norm(spec: str | None) -> tuple[float, float] | None:
 
 
 def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force,
-                     nav_map=None, nav_flip=True, nav_acquire=0, crop_grid="image", norm=None) -> int:
+                     nav_map=None, nav_flip=True, nav_acquire=0, crop_grid="image", norm=None,
+                     lattice="auto") -> int:
     from . import batch
     from .output import check_output_path, format_from_suffix
 
@@ -209,6 +220,8 @@ def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, p
         raise batch.UsageProblem(f"--nav-map goes with -f nav, not -f {fmt_s}")
     bn = batchnorm.value if isinstance(batchnorm, Enum) else str(batchnorm)
     grid = crop_grid.value if isinstance(crop_grid, Enum) else str(crop_grid)
+    lat = lattice.value if isinstance(lattice, Enum) else str(lattice)
+    lat = None if lat == "auto" else lat
     inputs, any_folder = batch.expand_inputs([str(p) for p in images])
     out_is_dir = out not in (None, "-") and (Path(out).is_dir() or str(out).endswith(("/", os.sep)))
     many = len(inputs) > 1 or any_folder or out_is_dir
@@ -222,7 +235,7 @@ def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, p
             _check_models(models)
             return batch.run_batch(kind, inputs, str(out), fmt=fmt_s, plot_dir=plot, models=models,
                                    batchnorm=bn, section=section, pixel_size_nm=pixel_size, jobs=jobs,
-                                   force=force, crop_grid=grid, norm=norm)
+                                   force=force, crop_grid=grid, norm=norm, lattice=lat)
 
     src = inputs[0]
     to_file = out not in (None, "-")
@@ -238,7 +251,7 @@ def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, p
         if to_file and os.path.realpath(plot) == os.path.realpath(out):
             raise batch.UsageProblem("--plot and -o name the same file")
     job = batch.Job(kind, src, fmt_s, str(out) if to_file else None, str(plot) if plot else None,
-                    models, bn, section, pixel_size, nav_map, nav_flip, nav_acquire, grid, norm)
+                    models, bn, section, pixel_size, nav_map, nav_flip, nav_acquire, grid, norm, lat)
     with _stdout_to_stderr():
         outcome = batch.analyse(job)
     for n in outcome.notes:
@@ -287,6 +300,7 @@ def medmag(
     out: Optional[str] = _OUT,
     models: Optional[str] = _MODELS,
     batchnorm: BatchNorm = _BN,
+    lattice: LatticeSearch = _LATTICE,
     section: Optional[int] = _SECTION,
     jobs: int = _JOBS,
     plot: Optional[str] = _PLOT,
@@ -298,7 +312,7 @@ def medmag(
 ) -> int:
     """Find and rank holes in medium-magnification (grid square) images."""
     return _analyse_command("medmag", images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force,
-                            nav_map, nav_flip, nav_acquire)
+                            nav_map, nav_flip, nav_acquire, lattice=lattice)
 
 
 @app.command("plot", no_args_is_help=True)

@@ -499,12 +499,26 @@ def _cost_paint(points, mask, stamp, tag, box, total):
     return MISS_WEIGHT * (total - inside) + (covered - inside)
 
 
+#: Oblique candidates are square lattices seen at up to ~45° stage tilt: basis lengths within
+#: a factor OBLIQUE_MIN_RATIO (≈ cos 45°) of each other, angle between them 90° ± 25°.
+OBLIQUE_MIN_RATIO = 0.7
+OBLIQUE_MAX_COS = 0.42
+
+
 @jit
-def score_candidates(mask, centroids, neighbours, margin, box, oblique):
+def _tilted_square(nu, nv, dot):
+    """Whether basis vectors with squared lengths nu, nv and dot product dot can be a square
+    lattice imaged at a tilt up to ~45° (see OBLIQUE_MIN_RATIO, OBLIQUE_MAX_COS)."""
+    r2 = OBLIQUE_MIN_RATIO * OBLIQUE_MIN_RATIO
+    return nu >= r2 * nv and nv >= r2 * nu and dot * dot <= OBLIQUE_MAX_COS * OBLIQUE_MAX_COS * nu * nv
+
+
+@jit
+def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2, max_len2):
     """Costs of every candidate lattice (see lattice.py). Square candidates (i, s):
     d = c[neighbours[i, s]] − c[i] and d⊥. With oblique, also (i, p) for every pair p of
     neighbour slots s < t (pairs in row-major order): u = c[nb[i, s]] − c[i] and
-    v = c[nb[i, t]] − c[i], when the angle between u and v is within 30°-150°.
+    v = c[nb[i, t]] − c[i], when u and v can be a tilted square lattice (`_tilted_square`).
     Returns (costs n×k, counts n×k, oblique costs n×k(k−1)/2) int64: cost −1 where there is
     no candidate; count −1 where a square candidate covers the whole image and its points
     were not enumerated. Oblique candidates within the covering bound (shortest vector
@@ -565,8 +579,9 @@ def score_candidates(mask, centroids, neighbours, margin, box, oblique):
                 v1 = centroids[jt, 1] - centroids[i, 1]
                 nu = u0 * u0 + u1 * u1
                 nv = v0 * v0 + v1 * v1
-                cross = u0 * v1 - u1 * v0
-                if nu == 0.0 or nv == 0.0 or 4.0 * cross * cross < nu * nv:  # |sin| < 1/2
+                dot = u0 * v0 + u1 * v1
+                if (nu < min_len2 or nv < min_len2 or nu > max_len2 or nv > max_len2 or nu == 0.0 or nv == 0.0
+                        or not _tilted_square(nu, nv, dot)):
                     continue
                 short2 = shortest_vector2(u0, u1, v0, v1)
                 if short2 <= cover_d2:
@@ -600,5 +615,5 @@ EXPORTS = {
     "shortest_vector2": ("shortest_vector2", "f8(f8, f8, f8, f8)"),
     "lattice_points2": ("lattice_points2", "f8[:, ::1](f8, f8, f8, f8, f8, f8, f8, f8, f8)"),
     "score_candidates": ("score_candidates", "Tuple((i8[:, ::1], i8[:, ::1], i8[:, ::1]))"
-                         "(u1[:, ::1], f8[:, ::1], i8[:, ::1], f8, i8, b1)"),
+                         "(u1[:, ::1], f8[:, ::1], i8[:, ::1], f8, i8, b1, f8, f8)"),
 }

@@ -132,11 +132,13 @@ def shortest_vector2(u0, u1, v0, v1) -> float:
     return float(_fn("shortest_vector2")(float(u0), float(u1), float(v0), float(v1)))
 
 
-def score_candidates(mask, centroids, neighbours, margin: float, box: int, oblique: bool = False):
+def score_candidates(mask, centroids, neighbours, margin: float, box: int, oblique: bool = False,
+                     min_len2: float = 0.0, max_len2: float = float("inf")):
     """(costs n×k, counts n×k, oblique costs n×k(k−1)/2) int64 of every lattice candidate
-    (`jit.score_candidates`)."""
+    (`jit.score_candidates`; oblique basis vectors limited to squared lengths
+    [min_len2, max_len2] px²)."""
     m = np.asarray(mask)
     m = np.ascontiguousarray(m.view(np.uint8) if m.dtype == np.bool_ else m, np.uint8)
     return _fn("score_candidates")(m, np.ascontiguousarray(centroids, np.float64),
                                    np.ascontiguousarray(neighbours, np.int64), float(margin), int(box),
-                                   bool(oblique))
+                                   bool(oblique), float(min_len2), float(max_len2))

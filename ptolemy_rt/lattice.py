@@ -33,11 +33,15 @@ points.
 Oblique search (`oblique=True`; not in the published tool): a grid imaged at a stage tilt
 is an oblique lattice (a square lattice shrunk by cos(tilt) across the tilt axis), which no
 square candidate fits beyond a few holes. Besides the square candidates, every pair of
-neighbours (c_j, c_k) of c_i whose vectors u = c_j − c_i, v = c_k − c_i make an angle
-within 30°-150° gives the candidate c_i + a·u + b·v, with the same cost; the summed-area
-path applies when the lattice's shortest vector (Lagrange-Gauss reduction) is ≥ box·√2.
-The square candidates stay in, so an untilted grid keeps its square lattice unless an
-oblique one is strictly cheaper.
+neighbours (c_j, c_k) of c_i whose vectors u = c_j − c_i, v = c_k − c_i can be a square
+lattice seen at up to ~45° tilt (lengths within a factor 0.7 of each other, angle 90° ± 25°)
+gives the candidate c_i + a·u + b·v, with the same cost; the summed-area path applies when
+the lattice's shortest vector (Lagrange-Gauss reduction) is ≥ box·√2. The oblique search
+refines the square one: it runs after it and keeps only bases whose lengths are within a
+factor 0.7 of the square winner's |d| (the square search finds the spacing, the oblique
+one the shape; without that limit a noisy mask of large blobs is covered more cheaply by a
+dense wrong lattice). The square candidates stay in, so an untilted grid keeps its square
+lattice unless an oblique one is strictly cheaper.
 
 The candidate loop is a compiled kernel (`jit.score_candidates`, loaded by `kernels`).
 
@@ -59,6 +63,8 @@ N_NEIGHBOURS = 6
 MARGIN_PX = 100.0
 BOX_PX = 30
 MAX_POINTS = 5_000_000  # a winning lattice denser than this gets no point list (degenerate)
+#: Oblique candidates' basis vectors are within this factor of the square winner's |d|.
+OBLIQUE_LENGTH_RATIO = 0.7
 MISS_WEIGHT = 10  # cost of an uncovered mask pixel (covered outside: 1); = jit.MISS_WEIGHT
 
 
@@ -157,8 +163,13 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
     if len(c) < 2:
         return None
     nb = nearest_neighbours(c, k)
-    costs, _, costs2 = kernels.score_candidates(m, c, nb, float(margin), int(box), bool(oblique))
+    costs, _, costs2 = kernels.score_candidates(m, c, nb, float(margin), int(box), False)
     big = np.iinfo(np.int64).max
+    if oblique and (costs >= 0).any():  # second pass: shapes near the square winner's spacing
+        i, s = divmod(int(np.argmin(np.where(costs >= 0, costs, big))), nb.shape[1])
+        d2sq = float(np.sum((c[nb[i, s]] - c[i]) ** 2))
+        r2 = OBLIQUE_LENGTH_RATIO ** 2
+        _, _, costs2 = kernels.score_candidates(m, c, nb, float(margin), int(box), True, r2 * d2sq, d2sq / r2)
     flat = np.concatenate([np.where(costs >= 0, costs, big).ravel(), np.where(costs2 >= 0, costs2, big).ravel()])
     n_valid = int((costs >= 0).sum() + (costs2 >= 0).sum())
     if n_valid == 0:

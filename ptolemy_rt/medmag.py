@@ -373,9 +373,10 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchno
     m = np.asarray(mask, dtype=bool)
     if m.shape != pix.shape:
         raise ValueError(f"mask shape {m.shape} differs from image shape {pix.shape}")
-    layout = layout_holes(m, t, lattice or lattice_mode(models))
+    mode = lattice or lattice_mode(models)
+    layout = layout_holes(m, t, mode)
     res = HoleResult(holes=[], image_shape=tuple(pix.shape), batchnorm=batchnorm, models=model_name,
-                     timings_s=t)
+                     timings_s=t, lattice_search=mode)
     if layout.lattice is not None:
         res.lattice_angle_deg = layout.angle_deg
         res.lattice_spacing_px = layout.lattice.spacing_px

@@ -186,6 +186,7 @@ def full_object(report: Report) -> dict:
     else:
         obj["lattice_angle_deg"] = _opt_float(getattr(r, "lattice_angle_deg", None))
         obj["lattice_spacing_px"] = _opt_float(getattr(r, "lattice_spacing_px", None))
+        obj["lattice_search"] = getattr(r, "lattice_search", "square")
     obj["reason"] = result_reason(report)
     obj["pixel_size_nm"] = report.pixel_size_nm
     obj["pixel_size_source"] = report.pixel_size_source
@@ -272,6 +273,8 @@ def format_txt(report: Report) -> str:
         info.append(f"lattice angle {float(r.lattice_angle_deg):.2f} deg")
     if report.kind == "medmag" and getattr(r, "lattice_spacing_px", None) is not None:
         info.append(f"spacing {float(r.lattice_spacing_px):.1f} px")
+    if report.kind == "medmag" and getattr(r, "lattice_search", "square") != "square":
+        info.append(f"lattice search {r.lattice_search}")
     out.append("# " + ", ".join(info))
     norm = _normalisation(r) if report.kind == "lowmag" else None
     if norm is not None:  # crop normalisation constants, input pixel units

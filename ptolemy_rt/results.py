@@ -73,3 +73,4 @@ class HoleResult:
     models: str = ""
     reason: str | None = None  # why the list is empty, when it is
     timings_s: dict[str, float] = field(default_factory=dict)
+    lattice_search: str = "square"  # "square" (published) or "oblique" (also tilted grids)

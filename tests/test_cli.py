@@ -208,7 +208,7 @@ def test_crop_grid_reaches_the_pipeline(tmp_path, fake, capsys, monkeypatch):
     img = write_mrc(tmp_path / "a.mrc", good_image(1))
     seen = []
 
-    def spy(kind, image, models, batchnorm, crop_grid="image", norm=None):
+    def spy(kind, image, models, batchnorm, crop_grid="image", norm=None, lattice=None):
         seen.append(crop_grid)
         return fake(kind, image, models, batchnorm, crop_grid, norm)
 
@@ -239,7 +239,7 @@ def test_norm_reaches_the_pipeline(tmp_path, fake, capsys, monkeypatch):
     img = write_mrc(tmp_path / "a.mrc", good_image(1))
     seen = []
 
-    def spy(kind, image, models, batchnorm, crop_grid="image", norm=None):
+    def spy(kind, image, models, batchnorm, crop_grid="image", norm=None, lattice=None):
         seen.append(norm)
         return fake(kind, image, models, batchnorm, crop_grid, norm)
 
@@ -455,3 +455,28 @@ def test_split_nav_map_windows_paths():
 
     assert split_nav_map(r"C:\data\grid1.nav:12") == (r"C:\data\grid1.nav", "12")
     assert split_nav_map("/d/s.nav:A-3") == ("/d/s.nav", "A-3")
+
+
+def test_lattice_reaches_the_pipeline(tmp_path, fake, capsys, monkeypatch):
+    """medmag --lattice square|oblique goes to find_holes (one image and batches); auto (the
+    default) passes None = the model set's choice; a bad value is a usage error (exit 2)."""
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    seen = []
+
+    def spy(kind, image, models, batchnorm, crop_grid="image", norm=None, lattice=None):
+        seen.append(lattice)
+        return fake(kind, image, models, batchnorm, crop_grid, norm, lattice)
+
+    from ptolemy_rt import batch
+
+    monkeypatch.setattr(batch, "run_pipeline", spy)
+    assert run_inproc(["medmag", "-f", "json", "--lattice", "oblique", img], capsys)[0] == 0
+    assert run_inproc(["medmag", "-f", "json", "--lattice", "SQUARE", img], capsys)[0] == 0
+    assert run_inproc(["medmag", "-f", "json", img], capsys)[0] == 0
+    b = write_mrc(tmp_path / "b.mrc", good_image(2))
+    assert run_inproc(["medmag", img, b, "-o", tmp_path / "out", "--lattice", "oblique"], capsys)[0] == 0
+    assert seen == ["oblique", "square", None, "oblique", "oblique"]
+    code, out, err = run_inproc(["medmag", "--lattice", "hexagonal", img], capsys)
+    assert code == 2 and out == "" and "Traceback" not in err
+    code, out, err = run_inproc(["lowmag", "--lattice", "oblique", img], capsys)
+    assert code == 2 and out == ""

@@ -31,7 +31,7 @@ def good_image(seed=0, shape=(128, 160)):
     return (rng.random(shape) * 100).astype(np.float32)
 
 
-def fake_pipeline(kind, image, models, batchnorm, crop_grid="image", norm=None):
+def fake_pipeline(kind, image, models, batchnorm, crop_grid="image", norm=None, lattice=None):
     """Stand-in for find_squares / find_holes while exercising the command line: a fixed,
     deterministic result derived from the image (empty when the image's mean is below 10;
     lowmag normalisation: `norm`, else (50.0, 10.0) from the "image")."""

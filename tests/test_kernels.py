@@ -86,7 +86,8 @@ def test_aot_and_jit_give_identical_results():
     m8 = np.ascontiguousarray(mask.view(np.uint8))
     cents = np.random.default_rng(2).random((12, 2)) * 120
     nb = lattice.nearest_neighbours(cents)
-    for x, y in zip(aot.score_candidates(m8, cents, nb, 100.0, 30, True), jit.score_candidates(m8, cents, nb, 100.0, 30, True)):
+    args = (m8, cents, nb, 100.0, 30, True, 100.0, 1e6)
+    for x, y in zip(aot.score_candidates(*args), jit.score_candidates(*args)):
         np.testing.assert_array_equal(x, y)
 
 
