@@ -46,7 +46,9 @@ ARCH = {
     "square_classifier": {"channels": 16, "kernels": [5, 3, 3, 3, 3], "head_kernel": 6},
     # crops normalised by the whole image's mean/std (medmag.crop_normalisation): per-crop
     # normalisation hides how bright a hole is, the main sign of empty or thick ice
-    "hole_classifier": {"channels": 16, "n_stages": 4, "crop_normalisation": "image"},
+    # and one BatchNorm batch per crop shape (as trained), not the published "each crop alone
+    # when shapes differ" (medmag.bn_batches)
+    "hole_classifier": {"channels": 16, "n_stages": 4, "crop_normalisation": "image", "bn_batches": "shape"},
     "hole_unet": {"channels": 16, "depth": 7},
 }
 DEFAULTS = {
@@ -576,6 +578,7 @@ def export(out: Path) -> Path:
         spec = fn(net, out, key)
         if key == "hole_classifier":  # runtime crop normalisation it was trained with
             spec["architecture"]["crop_normalisation"] = a.get("crop_normalisation", "crop")
+            spec["architecture"]["bn_batches"] = a.get("bn_batches", "published")
         if key == "hole_unet":  # runtime speckle filter for this small U-Net (medmag.drop_small_regions)
             spec["architecture"]["mask_min_region_px"] = UNET_MASK_MIN_REGION_PX
         models[key] = {"architecture": spec["architecture"], "parts": spec["parts"],

@@ -294,6 +294,25 @@ def image_norm(pixels: np.ndarray) -> tuple[float, float]:
     return mean, float(np.sqrt(max(var, 0.0)))
 
 
+BN_BATCHES = ("published", "shape")
+
+
+def bn_batches(models) -> str:
+    """How a model set's hole classifier groups an image's crops into BatchNorm batches in the
+    published regime (`hole_classifier.architecture.bn_batches`): "published" (one batch when
+    all crops share a shape, else each crop alone: the published tool; default) or "shape"
+    (one batch per crop shape, as `export/train.py` trains)."""
+    if models is None:
+        return "published"
+    mode = models.model(HOLE_KEY).get("architecture", {}).get("bn_batches", "published") or "published"
+    if mode not in BN_BATCHES:
+        from .errors import ModelSetError
+
+        raise ModelSetError(f"{models.name}: unknown hole_classifier bn_batches {mode!r} "
+                            f"(known: {', '.join(BN_BATCHES)})")
+    return mode
+
+
 CROP_NORMALISATIONS = ("crop", "image")
 
 
@@ -321,7 +340,9 @@ def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str =
     Published regime, as the published tool batches them (verified on the example: every
     crop there matches the published score only when scored alone): when all crops have the
     same shape they are scored in one batch (shared BatchNorm statistics); otherwise each crop
-    is scored alone. Running regime: crops are independent; equal shapes share a call.
+    is scored alone. A model set declaring `bn_batches` "shape" (`bn_batches`) gets one batch
+    per crop shape instead, as it was trained. Running regime: crops are independent; equal
+    shapes share a call.
     """
     from .classifier import score_crops
 
@@ -330,7 +351,7 @@ def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str =
     groups: dict[tuple[int, int], list[int]] = {}
     for k, (r0, c0, r1, c1) in enumerate(b):
         groups.setdefault((int(r1 - r0), int(c1 - c0)), []).append(k)
-    if batchnorm == "published" and len(groups) > 1:
+    if batchnorm == "published" and len(groups) > 1 and bn_batches(models) == "published":
         batches = [[k] for k in range(len(b))]
     else:
         batches = [groups[s] for s in sorted(groups)]
