@@ -48,13 +48,15 @@ bench: venv kernels
 	$(BIN)/python bench/run_bench.py
 
 # Own model set from synthetic data: the exact steps that made the committed
-# onnx_models/ptolemy-rt-synth-v1 (docs/OWN_MODELS.md; about an hour on one CPU thread).
+# onnx_models/ptolemy-rt-synth-v1 (docs/OWN_MODELS.md; about 1.5 h on one CPU thread).
 # `make train-quick` is the short recipe (first U-Net stage only) into build/quick-set.
 train: export-deps
 	$(BIN)/python -m export.train --only hole_unet --unet-steps 1000
 	mkdir -p build && cp build/train-cache/hole_unet.pt build/hole_unet_v2.pt
 	$(BIN)/python -m export.train --only hole_unet --unet-steps 800 --unet-target-fraction 0.25 --unet-init build/hole_unet_v2.pt
-	$(BIN)/python -m export.train --only hole_classifier --hole-images 150 --hole-epochs 5
+	cp build/train-cache/hole_unet.pt build/hole_unet_v3.pt
+	$(BIN)/python -m export.train --only hole_unet --unet-steps 1500 --unet-images 120 --unet-target-fraction 0.25 --unet-init build/hole_unet_v3.pt --calib-images 40
+	$(BIN)/python -m export.train --only hole_classifier --hole-images 250 --hole-epochs 10
 	$(BIN)/python -m export.train --only square_classifier
 	$(BIN)/python -m export.train --export-only --out onnx_models/ptolemy-rt-synth-v1
 

@@ -324,6 +324,15 @@ def test_published_batching_policy(monkeypatch):
     calls.clear()
     medmag.score_holes(None, rot, mixed, "running")
     assert sorted(calls) == [("running", [(100, 80)]), ("running", [(100, 100), (100, 100)])]
+    # a model set trained with one batch per crop shape declares bn_batches "shape"
+    calls.clear()
+    own = _ManifestOnly({"bn_batches": "shape"})
+    assert medmag.score_holes(own, rot, mixed, "published").tolist() == [100, 80, 100]
+    assert sorted(calls) == [("published", [(100, 80)]), ("published", [(100, 100), (100, 100)])]
+    from ptolemy_rt.errors import ModelSetError
+
+    with pytest.raises(ModelSetError, match="bn_batches"):
+        medmag.score_holes(_ManifestOnly({"bn_batches": "all"}), rot, mixed, "published")
 
 
 def test_drop_small_regions_removes_only_small_components():
@@ -340,3 +349,87 @@ def test_drop_small_regions_removes_only_small_components():
     assert drop_small_regions(m, 9).sum() == 109
     assert drop_small_regions(m, 2).sum() == 111
     assert drop_small_regions(m, 0) is m
+
+
+class _ManifestOnly:
+    """Just enough of a ModelSet for `crop_normalisation` (a manifest dict)."""
+
+    name = "test-set"
+
+    def __init__(self, arch):
+        self.manifest = {"models": {"hole_classifier": {"architecture": arch}}}
+
+    def model(self, key):
+        return self.manifest["models"][key]
+
+
+def test_crop_normalisation_modes():
+    """Per crop (published; default when the manifest says nothing) or by the image's
+    mean/std; an unknown mode is a model-set error, not a silent fallback."""
+    from ptolemy_rt.errors import ModelSetError
+    from ptolemy_rt.medmag import crop_normalisation, image_norm, prepare_crop
+
+    assert crop_normalisation(_ManifestOnly({})) == "crop"
+    assert crop_normalisation(_ManifestOnly({"crop_normalisation": "image"})) == "image"
+    with pytest.raises(ModelSetError, match="crop_normalisation"):
+        crop_normalisation(_ManifestOnly({"crop_normalisation": "median"}))
+    rng = np.random.default_rng(3)
+    img = rng.poisson(50, (160, 160)).astype(np.float32)
+    img[:, :75] += 100  # bright left half
+    mean, std = image_norm(img)
+    assert mean == pytest.approx(img.astype(np.float64).mean(), rel=1e-12)
+    assert std == pytest.approx(img.astype(np.float64).std(), rel=1e-9)
+    bright, dark = img[:70, :70], img[:70, 85:155]
+    own_b, own_d = prepare_crop(bright), prepare_crop(dark)
+    assert abs(own_b.mean()) < 1e-5 and abs(own_d.mean()) < 1e-5  # brightness gone per crop
+    img_b, img_d = prepare_crop(bright, (mean, std)), prepare_crop(dark, (mean, std))
+    np.testing.assert_allclose(img_b, (bright - mean) / std, rtol=1e-5, atol=1e-5)
+    assert img_b.mean() > 0.5 > -0.5 > img_d.mean()  # kept relative to the image
+    small = prepare_crop(img[:40, :40], (mean, std))  # padded to the minimum side with the image mean (0)
+    assert small.shape == (medmag.MIN_CROP_PX, medmag.MIN_CROP_PX) and small[0, 0] == 0.0
+
+
+def test_model_sets_declare_their_crop_normalisation():
+    """The own set was trained on image-normalised crops and says so; the published set
+    keeps the published per-crop normalisation."""
+    from ptolemy_rt.medmag import crop_normalisation
+    from ptolemy_rt.models import load_model_set
+
+    own = load_model_set("ptolemy-rt-synth-v1")
+    assert crop_normalisation(own) == "image" and medmag.bn_batches(own) == "shape"
+    assert medmag.lattice_mode(own) == "oblique"
+    try:
+        pub = load_model_set("ptolemy-2022")
+    except Exception:
+        pytest.skip("published set not built")
+    assert crop_normalisation(pub) == "crop" and medmag.bn_batches(pub) == "published"
+    assert medmag.lattice_mode(pub) == "square"
+
+
+def _lattice_f1(result, truth):
+    """SPEC §7 one-to-one hole matching of the reported hole centres against the truth discs."""
+    from ptolemy_rt.evaluate import match_points_to_discs
+
+    cen = np.array([t.center for t in truth])
+    rad = np.array([t.radius for t in truth])
+    pred = np.array([[(h.vertices[0][0] + h.vertices[2][0]) / 2, (h.vertices[0][1] + h.vertices[2][1]) / 2]
+                     for h in result.holes]).reshape(-1, 2)
+    return match_points_to_discs(pred, cen, rad)
+
+
+def test_oblique_lattice_finds_the_holes_of_a_tilted_grid():
+    """A synthetic R2/2 grid imaged at 35° tilt with the own model set: the oblique search
+    (the set's default) finds the holes that the published square search misses."""
+    from ptolemy_rt import synthetic
+    from ptolemy_rt.models import load_model_set
+
+    ms = load_model_set("ptolemy-rt-synth-v1")
+    img, truth = synthetic.medmag_image(424242, film="R2/2", pixel_nm=15.0, tilt_deg=35.0, tilt_axis_deg=30.0,
+                                        angle_deg=12.0, broken=False, bars=0, dose=100.0, film_material="carbon")
+    obl = medmag.find_holes(img, models=ms)
+    sq = medmag.find_holes(img, models=ms, lattice="square")
+    assert obl.lattice_search == "oblique" and sq.lattice_search == "square"
+    mo, ms_ = _lattice_f1(obl, truth), _lattice_f1(sq, truth)
+    print(f"tilted grid: oblique F1 {mo['f1']:.3f} (tp {mo['tp']} fp {mo['fp']}), square F1 {ms_['f1']:.3f}")
+    assert mo["f1"] >= 0.85 and mo["fp"] == 0
+    assert ms_["f1"] <= mo["f1"] - 0.15
