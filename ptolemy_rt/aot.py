@@ -7,17 +7,21 @@ numba.pycc turns every kernel of `jit.EXPORTS` into the extension module
 extension needs only numpy: no numba, no LLVM, no compilation (numba alone costs ≈0.5 s and
 ≈110 MB of memory per process). The module also exports `source_digest()`, the digest of the
 jit.py it was built from; `ptolemy_rt.kernels` uses it only when it matches the jit.py beside
-it, and otherwise jits that file (cached on disk).
+it and the file's sha256 matches the one written beside it at build time (a truncated or
+damaged extension would crash the process when loaded), and otherwise jits jit.py (cached
+on disk).
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 import warnings
 from pathlib import Path
 
 MODULE = "_kernels_aot"
+SIDECAR = "_kernels_aot.sha256"  # sha256 of the built extension: a damaged file is not loaded
 
 
 def build(out_dir: Path) -> Path:
@@ -48,7 +52,11 @@ def build(out_dir: Path) -> Path:
     try:
         cc.compile()
         name = Path(cc.output_file).name
-        os.replace(Path(tmp) / name, Path(out_dir) / name)
+        built = Path(tmp) / name
+        side = Path(tmp) / SIDECAR
+        side.write_text(hashlib.sha256(built.read_bytes()).hexdigest() + "\n")
+        os.replace(built, Path(out_dir) / name)
+        os.replace(side, Path(out_dir) / SIDECAR)
     finally:
         import shutil
 

@@ -1,7 +1,8 @@
 """The compiled hot loops (`ptolemy_rt.jit`), loaded once per process.
 
 Backend: the ahead-of-time extension `ptolemy_rt._kernels_aot` (built by `make install`,
-`python -m ptolemy_rt.aot`) when it exists and was built from the jit.py beside it;
+`python -m ptolemy_rt.aot`) when it exists, is intact (sha256 written at build time) and
+was built from the jit.py beside it;
 otherwise jit.py jitted by numba with its on-disk cache (the first run compiles, about
 5-10 s; later runs load the cache). `PTOLEMY_KERNELS=jit` forces the jitted backend.
 `backend()` says which one is in use ("aot" or "jit").
@@ -29,11 +30,27 @@ def source_digest() -> int:
     return int(hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:15], 16)
 
 
+def _extension_intact() -> bool:
+    """Whether the built extension exists and its bytes match the sha256 written beside it at
+    build time (loading a truncated shared library kills the process with SIGBUS)."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("ptolemy_rt._kernels_aot")
+        if spec is None or not spec.origin:
+            return False
+        so = Path(spec.origin)
+        want = (so.parent / "_kernels_aot.sha256").read_text().strip()
+        return hashlib.sha256(so.read_bytes()).hexdigest() == want
+    except (OSError, ValueError, ImportError):
+        return False
+
+
 def _load():
     global _IMPL, _BACKEND
     if _IMPL is not None:
         return _IMPL
-    if os.environ.get("PTOLEMY_KERNELS", "").lower() != "jit":
+    if os.environ.get("PTOLEMY_KERNELS", "").lower() != "jit" and _extension_intact():
         try:
             aot = importlib.import_module("ptolemy_rt._kernels_aot")
             if int(aot.source_digest()) == source_digest():

@@ -137,3 +137,27 @@ def test_pipelines_do_not_load_numba():
         "m = np.zeros(img.shape, bool)\nfor r in range(100, 900, 80):\n"
         "    for c in range(100, 1300, 80):\n        m[r:r+20, c:c+20] = True\n"
         "lay = layout_holes(m)\nassert lay.lattice is not None")
+
+
+@needs_aot
+def test_damaged_extension_is_not_loaded(tmp_path):
+    """A truncated extension (e.g. a disk filled up while copying) would kill the process with
+    SIGBUS when loaded; its sha256 no longer matches the build's, so the jit backend is used."""
+    import shutil
+    from pathlib import Path
+
+    import ptolemy_rt
+
+    pkg = Path(ptolemy_rt.__file__).parent
+    dst = tmp_path / "ptolemy_rt"
+    shutil.copytree(pkg, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    so = next(dst.glob("_kernels_aot*.so"))
+    so.write_bytes(so.read_bytes()[:1000])
+    out = subprocess.run([sys.executable, "-c", "from ptolemy_rt import kernels; print(kernels.backend())"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "jit"
+    (dst / "_kernels_aot.sha256").unlink()  # no record of the build: not trusted either
+    out = subprocess.run([sys.executable, "-c", "from ptolemy_rt import kernels; print(kernels.backend())"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "jit"
