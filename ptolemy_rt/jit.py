@@ -441,8 +441,12 @@ def shortest_vector2(u0, u1, v0, v1):
 
 
 @jit
-def _box_start(x, half):
-    return int(math.floor(x + 0.5)) - half
+def _box_bounds(pr, pc, box, h, w):
+    """Pixel rows r0..r1−1, cols c0..c1−1 of the box×box box of lattice point (pr, pc) (rows
+    floor(pr + 0.5) − box//2 … + box − 1, same for cols), clipped to the h×w image."""
+    r0 = int(math.floor(pr + 0.5)) - box // 2
+    c0 = int(math.floor(pc + 0.5)) - box // 2
+    return max(r0, 0), max(c0, 0), min(r0 + box, h), min(c0 + box, w)
 
 
 @jit
@@ -460,16 +464,10 @@ def _summed_area(mask):
 
 @jit
 def _cost_sat(points, sat, h, w, box, total):
-    half = box // 2
     covered = 0
     inside = 0
     for k in range(points.shape[0]):
-        r0 = _box_start(points[k, 0], half)
-        c0 = _box_start(points[k, 1], half)
-        r1 = min(r0 + box, h)
-        c1 = min(c0 + box, w)
-        r0 = max(r0, 0)
-        c0 = max(c0, 0)
+        r0, c0, r1, c1 = _box_bounds(points[k, 0], points[k, 1], box, h, w)
         if r1 <= r0 or c1 <= c0:
             continue
         covered += (r1 - r0) * (c1 - c0)
@@ -482,16 +480,12 @@ def _cost_paint(points, mask, stamp, tag, box, total):
     """Exact union cost by painting into `stamp` (int32 [H, W]); pixels equal to tag are
     already covered by this candidate, so the buffer never needs clearing."""
     h, w = mask.shape
-    half = box // 2
     covered = 0
     inside = 0
     for k in range(points.shape[0]):
-        r0 = _box_start(points[k, 0], half)
-        c0 = _box_start(points[k, 1], half)
-        r1 = min(r0 + box, h)
-        c1 = min(c0 + box, w)
-        for r in range(max(r0, 0), r1):
-            for c in range(max(c0, 0), c1):
+        r0, c0, r1, c1 = _box_bounds(points[k, 0], points[k, 1], box, h, w)
+        for r in range(r0, r1):
+            for c in range(c0, c1):
                 if stamp[r, c] != tag:
                     stamp[r, c] = tag
                     covered += 1
