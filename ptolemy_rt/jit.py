@@ -508,6 +508,20 @@ def _tilted_square(nu, nv, dot):
 
 
 @jit
+def _lattice_cost(pts, mask, sat, stamp, tag, box, total, short2):
+    """Cost of one candidate's points: summed-area table when no two boxes can overlap
+    (shortest lattice vector² short2 ≥ 2·box²), else exact painting into `stamp` (allocated
+    [H, W] int32 on first use; tag advanced). Returns (cost, stamp, tag)."""
+    h, w = mask.shape
+    if short2 >= 2.0 * box * box:
+        return _cost_sat(pts, sat, h, w, box, total), stamp, tag
+    if stamp.shape[0] != h:
+        stamp = np.zeros((h, w), np.int32)
+    tag += 1
+    return _cost_paint(pts, mask, stamp, tag, box, total), stamp, tag
+
+
+@jit
 def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2, max_len2):
     """Costs of every candidate lattice (see lattice.py). Square candidates (i, s):
     d = c[neighbours[i, s]] − c[i] and d⊥. With oblique, also (i, p) for every pair p of
@@ -531,7 +545,6 @@ def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2
     sat = _summed_area(mask)
     stamp = np.zeros((1, 1), np.int32)
     tag = 0
-    min_d2 = 2.0 * box * box
     cover_d2 = 2.0 * (box / 2.0 - 1.5) ** 2
     can_cover = margin >= box and box % 2 == 0
     for i in range(n):
@@ -550,13 +563,7 @@ def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2
                 continue
             pts = lattice_points(centroids[i, 0], centroids[i, 1], d0, d1, float(h), float(w), margin)
             counts[i, s] = pts.shape[0]
-            if d2 >= min_d2:
-                costs[i, s] = _cost_sat(pts, sat, h, w, box, total)
-            else:
-                if stamp.shape[0] != h:
-                    stamp = np.zeros((h, w), np.int32)
-                tag += 1
-                costs[i, s] = _cost_paint(pts, mask, stamp, tag, box, total)
+            costs[i, s], stamp, tag = _lattice_cost(pts, mask, sat, stamp, tag, box, total, d2)
         if not oblique:
             continue
         p = -1
@@ -581,13 +588,7 @@ def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2
                 if short2 <= cover_d2:
                     continue
                 pts = lattice_points2(centroids[i, 0], centroids[i, 1], u0, u1, v0, v1, float(h), float(w), margin)
-                if short2 >= min_d2:
-                    costs2[i, p] = _cost_sat(pts, sat, h, w, box, total)
-                else:
-                    if stamp.shape[0] != h:
-                        stamp = np.zeros((h, w), np.int32)
-                    tag += 1
-                    costs2[i, p] = _cost_paint(pts, mask, stamp, tag, box, total)
+                costs2[i, p], stamp, tag = _lattice_cost(pts, mask, sat, stamp, tag, box, total, short2)
     return costs, counts, costs2
 
 
