@@ -30,13 +30,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-CACHE = Path("build/train-cache")
+#: trained states between the steps of a recipe (PTOLEMY_TRAIN_CACHE: another folder, e.g. to
+#: rerun a step for a reproduction check without touching the committed set's states)
+CACHE = Path(os.environ.get("PTOLEMY_TRAIN_CACHE", "build/train-cache"))
 SET_NAME = "ptolemy-rt-synth-v1"
 LICENCE = "MIT (own work: trained only on synthetic images from ptolemy_rt.synthetic)"
 CITATION = ("Architectures and training recipes after Kim, P. T. et al. (2023). Learning to automate "
@@ -56,6 +59,7 @@ DEFAULTS = {
     "hole_images": 100, "hole_epochs": 3, "hole_batch": 12,
     "unet_images": 60, "unet_steps": 500, "unet_patch": 384, "unet_batch": 2,
     "unet_target_fraction": 0.5, "unet_target_min": 6.0, "calib_images": 12, "unet_init": "",
+    "unet_sigma_max": 6.0, "unet_lr": 1e-3, "hole_lr": 1e-3, "hole_init": "",
 }
 #: Pipeline choices written to the manifest (medmag.lattice_mode): tilted collection images
 #: an oblique lattice, which the published square-only search misses (synthetic eval set:
@@ -277,9 +281,11 @@ def _rot90(torch, x, k):
     return torch.rot90(x, int(k), dims=(-2, -1)) if k else x
 
 
-def train_classifier(key: str, data, epochs: int, seed: int, batch_max: int | None = None, val=None):
-    """Adam + BCE on per-image batches (one BatchNorm batch = one image's crops of one
-    shape), random 90° rotation per batch. Returns (module, info)."""
+def train_classifier(key: str, data, epochs: int, seed: int, batch_max: int | None = None, val=None,
+                     lr: float = 1e-3, init: str = ""):
+    """Adam (rate lr) + BCE on per-image batches (one BatchNorm batch = one image's crops of
+    one shape), random 90° rotation per batch; init: fine-tune from a cached checkpoint.
+    Returns (module, info)."""
     torch = _torch()
     from .arch_classifiers import HoleClassifier, SquareClassifier
 
@@ -288,7 +294,9 @@ def train_classifier(key: str, data, epochs: int, seed: int, batch_max: int | No
     a = ARCH[key]
     net = (SquareClassifier(a["channels"], tuple(a["kernels"]), a["head_kernel"]) if key == "square_classifier"
            else HoleClassifier(a["channels"], a["n_stages"]))
-    opt = torch.optim.Adam(net.parameters())
+    if init:
+        net.load_state_dict(torch.load(init, map_location="cpu")["state"])
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
     lossf = torch.nn.BCEWithLogitsLoss()
     steps, t0, hist = 0, time.perf_counter(), []
     for ep in range(epochs):
@@ -312,7 +320,7 @@ def train_classifier(key: str, data, epochs: int, seed: int, batch_max: int | No
             steps += 1
             if steps % 25 == 0:
                 _log(f"{key}: epoch {ep + 1}/{epochs} step {steps} loss {np.mean(hist[-25:]):.4f}")
-    info = {"steps": steps, "epochs": epochs, "train_seconds": round(time.perf_counter() - t0, 1),
+    info = {"steps": steps, "epochs": epochs, "lr": lr, "train_seconds": round(time.perf_counter() - t0, 1),
             "final_loss": round(float(np.mean(hist[-25:])), 4) if hist else None}
     if val:
         info.update(eval_classifier(net, val))
@@ -347,17 +355,24 @@ def eval_classifier(net, data) -> dict:
             "val_accuracy_published_bn": round(float(((sp > 0.5) == (y > 0.5)).mean()), 4)}
 
 
-def gaussian_blur(torch, x, sigma, radius: int = 12):
-    """Separable Gaussian blur of N×1×H×W with a differentiable sigma (px)."""
+def gaussian_blur(torch, x, sigma, radius: int = 12, sigma_max: float = SIGMA_MAX):
+    """Separable Gaussian blur of N×1×H×W with a differentiable sigma (px), clamped to
+    [0.5, sigma_max]."""
     t = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    s = torch.clamp(sigma, min=0.5, max=SIGMA_MAX)
+    s = torch.clamp(sigma, min=0.5, max=sigma_max)
     k = torch.exp(-0.5 * (t / s) ** 2)
     k = k / k.sum()
     x = torch.nn.functional.conv2d(x, k.view(1, 1, 1, -1), padding=(0, radius))
     return torch.nn.functional.conv2d(x, k.view(1, 1, -1, 1), padding=(radius, 0))
 
 
-def train_unet(pool, steps: int, patch: int, batch: int, seed: int, init: str = ""):
+def train_unet(pool, steps: int, patch: int, batch: int, seed: int, init: str = "",
+               sigma_max: float = SIGMA_MAX, lr: float = 1e-3):
+    """Adam + BCE (positive weight UNET_POS_WEIGHT) on the blurred logits of random
+    patch×patch px crops (rot90 and contrast-inversion augmentation). init: fine-tune from
+    a cached checkpoint. sigma_max: clamp of the learned output blur (px); a small clamp
+    pins the blob positions (with 6 px the blur hides a 4-5 px offset of the blobs, which
+    an under-trained net keeps in a fixed image direction). lr: Adam rate of the net."""
     torch = _torch()
     from .arch_unet import UNet
 
@@ -378,7 +393,7 @@ def train_unet(pool, steps: int, patch: int, batch: int, seed: int, init: str = 
         with torch.no_grad():
             net.last.bias -= ck["info"].get("calibration_bias_shift", 0.0)
     sigma = torch.nn.Parameter(torch.tensor(math.e))
-    opt = torch.optim.Adam([{"params": net.parameters()}, {"params": [sigma], "lr": 0.1}])
+    opt = torch.optim.Adam([{"params": net.parameters(), "lr": lr}, {"params": [sigma], "lr": 0.1}])
     pw = torch.tensor(UNET_POS_WEIGHT)
     t0, hist = time.perf_counter(), []
     net.train()
@@ -399,7 +414,7 @@ def train_unet(pool, steps: int, patch: int, batch: int, seed: int, init: str = 
             ys.append(np.ascontiguousarray(y))
         X = torch.from_numpy(np.stack(xs))[:, None]
         Y = torch.from_numpy(np.stack(ys))[:, None]
-        out = gaussian_blur(torch, net(X), sigma)
+        out = gaussian_blur(torch, net(X), sigma, sigma_max=sigma_max)
         loss = torch.nn.functional.binary_cross_entropy_with_logits(out, Y, pos_weight=pw)
         opt.zero_grad()
         loss.backward()
@@ -410,7 +425,8 @@ def train_unet(pool, steps: int, patch: int, batch: int, seed: int, init: str = 
             _log(f"hole_unet: step {step}/{steps} loss {np.mean(hist[-25:]):.4f} sigma {float(sigma):.3f}")
     net.eval()
     return net, {"steps": steps, "batch": batch, "patch_px": patch, "train_seconds": round(time.perf_counter() - t0, 1),
-                 "final_loss": round(float(np.mean(hist[-25:])), 4), "blur_sigma_px": round(min(max(float(sigma), 0.5), SIGMA_MAX), 4)}
+                 "final_loss": round(float(np.mean(hist[-25:])), 4), "blur_sigma_px": round(min(max(float(sigma), 0.5), sigma_max), 4),
+                 "blur_sigma_max_px": sigma_max, "lr": lr}
 
 
 def calibrate_unet(net, seeds) -> dict:
@@ -508,7 +524,10 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
             train, val = _split(data)
             _log(f"hole data: {sum(len(l) for _, l in data)} crops in {len(data)} groups "
                  f"({time.perf_counter() - t0:.0f} s), positives {np.mean(np.concatenate([l for _, l in data])):.2f}")
-            net, info = train_classifier(key, train, cfg["hole_epochs"], seed, batch_max=cfg["hole_batch"], val=val)
+            net, info = train_classifier(key, train, cfg["hole_epochs"], seed, batch_max=cfg["hole_batch"], val=val,
+                                         lr=cfg["hole_lr"], init=cfg["hole_init"])
+            if cfg["hole_init"]:
+                info["init"] = {"from": cfg["hole_init"], "info": torch.load(cfg["hole_init"])["info"]}
         elif key == "hole_unet":
             if med:
                 pool = sum((unet_pool_labelled(d, cfg["unet_target_fraction"], cfg["unet_target_min"])
@@ -523,7 +542,7 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
                               f"{cfg['unet_target_fraction']} x hole radius)")
             _log(f"unet data: {len(pool)} images ({time.perf_counter() - t0:.0f} s)")
             net, info = train_unet(pool, cfg["unet_steps"], cfg["unet_patch"], cfg["unet_batch"], seed,
-                                   cfg["unet_init"])
+                                   cfg["unet_init"], sigma_max=cfg["unet_sigma_max"], lr=cfg["unet_lr"])
             if cfg["unet_init"]:
                 info["init"] = {"from": cfg["unet_init"], "info": torch.load(cfg["unet_init"])["info"]}
             del pool
