@@ -645,6 +645,12 @@ def main(argv=None) -> int:
         export(a.out)
         return 0
     cfg = {k: getattr(a, k) for k in DEFAULTS}
+    for k in ("unet_init", "hole_init"):
+        if cfg[k] and not Path(cfg[k]).is_file():
+            ap.error(f"--{k.replace('_', '-')} {cfg[k]}: no such checkpoint file")
+    for k in ("unet_lr", "hole_lr", "unet_sigma_max"):
+        if not cfg[k] > 0:
+            ap.error(f"--{k.replace('_', '-')} must be > 0, got {cfg[k]}")
     only = [s.strip() for s in a.only.split(",") if s.strip()]
     run(a.out, a.seed, only, a.data, cfg)
     return 0

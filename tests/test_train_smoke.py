@@ -56,3 +56,31 @@ def test_toy_training_exports_a_working_reproducible_set(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_fine_tune_steps_record_their_start_and_refuse_missing_checkpoints(tmp_path):
+    """The recipe's fine-tune steps (`--hole-init/--hole-lr`, `--unet-init/--unet-sigma-max`)
+    start from the given checkpoint and say so in the manifest; a missing checkpoint or a
+    non-positive rate is a one-line usage error (exit 2), not a traceback."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = tmp_path / "sets" / "toy"
+    _train(tmp_path, out)
+    cache = tmp_path / "build" / "train-cache"
+    start = tmp_path / "start.pt"
+    start.write_bytes((cache / "hole_classifier.pt").read_bytes())
+    ustart = tmp_path / "ustart.pt"
+    ustart.write_bytes((cache / "hole_unet.pt").read_bytes())
+    proc = subprocess.run([sys.executable, "-m", "export.train", "--out", str(out), "--seed", "3", *TOY,
+                           "--only", "hole_classifier,hole_unet", "--hole-init", str(start), "--hole-lr", "1e-4",
+                           "--unet-init", str(ustart), "--unet-sigma-max", "2", "--unet-lr", "3e-4"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+    tr = json.loads((out / "manifest.json").read_text())["training"]
+    assert tr["hole_classifier"]["init"]["from"] == str(start) and tr["hole_classifier"]["lr"] == 1e-4
+    assert tr["hole_unet"]["init"]["from"] == str(ustart)
+    assert tr["hole_unet"]["blur_sigma_max_px"] == 2.0 and tr["hole_unet"]["blur_sigma_px"] <= 2.0
+    for bad in (["--hole-init", str(tmp_path / "missing.pt")], ["--unet-lr", "0"]):
+        proc = subprocess.run([sys.executable, "-m", "export.train", "--out", str(tmp_path / "x"), *bad],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-800:]
+        assert bad[0] in proc.stderr and not (tmp_path / "x").exists()
