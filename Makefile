@@ -48,7 +48,7 @@ bench: venv kernels
 	$(BIN)/python bench/run_bench.py
 
 # Own model set from synthetic data: the exact steps that made the committed
-# onnx_models/ptolemy-rt-synth-v1 (docs/OWN_MODELS.md; about 1.5 h on one CPU thread).
+# onnx_models/ptolemy-rt-synth-v1 (docs/OWN_MODELS.md; about 1.7 h on one CPU thread).
 # `make train-quick` is the short recipe (first U-Net stage only) into build/quick-set.
 train: export-deps
 	$(BIN)/python -m export.train --only hole_unet --unet-steps 1000
