@@ -60,7 +60,13 @@ DEFAULTS = {
     "unet_images": 60, "unet_steps": 500, "unet_patch": 384, "unet_batch": 2,
     "unet_target_fraction": 0.5, "unet_target_min": 6.0, "calib_images": 12, "unet_init": "",
     "unet_sigma_max": 6.0, "unet_lr": 1e-3, "hole_lr": 1e-3, "hole_init": "",
+    "hole_channels": 16, "hole_schedule": "constant", "hole_crop_normalisation": "image",
 }
+#: learning-rate schedules of the classifiers: constant, or cosine decay over all steps from
+#: the rate to COSINE_FLOOR × the rate
+SCHEDULES = ("constant", "cosine")
+CROP_NORMALISATIONS = ("crop", "image", "holes")  # = ptolemy_rt.medmag.CROP_NORMALISATIONS
+COSINE_FLOOR = 0.01
 #: Pipeline choices written to the manifest (medmag.lattice_mode): tilted collection images
 #: an oblique lattice, which the published square-only search misses (synthetic eval set:
 #: lattice F1 0.97 untilted, 0.79 tilted with square candidates only).
@@ -167,13 +173,13 @@ def hole_groups(img: np.ndarray, centres_xy, label_of_points) -> list[tuple[np.n
     from ptolemy_rt import geometry, medmag
 
     pix = np.maximum(img.astype(np.float32), 0)
-    norm = medmag.image_norm(pix) if ARCH["hole_classifier"].get("crop_normalisation") == "image" else None
     mask = centre_mask(pix.shape, centres_xy, 10.0)
     lay = medmag.layout_holes(mask, lattice_mode=PIPELINE["lattice"])
     if lay.reason is not None or len(lay.points) == 0:
         return []
     lab = np.asarray(label_of_points(lay.points), np.float32)
     rot = geometry.rotate_image(pix, -lay.angle_deg)
+    norm = medmag.crop_norm(ARCH["hole_classifier"].get("crop_normalisation", "crop"), pix, rot, lay.boxes)
     groups: dict[tuple, list] = {}
     for k, (r0, c0, r1, c1) in enumerate(lay.boxes):
         if np.isnan(lab[k]) or r1 - r0 < 8 or c1 - c0 < 8:
@@ -282,9 +288,10 @@ def _rot90(torch, x, k):
 
 
 def train_classifier(key: str, data, epochs: int, seed: int, batch_max: int | None = None, val=None,
-                     lr: float = 1e-3, init: str = ""):
-    """Adam (rate lr) + BCE on per-image batches (one BatchNorm batch = one image's crops of
-    one shape), random 90° rotation per batch; init: fine-tune from a cached checkpoint.
+                     lr: float = 1e-3, init: str = "", schedule: str = "constant"):
+    """Adam (rate lr; schedule "constant" or "cosine" decay to COSINE_FLOOR × lr over all
+    steps) + BCE on per-image batches (one BatchNorm batch = one image's crops of one shape),
+    random 90° rotation per batch; init: fine-tune from a cached checkpoint.
     Returns (module, info)."""
     torch = _torch()
     from .arch_classifiers import HoleClassifier, SquareClassifier
@@ -297,6 +304,7 @@ def train_classifier(key: str, data, epochs: int, seed: int, batch_max: int | No
     if init:
         net.load_state_dict(torch.load(init, map_location="cpu")["state"])
     opt = torch.optim.Adam(net.parameters(), lr=lr)
+    total = epochs * sum(1 for _, lab in data if len(lab) >= 2)
     lossf = torch.nn.BCEWithLogitsLoss()
     steps, t0, hist = 0, time.perf_counter(), []
     for ep in range(epochs):
@@ -312,6 +320,9 @@ def train_classifier(key: str, data, epochs: int, seed: int, batch_max: int | No
             x = torch.from_numpy(crops[idx].astype(np.float32))[:, None]
             x = _rot90(torch, x, rng.integers(4))
             y = torch.from_numpy(lab[idx])[:, None]
+            if schedule == "cosine":
+                for g in opt.param_groups:
+                    g["lr"] = lr * (COSINE_FLOOR + (1 - COSINE_FLOOR) * 0.5 * (1 + math.cos(math.pi * steps / total)))
             loss = lossf(net(x), y)
             opt.zero_grad()
             loss.backward()
@@ -320,7 +331,7 @@ def train_classifier(key: str, data, epochs: int, seed: int, batch_max: int | No
             steps += 1
             if steps % 25 == 0:
                 _log(f"{key}: epoch {ep + 1}/{epochs} step {steps} loss {np.mean(hist[-25:]):.4f}")
-    info = {"steps": steps, "epochs": epochs, "lr": lr, "train_seconds": round(time.perf_counter() - t0, 1),
+    info = {"steps": steps, "epochs": epochs, "lr": lr, "schedule": schedule, "train_seconds": round(time.perf_counter() - t0, 1),
             "final_loss": round(float(np.mean(hist[-25:])), 4) if hist else None}
     if val:
         info.update(eval_classifier(net, val))
@@ -499,6 +510,8 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
     dsets = [read_dataset(d) for d in datas]
     low = [d for d in dsets if d.kind == "lowmag"]
     med = [d for d in dsets if d.kind == "medmag"]
+    ARCH["hole_classifier"] = {**ARCH["hole_classifier"], "channels": cfg["hole_channels"],
+                               "crop_normalisation": cfg["hole_crop_normalisation"]}
     for key in only:
         t0 = time.perf_counter()
         if key == "square_classifier":
@@ -525,7 +538,7 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
             _log(f"hole data: {sum(len(l) for _, l in data)} crops in {len(data)} groups "
                  f"({time.perf_counter() - t0:.0f} s), positives {np.mean(np.concatenate([l for _, l in data])):.2f}")
             net, info = train_classifier(key, train, cfg["hole_epochs"], seed, batch_max=cfg["hole_batch"], val=val,
-                                         lr=cfg["hole_lr"], init=cfg["hole_init"])
+                                         lr=cfg["hole_lr"], init=cfg["hole_init"], schedule=cfg["hole_schedule"])
             if cfg["hole_init"]:
                 info["init"] = {"from": cfg["hole_init"], "info": torch.load(cfg["hole_init"])["info"]}
         elif key == "hole_unet":
@@ -648,6 +661,13 @@ def main(argv=None) -> int:
     for k in ("unet_init", "hole_init"):
         if cfg[k] and not Path(cfg[k]).is_file():
             ap.error(f"--{k.replace('_', '-')} {cfg[k]}: no such checkpoint file")
+    if cfg["hole_schedule"] not in SCHEDULES:
+        ap.error(f"--hole-schedule must be one of {', '.join(SCHEDULES)}, got {cfg['hole_schedule']!r}")
+    if cfg["hole_crop_normalisation"] not in CROP_NORMALISATIONS:
+        ap.error(f"--hole-crop-normalisation must be one of {', '.join(CROP_NORMALISATIONS)}, "
+                 f"got {cfg['hole_crop_normalisation']!r}")
+    if cfg["hole_channels"] < 1:
+        ap.error(f"--hole-channels must be >= 1, got {cfg['hole_channels']}")
     for k in ("unet_lr", "hole_lr", "unet_sigma_max"):
         if not cfg[k] > 0:
             ap.error(f"--{k.replace('_', '-')} must be > 0, got {cfg[k]}")

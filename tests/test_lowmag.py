@@ -446,3 +446,24 @@ def test_norm_rejects_bad_values(norm, words):
 def test_crop_grid_rejects_unknown_value():
     with pytest.raises(ValueError, match="crop_grid"):
         lowmag.find_squares(np.zeros((64, 64), np.float32), models=object(), crop_grid="diagonal")
+
+
+@needs_shared
+def test_own_set_ranks_the_real_atlas_like_the_published_running_scores(atlas):
+    """Issue 5 target: the shipped own set, on the real atlas, finds every reference square
+    and ranks them with Spearman >= 0.5 against the published running-statistics scores."""
+    from ptolemy_rt.evaluate import spearman
+
+    ref = json.loads(RUN.read_text())
+    res = lowmag.find_squares(atlas, models="ptolemy-rt-synth-v1", batchnorm="published")
+    found = np.array([s.center for s in res.squares], dtype=np.float64)
+    ours, theirs = [], []
+    for r in ref:
+        d = np.hypot(*(found - np.asarray(r["center"], dtype=np.float64)).T)
+        j = int(np.argmin(d))
+        assert d[j] <= 5, f"reference square at {r['center']} not found (nearest {d[j]:.1f} px)"
+        ours.append(res.squares[j].score)
+        theirs.append(r["score"])
+    rho = spearman(ours, theirs)
+    print(f"own set vs published running-stats scores: {len(ref)} squares, Spearman {rho:.3f}")
+    assert rho >= 0.5
