@@ -48,7 +48,7 @@ bench: venv kernels
 	$(BIN)/python bench/run_bench.py
 
 # Own model set from synthetic data: the exact steps that made the committed
-# onnx_models/ptolemy-rt-synth-v1 (docs/OWN_MODELS.md; about 1.7 h on one CPU thread).
+# onnx_models/ptolemy-rt-synth-v1 (docs/OWN_MODELS.md; about 1.9 h on one CPU thread).
 # `make train-quick` is the short recipe (first U-Net stage only) into build/quick-set.
 train: export-deps
 	$(BIN)/python -m export.train --only hole_unet --unet-steps 1000
@@ -58,9 +58,7 @@ train: export-deps
 	$(BIN)/python -m export.train --only hole_unet --unet-steps 1500 --unet-images 120 --unet-target-fraction 0.25 --unet-init build/hole_unet_v3.pt --calib-images 40
 	cp build/train-cache/hole_unet.pt build/hole_unet_v4.pt
 	$(BIN)/python -m export.train --only hole_unet --unet-steps 600 --unet-images 120 --unet-target-fraction 0.25 --unet-init build/hole_unet_v4.pt --calib-images 40 --unet-sigma-max 2 --unet-lr 3e-4
-	$(BIN)/python -m export.train --only hole_classifier --hole-images 250 --hole-epochs 10
-	cp build/train-cache/hole_classifier.pt build/hole_classifier_base.pt
-	$(BIN)/python -m export.train --only hole_classifier --hole-images 250 --hole-epochs 3 --hole-lr 1e-4 --hole-init build/hole_classifier_base.pt
+	$(BIN)/python -m export.train --only hole_classifier --hole-images 250 --hole-epochs 20 --hole-schedule cosine
 	$(BIN)/python -m export.train --only square_classifier
 	$(BIN)/python -m export.train --export-only --out onnx_models/ptolemy-rt-synth-v1
 

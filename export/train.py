@@ -9,9 +9,11 @@ hole U-Net) on synthetic data or a labelled folder, then export it to ONNX + man
 Recipes (SPEC §6, paper appendix B): Adam (default hyper-parameters), binary cross-entropy;
 random 90° rotations for all models; U-Net: positive-class weight 100, bias of `last`
 initialised at −10, Gaussian blur (learned sigma, initial e, Adam lr 0.1) of the output
-before the loss, random inversion of the normalised pixels. Deviations, for a ~35 min
-single-thread CPU budget: small widths (16 channels), fewer steps (U-Net ~500 steps of two
-384×384 patches instead of 6000; hole CNN 3 passes instead of 5), and after training the
+before the loss, random inversion of the normalised pixels. Deviations, for a single-thread
+CPU budget: small widths (16 channels), fewer steps (defaults: U-Net 500 steps of two
+384×384 patches instead of 6000, hole CNN 3 passes instead of 5; `make train` runs the longer
+recipe of docs/OWN_MODELS.md: U-Net 3900 steps, hole CNN 20 epochs with cosine decay
+`--hole-schedule cosine`), and after training the
 U-Net's `last` bias is shifted by a constant chosen on held-out synthetic images so that
 the runtime's fixed mask threshold (sigmoid > 1e-4) gives the best hole-centroid F1.
 
@@ -19,8 +21,8 @@ Training data are exactly what the runtime pipelines feed the networks: square c
 `ptolemy_rt.lowmag.locate_squares` + `prepared_crop` (240×240, normalised by the in-mask
 mean/std; one BatchNorm batch = all squares of one atlas, as the published regime), hole
 crops from `ptolemy_rt.medmag.layout_holes` on a mask of the true hole centres (crops of
-the lattice-aligned rotated image, normalised per crop; one batch = one image's crops of
-equal shape), U-Net patches of the whole-image-normalised image (`medmag.normalise`).
+the lattice-aligned rotated image, normalised by the whole image's mean/std; one batch =
+one image's crops of equal shape), U-Net patches of the whole-image-normalised image (`medmag.normalise`).
 Synthetic seeds: training  seed·10⁶ + i (i < 10⁶), calibration seed·10⁶ + 900 000 + i;
 the evaluation set (`export.evalset`) uses seeds ≥ 9·10⁶, disjoint for seeds 0..8.
 Reproducible from --seed (torch.manual_seed, numpy Generators, deterministic data).
@@ -60,12 +62,11 @@ DEFAULTS = {
     "unet_images": 60, "unet_steps": 500, "unet_patch": 384, "unet_batch": 2,
     "unet_target_fraction": 0.5, "unet_target_min": 6.0, "calib_images": 12, "unet_init": "",
     "unet_sigma_max": 6.0, "unet_lr": 1e-3, "hole_lr": 1e-3, "hole_init": "",
-    "hole_channels": 16, "hole_schedule": "constant", "hole_crop_normalisation": "image",
+    "hole_channels": 16, "hole_schedule": "constant",
 }
 #: learning-rate schedules of the classifiers: constant, or cosine decay over all steps from
 #: the rate to COSINE_FLOOR × the rate
 SCHEDULES = ("constant", "cosine")
-CROP_NORMALISATIONS = ("crop", "image", "holes")  # = ptolemy_rt.medmag.CROP_NORMALISATIONS
 COSINE_FLOOR = 0.01
 #: Pipeline choices written to the manifest (medmag.lattice_mode): tilted collection images
 #: an oblique lattice, which the published square-only search misses (synthetic eval set:
@@ -179,7 +180,7 @@ def hole_groups(img: np.ndarray, centres_xy, label_of_points) -> list[tuple[np.n
         return []
     lab = np.asarray(label_of_points(lay.points), np.float32)
     rot = geometry.rotate_image(pix, -lay.angle_deg)
-    norm = medmag.crop_norm(ARCH["hole_classifier"].get("crop_normalisation", "crop"), pix, rot, lay.boxes)
+    norm = medmag.image_norm(pix) if ARCH["hole_classifier"].get("crop_normalisation") == "image" else None
     groups: dict[tuple, list] = {}
     for k, (r0, c0, r1, c1) in enumerate(lay.boxes):
         if np.isnan(lab[k]) or r1 - r0 < 8 or c1 - c0 < 8:
@@ -510,8 +511,7 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
     dsets = [read_dataset(d) for d in datas]
     low = [d for d in dsets if d.kind == "lowmag"]
     med = [d for d in dsets if d.kind == "medmag"]
-    ARCH["hole_classifier"] = {**ARCH["hole_classifier"], "channels": cfg["hole_channels"],
-                               "crop_normalisation": cfg["hole_crop_normalisation"]}
+    ARCH["hole_classifier"] = {**ARCH["hole_classifier"], "channels": cfg["hole_channels"]}
     for key in only:
         t0 = time.perf_counter()
         if key == "square_classifier":
@@ -663,9 +663,6 @@ def main(argv=None) -> int:
             ap.error(f"--{k.replace('_', '-')} {cfg[k]}: no such checkpoint file")
     if cfg["hole_schedule"] not in SCHEDULES:
         ap.error(f"--hole-schedule must be one of {', '.join(SCHEDULES)}, got {cfg['hole_schedule']!r}")
-    if cfg["hole_crop_normalisation"] not in CROP_NORMALISATIONS:
-        ap.error(f"--hole-crop-normalisation must be one of {', '.join(CROP_NORMALISATIONS)}, "
-                 f"got {cfg['hole_crop_normalisation']!r}")
     if cfg["hole_channels"] < 1:
         ap.error(f"--hole-channels must be >= 1, got {cfg['hole_channels']}")
     for k in ("unet_lr", "hole_lr", "unet_sigma_max"):

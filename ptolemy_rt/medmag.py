@@ -294,42 +294,6 @@ def image_norm(pixels: np.ndarray) -> tuple[float, float]:
     return mean, float(np.sqrt(max(var, 0.0)))
 
 
-#: "holes" crop normalisation: side of the central window of each crop box, as a fraction of
-#: the box side; 0.35 keeps the window inside a hole of radius >= 0.25 lattice spacings
-HOLE_NORM_CENTRE_FRACTION = 0.35
-
-
-def hole_centre_norm(rotated: np.ndarray, boxes: np.ndarray,
-                     frac: float = HOLE_NORM_CENTRE_FRACTION) -> tuple[float, float]:
-    """(mean, population std) in input units of the pixels in the central windows (side
-    `frac` × the box side) of every crop box (row0, col0, row1, col1 px, [row, col] of the
-    rotated image) pooled together: the brightness and spread of the holes of this image.
-    Falls back to `image_norm(rotated)` when the windows hold no pixel or no spread."""
-    parts = []
-    for r0, c0, r1, c1 in np.asarray(boxes, dtype=np.int64).reshape(-1, 4):
-        h, w = r1 - r0, c1 - c0
-        dh, dw = int(round(h * (1 - frac) / 2)), int(round(w * (1 - frac) / 2))
-        win = rotated[max(r0 + dh, 0):max(r1 - dh, 0), max(c0 + dw, 0):max(c1 - dw, 0)]
-        if win.size:
-            parts.append(np.asarray(win, dtype=np.float64).ravel())
-    if not parts:
-        return image_norm(rotated)
-    a = np.concatenate(parts)
-    mean, std = float(a.mean()), float(a.std())
-    return (mean, std) if std > 0 else image_norm(rotated)
-
-
-def crop_norm(mode: str, pixels: np.ndarray, rotated: np.ndarray, boxes: np.ndarray) -> tuple[float, float] | None:
-    """The `norm` argument of `prepare_crop` for a crop normalisation mode (see
-    `crop_normalisation`): None for "crop", the whole image's (mean, std) for "image", the
-    holes' (`hole_centre_norm` on the rotated image and its crop boxes) for "holes"."""
-    if mode == "image":
-        return image_norm(pixels)
-    if mode == "holes":
-        return hole_centre_norm(rotated, boxes)
-    return None
-
-
 BN_BATCHES = ("published", "shape")
 
 
@@ -349,18 +313,15 @@ def bn_batches(models) -> str:
     return mode
 
 
-CROP_NORMALISATIONS = ("crop", "image", "holes")
+CROP_NORMALISATIONS = ("crop", "image")
 
 
 def crop_normalisation(models) -> str:
     """How a model set's hole classifier wants its crops normalised
     (`hole_classifier.architecture.crop_normalisation`): "crop" (each crop by its own mean and
-    std; the published pipeline and the default), "image" (every crop by the whole image's
+    std; the published pipeline and the default) or "image" (every crop by the whole image's
     mean and std, so the classifier sees how bright a hole is compared with the rest of the
-    image: empty holes bright, thick ice dark) or "holes" (every crop by the mean and std of
-    the centres of all the image's crops, `hole_centre_norm`: on dark gold film the whole
-    image's std is mostly film-versus-hole contrast and squeezes the hole-to-hole
-    differences)."""
+    image: empty holes bright, thick ice dark)."""
     mode = models.model(HOLE_KEY).get("architecture", {}).get("crop_normalisation", "crop") or "crop"
     if mode not in CROP_NORMALISATIONS:
         from .errors import ModelSetError
@@ -452,7 +413,7 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchno
     if models is None:
         scores = np.zeros(len(layout.points))
     else:
-        norm = crop_norm(crop_normalisation(models), pix, rotated, layout.boxes)
+        norm = image_norm(pix) if crop_normalisation(models) == "image" else None
         scores = score_holes(models, rotated, layout.boxes, batchnorm, norm)
     t["classify"] = time.perf_counter() - t1
     del rotated

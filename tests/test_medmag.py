@@ -389,37 +389,6 @@ def test_crop_normalisation_modes():
     assert small.shape == (medmag.MIN_CROP_PX, medmag.MIN_CROP_PX) and small[0, 0] == 0.0
 
 
-def test_holes_crop_normalisation_uses_the_hole_centres_only():
-    """"holes": mean/std of the central windows of the crop boxes, so on dark (gold) film the
-    spread between holes is not squeezed by the film-versus-hole contrast; boxes without
-    pixels fall back to the image's statistics."""
-    from ptolemy_rt.medmag import crop_norm, crop_normalisation, hole_centre_norm, image_norm
-
-    assert crop_normalisation(_ManifestOnly({"crop_normalisation": "holes"})) == "holes"
-    rng = np.random.default_rng(5)
-    img = np.full((300, 400), 10.0, np.float32)  # dark film
-    boxes, levels = [], [100.0, 104.0, 96.0, 100.0, 130.0, 100.0]  # one empty (bright) hole
-    rr, cc = np.mgrid[0:100, 0:100]
-    for k, level in enumerate(levels):
-        r0, c0 = 100 * (k // 3), 20 + 120 * (k % 3)
-        disc = (rr - 49.5) ** 2 + (cc - 49.5) ** 2 <= 40 ** 2
-        img[r0:r0 + 100, c0:c0 + 100][disc] = level
-        boxes.append((r0, c0, r0 + 100, c0 + 100))
-    img += rng.normal(0, 1.0, img.shape).astype(np.float32)
-    boxes = np.array(boxes)
-    mean, std = hole_centre_norm(img, boxes)
-    centres = np.concatenate([img[r0 + 32:r0 + 68, c0 + 32:c0 + 68].ravel() for r0, c0, _, _ in boxes])
-    assert mean == pytest.approx(centres.mean(), rel=1e-6) and std == pytest.approx(centres.std(), rel=1e-6)
-    assert 100 < mean < 110 and std < 15
-    i_mean, i_std = image_norm(img)
-    assert i_std > 2 * std  # the film contrast dominates the whole image's spread
-    assert crop_norm("holes", img, img, boxes) == (mean, std)
-    assert crop_norm("image", img, img, boxes) == (i_mean, i_std)
-    assert crop_norm("crop", img, img, boxes) is None
-    # outside the image: no pixels -> the image's statistics, never NaN
-    assert hole_centre_norm(img, np.array([[400, 500, 450, 560]])) == image_norm(img)
-
-
 def test_model_sets_declare_their_crop_normalisation():
     """The own set was trained on image-normalised crops and says so; the published set
     keeps the published per-crop normalisation."""

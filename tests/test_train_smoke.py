@@ -86,7 +86,7 @@ def test_fine_tune_steps_record_their_start_and_refuse_missing_checkpoints(tmp_p
         assert bad[0] in proc.stderr and not (tmp_path / "x").exists()
 
 
-def test_hole_classifier_width_and_cosine_schedule_are_recorded_and_bad_values_refused(tmp_path):
+def test_hole_classifier_options_are_recorded_and_bad_values_refused(tmp_path):
     """`--hole-channels` sets the trained (and exported) width, `--hole-schedule cosine` is
     written to the step's record; an unknown schedule or a width < 1 is a usage error (exit 2)."""
     torch = pytest.importorskip("torch")
@@ -97,6 +97,7 @@ def test_hole_classifier_width_and_cosine_schedule_are_recorded_and_bad_values_r
     assert proc.returncode == 0, proc.stderr[-1500:]
     ck = torch.load(tmp_path / "build" / "train-cache" / "hole_classifier.pt", map_location="cpu")
     assert ck["arch"]["channels"] == 8 and ck["state"]["convs.1.weight"].shape[:2] == (8, 8)
+    assert ck["arch"]["crop_normalisation"] == "image"
     assert ck["info"]["schedule"] == "cosine" and ck["info"]["steps"] > 0
     for bad in (["--hole-schedule", "linear"], ["--hole-channels", "0"]):
         proc = subprocess.run([sys.executable, "-m", "export.train", "--out", str(tmp_path / "x"), *bad],
