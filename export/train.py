@@ -289,17 +289,17 @@ def _rot90(torch, x, k):
 
 
 def train_classifier(key: str, data, epochs: int, seed: int, batch_max: int | None = None, val=None,
-                     lr: float = 1e-3, init: str = "", schedule: str = "constant"):
+                     lr: float = 1e-3, init: str = "", schedule: str = "constant", arch: dict | None = None):
     """Adam (rate lr; schedule "constant" or "cosine" decay to COSINE_FLOOR × lr over all
     steps) + BCE on per-image batches (one BatchNorm batch = one image's crops of one shape),
-    random 90° rotation per batch; init: fine-tune from a cached checkpoint.
-    Returns (module, info)."""
+    random 90° rotation per batch; init: fine-tune from a cached checkpoint; arch: the
+    network's ARCH entry (default ARCH[key]). Returns (module, info)."""
     torch = _torch()
     from .arch_classifiers import HoleClassifier, SquareClassifier
 
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 11])
-    a = ARCH[key]
+    a = arch or ARCH[key]
     net = (SquareClassifier(a["channels"], tuple(a["kernels"]), a["head_kernel"]) if key == "square_classifier"
            else HoleClassifier(a["channels"], a["n_stages"]))
     if init:
@@ -511,9 +511,9 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
     dsets = [read_dataset(d) for d in datas]
     low = [d for d in dsets if d.kind == "lowmag"]
     med = [d for d in dsets if d.kind == "medmag"]
-    ARCH["hole_classifier"] = {**ARCH["hole_classifier"], "channels": cfg["hole_channels"]}
     for key in only:
         t0 = time.perf_counter()
+        arch = ARCH.get(key)
         if key == "square_classifier":
             if low:
                 data = sum((square_data_labelled(d) for d in low), [])
@@ -535,10 +535,12 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
                 spec = {"source": "synthetic", "generator": "ptolemy_rt.synthetic.medmag_image", "shape": [1024, 1440],
                         "seeds": f"{seed}*10^6 + 100000 + 0..{cfg['hole_images'] - 1}"}
             train, val = _split(data)
+            arch = {**ARCH[key], "channels": cfg["hole_channels"]}
             _log(f"hole data: {sum(len(l) for _, l in data)} crops in {len(data)} groups "
                  f"({time.perf_counter() - t0:.0f} s), positives {np.mean(np.concatenate([l for _, l in data])):.2f}")
             net, info = train_classifier(key, train, cfg["hole_epochs"], seed, batch_max=cfg["hole_batch"], val=val,
-                                         lr=cfg["hole_lr"], init=cfg["hole_init"], schedule=cfg["hole_schedule"])
+                                         lr=cfg["hole_lr"], init=cfg["hole_init"], schedule=cfg["hole_schedule"],
+                                         arch=arch)
             if cfg["hole_init"]:
                 info["init"] = {"from": cfg["hole_init"], "info": torch.load(cfg["hole_init"])["info"]}
         elif key == "hole_unet":
@@ -574,14 +576,14 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
                 info.pop(k)
             info.update(calibrate_unet(net, _seeds(seed, cfg["calib_images"], 900_000)))
             info["data"] = ck["info"]["data"]
-            key = "hole_unet"
+            key, arch = "hole_unet", ARCH["hole_unet"]
             spec = info["data"]
         else:
             raise SystemExit(f"unknown model {key!r}")
         info["data"] = spec
         info["seed"] = seed
         info["wall_seconds"] = round(time.perf_counter() - t0, 1)
-        torch.save({"state": net.state_dict(), "info": info, "arch": ARCH[key]}, CACHE / f"{key}.pt")
+        torch.save({"state": net.state_dict(), "info": info, "arch": arch}, CACHE / f"{key}.pt")
         _log(f"{key}: done {json.dumps(info)}")
     missing = [k for k in ("square_classifier", "hole_classifier", "hole_unet") if not (CACHE / f"{k}.pt").is_file()]
     if missing:  # a step of a multi-step recipe (make train): export once all three are trained

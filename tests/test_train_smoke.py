@@ -26,6 +26,15 @@ def _train(workdir, out):
     return json.loads((out / "manifest.json").read_text())
 
 
+def _assert_usage_error(workdir, env, bad_args):
+    """export.train with bad_args: exit 2, a usage error naming the option, no traceback,
+    no output folder."""
+    proc = subprocess.run([sys.executable, "-m", "export.train", "--out", str(workdir / "x"), *bad_args],
+                          cwd=workdir, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-800:]
+    assert bad_args[0] in proc.stderr and not (workdir / "x").exists()
+
+
 def _part_hashes(manifest):
     return {(k, r): p["sha256"] for k, m in manifest["models"].items() for r, p in m["parts"].items()}
 
@@ -80,10 +89,7 @@ def test_fine_tune_steps_record_their_start_and_refuse_missing_checkpoints(tmp_p
     assert tr["hole_unet"]["init"]["from"] == str(ustart)
     assert tr["hole_unet"]["blur_sigma_max_px"] == 2.0 and tr["hole_unet"]["blur_sigma_px"] <= 2.0
     for bad in (["--hole-init", str(tmp_path / "missing.pt")], ["--unet-lr", "0"]):
-        proc = subprocess.run([sys.executable, "-m", "export.train", "--out", str(tmp_path / "x"), *bad],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-800:]
-        assert bad[0] in proc.stderr and not (tmp_path / "x").exists()
+        _assert_usage_error(tmp_path, env, bad)
 
 
 def test_hole_classifier_options_are_recorded_and_bad_values_refused(tmp_path):
@@ -100,7 +106,4 @@ def test_hole_classifier_options_are_recorded_and_bad_values_refused(tmp_path):
     assert ck["arch"]["crop_normalisation"] == "image"
     assert ck["info"]["schedule"] == "cosine" and ck["info"]["steps"] > 0
     for bad in (["--hole-schedule", "linear"], ["--hole-channels", "0"]):
-        proc = subprocess.run([sys.executable, "-m", "export.train", "--out", str(tmp_path / "x"), *bad],
-                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
-        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-800:]
-        assert bad[0] in proc.stderr and not (tmp_path / "x").exists()
+        _assert_usage_error(tmp_path, env, bad)
