@@ -1,0 +1,112 @@
+"""The repository explains itself: every `docs/ALGORITHM.md#anchor` the code cites exists, every
+relative link in the README, the changelog and docs/ resolves (file and anchor), and the docs
+name no machine paths."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+ALGORITHM = REPO / "docs" / "ALGORITHM.md"
+CODE_DIRS = ("ptolemy_rt", "export", "bench", "tests", "integrations")
+DOCS = [REPO / "README.md", REPO / "CHANGELOG.md", *sorted((REPO / "docs").glob("*.md")),
+        *sorted((REPO / "integrations").glob("*/README.md"))]
+
+#: `docs/ALGORITHM.md#a` or `docs/ALGORITHM.md#a, #b, #c` (the citation form of the code)
+CITATION = re.compile(r"docs/ALGORITHM\.md#([A-Za-z0-9_-]+)((?:,\s*#[A-Za-z0-9_-]+)*)")
+EXPLICIT_ID = re.compile(r"""<a\s+(?:id|name)=["']([^"']+)["']""")
+LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(([^()\s]+)(?:\s+\"[^\"]*\")?\)")
+
+
+def github_slug(heading: str, seen: dict[str, int]) -> str:
+    """The anchor GitHub gives a heading: lower case, punctuation dropped, spaces → '-',
+    repeated slugs numbered -1, -2, ..."""
+    text = re.sub(r"`([^`]*)`", r"\1", heading.strip())
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", text)
+    slug = "".join(ch for ch in text.lower() if ch.isalnum() or ch in " -_").replace(" ", "-")
+    n = seen.get(slug, 0)
+    seen[slug] = n + 1
+    return slug if n == 0 else f"{slug}-{n}"
+
+
+def strip_code(text: str) -> str:
+    """Markdown without fenced code blocks and inline code spans (links there are not links)."""
+    text = re.sub(r"^```.*?^```", "", text, flags=re.S | re.M)
+    return re.sub(r"`[^`\n]*`", "", text)
+
+
+def anchors_of(md: Path) -> set[str]:
+    """Explicit `<a id>` anchors and heading anchors of a markdown file."""
+    text = md.read_text(encoding="utf-8")
+    out = set(EXPLICIT_ID.findall(text))
+    seen: dict[str, int] = {}
+    for line in re.sub(r"^```.*?^```", "", text, flags=re.S | re.M).splitlines():
+        m = re.match(r"^#{1,6}\s+(.*?)\s*#*\s*$", line)
+        if m:
+            out.add(github_slug(m.group(1), seen))
+    return out
+
+
+def cited_anchors() -> list[tuple[str, int, str]]:
+    """(file, line, anchor) of every ALGORITHM.md citation in the code, tests and scripts."""
+    out = []
+    for d in CODE_DIRS:
+        for p in sorted((REPO / d).rglob("*")):
+            if p.suffix not in (".py", ".sh") or not p.is_file() or p == Path(__file__).resolve():
+                continue
+            text = p.read_text(encoding="utf-8", errors="replace")
+            for m in CITATION.finditer(text):
+                line = text.count("\n", 0, m.start()) + 1
+                names = [m.group(1)] + re.findall(r"#([A-Za-z0-9_-]+)", m.group(2))
+                out += [(str(p.relative_to(REPO)), line, a) for a in names]
+    return out
+
+
+def test_algorithm_anchors_are_explicit_and_unique():
+    ids = EXPLICIT_ID.findall(ALGORITHM.read_text(encoding="utf-8"))
+    assert len(ids) >= 40, "docs/ALGORITHM.md lost its section anchors"
+    dup = sorted({a for a in ids if ids.count(a) > 1})
+    assert not dup, f"anchors defined twice in docs/ALGORITHM.md: {dup}"
+    for a in ("lowmag-mixture", "published-box-rule", "batchnorm-regimes", "medmag-frame-shift",
+              "lowmag-crop-sampling", "model-set-declarations"):
+        assert a in ids
+
+
+def test_every_cited_algorithm_anchor_exists():
+    anchors = anchors_of(ALGORITHM)
+    missing = [f"{f}:{ln}: #{a}" for f, ln, a in cited_anchors() if a not in anchors]
+    assert not missing, "cited anchors missing from docs/ALGORITHM.md:\n" + "\n".join(missing)
+
+
+def test_the_citation_pattern_finds_lists_of_anchors():
+    m = CITATION.search("see docs/ALGORITHM.md#rotation, #lowmag-grid-angle, #medmag-rotation).")
+    assert [m.group(1)] + re.findall(r"#([A-Za-z0-9_-]+)", m.group(2)) == [
+        "rotation", "lowmag-grid-angle", "medmag-rotation"]
+    slugs: dict[str, int] = {}
+    assert github_slug("Kernels: the day `numba.pycc` goes", slugs) == "kernels-the-day-numbapycc-goes"
+    assert github_slug("Model sets", slugs) == "model-sets"
+    assert github_slug("Model sets", slugs) == "model-sets-1"
+
+
+@pytest.mark.parametrize("md", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_relative_links_resolve(md: Path):
+    bad = []
+    for target in LINK.findall(strip_code(md.read_text(encoding="utf-8"))):
+        if re.match(r"^[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+            continue
+        path, _, anchor = target.partition("#")
+        dest = (md.parent / path).resolve() if path else md
+        if not dest.exists():
+            bad.append(f"{target}: no such file")
+        elif anchor and dest.suffix == ".md" and anchor not in anchors_of(dest):
+            bad.append(f"{target}: no anchor #{anchor} in {dest.relative_to(REPO)}")
+    assert not bad, f"{md.relative_to(REPO)}:\n" + "\n".join(bad)
+
+
+@pytest.mark.parametrize("md", DOCS, ids=lambda p: str(p.relative_to(REPO)))
+def test_docs_name_no_machine_paths(md: Path):
+    text = md.read_text(encoding="utf-8")
+    assert not re.search(r"(?<![\w.])/work/|/home/|/Users/|\b[A-Z]:\\[A-Za-z]", text), \
+        f"{md.relative_to(REPO)} names a path of one machine"
