@@ -10,9 +10,9 @@ What a write does, by what the output path names:
   ``0666 & ~umask``, as ``open`` would give), and is renamed over the path: readers see the
   old file or the new one, never a part, and a failure leaves nothing behind;
 - a symbolic link: the same on the link's resolved target (the link stays a link);
-- a character or block device (``/dev/null``, ``/dev/stdout``) or a FIFO: written directly,
-  like a shell redirection (a FIFO blocks until it has a reader); such a write cannot be
-  atomic;
+- a character or block device (``/dev/null``, a terminal) or a FIFO, also through a link
+  (``/dev/stdout`` when it is a pipe or a terminal): written directly, like a shell
+  redirection (a FIFO blocks until it has a reader); such a write cannot be atomic;
 - a directory, a socket, an input the caller protects: refused with `OutputError`.
 
 `commit_outputs` writes several files "together or none": every temporary first, then all
@@ -23,6 +23,7 @@ Every failure is an `OutputError` whose message is one line naming the path.
 """
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 import stat
@@ -93,27 +94,27 @@ def _resolve(path: PathLike, protect: Iterable[PathLike] = ()) -> _Target:
     for q in protect:
         if same_file(p, q):
             raise OutputError(f"{p}: refusing to overwrite the input file {q}; choose another output name")
-    target = p
-    if p.is_symlink():
-        target = Path(os.path.realpath(p))
-        if target.is_symlink():
-            raise OutputError(f"{p}: cannot write (symbolic link loop)")
     try:
-        st = os.stat(target)
+        st = os.stat(p)  # what the path finally names (symlinks followed)
     except (FileNotFoundError, NotADirectoryError):
         st = None
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OutputError(f"{p}: cannot write (symbolic link loop)") from None
         raise OutputError(f"{p}: cannot write ({e.strerror or e})") from None
     if st is not None:
         mode = st.st_mode
         if stat.S_ISDIR(mode):
             raise OutputError(f"{p}: is a directory; give a file name")
         if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode):
-            if not os.access(target, os.W_OK):
+            if not os.access(p, os.W_OK):
                 raise OutputError(f"{p}: cannot write (permission denied)")
-            return _Target(p, target, True, st)
+            return _Target(p, p, True, st)  # opened through the link: /dev/stdout works too
         if not stat.S_ISREG(mode):
             raise OutputError(f"{p}: cannot write (not a regular file, device or FIFO)")
+    target = p
+    if os.path.islink(p):
+        target = Path(os.path.realpath(p))
     parent = _parent(target)
     if not parent.exists():
         raise OutputError(f"{p}: cannot write (folder {parent} does not exist)")

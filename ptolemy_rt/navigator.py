@@ -411,7 +411,8 @@ def targets_nav_text(
     Returns
     -------
     (text, n)
-        The text (``\\n`` line ends) and the number of point items in it. Labels continue after
+        The file's text (the platform's line ends, as SerialEM writes them) and the number of
+        point items in it. Labels continue after
         the largest numeric label of `nav_path`, item IDs after its largest MapID/GroupID, so
         the file can be merged into that navigator (SerialEM: Navigator → Merge File).
 
@@ -429,7 +430,7 @@ def targets_nav_text(
     first_id = max(ids, default=0) + 1
     text = nav_text(targets, tr, item, start_label=next_free_label(items), first_id=first_id,
                     acquire_top=acquire_top, saved_as=str(saved_as))
-    return text, len(targets)
+    return _native_newlines(text), len(targets)
 
 
 def write_targets_nav(
@@ -446,5 +447,5 @@ def write_targets_nav(
     or OutputError (the file cannot be written; nothing is left behind).
     """
     text, n = targets_nav_text(result, nav_path, item_label, flip_y, acquire_top, saved_as=out_path)
-    write_atomic(out_path, _native_newlines(text))
+    write_atomic(out_path, text)
     return n
