@@ -320,10 +320,26 @@ def write_nav(
     acquire_top: int = 0,
     color: int = 0,
 ) -> None:
-    """Write `targets` as point items drawn on `map_item` to a new .nav file (atomically).
+    """Write `targets` as point items drawn on `map_item` to a .nav file (`files.write_atomic`).
 
-    transform: default map_transform(map_item) (image of the map's own size, y flipped).
-    first_id: first item ID (default: the map's MapID + 1). Raises OutputError.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output file (its ``LastSavedAs``).
+    targets : sequence of Target
+        Points (x, y) = (col, row) px of the analysed image, with scores.
+    map_item : dict
+        The map item (from `read_nav`) the points are drawn on.
+    transform : MapTransform, optional
+        Default ``map_transform(map_item)`` (an image of the map's own size, y flipped).
+    start_label, first_id, acquire_top, color
+        See `nav_text`; first_id defaults to the map's MapID + 1.
+
+    Raises
+    ------
+    OutputError
+        A label prefix with other characters than letters, digits, '_' and '-', or the file
+        cannot be written (nothing is left behind).
     """
     if transform is None:
         transform = map_transform(map_item)
@@ -441,10 +457,26 @@ def write_targets_nav(
     flip_y: bool = True,
     acquire_top: int = 0,
 ) -> int:
-    """Write `targets_nav_text` of a result to `out_path` (atomically, `files.write_atomic`).
+    """Write `targets_nav_text` of a result to `out_path` (`files.write_atomic`).
 
-    Returns the number of items written. Raises InputImageError (see `targets_nav_text`)
-    or OutputError (the file cannot be written; nothing is left behind).
+    Parameters
+    ----------
+    out_path : str or os.PathLike
+        The .nav file to write.
+    result, nav_path, item_label, flip_y, acquire_top
+        See `targets_nav_text`.
+
+    Returns
+    -------
+    int
+        The number of point items written.
+
+    Raises
+    ------
+    InputImageError
+        See `targets_nav_text`.
+    OutputError
+        The file cannot be written (nothing is left behind).
     """
     text, n = targets_nav_text(result, nav_path, item_label, flip_y, acquire_top, saved_as=out_path)
     write_atomic(out_path, text)

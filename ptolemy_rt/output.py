@@ -135,8 +135,23 @@ def items(result: PipelineResult) -> list[dict]:
 
 
 def result_reason(report: Report) -> str | None:
-    """Why the result is empty: its `reason`, else "no squares/holes found"; None when the
-    result has targets."""
+    """Why the result is empty.
+
+    Parameters
+    ----------
+    report : Report
+
+    Returns
+    -------
+    str or None
+        The result's `reason`, else "no <target_noun> found"; None when it has targets.
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import SquareResult
+    >>> result_reason(Report("lowmag", "a.mrc", SquareResult([], (4, 4))))
+    'no squares found'
+    """
     r = report.result
     if r.targets:
         return None
@@ -192,11 +207,20 @@ def resolve_pixel_size(kind: str, option_nm: float | None, header_nm: float | No
 
 
 def pixel_size_warning(report: Report) -> str | None:
-    """A warning when the pixel size makes the targets implausibly small or large, else None.
+    """A warning when the pixel size makes the targets implausibly small or large.
 
-    The size compared is the result's `typical_size_px` (lowmag: median grid-square side
-    sqrt(box area); medmag: lattice spacing, or the median hole box side without a lattice),
-    in µm, against `TARGET_SIZE_RANGE_UM`."""
+    Parameters
+    ----------
+    report : Report
+        The size compared is its result's `typical_size_px` (lowmag: median grid-square
+        side sqrt(box area); medmag: lattice spacing, or the median hole box side without a
+        lattice) times the pixel size, in µm, against `TARGET_SIZE_RANGE_UM` of the kind.
+
+    Returns
+    -------
+    str or None
+        One line for stderr; None when plausible, without a pixel size or without targets.
+    """
     px = report.pixel_size_nm
     r = report.result
     if px is None or not r.targets:
@@ -264,14 +288,40 @@ def _items_with_units(report: Report) -> list[tuple[dict, tuple[float, float, fl
 
 
 def format_json(report: Report) -> str:
-    """The published schema: exactly what the published tool prints with ``-f json``."""
+    """The published schema: exactly what the published tool prints with ``-f json``.
+
+    Parameters
+    ----------
+    report : Report
+
+    Returns
+    -------
+    str
+        ``json.dumps(items(result)) + "\\n"`` (no physical units, whatever the pixel size).
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import SquareResult
+    >>> format_json(Report("lowmag", "a.mrc", SquareResult([], (4, 4))))
+    '[]\\n'
+    """
     return json.dumps(items(report.result), allow_nan=False) + "\n"
 
 
 def full_object(report: Report) -> dict:
-    """The extended JSON object (``-f json-full``): version, command, image, section, shape,
-    models, batchnorm, the result's metadata (in its order), reason, pixel size, timings,
-    count and items (with ``center_um`` / ``area_um2`` when the pixel size is known).
+    """The extended JSON object (``-f json-full``).
+
+    Parameters
+    ----------
+    report : Report
+
+    Returns
+    -------
+    dict
+        Keys in order: ptolemy_rt_version, command, image, section, shape ([rows, cols]),
+        models, batchnorm, the result's `metadata` keys (in its order), reason,
+        pixel_size_nm, pixel_size_source, timings_s (s, with "total"), count, items (with
+        ``center_um`` / ``area_um2`` when the pixel size is known).
 
     Raises
     ------
@@ -308,7 +358,22 @@ def full_object(report: Report) -> dict:
 
 
 def format_json_full(report: Report) -> str:
-    """`full_object` as indented JSON (non-ASCII kept). Raises PixelSizeError."""
+    """`full_object` as indented JSON (non-ASCII kept, one space per level).
+
+    Parameters
+    ----------
+    report : Report
+
+    Returns
+    -------
+    str
+        The JSON text and a final newline.
+
+    Raises
+    ------
+    PixelSizeError
+        The physical units overflow.
+    """
     return json.dumps(full_object(report), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 
@@ -356,8 +421,31 @@ def _rows(report: Report) -> Iterable[list[str]]:
 
 
 def format_csv(report: Report) -> str:
-    """CSV text: an optional ``# reason:`` line, the header (`csv_columns`), one row per
-    target. Raises PixelSizeError."""
+    """CSV text of a report.
+
+    Parameters
+    ----------
+    report : Report
+
+    Returns
+    -------
+    str
+        A ``# reason: ...`` line when the result is empty, the header (`csv_columns`), one
+        row per target (best first; floats as shortest round-trip repr).
+
+    Raises
+    ------
+    PixelSizeError
+        The physical units overflow.
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import Hole, HoleResult
+    >>> box = ((0.0, 0.0), (2.0, 0.0), (2.0, 2.0), (0.0, 2.0))
+    >>> print(format_csv(Report("medmag", "b.mrc", HoleResult([Hole(box, (1, 1), 4.0, 0.5)], (4, 4)))), end="")
+    rank,center_x,center_y,area,score,x0,y0,x1,y1,x2,y2,x3,y3
+    1,1,1,4.0,0.5,0.0,0.0,2.0,0.0,2.0,2.0,0.0,2.0
+    """
     rows = list(_rows(report))  # units checked before any text
     lines = []
     reason = result_reason(report)
@@ -373,7 +461,24 @@ TXT_FIELD_FORMAT = {"brightness": (10, ".2f")}
 
 
 def format_txt(report: Report) -> str:
-    """A human-readable table with ``#`` comment lines on top. Raises PixelSizeError."""
+    """A human-readable table of a report.
+
+    Parameters
+    ----------
+    report : Report
+
+    Returns
+    -------
+    str
+        ``#`` lines (image and shape; target count, models, batchnorm and the result's
+        metadata texts; metadata on their own lines; pixel size; reason), then a header and
+        one row per target (best first).
+
+    Raises
+    ------
+    PixelSizeError
+        The physical units overflow.
+    """
     r = report.result
     rows, cols = (int(v) for v in r.image_shape)
     its = _items_with_units(report)
@@ -410,7 +515,18 @@ def format_txt(report: Report) -> str:
 
 
 def format_report(report: Report, fmt: str) -> str:
-    """Text of the report in one of `FORMATS` (not "nav": see `navigator.write_targets_nav`).
+    """Text of the report in one of `FORMATS`.
+
+    Parameters
+    ----------
+    report : Report
+    fmt : str
+        "json", "json-full", "csv" or "txt" ("nav" is written by
+        `navigator.write_targets_nav`).
+
+    Returns
+    -------
+    str
 
     Raises
     ------
