@@ -160,7 +160,17 @@ def _as_bytes(data: Data) -> bytes:
 
 
 def _default_mode() -> int:
-    """0o666 less the process umask (the mode `open` gives a new file)."""
+    """0o666 less the process umask (the mode `open` gives a new file).
+
+    The umask is read from /proc/self/status where Linux offers it (setting it to read it,
+    the fallback, is not safe while other threads create files)."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
     um = os.umask(0)
     os.umask(um)
     return 0o666 & ~um

@@ -271,3 +271,12 @@ def test_commit_outputs_with_a_fifo_and_a_file(tmp_path):
     files.commit_outputs([(fifo, "[]\n"), (f, b"png")])
     reader.join(10)
     assert got == [b"[]\n"] and f.read_bytes() == b"png" and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_new_file_mode_follows_a_changed_umask(tmp_path):
+    old = os.umask(0o027)
+    try:
+        files.write_atomic(tmp_path / "a.json", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(os.stat(tmp_path / "a.json").st_mode) == 0o640
