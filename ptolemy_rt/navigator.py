@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -55,6 +54,8 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from .errors import InputImageError, OutputError
+from .files import write_atomic
+from .results import PipelineResult
 
 ADOC_VERSION = "2.00"
 _SECTION = re.compile(r"^\[\s*(\w+)\s*=\s*(.*?)\s*\]\s*$")
@@ -304,25 +305,9 @@ def nav_text(
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: str | os.PathLike, text: str) -> None:
-    p = Path(path)
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"{path}: cannot write (directory {parent} does not exist)")
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
-    except OSError as e:
-        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\r\n" if os.name == "nt" else "\n") as f:
-            f.write(text)
-        os.replace(tmp, p)
-    except OSError as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise OutputError(f"{path}: cannot write ({e.strerror})") from None
+def _native_newlines(text: str) -> str:
+    """Text with the platform's line ends (SerialEM on Windows writes CRLF)."""
+    return text.replace("\n", "\r\n") if os.name == "nt" else text
 
 
 def write_nav(
@@ -335,10 +320,26 @@ def write_nav(
     acquire_top: int = 0,
     color: int = 0,
 ) -> None:
-    """Write `targets` as point items drawn on `map_item` to a new .nav file (atomically).
+    """Write `targets` as point items drawn on `map_item` to a .nav file (`files.write_atomic`).
 
-    transform: default map_transform(map_item) (image of the map's own size, y flipped).
-    first_id: first item ID (default: the map's MapID + 1). Raises OutputError.
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The output file (its ``LastSavedAs``).
+    targets : sequence of Target
+        Points (x, y) = (col, row) px of the analysed image, with scores.
+    map_item : dict
+        The map item (from `read_nav`) the points are drawn on.
+    transform : MapTransform, optional
+        Default ``map_transform(map_item)`` (an image of the map's own size, y flipped).
+    start_label, first_id, acquire_top, color
+        See `nav_text`; first_id defaults to the map's MapID + 1.
+
+    Raises
+    ------
+    OutputError
+        A label prefix with other characters than letters, digits, '_' and '-', or the file
+        cannot be written (nothing is left behind).
     """
     if transform is None:
         transform = map_transform(map_item)
@@ -347,24 +348,44 @@ def write_nav(
         first_id = (ids[0] + 1) if ids else 1
     if not isinstance(start_label, int) and not _LABEL_OK.match(str(start_label)):
         raise OutputError(f"{path}: navigator label prefix {start_label!r} may hold only letters, digits, '_' and '-'")
-    _atomic_write(path, nav_text(targets, transform, map_item, start_label, first_id, color, acquire_top,
-                                 saved_as=str(path)))
+    write_atomic(path, _native_newlines(nav_text(targets, transform, map_item, start_label, first_id, color,
+                                                 acquire_top, saved_as=str(path))))
 
 
-def targets_from_result(result) -> list[Target]:
-    """Targets of a SquareResult (squares) or HoleResult (holes): centres (x, y) px, scores."""
-    entries = getattr(result, "squares", None)
-    kind = "square"
-    if entries is None:
-        entries = getattr(result, "holes", None)
-        kind = "hole"
-    if entries is None:
-        raise TypeError("expected a SquareResult or HoleResult")
+def targets_from_result(result: PipelineResult) -> list[Target]:
+    """The targets of a pipeline result as navigator points.
+
+    Parameters
+    ----------
+    result : results.PipelineResult
+        A SquareResult or HoleResult.
+
+    Returns
+    -------
+    list of Target
+        One per square/hole in the result's order: (x, y) = (col, row) px, the mean of its
+        box vertices (continuous coordinates, see the module docstring); its score; a note
+        "<square|hole> area N px2".
+
+    Raises
+    ------
+    TypeError
+        `result` is not a PipelineResult.
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import Hole, HoleResult
+    >>> box = ((0.0, 0.0), (3.0, 0.0), (3.0, 2.0), (0.0, 2.0))
+    >>> targets_from_result(HoleResult([Hole(box, (1, 1), 6.0, 0.5)], (4, 4)))
+    [Target(x=1.5, y=1.0, score=0.5, note='hole area 6 px2')]
+    """
+    if not isinstance(result, PipelineResult):
+        raise TypeError(f"expected a SquareResult or HoleResult, not {type(result).__name__}")
     out = []
-    for e in entries:
+    for e in result.targets:
         v = np.asarray(e.vertices, dtype=np.float64)
         cx, cy = (v.mean(axis=0) if v.size else np.asarray(e.center, dtype=np.float64))
-        out.append(Target(float(cx), float(cy), float(e.score), f"{kind} area {float(e.area):.0f} px2"))
+        out.append(Target(float(cx), float(cy), float(e.score), f"{result.target_name} area {float(e.area):.0f} px2"))
     return out
 
 
@@ -377,21 +398,45 @@ def parse_nav_map(spec: str) -> tuple[str, str]:
     return path, label.strip()
 
 
-def write_targets_nav(
-    out_path: str | os.PathLike,
-    result,
+def targets_nav_text(
+    result: PipelineResult,
     nav_path: str | os.PathLike,
     item_label: str,
     flip_y: bool = True,
     acquire_top: int = 0,
-) -> int:
-    """Write a pipeline result's targets as point items on map `item_label` of `nav_path`.
+    saved_as: str | os.PathLike = "",
+) -> tuple[str, int]:
+    """The Navigator text of a pipeline result's targets as point items on a map item.
 
-    The map item's transform is scaled to the analysed image's size (result.image_shape).
-    Labels continue after the largest numeric label of `nav_path`, item IDs after its largest
-    MapID, so the file can be merged into that navigator (SerialEM: Navigator → Merge File).
-    Returns the number of items written. Raises InputImageError (nav file missing or
-    unreadable, label missing, item without a map transform) or OutputError.
+    Parameters
+    ----------
+    result : results.PipelineResult
+        The targets and ``image_shape`` (rows, cols) of the analysed image; the map item's
+        transform is scaled to that size.
+    nav_path : str or os.PathLike
+        The navigator file holding the map item.
+    item_label : str
+        The map item's label.
+    flip_y : bool
+        Whether the image is stored bottom-up (SerialEM's MRC files; see the module docstring).
+    acquire_top : int
+        Mark the best this many items for acquisition.
+    saved_as : str or os.PathLike
+        The path the text will be written to (its ``LastSavedAs`` line; "" for none).
+
+    Returns
+    -------
+    (text, n)
+        The file's text (the platform's line ends, as SerialEM writes them) and the number of
+        point items in it. Labels continue after
+        the largest numeric label of `nav_path`, item IDs after its largest MapID/GroupID, so
+        the file can be merged into that navigator (SerialEM: Navigator → Merge File).
+
+    Raises
+    ------
+    InputImageError
+        The nav file is missing or unreadable, the label is missing, the item has no map
+        transform or another field of view.
     """
     items = read_nav(nav_path)
     item = find_item(items, item_label, nav_path)
@@ -399,6 +444,40 @@ def write_targets_nav(
     targets = targets_from_result(result)
     ids = _int_ids(items, "MapID") + _int_ids(items, "GroupID")
     first_id = max(ids, default=0) + 1
-    write_nav(out_path, targets, item, tr, start_label=next_free_label(items), first_id=first_id,
-              acquire_top=acquire_top)
-    return len(targets)
+    text = nav_text(targets, tr, item, start_label=next_free_label(items), first_id=first_id,
+                    acquire_top=acquire_top, saved_as=str(saved_as))
+    return _native_newlines(text), len(targets)
+
+
+def write_targets_nav(
+    out_path: str | os.PathLike,
+    result: PipelineResult,
+    nav_path: str | os.PathLike,
+    item_label: str,
+    flip_y: bool = True,
+    acquire_top: int = 0,
+) -> int:
+    """Write `targets_nav_text` of a result to `out_path` (`files.write_atomic`).
+
+    Parameters
+    ----------
+    out_path : str or os.PathLike
+        The .nav file to write.
+    result, nav_path, item_label, flip_y, acquire_top
+        See `targets_nav_text`.
+
+    Returns
+    -------
+    int
+        The number of point items written.
+
+    Raises
+    ------
+    InputImageError
+        See `targets_nav_text`.
+    OutputError
+        The file cannot be written (nothing is left behind).
+    """
+    text, n = targets_nav_text(result, nav_path, item_label, flip_y, acquire_top, saved_as=out_path)
+    write_atomic(out_path, text)
+    return n

@@ -20,23 +20,27 @@ txt        a human-readable table with ``#`` comment lines on top.
 nav        a SerialEM Navigator file (written by `navigator.write_targets_nav`, needs the map
            item: see batch.analyse and docs/SERIALEM.md).
 Floats in json/csv are written with Python's shortest round-trip repr (deterministic).
+
+The formatters know results only through `results.PipelineResult` (targets, per-target fields,
+kind-specific metadata in output order), never by switching on the kind. Files are written by
+`files.write_atomic` (re-exported here with `check_output_path`, `same_file` and
+`commit_outputs`).
 """
 from __future__ import annotations
 
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import OutputError
+from .errors import EXIT_USAGE, PtolemyError
+from .files import check_output_path, commit_outputs, same_file, write_atomic  # noqa: F401  (re-exported)
+from .results import PipelineResult
 
 FORMATS = ("json", "json-full", "csv", "txt", "nav")
 EXTENSIONS = {"json": ".json", "json-full": ".json", "csv": ".csv", "txt": ".txt", "nav": ".nav"}
-
-KIND_NOUN = {"lowmag": "squares", "medmag": "holes"}
 
 # Pixel sizes (nm/px) that an MRC header may plausibly hold for each magnification; a header
 # value outside is ignored (the common "1 Å" default of unset headers is outside both).
@@ -47,13 +51,20 @@ UNSET_HEADER_NM = 0.1  # 1 Å: what many writers put in the header when the size
 TARGET_SIZE_RANGE_UM = {"lowmag": (10.0, 350.0), "medmag": (0.5, 20.0)}
 
 
+class PixelSizeError(PtolemyError):
+    """The pixel size cannot give physical units: not a positive finite number of nm, or the
+    units it gives overflow (exit code 2: a usage error, raised before anything is written)."""
+
+    exit_code = EXIT_USAGE
+
+
 @dataclass
 class Report:
     """One pipeline result plus what the output formats need to describe it.
 
-    kind: "lowmag" (squares) or "medmag" (holes).
+    kind: "lowmag" (squares) or "medmag" (holes): the command (``result.kind``).
     image: input path as given.
-    result: `results.SquareResult` or `results.HoleResult`.
+    result: a `results.PipelineResult` (`SquareResult` or `HoleResult`).
     pixel_size_nm: nm per pixel, or None when unknown; pixel_size_source: "option" | "header".
     section: section of a stack used, or None.
     seconds: wall time of the whole analysis (reading included), s.
@@ -61,7 +72,7 @@ class Report:
 
     kind: str
     image: str
-    result: Any
+    result: PipelineResult
     pixel_size_nm: float | None = None
     pixel_size_source: str | None = None
     section: int | None = None
@@ -72,25 +83,51 @@ class Report:
 # --------------------------------------------------------------------------- items
 
 
-def targets(result: Any) -> list:
-    """The result's targets (squares or holes)."""
-    if hasattr(result, "squares"):
-        return list(result.squares)
-    return list(result.holes)
+def targets(result: PipelineResult) -> list:
+    """The result's targets (squares or holes), as a new list.
+
+    Parameters
+    ----------
+    result : results.PipelineResult
+
+    Returns
+    -------
+    list
+        ``result.targets`` copied (the pipeline's order: best score first).
+    """
+    return list(result.targets)
 
 
-def items(result: Any) -> list[dict]:
-    """Targets as dicts in the published schema and key order, sorted by score (best first;
-    ties keep the pipeline's order). Points (x, y) = (col, row), px; area px²."""
+def items(result: PipelineResult) -> list[dict]:
+    """Targets as dicts in the published schema and key order, sorted by score.
+
+    Parameters
+    ----------
+    result : results.PipelineResult
+
+    Returns
+    -------
+    list of dict
+        Keys ``vertices`` (4 × [x, y] float, px), ``center`` ([x, y] int, px), ``area``
+        (px²), the result's `target_fields` (``brightness`` for squares), ``score``; best
+        score first, ties in the pipeline's order. Points are (x, y) = (col, row).
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import Hole, HoleResult
+    >>> box = ((0.0, 0.0), (2.0, 0.0), (2.0, 2.0), (0.0, 2.0))
+    >>> [d["score"] for d in items(HoleResult([Hole(box, (1, 1), 4.0, 0.2), Hole(box, (1, 1), 4.0, 0.9)], (4, 4)))]
+    [0.9, 0.2]
+    """
     out = []
-    for t in targets(result):
+    for t in result.targets:
         d: dict[str, Any] = {
             "vertices": [[float(x), float(y)] for x, y in t.vertices],
             "center": [int(t.center[0]), int(t.center[1])],
             "area": float(t.area),
         }
-        if hasattr(t, "brightness"):
-            d["brightness"] = float(t.brightness)
+        for name in result.target_fields:
+            d[name] = float(getattr(t, name))
         d["score"] = float(t.score)
         out.append(d)
     out.sort(key=lambda d: -d["score"])
@@ -98,21 +135,63 @@ def items(result: Any) -> list[dict]:
 
 
 def result_reason(report: Report) -> str | None:
-    """Why the result is empty (None when it is not empty)."""
-    if targets(report.result):
+    """Why the result is empty.
+
+    Parameters
+    ----------
+    report : Report
+
+    Returns
+    -------
+    str or None
+        The result's `reason`, else "no <target_noun> found"; None when it has targets.
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import SquareResult
+    >>> result_reason(Report("lowmag", "a.mrc", SquareResult([], (4, 4))))
+    'no squares found'
+    """
+    r = report.result
+    if r.targets:
         return None
-    reason = getattr(report.result, "reason", None)
-    return reason or f"no {KIND_NOUN.get(report.kind, 'targets')} found"
+    return r.reason or f"no {r.target_noun} found"
 
 
 # ------------------------------------------------------------------- pixel size
 
 
 def resolve_pixel_size(kind: str, option_nm: float | None, header_nm: float | None) -> tuple[float | None, str | None, str | None]:
-    """Pick the pixel size (nm/px): the --pixel-size option, else the header's value when it is
-    plausible for the magnification. Returns (value, source, note); note explains an ignored
-    header value (for stderr) or is None."""
+    """Pick the pixel size: the --pixel-size option, else the header's value when plausible.
+
+    Parameters
+    ----------
+    kind : str
+        "lowmag" or "medmag" (the plausible header range, `HEADER_PIXEL_RANGE_NM`).
+    option_nm : float or None
+        The --pixel-size value, nm/px.
+    header_nm : float or None
+        The MRC header's pixel size, nm/px.
+
+    Returns
+    -------
+    (value, source, note)
+        value in nm/px or None; source "option" / "header" / None; note explains an ignored
+        header value (for stderr), else None.
+
+    Raises
+    ------
+    PixelSizeError
+        The option is not a positive finite number.
+
+    Examples
+    --------
+    >>> resolve_pixel_size("lowmag", None, 250.0)
+    (250.0, 'header', None)
+    """
     if option_nm is not None:
+        if not (math.isfinite(option_nm) and option_nm > 0):
+            raise PixelSizeError(f"--pixel-size {option_nm:g}: must be a positive, finite number of nm")
         return float(option_nm), "option", None
     if header_nm is None or not (header_nm > 0) or not math.isfinite(header_nm):
         return None, None, None
@@ -128,28 +207,32 @@ def resolve_pixel_size(kind: str, option_nm: float | None, header_nm: float | No
 
 
 def pixel_size_warning(report: Report) -> str | None:
-    """A warning when the pixel size makes the targets implausibly small or large, else None.
+    """A warning when the pixel size makes the targets implausibly small or large.
 
-    lowmag: median grid-square side √(box area) in µm; medmag: lattice spacing in µm (or the
-    median hole box side when the spacing is unknown)."""
+    Parameters
+    ----------
+    report : Report
+        The size compared is its result's `typical_size_px` (lowmag: median grid-square
+        side sqrt(box area); medmag: lattice spacing, or the median hole box side without a
+        lattice) times the pixel size, in µm, against `TARGET_SIZE_RANGE_UM` of the kind.
+
+    Returns
+    -------
+    str or None
+        One line for stderr; None when plausible, without a pixel size or without targets.
+    """
     px = report.pixel_size_nm
-    ts = targets(report.result)
-    if px is None or not ts:
+    r = report.result
+    if px is None or not r.targets:
         return None
-    if report.kind == "medmag" and getattr(report.result, "lattice_spacing_px", None):
-        size_px = float(report.result.lattice_spacing_px)
-        what = "hole spacing"
-    else:
-        areas = sorted(float(t.area) for t in ts)
-        size_px = math.sqrt(max(areas[len(areas) // 2], 0.0))
-        what = "square side" if report.kind == "lowmag" else "hole box side"
+    size_px, what = r.typical_size_px()
     size_um = size_px * px / 1000.0
-    lo, hi = TARGET_SIZE_RANGE_UM[report.kind]
+    lo, hi = TARGET_SIZE_RANGE_UM[r.kind]
     if lo <= size_um <= hi:
         return None
     src = "--pixel-size" if report.pixel_size_source == "option" else "the MRC header"
     return (
-        f"pixel size {px:g} nm (from {src}) looks wrong for a {report.kind} image: "
+        f"pixel size {px:g} nm (from {src}) looks wrong for a {r.kind} image: "
         f"median {what} would be {size_um:.3g} µm (expected {lo:g}-{hi:g} µm)"
     )
 
@@ -158,71 +241,165 @@ def _um(v_px: float, px_nm: float) -> float:
     return v_px * px_nm / 1000.0
 
 
+def physical_units(report: Report, d: dict, rank: int) -> tuple[float, float, float]:
+    """(center_x_um, center_y_um, area_um2) of one item at the report's pixel size.
+
+    Parameters
+    ----------
+    report : Report
+        With a pixel size (nm/px).
+    d : dict
+        One of `items` (``center`` px, ``area`` px²).
+    rank : int
+        The item's rank (1 = best), for the message.
+
+    Returns
+    -------
+    tuple of float
+        Centre in µm from the image's top-left corner, area in µm².
+
+    Raises
+    ------
+    PixelSizeError
+        A value overflows (is not finite): the pixel size is absurd.
+    """
+    px = report.pixel_size_nm
+    try:
+        vals = (_um(d["center"][0], px), _um(d["center"][1], px), d["area"] * (px / 1000.0) ** 2)
+    except OverflowError:
+        vals = (math.inf,)
+    if not all(math.isfinite(v) for v in vals):
+        src = "--pixel-size" if report.pixel_size_source == "option" else f"{report.image}: MRC header pixel size"
+        raise PixelSizeError(f"{src} {px:g} nm: the physical units of target {rank} overflow; "
+                             "give the pixel size in nm")
+    return vals
+
+
+def _items_with_units(report: Report) -> list[tuple[dict, tuple[float, float, float] | None]]:
+    """`items` of the result, each with its physical units (None without a pixel size); all
+    units are computed (and checked) before any text is made."""
+    its = items(report.result)
+    if report.pixel_size_nm is None:
+        return [(d, None) for d in its]
+    return [(d, physical_units(report, d, rank)) for rank, d in enumerate(its, start=1)]
+
+
 # --------------------------------------------------------------------- formats
 
 
 def format_json(report: Report) -> str:
-    """The published schema: exactly what the published tool prints with ``-f json``."""
+    """The published schema: exactly what the published tool prints with ``-f json``.
+
+    Parameters
+    ----------
+    report : Report
+
+    Returns
+    -------
+    str
+        ``json.dumps(items(result)) + "\\n"`` (no physical units, whatever the pixel size).
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import SquareResult
+    >>> format_json(Report("lowmag", "a.mrc", SquareResult([], (4, 4))))
+    '[]\\n'
+    """
     return json.dumps(items(report.result), allow_nan=False) + "\n"
 
 
 def full_object(report: Report) -> dict:
-    """The extended JSON object (``-f json-full``)."""
+    """The extended JSON object (``-f json-full``).
+
+    Parameters
+    ----------
+    report : Report
+
+    Returns
+    -------
+    dict
+        Keys in order: ptolemy_rt_version, command, image, section, shape ([rows, cols]),
+        models, batchnorm, the result's `metadata` keys (in its order), reason,
+        pixel_size_nm, pixel_size_source, timings_s (s, with "total"), count, items (with
+        ``center_um`` / ``area_um2`` when the pixel size is known).
+
+    Raises
+    ------
+    PixelSizeError
+        The physical units overflow.
+    """
     r = report.result
     rows, cols = (int(v) for v in r.image_shape)
+    its = _items_with_units(report)
     obj: dict[str, Any] = {
         "ptolemy_rt_version": _version(),
         "command": report.kind,
         "image": report.image,
         "section": report.section,
         "shape": [rows, cols],
-        "models": getattr(r, "models", "") or None,
-        "batchnorm": getattr(r, "batchnorm", None),
+        "models": r.models or None,
+        "batchnorm": r.batchnorm,
     }
-    if report.kind == "lowmag":
-        obj["crop_grid"] = getattr(r, "crop_grid", "image")
-        obj["normalisation"] = _normalisation(r)
-        obj["grid_angle_deg"] = _opt_float(getattr(r, "grid_angle_deg", None))
-    else:
-        obj["lattice_angle_deg"] = _opt_float(getattr(r, "lattice_angle_deg", None))
-        obj["lattice_spacing_px"] = _opt_float(getattr(r, "lattice_spacing_px", None))
-        obj["lattice_search"] = getattr(r, "lattice_search", "square")
+    for m in r.metadata():
+        obj[m.key] = m.value
     obj["reason"] = result_reason(report)
     obj["pixel_size_nm"] = report.pixel_size_nm
     obj["pixel_size_source"] = report.pixel_size_source
-    obj["timings_s"] = {str(k): float(v) for k, v in (getattr(r, "timings_s", None) or {}).items()}
+    obj["timings_s"] = {str(k): float(v) for k, v in (r.timings_s or {}).items()}
     if report.seconds is not None:
         obj["timings_s"]["total"] = float(report.seconds)
-    its = items(r)
-    if report.pixel_size_nm is not None:
-        for d in its:
-            d["center_um"] = [_um(d["center"][0], report.pixel_size_nm), _um(d["center"][1], report.pixel_size_nm)]
-            d["area_um2"] = d["area"] * (report.pixel_size_nm / 1000.0) ** 2
+    for d, units in its:
+        if units is not None:
+            d["center_um"] = [units[0], units[1]]
+            d["area_um2"] = units[2]
     obj["count"] = len(its)
-    obj["items"] = its
+    obj["items"] = [d for d, _ in its]
     return obj
 
 
-def _normalisation(r) -> dict | None:
-    """Lowmag crop normalisation constants of a result: {"mean", "std"} (input pixel units),
-    "source" ("image": its square-mask pixels; "given": by the caller); None without crops."""
-    norm = getattr(r, "norm", None)
-    if norm is None:
-        return None
-    return {"mean": float(norm[0]), "std": float(norm[1]), "source": getattr(r, "norm_source", "image")}
-
-
 def format_json_full(report: Report) -> str:
+    """`full_object` as indented JSON (non-ASCII kept, one space per level).
+
+    Parameters
+    ----------
+    report : Report
+
+    Returns
+    -------
+    str
+        The JSON text and a final newline.
+
+    Raises
+    ------
+    PixelSizeError
+        The physical units overflow.
+    """
     return json.dumps(full_object(report), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def csv_columns(kind: str, with_um: bool) -> list[str]:
-    """CSV header: rank, center_x, center_y (px), area (px²), brightness (lowmag only), score,
-    [center_x_um, center_y_um, area_um2 when the pixel size is known], x0, y0 .. x3, y3 (px)."""
-    cols = ["rank", "center_x", "center_y", "area"]
-    if kind == "lowmag":
-        cols.append("brightness")
-    cols.append("score")
+def csv_columns(result: PipelineResult, with_um: bool) -> list[str]:
+    """CSV header of a result.
+
+    Parameters
+    ----------
+    result : results.PipelineResult
+        Gives the per-target fields (``brightness`` for squares).
+    with_um : bool
+        Whether the physical-unit columns are written (the pixel size is known).
+
+    Returns
+    -------
+    list of str
+        rank, center_x, center_y (px), area (px²), the target fields, score,
+        [center_x_um, center_y_um, area_um2], x0, y0 .. x3, y3 (px).
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import HoleResult
+    >>> csv_columns(HoleResult([], (4, 4)), False)[:5]
+    ['rank', 'center_x', 'center_y', 'area', 'score']
+    """
+    cols = ["rank", "center_x", "center_y", "area", *result.target_fields, "score"]
     if with_um:
         cols += ["center_x_um", "center_y_um", "area_um2"]
     for i in range(4):
@@ -230,55 +407,88 @@ def csv_columns(kind: str, with_um: bool) -> list[str]:
     return cols
 
 
-def _rows(report: Report) -> Iterable[tuple[int, dict, list[str]]]:
-    px = report.pixel_size_nm
-    for rank, d in enumerate(items(report.result), start=1):
+def _rows(report: Report) -> Iterable[list[str]]:
+    fields = report.result.target_fields
+    for rank, (d, units) in enumerate(_items_with_units(report), start=1):
         row = [str(rank), str(d["center"][0]), str(d["center"][1]), repr(d["area"])]
-        if report.kind == "lowmag":
-            row.append(repr(d["brightness"]))
+        row += [repr(d[name]) for name in fields]
         row.append(repr(d["score"]))
-        if px is not None:
-            row += [repr(_um(d["center"][0], px)), repr(_um(d["center"][1], px)),
-                    repr(d["area"] * (px / 1000.0) ** 2)]
+        if units is not None:
+            row += [repr(v) for v in units]
         for x, y in d["vertices"]:
             row += [repr(x), repr(y)]
-        yield rank, d, row
+        yield row
 
 
 def format_csv(report: Report) -> str:
+    """CSV text of a report.
+
+    Parameters
+    ----------
+    report : Report
+
+    Returns
+    -------
+    str
+        A ``# reason: ...`` line when the result is empty, the header (`csv_columns`), one
+        row per target (best first; floats as shortest round-trip repr).
+
+    Raises
+    ------
+    PixelSizeError
+        The physical units overflow.
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import Hole, HoleResult
+    >>> box = ((0.0, 0.0), (2.0, 0.0), (2.0, 2.0), (0.0, 2.0))
+    >>> print(format_csv(Report("medmag", "b.mrc", HoleResult([Hole(box, (1, 1), 4.0, 0.5)], (4, 4)))), end="")
+    rank,center_x,center_y,area,score,x0,y0,x1,y1,x2,y2,x3,y3
+    1,1,1,4.0,0.5,0.0,0.0,2.0,0.0,2.0,2.0,0.0,2.0
+    """
+    rows = list(_rows(report))  # units checked before any text
     lines = []
     reason = result_reason(report)
     if reason is not None:
         lines.append("# reason: " + _one_line(reason))
-    lines.append(",".join(csv_columns(report.kind, report.pixel_size_nm is not None)))
-    for _, _, row in _rows(report):
-        lines.append(",".join(row))  # numbers only: no quoting needed
+    lines.append(",".join(csv_columns(report.result, report.pixel_size_nm is not None)))
+    lines += [",".join(row) for row in rows]  # numbers only: no quoting needed
     return "\n".join(lines) + "\n"
 
 
+# TXT column (width, number format) of each per-target field of a result
+TXT_FIELD_FORMAT = {"brightness": (10, ".2f")}
+
+
 def format_txt(report: Report) -> str:
+    """A human-readable table of a report.
+
+    Parameters
+    ----------
+    report : Report
+
+    Returns
+    -------
+    str
+        ``#`` lines (image and shape; target count, models, batchnorm and the result's
+        metadata texts; metadata on their own lines; pixel size; reason), then a header and
+        one row per target (best first).
+
+    Raises
+    ------
+    PixelSizeError
+        The physical units overflow.
+    """
     r = report.result
-    noun = KIND_NOUN[report.kind]
     rows, cols = (int(v) for v in r.image_shape)
-    its = items(r)
+    its = _items_with_units(report)
     sec = f", section {report.section}" if report.section is not None else ""
     out = [f"# ptolemy {report.kind}: {report.image}{sec} ({rows} x {cols} px)"]
-    info = [f"{len(its)} {noun}", f"models {getattr(r, 'models', '') or '?'}",
-            f"batchnorm {getattr(r, 'batchnorm', '?')}"]
-    if report.kind == "lowmag" and getattr(r, "crop_grid", "image") != "image":
-        info.append(f"crop grid {r.crop_grid}")
-    if report.kind == "lowmag" and getattr(r, "grid_angle_deg", None) is not None:
-        info.append(f"grid angle {float(r.grid_angle_deg):.2f} deg")
-    if report.kind == "medmag" and getattr(r, "lattice_angle_deg", None) is not None:
-        info.append(f"lattice angle {float(r.lattice_angle_deg):.2f} deg")
-    if report.kind == "medmag" and getattr(r, "lattice_spacing_px", None) is not None:
-        info.append(f"spacing {float(r.lattice_spacing_px):.1f} px")
-    if report.kind == "medmag" and getattr(r, "lattice_search", "square") != "square":
-        info.append(f"lattice search {r.lattice_search}")
+    meta = [m for m in r.metadata() if m.text is not None]
+    info = [f"{len(its)} {r.target_noun}", f"models {r.models or '?'}", f"batchnorm {r.batchnorm}"]
+    info += [m.text for m in meta if not m.own_line]
     out.append("# " + ", ".join(info))
-    norm = _normalisation(r) if report.kind == "lowmag" else None
-    if norm is not None:  # crop normalisation constants, input pixel units
-        out.append(f"# normalisation mean {norm['mean']!r}, std {norm['std']!r} ({norm['source']})")
+    out += ["# " + m.text for m in meta if m.own_line]
     px = report.pixel_size_nm
     if px is not None:
         out.append(f"# pixel size {px:g} nm ({'--pixel-size' if report.pixel_size_source == 'option' else 'MRC header'})")
@@ -286,26 +496,45 @@ def format_txt(report: Report) -> str:
     if reason is not None:
         out.append("# reason: " + _one_line(reason))
     head = f"{'rank':>4} {'x':>7} {'y':>7} {'area_px2':>11}"
-    if report.kind == "lowmag":
-        head += f" {'brightness':>10}"
+    for name in r.target_fields:
+        head += f" {name:>{TXT_FIELD_FORMAT[name][0]}}"
     head += f" {'score':>7}"
     if px is not None:
         head += f" {'x_um':>9} {'y_um':>9} {'area_um2':>10}"
     out.append(head)
-    for rank, d in enumerate(its, start=1):
+    for rank, (d, units) in enumerate(its, start=1):
         line = f"{rank:>4} {d['center'][0]:>7d} {d['center'][1]:>7d} {d['area']:>11.1f}"
-        if report.kind == "lowmag":
-            line += f" {d['brightness']:>10.2f}"
+        for name in r.target_fields:
+            width, spec = TXT_FIELD_FORMAT[name]
+            line += f" {d[name]:>{width}{spec}}"
         line += f" {d['score']:>7.4f}"
-        if px is not None:
-            line += (f" {_um(d['center'][0], px):>9.2f} {_um(d['center'][1], px):>9.2f}"
-                     f" {d['area'] * (px / 1000.0) ** 2:>10.3f}")
+        if units is not None:
+            line += f" {units[0]:>9.2f} {units[1]:>9.2f} {units[2]:>10.3f}"
         out.append(line)
     return "\n".join(out) + "\n"
 
 
 def format_report(report: Report, fmt: str) -> str:
-    """Text of the report in one of `FORMATS`."""
+    """Text of the report in one of `FORMATS`.
+
+    Parameters
+    ----------
+    report : Report
+    fmt : str
+        "json", "json-full", "csv" or "txt" ("nav" is written by
+        `navigator.write_targets_nav`).
+
+    Returns
+    -------
+    str
+
+    Raises
+    ------
+    ValueError
+        Unknown format.
+    PixelSizeError
+        The physical units overflow (nothing should be written).
+    """
     if fmt == "json":
         return format_json(report)
     if fmt == "json-full":
@@ -325,79 +554,7 @@ def format_from_suffix(path: str | os.PathLike | None) -> str:
     return {".csv": "csv", ".txt": "txt", ".nav": "nav"}.get(s, "json")
 
 
-# ---------------------------------------------------------------------- writing
-
-
-def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """True when two paths name the same file (existing or not)."""
-    try:
-        if os.path.exists(a) and os.path.exists(b):
-            return os.path.samefile(a, b)
-    except OSError:
-        pass
-    return os.path.realpath(a) == os.path.realpath(b)
-
-
-def check_output_path(path: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) -> None:
-    """Fail early (OutputError) when `path` cannot be written: it names a protected input, is
-    a directory, or its folder is missing / not a folder / not writable."""
-    p = Path(path)
-    for q in protect:
-        if same_file(p, q):
-            raise OutputError(f"{p}: refusing to overwrite the input image; choose another -o")
-    if p.is_dir():
-        raise OutputError(f"{p}: is a directory; give a file name")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.exists():
-        raise OutputError(f"{p}: cannot write (folder {parent} does not exist)")
-    if not parent.is_dir():
-        raise OutputError(f"{p}: cannot write ({parent} is not a folder)")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{p}: cannot write (folder {parent} is not writable)")
-
-
-def write_atomic(path: str | os.PathLike, data: str | bytes, protect: Iterable[str | os.PathLike] = ()) -> None:
-    """Write `data` to `path` atomically: a temporary file in the same folder, then
-    os.replace. On failure nothing is left behind and OutputError is raised (one line).
-    Refuses to write over any path in `protect` (the input images)."""
-    p = Path(path)
-    check_output_path(p, protect)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    parent = p.parent if str(p.parent) else Path(".")
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-            f.flush()
-            os.fsync(f.fileno())
-        _set_default_mode(tmp)
-        os.replace(tmp, p)
-        tmp = None
-    except OSError as e:
-        raise OutputError(f"{p}: cannot write ({e.strerror or e})") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-
-
-def _set_default_mode(path: str) -> None:
-    """mkstemp creates 0600 files; give the result the usual umask-based mode."""
-    if os.name != "posix":
-        return
-    um = os.umask(0)
-    os.umask(um)
-    os.chmod(path, 0o666 & ~um)
-
-
 # ---------------------------------------------------------------------- helpers
-
-
-def _opt_float(v: Any) -> float | None:
-    return None if v is None else float(v)
 
 
 def _one_line(s: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 from pathlib import Path
 from typing import Any, Iterable
@@ -95,6 +96,8 @@ def render(pixels, items: list[dict], n_labels: int = N_LABELS):
     font = _font(fsize)
     for rank, d in order[:n_labels]:
         cx, cy = float(d["center"][0]), float(d["center"][1])
+        if not (-fsize <= cx <= w + fsize and -fsize <= cy <= h + fsize):
+            continue  # a label there would not show (and Pillow cannot place text far off)
         text = str(rank)
         try:
             draw.text((cx, cy), text, fill=(255, 255, 255), font=font, anchor="mm",
@@ -105,21 +108,71 @@ def render(pixels, items: list[dict], n_labels: int = N_LABELS):
 
 
 def png_bytes(img) -> bytes:
+    """The PNG file of a PIL image (no optimisation pass: deterministic and fast)."""
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
     return buf.getvalue()
 
 
-def write_overlay(pixels, items: list[dict], out: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) -> None:
-    """Render and write the overlay PNG atomically (OutputError on failure, nothing left)."""
-    from .output import write_atomic
+def overlay_png(pixels, items: list[dict]) -> bytes:
+    """The overlay picture (see `render`) as PNG file bytes, for `files.commit_outputs`.
 
-    write_atomic(out, png_bytes(render(pixels, items)), protect=protect)
+    Parameters
+    ----------
+    pixels : array_like
+        The image, [row, col].
+    items : list of dict
+        Targets as `render` takes them, best first.
+
+    Returns
+    -------
+    bytes
+        A PNG of the image's size (width = cols, height = rows).
+
+    Raises
+    ------
+    PlotUnavailableError
+        Pillow is not installed.
+    """
+    return png_bytes(render(pixels, items))
+
+
+def write_overlay(pixels, items: list[dict], out: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) -> None:
+    """Render and write the overlay PNG atomically (`files.write_atomic`).
+
+    Raises
+    ------
+    OutputError
+        `out` cannot be written or names a protected input; nothing is left behind.
+    PlotUnavailableError
+        Pillow is not installed.
+    """
+    from .files import write_atomic
+
+    write_atomic(out, overlay_png(pixels, items), protect=protect)
 
 
 def read_items(path: str | os.PathLike) -> list[dict]:
     """Targets from a result file: the published JSON list or a json-full object ("items").
-    Raises ResultFileError (one line) on anything else."""
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The result file.
+
+    Returns
+    -------
+    list of dict
+        "vertices" (≥ 3 × [x, y] float px), "center" ([x, y] float px), "score" (float), best
+        score first.
+
+    Raises
+    ------
+    ResultFileError
+        (one line, exit code 3) the file is missing, unreadable, not JSON, not a list of
+        targets, or a target lacks vertices/center/score or holds a non-finite number (the
+        JSON reader accepts NaN and Infinity).
+    """
     p = Path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
@@ -129,6 +182,8 @@ def read_items(path: str | os.PathLike) -> list[dict]:
         raise ResultFileError(f"{p}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     except json.JSONDecodeError as e:
         raise ResultFileError(f"{p}: not a JSON result file ({e.msg} at line {e.lineno})") from None
+    except (ValueError, RecursionError) as e:  # e.g. an integer of > 4300 digits, nesting too deep
+        raise ResultFileError(f"{p}: not a JSON result file ({type(e).__name__}: {e})") from None
     if isinstance(data, dict) and isinstance(data.get("items"), list):
         data = data["items"]
     if not isinstance(data, list):
@@ -141,8 +196,10 @@ def read_items(path: str | os.PathLike) -> list[dict]:
             score = float(d["score"])
             if len(verts) < 3:
                 raise ValueError
-        except (KeyError, TypeError, ValueError, IndexError):
+        except (KeyError, TypeError, ValueError, IndexError, OverflowError):
             raise ResultFileError(f"{p}: target {i} lacks valid vertices/center/score") from None
+        if not all(math.isfinite(v) for v in [score, *center, *(c for xy in verts for c in xy)]):
+            raise ResultFileError(f"{p}: target {i} holds a non-finite number (NaN or Infinity) in vertices/center/score")
         out.append({"vertices": verts, "center": center, "score": score})
     out.sort(key=lambda d: -d["score"])
     return out

@@ -7,7 +7,65 @@ convention of the published tool's JSON (`vertices` as [x, y]).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True)
+class Metadatum:
+    """One kind-specific metadata entry of a result, as the output formats show it.
+
+    key: its key in the extended JSON (``-f json-full``); value: its JSON value (None, a
+    number, a string or a dict of those); text: its words in the TXT summary, or None when
+    TXT does not show it; own_line: TXT shows it on its own ``#`` line (else in the summary
+    line after the target count, models and batchnorm).
+    """
+
+    key: str
+    value: Any
+    text: str | None = None
+    own_line: bool = False
+
+
+class PipelineResult:
+    """What every pipeline result offers the output formats and the navigator writer.
+
+    A subclass is a dataclass with the fields ``image_shape`` ((rows, cols) px),
+    ``batchnorm``, ``models``, ``reason`` (why the target list is empty, or None) and
+    ``timings_s`` (stage wall times, s), and sets the class attributes below. Nothing that
+    formats a result needs to know which pipeline made it.
+
+    kind: the command that makes it ("lowmag", "medmag"). target_noun / target_name: plural
+    and singular word for its targets ("squares" / "square"). target_fields: the per-target
+    values written between ``area`` and ``score`` (attribute names of the targets, floats).
+    """
+
+    kind: ClassVar[str]
+    target_noun: ClassVar[str]
+    target_name: ClassVar[str]
+    target_fields: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def targets(self) -> list:
+        """The targets (`Square` or `Hole`), sorted by score, best first."""
+        raise NotImplementedError
+
+    def metadata(self) -> tuple[Metadatum, ...]:
+        """The kind-specific metadata, in output order (see `Metadatum`)."""
+        raise NotImplementedError
+
+    def typical_size_px(self) -> tuple[float, str]:
+        """(size in px, what it is) of the targets, for the pixel-size plausibility check.
+
+        The default is the median box side, sqrt(median box area). Needs at least one target.
+        """
+        areas = sorted(float(t.area) for t in self.targets)
+        return math.sqrt(max(areas[len(areas) // 2], 0.0)), f"{self.target_name} box side"
+
+
+def _opt_float(v: float | None) -> float | None:
+    return None if v is None else float(v)
 
 
 @dataclass(frozen=True)
@@ -45,8 +103,22 @@ class Hole:
 
 
 @dataclass
-class SquareResult:
-    """Everything `find_squares` returns: squares sorted by score, best first."""
+class SquareResult(PipelineResult):
+    """Everything `find_squares` returns: squares sorted by score, best first.
+
+    Examples
+    --------
+    >>> r = SquareResult([Square(((0.0, 0.0), (4.0, 0.0), (4.0, 4.0), (0.0, 4.0)), (2, 2), 16.0, 9.5, 0.75)], (8, 8))
+    >>> r.kind, r.targets[0].score, [m.key for m in r.metadata()]
+    ('lowmag', 0.75, ['crop_grid', 'normalisation', 'grid_angle_deg'])
+    >>> r.typical_size_px()
+    (4.0, 'square side')
+    """
+
+    kind: ClassVar[str] = "lowmag"
+    target_noun: ClassVar[str] = "squares"
+    target_name: ClassVar[str] = "square"
+    target_fields: ClassVar[tuple[str, ...]] = ("brightness",)
 
     squares: list[Square]
     image_shape: tuple[int, int]  # (rows, cols)
@@ -60,10 +132,46 @@ class SquareResult:
     norm: tuple[float, float] | None = None
     norm_source: str = "image"  # "image": the image's square-mask pixels (SPEC §4.7); "given": by the caller
 
+    @property
+    def targets(self) -> list[Square]:
+        """The squares, sorted by score, best first."""
+        return self.squares
+
+    def metadata(self) -> tuple[Metadatum, ...]:
+        """Crop grid, crop normalisation constants (input pixel units, None without crops)
+        and grid angle (deg, None when unknown); TXT shows the crop grid only when it is not
+        "image" and the normalisation on its own line."""
+        norm = None if self.norm is None else {"mean": float(self.norm[0]), "std": float(self.norm[1]),
+                                               "source": self.norm_source}
+        angle = _opt_float(self.grid_angle_deg)
+        return (
+            Metadatum("crop_grid", self.crop_grid, None if self.crop_grid == "image" else f"crop grid {self.crop_grid}"),
+            Metadatum("normalisation", norm, None if norm is None else
+                      f"normalisation mean {norm['mean']!r}, std {norm['std']!r} ({norm['source']})", own_line=True),
+            Metadatum("grid_angle_deg", angle, None if angle is None else f"grid angle {angle:.2f} deg"),
+        )
+
+    def typical_size_px(self) -> tuple[float, str]:
+        """The median square side, sqrt(median box area), px."""
+        return super().typical_size_px()[0], "square side"
+
 
 @dataclass
-class HoleResult:
-    """Everything `find_holes` returns: holes sorted by score, best first."""
+class HoleResult(PipelineResult):
+    """Everything `find_holes` returns: holes sorted by score, best first.
+
+    Examples
+    --------
+    >>> r = HoleResult([Hole(((0.0, 0.0), (4.0, 0.0), (4.0, 4.0), (0.0, 4.0)), (2, 2), 16.0, 0.5)], (8, 8))
+    >>> r.kind, [m.key for m in r.metadata()], r.typical_size_px()
+    ('medmag', ['lattice_angle_deg', 'lattice_spacing_px', 'lattice_search'], (4.0, 'hole box side'))
+    >>> HoleResult([], (8, 8), lattice_spacing_px=6.0).typical_size_px()
+    (6.0, 'hole spacing')
+    """
+
+    kind: ClassVar[str] = "medmag"
+    target_noun: ClassVar[str] = "holes"
+    target_name: ClassVar[str] = "hole"
 
     holes: list[Hole]
     image_shape: tuple[int, int]  # (rows, cols)
@@ -74,3 +182,26 @@ class HoleResult:
     reason: str | None = None  # why the list is empty, when it is
     timings_s: dict[str, float] = field(default_factory=dict)
     lattice_search: str = "square"  # "square" (published) or "oblique" (also tilted grids)
+
+    @property
+    def targets(self) -> list[Hole]:
+        """The holes, sorted by score, best first."""
+        return self.holes
+
+    def metadata(self) -> tuple[Metadatum, ...]:
+        """Lattice angle (deg) and spacing (px) of the fitted lattice (None without one) and
+        the lattice search mode; TXT shows the search only when it is not "square"."""
+        angle, spacing = _opt_float(self.lattice_angle_deg), _opt_float(self.lattice_spacing_px)
+        return (
+            Metadatum("lattice_angle_deg", angle, None if angle is None else f"lattice angle {angle:.2f} deg"),
+            Metadatum("lattice_spacing_px", spacing, None if spacing is None else f"spacing {spacing:.1f} px"),
+            Metadatum("lattice_search", self.lattice_search,
+                      None if self.lattice_search == "square" else f"lattice search {self.lattice_search}"),
+        )
+
+    def typical_size_px(self) -> tuple[float, str]:
+        """The lattice spacing ("hole spacing", px) when a lattice was fitted, else the
+        median hole box side."""
+        if self.lattice_spacing_px:
+            return float(self.lattice_spacing_px), "hole spacing"
+        return super().typical_size_px()

@@ -228,3 +228,37 @@ def test_parse_nav_map():
     for bad in ("grid1.nav", "grid1.nav:", ":7", r"C:\data\grid1.nav"):
         with pytest.raises(InputImageError, match="NAVFILE:ITEMLABEL"):
             nav.parse_nav_map(bad)
+
+
+def test_nav_written_by_the_one_writer(navfile, tmp_path):
+    """The .nav file goes through files.write_atomic: the usual file mode (not mkstemp's 0600),
+    a symlinked output updated at its target, the text of targets_nav_text."""
+    import os
+    import stat
+
+    result = SquareResult(squares=[_square(x, y, s) for x, y, s in POINTS], image_shape=(H, W))
+    out = tmp_path / "t.nav"
+    nav.write_targets_nav(out, result, navfile, "7")
+    um = os.umask(0)
+    os.umask(um)
+    assert stat.S_IMODE(os.stat(out).st_mode) == 0o666 & ~um
+    text, n = nav.targets_nav_text(result, navfile, "7", saved_as=out)
+    assert n == len(POINTS) and out.read_text() == text
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "grid7.nav").write_text("old\n")
+    link = tmp_path / "latest.nav"
+    link.symlink_to(runs / "grid7.nav")
+    nav.write_targets_nav(link, result, navfile, "7")
+    assert link.is_symlink() and [it["_label"] for it in nav.read_nav(runs / "grid7.nav")] == ["10", "11", "12", "13"]
+    assert sorted(os.listdir(runs)) == ["grid7.nav"]
+
+
+def test_targets_from_result_uses_the_result_base():
+    hole = Hole(vertices=((0.0, 0.0), (3.0, 0.0), (3.0, 2.0), (0.0, 2.0)), center=(1, 1), area=6.0, score=0.5)
+    assert nav.targets_from_result(HoleResult(holes=[hole], image_shape=(4, 4))) == [
+        nav.Target(1.5, 1.0, 0.5, "hole area 6 px2")]
+    assert nav.targets_from_result(SquareResult(squares=[_square(10, 20, 0.25)], image_shape=(40, 40)))[0].note == \
+        "square area 1600 px2"
+    with pytest.raises(TypeError, match="SquareResult or HoleResult"):
+        nav.targets_from_result({"squares": []})

@@ -7,15 +7,18 @@ import io
 import json
 import os
 import stat
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import pytest
 
 from ptolemy_rt import output
 from ptolemy_rt.errors import OutputError
 from ptolemy_rt.output import Report
-from ptolemy_rt.results import Hole, HoleResult, Square, SquareResult
+from ptolemy_rt.results import Hole, HoleResult, Metadatum, PipelineResult, Square, SquareResult
 
 from conftest import REFERENCE, needs_shared
+from test_cli_common import fake, good_image, run_inproc, write_mrc  # noqa: F401  (fake: a fixture)
 
 LOW_REF = REFERENCE / "lowmag_20may08a_16760340.published.json"
 MED_REF = REFERENCE / "medmag_readme_1024x1440.published.json"
@@ -192,3 +195,113 @@ def test_write_atomic_failures_leave_nothing(tmp_path):
     with pytest.raises(OutputError):
         output.write_atomic(tmp_path, "[]")
     assert sorted(os.listdir(tmp_path)) == ["file", "img.mrc"]
+
+
+# ----------------------------------------------------- the result base (no kind switch)
+
+def test_json_full_key_order_per_kind():
+    """The metadata of each kind comes in the published order of the extended JSON."""
+    low = list(json.loads(output.format_json_full(_square_report())))
+    assert low == ["ptolemy_rt_version", "command", "image", "section", "shape", "models", "batchnorm",
+                   "crop_grid", "normalisation", "grid_angle_deg", "reason", "pixel_size_nm", "pixel_size_source",
+                   "timings_s", "count", "items"]
+    med = list(json.loads(output.format_json_full(_hole_report())))
+    assert med[7:10] == ["lattice_angle_deg", "lattice_spacing_px", "lattice_search"] and med[10] == "reason"
+
+
+def test_lowmag_metadata_in_json_full_and_txt():
+    sq = [Square(((0.0, 0.0), (50.0, 0.0), (50.0, 50.0), (0.0, 50.0)), (25, 25), 2500.0, 3.0, 0.5)]
+    res = SquareResult(sq, (100, 100), None, "running", "", None, {}, "square", (160.75, 27.5), "given")
+    rep = Report("lowmag", "a.mrc", res)
+    full = json.loads(output.format_json_full(rep))
+    assert full["crop_grid"] == "square" and full["grid_angle_deg"] is None and full["models"] is None
+    assert full["normalisation"] == {"mean": 160.75, "std": 27.5, "source": "given"}
+    lines = output.format_txt(rep).splitlines()
+    assert lines[1] == "# 1 squares, models ?, batchnorm running, crop grid square"
+    assert lines[2] == "# normalisation mean 160.75, std 27.5 (given)"
+
+
+def test_medmag_metadata_in_txt():
+    res = HoleResult([], (100, 200), 12.345, 98.76, "published", "m", "no lattice", {}, "oblique")
+    lines = output.format_txt(Report("medmag", "b.mrc", res)).splitlines()
+    assert lines[1] == "# 0 holes, models m, batchnorm published, lattice angle 12.35 deg, spacing 98.8 px, lattice search oblique"
+    assert lines[2] == "# reason: no lattice"
+
+
+def test_a_new_result_kind_needs_no_formatter_change():
+    """A third PipelineResult (declaring its own per-target field and metadata) goes through
+    every formatter: they know results only through the base."""
+    @dataclass(frozen=True)
+    class Foil:
+        vertices: tuple
+        center: tuple
+        area: float
+        brightness: float
+        score: float
+
+    @dataclass
+    class FoilResult(PipelineResult):
+        kind: ClassVar[str] = "medmag"
+        target_noun: ClassVar[str] = "foils"
+        target_name: ClassVar[str] = "foil"
+        target_fields: ClassVar[tuple] = ("brightness",)
+        foils: list
+        image_shape: tuple
+        batchnorm: str = "published"
+        models: str = "f"
+        reason: str | None = None
+        timings_s: dict = field(default_factory=dict)
+
+        @property
+        def targets(self):
+            return self.foils
+
+        def metadata(self):
+            return (Metadatum("ice_nm", 35.5, "ice 35.5 nm"), Metadatum("carbon", None, "carbon film", own_line=True))
+
+    box = ((0.0, 0.0), (10.0, 0.0), (10.0, 10.0), (0.0, 10.0))
+    res = FoilResult([Foil(box, (5, 5), 100.0, 7.25, 0.25), Foil(box, (5, 5), 100.0, 8.5, 0.75)], (20, 20))
+    rep = Report("medmag", "f.mrc", res, 100.0, "option")
+    assert [d["brightness"] for d in output.items(res)] == [8.5, 7.25]
+    full = json.loads(output.format_json_full(rep))
+    assert list(full)[7:9] == ["ice_nm", "carbon"] and full["ice_nm"] == 35.5 and full["carbon"] is None
+    assert output.format_csv(rep).splitlines()[0].split(",")[4:6] == ["brightness", "score"]
+    txt = output.format_txt(rep).splitlines()
+    assert txt[1] == "# 2 foils, models f, batchnorm published, ice 35.5 nm" and txt[2] == "# carbon film"
+    assert output.result_reason(Report("medmag", "f.mrc", FoilResult([], (20, 20)))) == "no foils found"
+    assert output.pixel_size_warning(rep) is None  # 10 px × 100 nm = 1 µm: a plausible medmag size
+
+
+# ----------------------------------------------------------- absurd pixel sizes
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -1.0, 0.0])
+def test_pixel_size_option_must_be_positive_finite(bad):
+    with pytest.raises(output.PixelSizeError) as e:
+        output.resolve_pixel_size("lowmag", bad, None)
+    assert e.value.exit_code == 2 and "--pixel-size" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("fmt", ["json-full", "csv", "txt"])
+@pytest.mark.parametrize("px", [1e308, 1e200])
+def test_overflowing_units_are_a_usage_error(fmt, px):
+    """--pixel-size 1e308 made OverflowError (csv) or non-JSON-compliant floats (json-full):
+    the physical units cannot be written, so nothing is; json (no units) still works."""
+    for rep in (_square_report(px=px, src="option"), _hole_report(px=px)):
+        with pytest.raises(output.PixelSizeError) as e:
+            output.format_report(rep, fmt)
+        assert e.value.exit_code == 2 and "overflow" in str(e.value) and "\n" not in str(e.value)
+        assert json.loads(output.format_report(rep, "json"))[0]["score"] == max(t.score for t in rep.result.targets)
+    big = _square_report(px=1e100, src="option")  # huge but finite units are written as they are
+    assert float(next(csv.DictReader(io.StringIO(output.format_csv(big))))["area_um2"]) == pytest.approx(2500 * 1e194)
+
+
+def test_overflowing_pixel_size_cli_writes_nothing(tmp_path, fake, capsys):
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    for px, fmt in (("1e308", "json-full"), ("1e308", "csv"), ("inf", "json-full"), ("inf", "csv")):
+        out = tmp_path / f"out.{fmt}"
+        code, so, err = run_inproc(["lowmag", img, "-f", fmt, "--pixel-size", px, "-o", out], capsys)
+        assert code == 2 and so == "", err
+        errors = [ln for ln in err.splitlines() if ln.startswith("ptolemy: error:")]
+        assert len(errors) == 1 and "--pixel-size" in errors[0] and "Traceback" not in err
+        assert not out.exists()
+    assert sorted(os.listdir(tmp_path)) == ["a.mrc"]

@@ -106,3 +106,60 @@ def test_plot_command_errors(tmp_path):
     assert not out.exists()
     p = run_cli("plot", res, img, out)
     assert p.returncode == 0 and out.exists()
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity", "1e400"])
+@pytest.mark.parametrize("where", ["center", "vertex", "score"])
+def test_read_items_rejects_non_finite_numbers(tmp_path, bad, where):
+    """Python's JSON reader accepts NaN / Infinity (and 1e400 is read as inf)."""
+    center, vertex, score = "[1, 2]", "[0, 0]", "0.5"
+    if where == "center":
+        center = f"[{bad}, 2]"
+    elif where == "vertex":
+        vertex = f"[0, {bad}]"
+    else:
+        score = bad
+    res = tmp_path / "r.json"
+    res.write_text(f'[{{"vertices": [{vertex}, [4, 0], [4, 4], [0, 4]], "center": {center}, "score": {score}}}]')
+    with pytest.raises(plot.ResultFileError) as e:
+        plot.read_items(res)
+    assert "non-finite" in str(e.value) and "target 0" in str(e.value) and e.value.exit_code == EXIT_BAD_INPUT
+
+
+def test_read_items_rejects_unparseable_numbers(tmp_path):
+    res = tmp_path / "r.json"
+    res.write_text('[{"vertices": [[0, 0], [4, 0], [4, 4]], "center": [' + "9" * 5000 + ', 2], "score": 0.5}]')
+    with pytest.raises(plot.ResultFileError) as e:
+        plot.read_items(res)
+    assert "\n" not in str(e.value) and e.value.exit_code == EXIT_BAD_INPUT
+    res.write_text("[" * 100000 + "]" * 100000)
+    with pytest.raises(plot.ResultFileError):
+        plot.read_items(res)
+
+
+def test_labels_far_outside_the_picture_are_skipped():
+    """A target centred far off the image (a result of another image) draws no label and
+    does not crash Pillow's text placement."""
+    items = [{"vertices": [[1e20, 1e20], [1e20 + 4, 1e20], [1e20 + 4, 1e20 + 4]], "center": [1e20, 1e20], "score": 0.9},
+             {"vertices": [[-5e9, 3.0], [-5e9, 9.0], [2.0, 9.0]], "center": [-5e9, 6.0], "score": 0.1}]
+    img = plot.render(np.zeros((40, 60), np.float32), items)
+    assert img.size == (60, 40)
+
+
+def test_plot_command_nan_result_is_bad_input(tmp_path):
+    img = write_mrc(tmp_path / "a.mrc", good_image(1))
+    res = tmp_path / "r.json"
+    res.write_text('[{"vertices": [[0, 0], [4, 0], [4, 4], [0, 4]], "center": [NaN, 2], "score": 0.5}]')
+    out = tmp_path / "o.png"
+    p = run_cli("plot", res, img, out)
+    assert p.returncode == 3, p.stderr
+    assert_one_error_line(p.stderr, "r.json", "non-finite")
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["a.mrc", "r.json"]
+
+
+def test_overlay_png_is_what_write_overlay_writes(tmp_path):
+    pix = good_image(2, (48, 64))
+    items = [{"vertices": [[4.0, 4.0], [20.0, 4.0], [20.0, 20.0], [4.0, 20.0]], "center": [12, 12], "score": 0.6}]
+    out = tmp_path / "o.png"
+    plot.write_overlay(pix, items, out)
+    assert out.read_bytes() == plot.overlay_png(pix, items)
