@@ -38,12 +38,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import geometry, io, mixture, regions
+from .options import LowmagOptions, pipeline_options
 from .results import Square, SquareResult
 
 DILATE_PX = 6  # box dilation before labelling (SPEC §4.3)
 MIN_AREA_PX2 = 100.0  # polygons of area ≤ this are dropped (SPEC §4.4)
 CROP_PX = 240  # classifier input side (SPEC §1, §4.7)
-CROP_GRIDS = ("image", "square")  # crop sampling lattices (module docstring)
 #: A mask is used only when the pixel histogram has a valley between the dark and the bright
 #: population (`mixture.valley_ratio` below this); unimodal or flat histograms (pure noise,
 #: smooth gradients) hold no squares. Not in the published tool, which returns noise regions.
@@ -277,20 +277,6 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     return cand
 
 
-def check_norm(norm) -> tuple[float, float]:
-    """Validate given normalisation constants (mean, std), input pixel units: two finite
-    numbers, std > 0. Returns them as floats; raises ValueError naming the problem."""
-    try:
-        mean, std = (float(v) for v in norm)
-    except (TypeError, ValueError):
-        raise ValueError(f"norm must be two numbers (mean, std), got {norm!r}") from None
-    if not (np.isfinite(mean) and np.isfinite(std)):
-        raise ValueError(f"norm (mean, std) must be finite, got ({mean!r}, {std!r})")
-    if not std > 0:
-        raise ValueError(f"norm std must be > 0, got {std!r}")
-    return mean, std
-
-
 def prepared_crop(cand: SquareCandidates, i: int, crop_grid: str = "image",
                   norm: tuple[float, float] | None = None) -> np.ndarray:
     """Crop i from the rotated image, fitted to 240×240 then normalised (SPEC §4.7), float32.
@@ -308,32 +294,40 @@ def prepared_crop(cand: SquareCandidates, i: int, crop_grid: str = "image",
     return out
 
 
-def find_squares(image, *, models=None, batchnorm: str = "published", crop_grid: str = "image",
-                 norm: tuple[float, float] | None = None) -> SquareResult:
+def find_squares(image, options: LowmagOptions | None = None, *, models=None, **keywords) -> SquareResult:
     """Find and score grid squares in a low-magnification image (SPEC §4).
 
-    image: path to an MRC file, `io.LoadedImage`, or 2-D [row, col] array.
-    models: model-set name, None (default set) or a loaded `models.ModelSet`.
-    batchnorm: "published" (BatchNorm statistics of all crops of the image together, as the
-    published tool) or "running" (stored statistics, each crop alone).
-    crop_grid: "image" (crops cut from the whole rotated image, as the published tool) or
-    "square" (each crop sampled on its own box's grid: independent of image size and cut
-    position; see the module docstring).
-    norm: None (crops normalised by the mean / std of the image's square-mask pixels, SPEC
-    §4.7) or (mean, std) in input pixel units (finite, std > 0) to use instead, e.g. another
-    image's `SquareResult.norm`. The constants used are in `SquareResult.norm` (None when
-    no crop was scored) and `norm_source` ("image" | "given").
-    Returns squares sorted by score, highest first (ties: region order, row-major).
+    Parameters
+    ----------
+    image : path to an MRC file, `io.LoadedImage`, or 2-D [row, col] array.
+    options : `options.LowmagOptions`, or None (the defaults: the published behaviour).
+    models : model-set name, None (default set) or a loaded `models.ModelSet`.
+    **keywords : fields of `LowmagOptions`, replacing those of `options`:
+        batchnorm: "published" (BatchNorm statistics of all crops of the image together, as
+        the published tool) or "running" (stored statistics, each crop alone).
+        crop_grid: "image" (crops cut from the whole rotated image, as the published tool)
+        or "square" (each crop sampled on its own box's grid: independent of image size and
+        cut position; see the module docstring).
+        norm: None (crops normalised by the mean / std of the image's square-mask pixels,
+        SPEC §4.7) or (mean, std) in input pixel units (finite, std > 0) to use instead,
+        e.g. another image's `SquareResult.norm`. The constants used are in
+        `SquareResult.norm` (None when no crop was scored) and `norm_source` ("image" |
+        "given").
+
+    Returns
+    -------
+    SquareResult: squares sorted by score, highest first (ties: region order, row-major).
     Vertices and centres are (x, y) = (col, row), px, in the input frame; area in px².
     An image without squares gives an empty list and `reason`.
+
+    Raises
+    ------
+    OptionError (a ValueError) for a bad option value, TypeError for an unknown keyword,
+    InputImageError (bad image), ModelSetError (model set missing or corrupt).
     """
-    if batchnorm not in ("published", "running"):
-        raise ValueError(f"batchnorm must be 'published' or 'running', got {batchnorm!r}")
-    if crop_grid not in CROP_GRIDS:
-        raise ValueError(f"crop_grid must be 'image' or 'square', got {crop_grid!r}")
+    opts = pipeline_options("lowmag", options, **keywords)
+    batchnorm, crop_grid, norm = opts.batchnorm, opts.crop_grid, opts.norm
     source = "image" if norm is None else "given"
-    if norm is not None:
-        norm = check_norm(norm)
     from . import classifier
     from .models import ModelSet, load_model_set
 

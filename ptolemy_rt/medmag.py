@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import geometry, lattice, regions
+from .options import LATTICE_SEARCHES, MedmagOptions, pipeline_options
 from .results import Hole, HoleResult
 
 UNET_MIN_SHAPE = (1024, 1440)  # (rows, cols) px: smaller inputs are padded up to this
@@ -190,7 +191,7 @@ def published_frame_shift(angle_deg: float, in_shape, out_shape) -> np.ndarray:
     return geometry.rotate_points(fi, angle_deg, (0, 0), (0, 0)) - fo
 
 
-LATTICE_MODES = ("square", "oblique")
+LATTICE_MODES = LATTICE_SEARCHES  # the lattice searches (options.LATTICE_SEARCHES)
 
 
 def lattice_mode(models) -> str:
@@ -379,14 +380,32 @@ def _holes(layout: HoleLayout, scores: np.ndarray) -> list[Hole]:
     return [t[3] for t in items]
 
 
-def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchnorm: str = "published",
-                    timings: dict[str, float] | None = None, model_name: str = "",
-                    lattice: str | None = None) -> HoleResult:
+def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions | None = None, *, models=None,
+                    timings: dict[str, float] | None = None, model_name: str = "", **keywords) -> HoleResult:
     """Everything after the U-Net: holes of `image` (2-D [row, col], raw pixels; negatives
-    are set to 0) given its bool hole mask (same shape). `models` = a ModelSet scoring the
-    crops; None leaves every score at 0.0 (geometry only, for tests). lattice: "square" or
-    "oblique" (None: what the model set declares, `lattice_mode`). Adds the stages
-    regions, lattice, rotate, classify to `timings` (seconds)."""
+    are set to 0) given its bool hole mask (same shape).
+
+    Parameters
+    ----------
+    image, mask : the raw image and its bool U-Net hole mask, [row, col], same shape.
+    options, **keywords : `MedmagOptions` and keywords replacing its fields, as `find_holes`
+        (lattice None: what the model set declares, `lattice_mode`).
+    models : a ModelSet scoring the crops; None leaves every score at 0.0 (geometry only,
+        for tests).
+    timings : dict to which the stages regions, lattice, rotate, classify are added (s).
+    model_name : the result's `models`.
+
+    Returns
+    -------
+    HoleResult, holes sorted by score (ties: row, then column of the lattice point).
+
+    Raises
+    ------
+    ValueError when the mask's shape differs from the image's; OptionError (a ValueError)
+    for a bad option.
+    """
+    opts = pipeline_options("medmag", options, **keywords)
+    batchnorm, lattice = opts.batchnorm, opts.lattice
     t = {} if timings is None else timings
     pix = np.asarray(image, dtype=np.float32)
     if pix.size and float(pix.min()) < 0.0:  # no copy when already non-negative
@@ -425,24 +444,36 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchno
 # the pipeline
 # ---------------------------------------------------------------------------------------
 
-def find_holes(image, *, models=None, batchnorm: str = "published", lattice: str | None = None) -> HoleResult:
+def find_holes(image, options: MedmagOptions | None = None, *, models=None, **keywords) -> HoleResult:
     """Holes of a medium-magnification image, sorted by score, best first (SPEC §5).
 
-    image: path of an MRC file, `io.LoadedImage`, or 2-D [row, col] array (any size; no
-    2048 px limit). models: a `models.ModelSet` or a set name (None: the default set).
-    batchnorm: "published" (as the published tool: BatchNorm on the statistics of all crops
-    together when they all have one shape, else of each crop alone) or "running" (stored
-    statistics, each crop alone). lattice: "square" (published), "oblique" (also fits the
-    oblique lattice of a tilted grid) or None (the model set's choice, `lattice_mode`).
-    Returns a HoleResult; no lattice / no hole gives an empty list with `reason`.
-    Raises InputImageError (bad image) or ModelSetError (model set missing or corrupt).
+    Parameters
+    ----------
+    image : path of an MRC file, `io.LoadedImage`, or 2-D [row, col] array (any size; no
+        2048 px limit).
+    options : `options.MedmagOptions`, or None (the defaults: the published behaviour).
+    models : a `models.ModelSet` or a set name (None: the default set).
+    **keywords : fields of `MedmagOptions`, replacing those of `options`:
+        batchnorm: "published" (as the published tool: BatchNorm on the statistics of all
+        crops together when they all have one shape, else of each crop alone) or "running"
+        (stored statistics, each crop alone).
+        lattice: "square" (published), "oblique" (also fits the oblique lattice of a tilted
+        grid) or None (the model set's choice, `lattice_mode`).
+
+    Returns
+    -------
+    HoleResult; no lattice / no hole gives an empty list with `reason`.
+
+    Raises
+    ------
+    OptionError (a ValueError) for a bad option value, TypeError for an unknown keyword,
+    InputImageError (bad image), ModelSetError (model set missing or corrupt).
     """
     from .io import as_loaded_image
     from .models import ModelSet, load_model_set
     from .unet import unet_logits
 
-    if batchnorm not in ("published", "running"):
-        raise ValueError(f"batchnorm must be 'published' or 'running', got {batchnorm!r}")
+    opts = pipeline_options("medmag", options, **keywords)
     t: dict[str, float] = {}
     t0 = time.perf_counter()
     loaded = as_loaded_image(image)
@@ -460,8 +491,7 @@ def find_holes(image, *, models=None, batchnorm: str = "published", lattice: str
     mask = drop_small_regions(mask_from_logits(logits, pix.shape), mask_min_region_px(ms))
     del logits
     t["unet"] = time.perf_counter() - t0
-    return holes_from_mask(pix, mask, models=ms, batchnorm=batchnorm, timings=t, model_name=ms.name,
-                           lattice=lattice)
+    return holes_from_mask(pix, mask, opts, models=ms, timings=t, model_name=ms.name)
 
 
 def warmup() -> None:
