@@ -171,8 +171,9 @@ def hole_groups(img: np.ndarray, centres_xy, label_of_points) -> list[tuple[np.n
     Returns [(crops float16 n×h×w, labels)] per crop shape.
     """
     from ptolemy_rt import geometry, medmag
+    from ptolemy_rt.core import clamp_negatives
 
-    pix = np.maximum(img.astype(np.float32), 0)
+    pix = clamp_negatives(img)
     mask = centre_mask(pix.shape, centres_xy, 10.0)
     lay = medmag.layout_holes(mask, lattice_mode=PIPELINE["lattice"])
     if lay.reason is not None or len(lay.points) == 0:

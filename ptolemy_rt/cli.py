@@ -14,6 +14,12 @@ one line ``ptolemy: error: <message>`` on stderr with the exit codes of `errors.
 error exits 2; a traceback only with PTOLEMY_DEBUG=1. Output files are written atomically,
 never partially, and never over the input image. numpy / onnxruntime / numba are imported
 inside the commands, so ``ptolemy --help`` starts fast.
+
+The options of lowmag / medmag that change the analysis or the output are declared once, as
+fields of `options.LowmagOptions`, `MedmagOptions` and `OutputOptions` (with their help
+text); `_pipeline_command` turns them into typer options and the command builds the
+objects with `options.from_cli`. Only the run's own options (images, -f, -o, --models,
+--section, -j, --plot, --force) are declared here.
 """
 from __future__ import annotations
 
