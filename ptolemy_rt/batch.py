@@ -46,6 +46,8 @@ class Job:
     output: OutputOptions = field(default_factory=OutputOptions)
 
     def __post_init__(self):
+        if self.kind not in PIPELINE_OPTIONS:
+            raise ValueError(f"job kind must be one of {tuple(PIPELINE_OPTIONS)}, got {self.kind!r}")
         if self.options is None:
             object.__setattr__(self, "options", pipeline_options(self.kind))
         elif not isinstance(self.options, PIPELINE_OPTIONS[self.kind]):
