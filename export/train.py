@@ -80,7 +80,6 @@ CALIB_F1_TOLERANCE = 0.01  # calibration: F1 within this of the best counts as a
 UNET_CLIP = 1.0  # gradient-norm clipping of the U-Net weights (not of sigma)
 SIGMA_MAX = 6.0  # px; the learned blur sigma is clamped to [0.5, 6] (unclamped it grew to 12 px and
                  # the network stopped localising)
-MASK_LOGIT = math.log(1e-4 / (1 - 1e-4))  # runtime threshold on logits
 
 
 def _log(msg: str) -> None:
@@ -172,8 +171,9 @@ def hole_groups(img: np.ndarray, centres_xy, label_of_points) -> list[tuple[np.n
     Returns [(crops float16 n×h×w, labels)] per crop shape.
     """
     from ptolemy_rt import geometry, medmag
+    from ptolemy_rt.core import clamp_negatives
 
-    pix = np.maximum(img.astype(np.float32), 0)
+    pix = clamp_negatives(img)
     mask = centre_mask(pix.shape, centres_xy, 10.0)
     lay = medmag.layout_holes(mask, lattice_mode=PIPELINE["lattice"])
     if lay.reason is not None or len(lay.points) == 0:
@@ -457,17 +457,19 @@ def calibrate_unet(net, seeds) -> dict:
             x = medmag.pad_for_unet(medmag.normalise(img))
             logit = net(torch.from_numpy(x)[None, None])[0, 0].numpy()[:h, :w]
             ins = [t for t in truth if 0 <= t.center[0] < w and 0 <= t.center[1] < h]
-            cases.append((logit, np.array([t.center for t in ins]).reshape(-1, 2),
+            cases.append((img, logit, np.array([t.center for t in ins]).reshape(-1, 2),
                           np.array([min(t.axes) for t in ins])))
     shifts = np.arange(-30.0, 10.01, 1.0)
     f1s = []
     for dlt in shifts:
         f = []
-        for logit, cen, rad in cases:
-            m = medmag.drop_small_regions(logit + dlt > MASK_LOGIT, UNET_MASK_MIN_REGION_PX)
-            if 0 < m.mean() < 0.6:  # the runtime's mask filter and lattice search
-                lay = medmag.layout_holes(m, lattice_mode=PIPELINE["lattice"])
-                pred = lay.points[:, ::-1] if lay.reason is None else np.zeros((0, 2))
+        for img, logit, cen, rad in cases:
+            # the runtime's mask threshold and speckle filter, then its back half (holes_from_mask)
+            m = medmag.drop_small_regions(medmag.mask_from_logits(logit + dlt, logit.shape), UNET_MASK_MIN_REGION_PX)
+            if 0 < m.mean() < 0.6:
+                kept: dict = {}
+                res = medmag.holes_from_mask(img, m, lattice=PIPELINE["lattice"], intermediates=kept)
+                pred = kept["layout"].points[:, ::-1] if res.reason is None else np.zeros((0, 2))
             else:
                 pred = np.zeros((0, 2))
             r = match_points_to_discs(pred, cen, rad)

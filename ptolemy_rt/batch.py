@@ -14,60 +14,52 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, OutputError, PtolemyError
+from .options import PIPELINE_OPTIONS, LowmagOptions, MedmagOptions, OutputOptions, UsageProblem, pipeline_options
 from .output import EXTENSIONS, Report, format_report, items, pixel_size_warning, resolve_pixel_size, result_reason
 
 SUMMARY_NAME = "summary.csv"
 SUMMARY_COLUMNS = ["input", "status", "n_targets", "best_score", "seconds", "error"]
 
 
-class UsageProblem(PtolemyError):
-    """A command-line combination that cannot work (exit code 2)."""
-
-    exit_code = 2
-
-
 @dataclass(frozen=True)
 class Job:
     """What to do with one input image (picklable, for worker processes).
 
-    kind: "lowmag" | "medmag"; out: result file path or None (text returned instead);
-    plot: overlay PNG path or None; pixel_size_nm: --pixel-size value or None."""
+    kind: "lowmag" | "medmag"; input: the MRC path; out: result file path or None (text
+    returned instead); plot: overlay PNG path or None; models: model-set name (None: the
+    default set); section: MRC stack section or None; options: the kind's pipeline options
+    (`options.LowmagOptions` / `MedmagOptions`; None: their defaults); output: what to write
+    (`options.OutputOptions`)."""
 
     kind: str
     input: str
-    fmt: str = "json"
     out: str | None = None
     plot: str | None = None
     models: str | None = None
-    batchnorm: str = "published"
     section: int | None = None
-    pixel_size_nm: float | None = None
-    nav_map: str | None = None  # "NAVFILE:LABEL" for fmt "nav"
-    nav_flip: bool = True
-    nav_acquire: int = 0
-    crop_grid: str = "image"  # lowmag crop sampling: "image" (published) | "square"
-    norm: tuple[float, float] | None = None  # lowmag crop normalisation (mean, std), input units; None: the image's
-    lattice: str | None = None  # medmag lattice search "square" | "oblique"; None: the model set's
+    options: LowmagOptions | MedmagOptions | None = None
+    output: OutputOptions = field(default_factory=OutputOptions)
+
+    def __post_init__(self):
+        if self.kind not in PIPELINE_OPTIONS:
+            raise ValueError(f"job kind must be one of {tuple(PIPELINE_OPTIONS)}, got {self.kind!r}")
+        if self.options is None:
+            object.__setattr__(self, "options", pipeline_options(self.kind))
+        elif not isinstance(self.options, PIPELINE_OPTIONS[self.kind]):
+            raise TypeError(f"{self.kind} job with {type(self.options).__name__}")
 
 
-def split_nav_map(spec: str) -> tuple[str, str]:
-    """"NAVFILE:LABEL" → (navfile, label), split at the last colon (Windows drive letters)."""
-    nav, sep, label = str(spec).rpartition(":")
-    if not sep or not nav or not label.strip():
-        raise UsageProblem(f"--nav-map {spec!r}: expected NAVFILE:LABEL, e.g. session.nav:12")
-    return nav, label.strip()
-
-
-def check_nav_map(spec: str) -> None:
-    """Fail before the pipeline runs when the navigator file or its map item is unusable."""
+def check_nav_map(nav_map: tuple[str, str]) -> None:
+    """Fail before the pipeline runs when the navigator file (nav_map[0]) or its map item
+    (label nav_map[1]) is unusable."""
     from . import navigator
 
-    nav, label = split_nav_map(spec)
+    nav, label = nav_map
     item = navigator.find_item(navigator.read_nav(nav), label, nav)
     navigator.map_transform(item, None, nav_path=nav)
 
@@ -102,18 +94,17 @@ def model_set(name: str | None):
     return _MODEL_SETS[name]
 
 
-def run_pipeline(kind: str, image, models: str | None, batchnorm: str, crop_grid: str = "image", norm=None,
-                 lattice: str | None = None):
-    """Run find_squares (lowmag; lattice unused) or find_holes (medmag; crop_grid and norm unused)
-    on a LoadedImage."""
+def run_pipeline(kind: str, image, models: str | None, options):
+    """Run find_squares (lowmag) or find_holes (medmag) on a LoadedImage with the model set
+    named `models` and the kind's pipeline options object."""
     ms = model_set(models)
     if kind == "lowmag":
         from .lowmag import find_squares
 
-        return find_squares(image, models=ms, batchnorm=batchnorm, crop_grid=crop_grid, norm=norm)
+        return find_squares(image, options, models=ms)
     from .medmag import find_holes
 
-    return find_holes(image, models=ms, batchnorm=batchnorm, lattice=lattice)
+    return find_holes(image, options, models=ms)
 
 
 def analyse(job: Job) -> Outcome:
@@ -122,25 +113,27 @@ def analyse(job: Job) -> Outcome:
     from .io import read_mrc
 
     t0 = time.perf_counter()
+    output = job.output
     image = read_mrc(job.input, section=job.section)
-    px, src, note = resolve_pixel_size(job.kind, job.pixel_size_nm, image.pixel_size_nm)
-    result = run_pipeline(job.kind, image, job.models, job.batchnorm, job.crop_grid, job.norm, job.lattice)
+    px, src, note = resolve_pixel_size(job.kind, output.pixel_size_nm, image.pixel_size_nm)
+    result = run_pipeline(job.kind, image, job.models, job.options)
     report = Report(job.kind, job.input, result, px, src, image.section, time.perf_counter() - t0)
     notes = [f"{job.input}: {note}"] if note else []
     warn = pixel_size_warning(report)
     if warn:
         notes.append(f"{job.input}: {warn}")
     its = items(result)
-    if job.fmt == "nav":
+    if output.fmt == "nav":
         from . import navigator
         from .output import check_output_path
 
-        nav, label = split_nav_map(job.nav_map or "")
+        nav, label = output.nav_map
         check_output_path(job.out, protect=[job.input, nav])
-        navigator.write_targets_nav(job.out, result, nav, label, flip_y=job.nav_flip, acquire_top=job.nav_acquire)
+        navigator.write_targets_nav(job.out, result, nav, label, flip_y=output.nav_flip,
+                                    acquire_top=output.nav_acquire)
         text = None
     else:
-        text = format_report(report, job.fmt)
+        text = format_report(report, output.fmt)
     if job.out is not None and text is not None:
         from .output import write_atomic
 
@@ -314,7 +307,7 @@ def _skipped_outcome(job: Job, previous: dict[str, dict]) -> Outcome:
     """An Outcome for an up-to-date input, with counts from the existing result (JSON) or
     the previous summary."""
     o = Outcome(job.input, "skipped")
-    if job.fmt in ("json", "json-full") and job.out:
+    if job.output.fmt in ("json", "json-full") and job.out:
         try:
             data = json.loads(Path(job.out).read_text(encoding="utf-8"))
             its = data["items"] if isinstance(data, dict) else data
@@ -348,28 +341,15 @@ def summary_text(outcomes: list[Outcome]) -> str:
     return buf.getvalue()
 
 
-def run_batch(
-    kind: str,
-    inputs: list[str],
-    out_dir: str,
-    *,
-    fmt: str = "json",
-    plot_dir: str | None = None,
-    models: str | None = None,
-    batchnorm: str = "published",
-    section: int | None = None,
-    pixel_size_nm: float | None = None,
-    jobs: int = 1,
-    force: bool = False,
-    stream: TextIO | None = None,
-    crop_grid: str = "image",
-    norm: tuple[float, float] | None = None,
-    lattice: str | None = None,
-) -> int:
-    """Process many inputs into `out_dir` (created when missing); returns the exit code:
-    0 when every input is ok or skipped, 6 when some failed."""
+def run_batch(job: Job, inputs: list[str], out_dir: str, *, plot_dir: str | None = None, jobs: int = 1,
+              force: bool = False, stream: TextIO | None = None) -> int:
+    """Process many inputs into `out_dir` (created when missing), each as `job` with its
+    input, result path (out_dir/STEM.EXT) and plot path (plot_dir/STEM.png) filled in, on
+    `jobs` worker processes; inputs whose outputs are newer are skipped unless `force`.
+    Returns the exit code: 0 when every input is ok or skipped, 6 when some failed."""
     from .output import write_atomic
 
+    fmt = job.output.fmt
     stream = stream or sys.stderr
     _prepare_dir(out_dir, "output folder (-o)")
     if plot_dir is not None:
@@ -383,11 +363,8 @@ def run_batch(
     summary_path = Path(out_dir) / SUMMARY_NAME
     previous = _previous_summary(summary_path)
 
-    all_jobs = [
-        Job(kind, f, fmt, result_path(out_dir, f, fmt), plot_path(plot_dir, f) if plot_dir else None,
-            models, batchnorm, section, pixel_size_nm, crop_grid=crop_grid, norm=norm, lattice=lattice)
-        for f in inputs
-    ]
+    all_jobs = [replace(job, input=f, out=result_path(out_dir, f, fmt),
+                        plot=plot_path(plot_dir, f) if plot_dir else None) for f in inputs]
     outcomes: list[Outcome | None] = [None] * len(all_jobs)
     todo: list[int] = []
     for i, job in enumerate(all_jobs):

@@ -14,13 +14,21 @@ one line ``ptolemy: error: <message>`` on stderr with the exit codes of `errors.
 error exits 2; a traceback only with PTOLEMY_DEBUG=1. Output files are written atomically,
 never partially, and never over the input image. numpy / onnxruntime / numba are imported
 inside the commands, so ``ptolemy --help`` starts fast.
+
+The options of lowmag / medmag that change the analysis or the output are declared once, as
+fields of `options.LowmagOptions`, `MedmagOptions` and `OutputOptions` (with their help
+text); `_pipeline_command` turns them into typer options and the command builds the
+objects with `options.from_cli`. Only the run's own options (images, -f, -o, --models,
+--section, -j, --plot, --force) are declared here.
 """
 from __future__ import annotations
 
 import contextlib
-import math
+import inspect
 import os
 import sys
+import typing
+from dataclasses import replace
 from enum import Enum
 from pathlib import Path
 from typing import List, Optional
@@ -29,6 +37,7 @@ import typer
 
 from . import __version__
 from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, PtolemyError
+from .options import FORMATS, PIPELINE_OPTIONS, OutputOptions, cli_fields, from_cli
 
 PROG = "ptolemy"
 
@@ -45,28 +54,12 @@ def _click():
         return c
 
 
-class Format(str, Enum):
-    json = "json"
-    json_full = "json-full"
-    csv = "csv"
-    txt = "txt"
-    nav = "nav"
+def _choices_enum(name: str, choices: tuple[str, ...]) -> type[Enum]:
+    """A str Enum of `choices` (member names with "-" → "_"), for typer's choice options."""
+    return Enum(name, [(c.replace("-", "_"), c) for c in choices], type=str)
 
 
-class BatchNorm(str, Enum):
-    published = "published"
-    running = "running"
-
-
-class CropGrid(str, Enum):
-    image = "image"
-    square = "square"
-
-
-class LatticeSearch(str, Enum):
-    auto = "auto"
-    square = "square"
-    oblique = "oblique"
+Format = _choices_enum("Format", FORMATS)
 
 
 app = typer.Typer(
@@ -147,84 +140,32 @@ _FORMAT = typer.Option(None, "-f", "--format", case_sensitive=False,
 _OUT = typer.Option(None, "-o", "--output", metavar="OUT",
                     help="Result file (one input; '-' = stdout, the default) or folder (several inputs: required).")
 _MODELS = typer.Option(None, "--models", metavar="NAME", help="Model set in onnx_models/ (default: the default set).")
-_BN = typer.Option(BatchNorm.published, "--batchnorm", case_sensitive=False,
-                   help="published: BatchNorm statistics of each image's batch of crops, as the published tool; "
-                        "running: stored running statistics, each crop alone.")
-_CROP_GRID = typer.Option(CropGrid.image, "--crop-grid", case_sensitive=False,
-                          help="image: crops cut from the whole rotated image, as the published tool (same scores); "
-                               "square: each crop sampled on a grid anchored at its own box (crops independent of "
-                               "image size and cut position: montages, cut or padded atlases).")
-_LATTICE = typer.Option(LatticeSearch.auto, "--lattice", case_sensitive=False,
-                        help="square: the published square-lattice search; oblique: also oblique lattices "
-                             "(grids imaged at a stage tilt up to ~45°); auto: what the model set declares "
-                             "(published set: square; own set: oblique).")
-_NORM = typer.Option(None, "--norm", metavar="MEAN,STD",
-                     help="Normalise crops with these constants (input units) instead of the image's square pixels; "
-                          "use the full atlas's values (reported in -f json-full) to score tiles or cut-outs of one "
-                          "atlas identically.")
 _SECTION = typer.Option(None, "--section", min=0, metavar="N", help="Section (0-based) of an MRC stack.")
 _JOBS = typer.Option(1, "-j", "--jobs", min=1, metavar="N", help="Worker processes for several inputs.")
 _PLOT = typer.Option(None, "--plot", metavar="OUT.png",
                      help="Also write an overlay picture (several inputs: a folder for NAME.png files). Needs Pillow.")
-_PIXEL = typer.Option(None, "--pixel-size", metavar="NM",
-                      help="Pixel size in nm (default: the MRC header's, when plausible); adds µm columns to csv/txt.")
 _FORCE = typer.Option(False, "--force", help="Several inputs: redo inputs whose result is newer than the input.")
-_NAV_MAP = typer.Option(None, "--nav-map", metavar="NAVFILE:LABEL",
-                        help="-f nav: the SerialEM Navigator (autodoc .nav) and the label of the map item the image is.")
-_NAV_FLIP = typer.Option(True, "--nav-flip/--nav-no-flip",
-                         help="-f nav: the MRC is stored bottom-up as SerialEM writes it (default); "
-                              "--nav-no-flip for images stored top-down.")
-_NAV_ACQUIRE = typer.Option(0, "--nav-acquire", min=0, metavar="N",
-                            help="-f nav: mark the best N targets for acquisition.")
 
 
-def _parse_norm(spec: str | None) -> tuple[float, float] | None:
-    """--norm "MEAN,STD" → (mean, std), input pixel units (finite, std > 0); None when not given."""
-    from .batch import UsageProblem
-
-    if spec is None:
-        return None
-    parts = str(spec).split(",")
-    if len(parts) != 2:
-        raise UsageProblem(f"--norm {spec!r}: expected MEAN,STD (two numbers, e.g. 160.8,27.6)")
-    try:
-        mean, std = (float(p) for p in parts)
-    except ValueError:
-        raise UsageProblem(f"--norm {spec!r}: MEAN and STD must be numbers") from None
-    if not (math.isfinite(mean) and math.isfinite(std)):
-        raise UsageProblem(f"--norm {spec!r}: MEAN and STD must be finite")
-    if not std > 0:
-        raise UsageProblem(f"--norm {spec!r}: STD must be > 0")
-    return mean, std
-
-
-def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force,
-                     nav_map=None, nav_flip=True, nav_acquire=0, crop_grid="image", norm=None,
-                     lattice="auto") -> int:
+def _analyse_command(kind: str, images, fmt, out, models, section, jobs, plot, force, **values) -> int:
+    """Run ``ptolemy lowmag|medmag``: `values` holds the typer values of the command-line
+    fields of the kind's pipeline options and of `OutputOptions` (see `_typer_parameters`)."""
     from . import batch
     from .output import check_output_path, format_from_suffix
 
-    norm = _parse_norm(norm)
-    if pixel_size is not None and not pixel_size > 0:
-        raise batch.UsageProblem(f"--pixel-size must be a positive number of nm, not {pixel_size:g}")
+    options = from_cli(PIPELINE_OPTIONS[kind], values)
+    fmt_s = fmt.value if fmt is not None else format_from_suffix(None if out in (None, "-") else out)
+    if fmt is None and values.get("nav_map") is not None:
+        fmt_s = "nav"
+    output = from_cli(OutputOptions, values, fmt=fmt_s)
     if plot is not None:
         from .plot import require_pillow
 
         require_pillow()
-    fmt_s = fmt.value if fmt is not None else format_from_suffix(None if out in (None, "-") else out)
-    if fmt is None and nav_map is not None:
-        fmt_s = "nav"
-    if fmt_s == "nav" and nav_map is None:
-        raise batch.UsageProblem("-f nav needs --nav-map NAVFILE:LABEL (the map item the image shows)")
-    if fmt_s != "nav" and nav_map is not None:
-        raise batch.UsageProblem(f"--nav-map goes with -f nav, not -f {fmt_s}")
-    bn = batchnorm.value if isinstance(batchnorm, Enum) else str(batchnorm)
-    grid = crop_grid.value if isinstance(crop_grid, Enum) else str(crop_grid)
-    lat = lattice.value if isinstance(lattice, Enum) else str(lattice)
-    lat = None if lat == "auto" else lat
     inputs, any_folder = batch.expand_inputs([str(p) for p in images])
     out_is_dir = out not in (None, "-") and (Path(out).is_dir() or str(out).endswith(("/", os.sep)))
     many = len(inputs) > 1 or any_folder or out_is_dir
+    job = batch.Job(kind, inputs[0], models=models, section=section, options=options, output=output)
 
     if many:
         if fmt_s == "nav":
@@ -233,25 +174,22 @@ def _analyse_command(kind, images, fmt, out, models, batchnorm, section, jobs, p
             raise batch.UsageProblem(f"{len(inputs)} inputs need an output folder: -o DIR")
         with _stdout_to_stderr():
             _check_models(models)
-            return batch.run_batch(kind, inputs, str(out), fmt=fmt_s, plot_dir=plot, models=models,
-                                   batchnorm=bn, section=section, pixel_size_nm=pixel_size, jobs=jobs,
-                                   force=force, crop_grid=grid, norm=norm, lattice=lat)
+            return batch.run_batch(job, inputs, str(out), plot_dir=plot, jobs=jobs, force=force)
 
     src = inputs[0]
     to_file = out not in (None, "-")
     if fmt_s == "nav":
         if not to_file:
             raise batch.UsageProblem("-f nav writes a file: give -o TARGETS.nav")
-        check_output_path(out, protect=[src, batch.split_nav_map(nav_map)[0]])
-        batch.check_nav_map(nav_map)
+        check_output_path(out, protect=[src, output.nav_map[0]])
+        batch.check_nav_map(output.nav_map)
     elif to_file:
         check_output_path(out, protect=[src])
     if plot is not None:
         check_output_path(plot, protect=[src])
         if to_file and os.path.realpath(plot) == os.path.realpath(out):
             raise batch.UsageProblem("--plot and -o name the same file")
-    job = batch.Job(kind, src, fmt_s, str(out) if to_file else None, str(plot) if plot else None,
-                    models, bn, section, pixel_size, nav_map, nav_flip, nav_acquire, grid, norm, lat)
+    job = replace(job, out=str(out) if to_file else None, plot=str(plot) if plot else None)
     with _stdout_to_stderr():
         outcome = batch.analyse(job)
     for n in outcome.notes:
@@ -270,49 +208,54 @@ def _check_models(models: str | None) -> None:
     model_set(models)
 
 
-@app.command(no_args_is_help=True)
-def lowmag(
-    images: List[Path] = _IMAGES,
-    fmt: Optional[Format] = _FORMAT,
-    out: Optional[str] = _OUT,
-    models: Optional[str] = _MODELS,
-    batchnorm: BatchNorm = _BN,
-    crop_grid: CropGrid = _CROP_GRID,
-    norm: Optional[str] = _NORM,
-    section: Optional[int] = _SECTION,
-    jobs: int = _JOBS,
-    plot: Optional[str] = _PLOT,
-    pixel_size: Optional[float] = _PIXEL,
-    force: bool = _FORCE,
-    nav_map: Optional[str] = _NAV_MAP,
-    nav_flip: bool = _NAV_FLIP,
-    nav_acquire: int = _NAV_ACQUIRE,
-) -> int:
-    """Find and rank grid squares in low-magnification atlases."""
-    return _analyse_command("lowmag", images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force,
-                            nav_map, nav_flip, nav_acquire, crop_grid, norm)
+def _typer_parameters(cls) -> list[inspect.Parameter]:
+    """typer parameters of the command-line fields of an options class (`options.cli_option`):
+    choices become case-insensitive Enum choices, parsed fields text, others their type."""
+    hints = typing.get_type_hints(cls)
+    params = []
+    for f, spec in cli_fields(cls):
+        default = f.default if spec.cli_default is None else spec.cli_default
+        kw = dict(spec.extra)
+        if spec.choices:
+            ann = _choices_enum("".join(w.title() for w in f.name.split("_")), spec.choices)
+            default = ann(default)
+            kw["case_sensitive"] = False
+        elif spec.parse is not None:
+            ann = Optional[str]
+        else:
+            ann = hints[f.name]
+        opt = typer.Option(default, *spec.decls, help=spec.help, metavar=spec.metavar, **kw)
+        params.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=opt, annotation=ann))
+    return params
 
 
-@app.command(no_args_is_help=True)
-def medmag(
-    images: List[Path] = _IMAGES,
-    fmt: Optional[Format] = _FORMAT,
-    out: Optional[str] = _OUT,
-    models: Optional[str] = _MODELS,
-    batchnorm: BatchNorm = _BN,
-    lattice: LatticeSearch = _LATTICE,
-    section: Optional[int] = _SECTION,
-    jobs: int = _JOBS,
-    plot: Optional[str] = _PLOT,
-    pixel_size: Optional[float] = _PIXEL,
-    force: bool = _FORCE,
-    nav_map: Optional[str] = _NAV_MAP,
-    nav_flip: bool = _NAV_FLIP,
-    nav_acquire: int = _NAV_ACQUIRE,
-) -> int:
-    """Find and rank holes in medium-magnification (grid square) images."""
-    return _analyse_command("medmag", images, fmt, out, models, batchnorm, section, jobs, plot, pixel_size, force,
-                            nav_map, nav_flip, nav_acquire, lattice=lattice)
+def _pipeline_command(kind: str, doc: str) -> None:
+    """Register ``ptolemy <kind>``: images and the run's options (-f, -o, --models, --section,
+    -j, --plot, --force) declared here, then every command-line field of the kind's pipeline
+    options and of `OutputOptions` (declared in `options`)."""
+    P = inspect.Parameter
+    head = [P("images", P.KEYWORD_ONLY, default=_IMAGES, annotation=List[Path]),
+            P("fmt", P.KEYWORD_ONLY, default=_FORMAT, annotation=Optional[Format]),
+            P("out", P.KEYWORD_ONLY, default=_OUT, annotation=Optional[str]),
+            P("models", P.KEYWORD_ONLY, default=_MODELS, annotation=Optional[str])]
+    tail = [P("section", P.KEYWORD_ONLY, default=_SECTION, annotation=Optional[int]),
+            P("jobs", P.KEYWORD_ONLY, default=_JOBS, annotation=int),
+            P("plot", P.KEYWORD_ONLY, default=_PLOT, annotation=Optional[str]),
+            P("force", P.KEYWORD_ONLY, default=_FORCE, annotation=bool)]
+    params = head + _typer_parameters(PIPELINE_OPTIONS[kind]) + tail + _typer_parameters(OutputOptions)
+
+    def command(**values) -> int:
+        return _analyse_command(kind, **values)
+
+    command.__name__ = command.__qualname__ = kind
+    command.__doc__ = doc
+    command.__signature__ = inspect.Signature(params, return_annotation=int)
+    command.__annotations__ = {p.name: p.annotation for p in params} | {"return": int}
+    app.command(kind, no_args_is_help=True)(command)
+
+
+_pipeline_command("lowmag", "Find and rank grid squares in low-magnification atlases.")
+_pipeline_command("medmag", "Find and rank holes in medium-magnification (grid square) images.")
 
 
 @app.command("plot", no_args_is_help=True)
@@ -376,8 +319,8 @@ def demo(
             write_atomic(mrc, _mrc_bytes(image))
             truth_path = outdir / f"{name}.truth.json"
             write_atomic(truth_path, _truth_json(truth))
-            job = batch.Job(kind, str(mrc), "json", str(outdir / f"{name}.json"),
-                            str(outdir / f"{name}.png") if have_pillow else None, models, "published")
+            job = batch.Job(kind, str(mrc), out=str(outdir / f"{name}.json"),
+                            plot=str(outdir / f"{name}.png") if have_pillow else None, models=models)
             o = batch.analyse(job)
             noun = "squares" if kind == "lowmag" else "holes"
             best = f", best score {o.best_score:.3f}" if o.best_score is not None else ""

@@ -223,25 +223,24 @@ def _hole_prob_at(prob, points_rc, box=LATTICE_BOX_PX) -> np.ndarray:
 
 
 def evaluate_medmag(models, ds, log=None) -> dict:
-    """Hole metrics of a model set on a medmag labelled dataset."""
-    from . import medmag
+    """Hole metrics of a model set on a medmag labelled dataset, measured on what
+    `medmag.find_holes` (default options) computes: its U-Net logits and mask-region
+    centroids (`intermediates`) and its reported holes."""
+    from .medmag import find_holes
     from .models import ModelSet, load_model_set
-    from .unet import unet_logits
 
     ms = models if isinstance(models, ModelSet) else load_model_set(models)
     rows = {"unet": [], "unet_lattice": [], "unet_lattice_threshold": []}
     ys, ss = [], []
     t0 = time.perf_counter()
     for item in ds.images:
-        pix = np.maximum(item.load().pixels, 0.0)
-        logits = unet_logits(ms, medmag.pad_for_unet(medmag.normalise(pix)))[: pix.shape[0], : pix.shape[1]]
-        mask = medmag.drop_small_regions(medmag.mask_from_logits(logits, pix.shape), medmag.mask_min_region_px(ms))
-        res = medmag.holes_from_mask(pix, mask, models=ms)
+        res = find_holes(item.load(), models=ms, intermediates=True)  # the shipped pipeline
+        logits = res.intermediates["logits"]
         spacing = res.lattice_spacing_px
         default_r = 0.25 * spacing if spacing else 20.0
         rad = np.where(np.isnan(item.radius), default_r, item.radius)
         cen = item.points
-        cents = medmag.mask_centroids(mask)[:, ::-1] if mask.any() else np.zeros((0, 2))
+        cents = res.intermediates["centroids"][:, ::-1]  # the U-Net mask regions, (x, y)
         lat_xy = np.array([[(v[0][0] + v[2][0]) / 2, (v[0][1] + v[2][1]) / 2] for v in
                            (np.asarray(hh.vertices) for hh in res.holes)]).reshape(-1, 2)
         prob = 1.0 / (1.0 + np.exp(-logits.astype(np.float64)))

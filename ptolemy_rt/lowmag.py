@@ -38,12 +38,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import geometry, io, mixture, regions
+from .core import Stopwatch, clamp_negatives, mean_std, row_strips, targets_from_boxes
+from .options import LowmagOptions, pipeline_options
 from .results import Square, SquareResult
 
 DILATE_PX = 6  # box dilation before labelling (SPEC §4.3)
 MIN_AREA_PX2 = 100.0  # polygons of area ≤ this are dropped (SPEC §4.4)
 CROP_PX = 240  # classifier input side (SPEC §1, §4.7)
-CROP_GRIDS = ("image", "square")  # crop sampling lattices (module docstring)
 #: A mask is used only when the pixel histogram has a valley between the dark and the bright
 #: population (`mixture.valley_ratio` below this); unimodal or flat histograms (pure noise,
 #: smooth gradients) hold no squares. Not in the published tool, which returns noise regions.
@@ -148,70 +149,33 @@ def fit_to_side(crop: np.ndarray, side: int = CROP_PX) -> np.ndarray:
     return out
 
 
-#: Pixels per strip in whole-image reductions (bounds float64 / int64 temporaries).
-STRIP_PX = 1 << 21
-
-
-def _strips(h: int, w: int):
-    step = max(1, STRIP_PX // max(1, w))
-    for r in range(0, h, step):
-        yield slice(r, min(h, r + step))
-
-
 def _region_sums(labels: np.ndarray, px: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     """Per label 0..n: pixel count and float64 sum of px (input units), in row strips."""
     counts = np.zeros(n + 1, np.int64)
     sums = np.zeros(n + 1, np.float64)
-    for sl in _strips(*labels.shape):
+    for sl in row_strips(*labels.shape):
         lab = labels[sl].ravel()
         counts += np.bincount(lab, minlength=n + 1)
         sums += np.bincount(lab, weights=px[sl].ravel(), minlength=n + 1)
     return counts, sums
 
 
-def _masked_mean_std(px: np.ndarray, mask: np.ndarray) -> tuple[float, float]:
-    """Mean and (population) standard deviation of px[mask] in float64, two passes in strips."""
-    total = 0.0
-    count = 0
-    for sl in _strips(*px.shape):
-        v = px[sl][mask[sl]]
-        count += v.size
-        total += float(v.sum(dtype=np.float64))
-    if count == 0:
-        return float("nan"), float("nan")
-    mean = total / count
-    ss = 0.0
-    for sl in _strips(*px.shape):
-        v = px[sl][mask[sl]].astype(np.float64)
-        v -= mean
-        ss += float(np.dot(v, v))
-    return mean, float(np.sqrt(ss / count))
-
-
 def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidates:
     """Steps 1-7 of SPEC §4 without the classifier: mask, regions, polygons, grid angle,
     rotated image, boxes and vertices. image: path, LoadedImage or 2-D array."""
-    tm: dict[str, float] = {}
-    t0 = time.perf_counter()
+    sw = Stopwatch()
     loaded = io.as_loaded_image(image)
-    px = loaded.pixels
     if integer_valued is None:
         integer_valued = loaded.integer_valued
-    if px.dtype != np.float32:
-        px = px.astype(np.float32)
-    if (px < 0).any():  # SPEC §4.1 (copy: never modify the caller's array)
-        px = np.maximum(px, 0)
-    t1 = time.perf_counter()
-    tm["load"] = t1 - t0
+    px = clamp_negatives(loaded.pixels)  # SPEC §4.1 (a copy: never modify the caller's array)
+    sw.lap("load")
 
     fit = mixture.fit_mixture(px, integer_valued)
     mask = fit.mask
-    t2 = time.perf_counter()
-    tm["mixture"] = t2 - t1
+    sw.lap("mixture")
 
     labels, n = regions.label_regions(mask, DILATE_PX)
-    t3 = time.perf_counter()
-    tm["regions"] = t3 - t2
+    sw.lap("regions")
 
     hulls_all = regions.region_hulls(labels, n)
     areas = np.array([regions.polygon_area(h) for h in hulls_all])
@@ -220,8 +184,8 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     del labels
     bright = sums[keep + 1] / np.maximum(counts[keep + 1], 1)
     hulls = [hulls_all[i] for i in keep]
-    t4 = time.perf_counter()
-    tm["hulls"] = t4 - t3
+    sw.lap("hulls")
+    tm = sw.timings
 
     cand = SquareCandidates(px, mask, hulls, bright, timings_s=tm)
     if not mask.any():
@@ -238,15 +202,13 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
         return cand
 
     angle = geometry.grid_angle(hulls)
-    t5 = time.perf_counter()
-    tm["angle"] = t5 - t4
+    sw.lap("angle")
 
     # Only the crop blocks are rotated, when they are cut (`SquareCandidates.rotated_block`).
     # For integer-valued images the rotated pixels are rounded to integers: the published
     # tool rotates the integer array itself; doing the same keeps the scores within 1e-6.
     rshape = geometry.rotated_shape(px.shape, angle)
-    t6 = time.perf_counter()
-    tm["rotate"] = t6 - t5
+    sw.lap("rotate")
 
     boxes = geometry.bounding_boxes(hulls, angle, px.shape, rshape)
     rh, rw = rshape
@@ -263,7 +225,7 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     )
     verts_rc = geometry.unrotate_points(corners, angle, px.shape, rshape)
     vertices = verts_rc[..., ::-1].copy()
-    mean, std = _masked_mean_std(px, mask)
+    mean, std = mean_std(px, mask)
     if not std > 0:
         std = 1.0
     cand.angle_deg = float(angle)
@@ -273,22 +235,8 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     cand.crop_bounds = bounds
     cand.vertices = vertices
     cand.norm = (mean, std)
-    tm["crops"] = time.perf_counter() - t6
+    sw.lap("crops")
     return cand
-
-
-def check_norm(norm) -> tuple[float, float]:
-    """Validate given normalisation constants (mean, std), input pixel units: two finite
-    numbers, std > 0. Returns them as floats; raises ValueError naming the problem."""
-    try:
-        mean, std = (float(v) for v in norm)
-    except (TypeError, ValueError):
-        raise ValueError(f"norm must be two numbers (mean, std), got {norm!r}") from None
-    if not (np.isfinite(mean) and np.isfinite(std)):
-        raise ValueError(f"norm (mean, std) must be finite, got ({mean!r}, {std!r})")
-    if not std > 0:
-        raise ValueError(f"norm std must be > 0, got {std!r}")
-    return mean, std
 
 
 def prepared_crop(cand: SquareCandidates, i: int, crop_grid: str = "image",
@@ -308,32 +256,47 @@ def prepared_crop(cand: SquareCandidates, i: int, crop_grid: str = "image",
     return out
 
 
-def find_squares(image, *, models=None, batchnorm: str = "published", crop_grid: str = "image",
-                 norm: tuple[float, float] | None = None) -> SquareResult:
+def find_squares(image, options: LowmagOptions | None = None, *, models=None, intermediates: bool = False,
+                 **keywords) -> SquareResult:
     """Find and score grid squares in a low-magnification image (SPEC §4).
 
-    image: path to an MRC file, `io.LoadedImage`, or 2-D [row, col] array.
-    models: model-set name, None (default set) or a loaded `models.ModelSet`.
-    batchnorm: "published" (BatchNorm statistics of all crops of the image together, as the
-    published tool) or "running" (stored statistics, each crop alone).
-    crop_grid: "image" (crops cut from the whole rotated image, as the published tool) or
-    "square" (each crop sampled on its own box's grid: independent of image size and cut
-    position; see the module docstring).
-    norm: None (crops normalised by the mean / std of the image's square-mask pixels, SPEC
-    §4.7) or (mean, std) in input pixel units (finite, std > 0) to use instead, e.g. another
-    image's `SquareResult.norm`. The constants used are in `SquareResult.norm` (None when
-    no crop was scored) and `norm_source` ("image" | "given").
-    Returns squares sorted by score, highest first (ties: region order, row-major).
+    Parameters
+    ----------
+    image : path to an MRC file, `io.LoadedImage`, or 2-D [row, col] array.
+    options : `options.LowmagOptions`, or None (the defaults: the published behaviour).
+    models : model-set name, None (default set) or a loaded `models.ModelSet`.
+    intermediates : also return what the pipeline computed on the way, in
+        `SquareResult.intermediates`: "candidates" (the `SquareCandidates`), "mask" (bool
+        [row, col] mixture mask), "hulls" (kept polygons), "boxes" (n×4 rotated frame),
+        "crop_bounds", "vertices" (n×4×2 (x, y)), "crops" ({candidate index: the prepared
+        240×240 float32 crop the classifier saw}) and "order" (candidate index of each
+        reported square, best first). Candidates are in region order, not score order.
+    **keywords : fields of `LowmagOptions`, replacing those of `options`:
+        batchnorm: "published" (BatchNorm statistics of all crops of the image together, as
+        the published tool) or "running" (stored statistics, each crop alone).
+        crop_grid: "image" (crops cut from the whole rotated image, as the published tool)
+        or "square" (each crop sampled on its own box's grid: independent of image size and
+        cut position; see the module docstring).
+        norm: None (crops normalised by the mean / std of the image's square-mask pixels,
+        SPEC §4.7) or (mean, std) in input pixel units (finite, std > 0) to use instead,
+        e.g. another image's `SquareResult.norm`. The constants used are in
+        `SquareResult.norm` (None when no crop was scored) and `norm_source` ("image" |
+        "given").
+
+    Returns
+    -------
+    SquareResult: squares sorted by score, highest first (ties: region order, row-major).
     Vertices and centres are (x, y) = (col, row), px, in the input frame; area in px².
     An image without squares gives an empty list and `reason`.
+
+    Raises
+    ------
+    OptionError (a ValueError) for a bad option value, TypeError for an unknown keyword,
+    InputImageError (bad image), ModelSetError (model set missing or corrupt).
     """
-    if batchnorm not in ("published", "running"):
-        raise ValueError(f"batchnorm must be 'published' or 'running', got {batchnorm!r}")
-    if crop_grid not in CROP_GRIDS:
-        raise ValueError(f"crop_grid must be 'image' or 'square', got {crop_grid!r}")
+    opts = pipeline_options("lowmag", options, **keywords)
+    batchnorm, crop_grid, norm = opts.batchnorm, opts.crop_grid, opts.norm
     source = "image" if norm is None else "given"
-    if norm is not None:
-        norm = check_norm(norm)
     from . import classifier
     from .models import ModelSet, load_model_set
 
@@ -342,43 +305,35 @@ def find_squares(image, *, models=None, batchnorm: str = "published", crop_grid:
     t_models = time.perf_counter() - t0
 
     cand = locate_squares(image)
-    tm = dict(cand.timings_s)
+    sw = Stopwatch(dict(cand.timings_s))
+    tm = sw.timings
     tm["models"] = t_models
     shape = tuple(int(s) for s in cand.pixels.shape)
     used = norm if norm is not None else (tuple(float(v) for v in cand.norm) if cand.n else None)
+    kept = {"candidates": cand, "mask": cand.mask, "hulls": cand.hulls, "boxes": cand.boxes,
+            "crop_bounds": cand.crop_bounds, "vertices": cand.vertices, "crops": {}} if intermediates else None
     if cand.n == 0:
         return SquareResult([], shape, cand.angle_deg, batchnorm, mset.name, cand.reason, tm, crop_grid,
-                            used, source)
-
-    crop_time = [0.0]
+                            used, source, intermediates=kept)
 
     def get_crop(i: int) -> np.ndarray:
-        t = time.perf_counter()
-        c = prepared_crop(cand, i, crop_grid, norm)
-        crop_time[0] += time.perf_counter() - t
+        with sw.stage("crops"):
+            c = prepared_crop(cand, i, crop_grid, norm)
+        if kept is not None:
+            kept["crops"][i] = c
         return c
 
     t1 = time.perf_counter()
+    crops_before = tm.get("crops", 0.0)
     scores = np.asarray(classifier.score_crops(mset, MODEL_KEY, cand.n, get_crop, batchnorm), dtype=np.float64)
-    t_cls = time.perf_counter() - t1
-    tm["crops"] = tm.get("crops", 0.0) + crop_time[0]
-    tm["classify"] = t_cls - crop_time[0]
+    tm["classify"] = time.perf_counter() - t1 - (tm.get("crops", 0.0) - crops_before)
 
     b = cand.boxes
     areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
     order = np.lexsort((np.arange(cand.n), -scores))
-    squares = []
-    for i in order:
-        v = cand.vertices[i]
-        ctr = np.trunc(v.mean(axis=0))  # truncated, as the published tool
-        squares.append(
-            Square(
-                vertices=tuple((float(x), float(y)) for x, y in v),
-                center=(int(ctr[0]), int(ctr[1])),
-                area=float(areas[i]),
-                brightness=float(cand.brightness[i]),
-                score=float(scores[i]),
-            )
-        )
+    squares = targets_from_boxes(Square, cand.vertices, order, area=areas, brightness=cand.brightness, score=scores)
+    if kept is not None:
+        kept["order"] = order
     tm["total"] = time.perf_counter() - t0
-    return SquareResult(squares, shape, cand.angle_deg, batchnorm, mset.name, None, tm, crop_grid, used, source)
+    return SquareResult(squares, shape, cand.angle_deg, batchnorm, mset.name, None, tm, crop_grid, used, source,
+                        intermediates=kept)

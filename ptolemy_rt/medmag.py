@@ -29,12 +29,13 @@ Published conventions reproduced (derived from the reference outputs of the publ
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from . import geometry, lattice, regions
+from .core import Stopwatch, clamp_negatives, mean_std, targets_from_boxes
+from .options import LATTICE_SEARCHES, MedmagOptions, pipeline_options
 from .results import Hole, HoleResult
 
 UNET_MIN_SHAPE = (1024, 1440)  # (rows, cols) px: smaller inputs are padded up to this
@@ -57,9 +58,8 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
     pixels: 2-D [row, col]. Returns float32 [row, col] (statistics computed in float64).
     A constant image gives all zeros.
     """
-    a = np.maximum(np.asarray(pixels, dtype=np.float64), 0.0)
-    mean = a.mean()
-    std = a.std()
+    a = clamp_negatives(pixels, np.float64)
+    mean, std = mean_std(a)
     out = a - mean
     if std > 0:
         out /= std
@@ -190,7 +190,7 @@ def published_frame_shift(angle_deg: float, in_shape, out_shape) -> np.ndarray:
     return geometry.rotate_points(fi, angle_deg, (0, 0), (0, 0)) - fo
 
 
-LATTICE_MODES = ("square", "oblique")
+LATTICE_MODES = LATTICE_SEARCHES  # the lattice searches (options.LATTICE_SEARCHES)
 
 
 def lattice_mode(models) -> str:
@@ -215,17 +215,13 @@ def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None, latt
     `geometry.rotate_image(image, -angle_deg)`. lattice_mode: "square" (published) or
     "oblique" (also oblique lattices: tilted collection; `lattice.find_lattice`). Adds the
     stages regions and lattice to `timings` (seconds)."""
-    t = {} if timings is None else timings
+    sw = Stopwatch(timings)
     m = np.asarray(mask, dtype=bool)
     shape = (int(m.shape[0]), int(m.shape[1]))
-    t0 = time.perf_counter()
-    cents = mask_centroids(m)
-    t["regions"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    try:
+    with sw.stage("regions"):
+        cents = mask_centroids(m)
+    with sw.stage("lattice"):
         return _layout(m, shape, cents, lattice_mode)
-    finally:
-        t["lattice"] = time.perf_counter() - t0
 
 
 def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray, lattice_mode: str = "square") -> HoleLayout:
@@ -272,12 +268,10 @@ def prepare_crop(crop: np.ndarray, norm: tuple[float, float] | None = None) -> n
     mean) so the classifier can run."""
     a = np.asarray(crop, dtype=np.float64)
     if norm is None:
-        mean = a.mean() if a.size else 0.0
-        a = a - mean
-        std = a.std() if a.size else 0.0
+        mean, std = mean_std(a) if a.size else (0.0, 0.0)
     else:
         mean, std = float(norm[0]), float(norm[1])
-        a = a - mean
+    a = a - mean
     if std > 0:
         a = a / std
     if a.shape[0] < MIN_CROP_PX or a.shape[1] < MIN_CROP_PX:
@@ -289,9 +283,7 @@ def prepare_crop(crop: np.ndarray, norm: tuple[float, float] | None = None) -> n
 def image_norm(pixels: np.ndarray) -> tuple[float, float]:
     """(mean, population std) of a whole [row, col] image in float64, input units."""
     a = np.asarray(pixels)
-    mean = float(a.mean(dtype=np.float64)) if a.size else 0.0
-    var = float(np.mean(np.square(a, dtype=np.float64))) - mean * mean if a.size else 0.0
-    return mean, float(np.sqrt(max(var, 0.0)))
+    return mean_std(a) if a.size else (0.0, 0.0)
 
 
 BN_BATCHES = ("published", "shape")
@@ -332,7 +324,7 @@ def crop_normalisation(models) -> str:
 
 
 def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str = "published",
-                norm: tuple[float, float] | None = None) -> np.ndarray:
+                norm: tuple[float, float] | None = None, crops: dict | None = None) -> np.ndarray:
     """Hole classifier scores (float64, one per box) of the crops `boxes` (n×4 row0, col0,
     row1, col1 px) of the rotated image [row, col], each crop normalised by `prepare_crop`
     (norm: the image's (mean, std) for "image" crop normalisation, None for per crop).
@@ -342,7 +334,7 @@ def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str =
     same shape they are scored in one batch (shared BatchNorm statistics); otherwise each crop
     is scored alone. A model set declaring `bn_batches` "shape" (`bn_batches`) gets one batch
     per crop shape instead, as it was trained. Running regime: crops are independent; equal
-    shapes share a call.
+    shapes share a call. crops: a dict to which each prepared crop is added, by box index.
     """
     from .classifier import score_crops
 
@@ -359,45 +351,67 @@ def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str =
 
         def get_crop(i: int, idx=idx) -> np.ndarray:
             r0, c0, r1, c1 = b[idx[i]]
-            return prepare_crop(rotated[r0:r1, c0:c1], norm)
+            crop = prepare_crop(rotated[r0:r1, c0:c1], norm)
+            if crops is not None:
+                crops[idx[i]] = crop
+            return crop
 
         scores[idx] = score_crops(models, HOLE_KEY, len(idx), get_crop, batchnorm)
     return scores
 
 
 def _holes(layout: HoleLayout, scores: np.ndarray) -> list[Hole]:
-    area = float((2 * layout.half) ** 2)
-    items = []
-    for k in range(len(layout.points)):
-        v = layout.vertices[k]
-        mean = v.mean(axis=0)
-        centre = (int(mean[0]), int(mean[1]))  # truncated, as published (results.Hole)
-        items.append((-float(scores[k]), float(layout.points[k, 0]), float(layout.points[k, 1]),
-                      Hole(vertices=tuple((float(x), float(y)) for x, y in v), center=centre,
-                           area=area, score=float(scores[k]))))
-    items.sort(key=lambda t: t[:3])
-    return [t[3] for t in items]
+    """The holes of a layout with their scores, best first (ties: row, then column of the
+    lattice point); area (2h)² px²."""
+    n = len(layout.points)
+    order = np.lexsort((layout.points[:, 1], layout.points[:, 0], -np.asarray(scores, dtype=np.float64)[:n]))
+    return targets_from_boxes(Hole, layout.vertices, order, area=np.full(n, float((2 * layout.half) ** 2)),
+                              score=scores)
 
 
-def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchnorm: str = "published",
+def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions | None = None, *, models=None,
                     timings: dict[str, float] | None = None, model_name: str = "",
-                    lattice: str | None = None) -> HoleResult:
+                    intermediates: dict | None = None, **keywords) -> HoleResult:
     """Everything after the U-Net: holes of `image` (2-D [row, col], raw pixels; negatives
-    are set to 0) given its bool hole mask (same shape). `models` = a ModelSet scoring the
-    crops; None leaves every score at 0.0 (geometry only, for tests). lattice: "square" or
-    "oblique" (None: what the model set declares, `lattice_mode`). Adds the stages
-    regions, lattice, rotate, classify to `timings` (seconds)."""
-    t = {} if timings is None else timings
-    pix = np.asarray(image, dtype=np.float32)
-    if pix.size and float(pix.min()) < 0.0:  # no copy when already non-negative
-        pix = np.maximum(pix, 0.0)
+    are set to 0) given its bool hole mask (same shape).
+
+    Parameters
+    ----------
+    image, mask : the raw image and its bool U-Net hole mask, [row, col], same shape.
+    options, **keywords : `MedmagOptions` and keywords replacing its fields, as `find_holes`
+        (lattice None: what the model set declares, `lattice_mode`).
+    models : a ModelSet scoring the crops; None leaves every score at 0.0 (geometry only,
+        for tests).
+    timings : dict to which the stages regions, lattice, rotate, classify are added (s).
+    model_name : the result's `models`.
+    intermediates : a dict to fill (and return as `HoleResult.intermediates`) with "mask",
+        "centroids" (m×2 (row, col) px of the mask regions), "layout" (the `HoleLayout`:
+        lattice, points, rotated frame), "boxes" (n×4 crop boxes, rotated frame) and
+        "crops" ({hole index: the prepared float32 crop the classifier saw}; empty without
+        models); None: keep nothing.
+
+    Returns
+    -------
+    HoleResult, holes sorted by score (ties: row, then column of the lattice point).
+
+    Raises
+    ------
+    ValueError when the mask's shape differs from the image's; OptionError (a ValueError)
+    for a bad option.
+    """
+    opts = pipeline_options("medmag", options, **keywords)
+    sw = Stopwatch(timings)
+    t = sw.timings
+    pix = clamp_negatives(image)
     m = np.asarray(mask, dtype=bool)
     if m.shape != pix.shape:
         raise ValueError(f"mask shape {m.shape} differs from image shape {pix.shape}")
-    mode = lattice or lattice_mode(models)
+    mode = opts.lattice or lattice_mode(models)
     layout = layout_holes(m, t, mode)
-    res = HoleResult(holes=[], image_shape=tuple(pix.shape), batchnorm=batchnorm, models=model_name,
-                     timings_s=t, lattice_search=mode)
+    if intermediates is not None:
+        intermediates.update(mask=m, centroids=layout.centroids, layout=layout, boxes=layout.boxes, crops={})
+    res = HoleResult(holes=[], image_shape=tuple(pix.shape), batchnorm=opts.batchnorm, models=model_name,
+                     timings_s=t, lattice_search=mode, intermediates=intermediates)
     if layout.lattice is not None:
         res.lattice_angle_deg = layout.angle_deg
         res.lattice_spacing_px = layout.lattice.spacing_px
@@ -406,17 +420,18 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchno
         t.setdefault("rotate", 0.0)
         t.setdefault("classify", 0.0)
         return res
-    t1 = time.perf_counter()
-    rotated = geometry.rotate_image(pix, -layout.angle_deg)
-    t["rotate"] = time.perf_counter() - t1
-    t1 = time.perf_counter()
-    if models is None:
-        scores = np.zeros(len(layout.points))
+    if models is None:  # geometry only: no crops to cut
+        t.setdefault("rotate", 0.0)
+        with sw.stage("classify"):
+            scores = np.zeros(len(layout.points))
     else:
-        norm = image_norm(pix) if crop_normalisation(models) == "image" else None
-        scores = score_holes(models, rotated, layout.boxes, batchnorm, norm)
-    t["classify"] = time.perf_counter() - t1
-    del rotated
+        with sw.stage("rotate"):
+            rotated = geometry.rotate_image(pix, -layout.angle_deg)
+        with sw.stage("classify"):
+            norm = image_norm(pix) if crop_normalisation(models) == "image" else None
+            scores = score_holes(models, rotated, layout.boxes, opts.batchnorm, norm,
+                                 crops=None if intermediates is None else intermediates["crops"])
+        del rotated
     res.holes = _holes(layout, scores)
     return res
 
@@ -425,43 +440,56 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, *, models=None, batchno
 # the pipeline
 # ---------------------------------------------------------------------------------------
 
-def find_holes(image, *, models=None, batchnorm: str = "published", lattice: str | None = None) -> HoleResult:
+def find_holes(image, options: MedmagOptions | None = None, *, models=None, intermediates: bool = False,
+               **keywords) -> HoleResult:
     """Holes of a medium-magnification image, sorted by score, best first (SPEC §5).
 
-    image: path of an MRC file, `io.LoadedImage`, or 2-D [row, col] array (any size; no
-    2048 px limit). models: a `models.ModelSet` or a set name (None: the default set).
-    batchnorm: "published" (as the published tool: BatchNorm on the statistics of all crops
-    together when they all have one shape, else of each crop alone) or "running" (stored
-    statistics, each crop alone). lattice: "square" (published), "oblique" (also fits the
-    oblique lattice of a tilted grid) or None (the model set's choice, `lattice_mode`).
-    Returns a HoleResult; no lattice / no hole gives an empty list with `reason`.
-    Raises InputImageError (bad image) or ModelSetError (model set missing or corrupt).
+    Parameters
+    ----------
+    image : path of an MRC file, `io.LoadedImage`, or 2-D [row, col] array (any size; no
+        2048 px limit).
+    options : `options.MedmagOptions`, or None (the defaults: the published behaviour).
+    models : a `models.ModelSet` or a set name (None: the default set).
+    intermediates : also return what the pipeline computed on the way, in
+        `HoleResult.intermediates`: "logits" (float32 [row, col] U-Net logits, cut back to
+        the image), "mask", "centroids", "layout", "boxes" and "crops" (see
+        `holes_from_mask`). The hole index k of "crops" is that of `layout.points`; the
+        reported holes are sorted by score.
+    **keywords : fields of `MedmagOptions`, replacing those of `options`:
+        batchnorm: "published" (as the published tool: BatchNorm on the statistics of all
+        crops together when they all have one shape, else of each crop alone) or "running"
+        (stored statistics, each crop alone).
+        lattice: "square" (published), "oblique" (also fits the oblique lattice of a tilted
+        grid) or None (the model set's choice, `lattice_mode`).
+
+    Returns
+    -------
+    HoleResult; no lattice / no hole gives an empty list with `reason`.
+
+    Raises
+    ------
+    OptionError (a ValueError) for a bad option value, TypeError for an unknown keyword,
+    InputImageError (bad image), ModelSetError (model set missing or corrupt).
     """
     from .io import as_loaded_image
     from .models import ModelSet, load_model_set
     from .unet import unet_logits
 
-    if batchnorm not in ("published", "running"):
-        raise ValueError(f"batchnorm must be 'published' or 'running', got {batchnorm!r}")
-    t: dict[str, float] = {}
-    t0 = time.perf_counter()
+    opts = pipeline_options("medmag", options, **keywords)
+    sw = Stopwatch()
     loaded = as_loaded_image(image)
     ms = models if isinstance(models, ModelSet) else load_model_set(models)
-    t["load"] = time.perf_counter() - t0
-    pix = loaded.pixels
-    if pix.size and float(pix.min()) < 0.0:  # no copy when already non-negative
-        pix = np.maximum(pix, 0.0)
-    t0 = time.perf_counter()
+    sw.lap("load")
+    pix = clamp_negatives(loaded.pixels)
     padded = pad_for_unet(normalise(pix))
-    t["normalise"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    sw.lap("normalise")
     logits = unet_logits(ms, padded)
     del padded
     mask = drop_small_regions(mask_from_logits(logits, pix.shape), mask_min_region_px(ms))
+    kept = {"logits": logits[: pix.shape[0], : pix.shape[1]]} if intermediates else None
     del logits
-    t["unet"] = time.perf_counter() - t0
-    return holes_from_mask(pix, mask, models=ms, batchnorm=batchnorm, timings=t, model_name=ms.name,
-                           lattice=lattice)
+    sw.lap("unet")
+    return holes_from_mask(pix, mask, opts, models=ms, timings=sw.timings, model_name=ms.name, intermediates=kept)
 
 
 def warmup() -> None:

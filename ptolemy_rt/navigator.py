@@ -389,15 +389,6 @@ def targets_from_result(result: PipelineResult) -> list[Target]:
     return out
 
 
-def parse_nav_map(spec: str) -> tuple[str, str]:
-    """Split a ``--nav-map NAVFILE:ITEMLABEL`` value at its *last* colon (Windows drive
-    letters keep theirs). Raises InputImageError when there is no label."""
-    path, sep, label = str(spec).rpartition(":")
-    if not sep or not path or not label.strip() or "\\" in label or "/" in label:
-        raise InputImageError(f"--nav-map {spec!r}: expected NAVFILE:ITEMLABEL (the map item's label)")
-    return path, label.strip()
-
-
 def targets_nav_text(
     result: PipelineResult,
     nav_path: str | os.PathLike,

@@ -131,6 +131,8 @@ class SquareResult(PipelineResult):
     #: (mean, std) in input pixel units by which every crop was normalised (None: no crops)
     norm: tuple[float, float] | None = None
     norm_source: str = "image"  # "image": the image's square-mask pixels (SPEC §4.7); "given": by the caller
+    #: what the pipeline computed on the way (find_squares(..., intermediates=True)), else None
+    intermediates: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def targets(self) -> list[Square]:
@@ -182,6 +184,8 @@ class HoleResult(PipelineResult):
     reason: str | None = None  # why the list is empty, when it is
     timings_s: dict[str, float] = field(default_factory=dict)
     lattice_search: str = "square"  # "square" (published) or "oblique" (also tilted grids)
+    #: what the pipeline computed on the way (find_holes(..., intermediates=True)), else None
+    intermediates: dict | None = field(default=None, repr=False, compare=False)
 
     @property
     def targets(self) -> list[Hole]:

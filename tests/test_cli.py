@@ -208,9 +208,9 @@ def test_crop_grid_reaches_the_pipeline(tmp_path, fake, capsys, monkeypatch):
     img = write_mrc(tmp_path / "a.mrc", good_image(1))
     seen = []
 
-    def spy(kind, image, models, batchnorm, crop_grid="image", norm=None, lattice=None):
-        seen.append(crop_grid)
-        return fake(kind, image, models, batchnorm, crop_grid, norm)
+    def spy(kind, image, models, options):
+        seen.append(getattr(options, "crop_grid", "image"))  # medmag options have no crop grid
+        return fake(kind, image, models, options)
 
     from ptolemy_rt import batch
 
@@ -239,9 +239,9 @@ def test_norm_reaches_the_pipeline(tmp_path, fake, capsys, monkeypatch):
     img = write_mrc(tmp_path / "a.mrc", good_image(1))
     seen = []
 
-    def spy(kind, image, models, batchnorm, crop_grid="image", norm=None, lattice=None):
-        seen.append(norm)
-        return fake(kind, image, models, batchnorm, crop_grid, norm)
+    def spy(kind, image, models, options):
+        seen.append(options.norm)
+        return fake(kind, image, models, options)
 
     from ptolemy_rt import batch
 
@@ -451,7 +451,7 @@ def test_nav_errors(tmp_path, fake, monkeypatch, capsys):
 
 
 def test_split_nav_map_windows_paths():
-    from ptolemy_rt.batch import split_nav_map
+    from ptolemy_rt.options import parse_nav_map as split_nav_map
 
     assert split_nav_map(r"C:\data\grid1.nav:12") == (r"C:\data\grid1.nav", "12")
     assert split_nav_map("/d/s.nav:A-3") == ("/d/s.nav", "A-3")
@@ -463,9 +463,9 @@ def test_lattice_reaches_the_pipeline(tmp_path, fake, capsys, monkeypatch):
     img = write_mrc(tmp_path / "a.mrc", good_image(1))
     seen = []
 
-    def spy(kind, image, models, batchnorm, crop_grid="image", norm=None, lattice=None):
-        seen.append(lattice)
-        return fake(kind, image, models, batchnorm, crop_grid, norm, lattice)
+    def spy(kind, image, models, options):
+        seen.append(options.lattice)
+        return fake(kind, image, models, options)
 
     from ptolemy_rt import batch
 

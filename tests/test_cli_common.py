@@ -31,11 +31,16 @@ def good_image(seed=0, shape=(128, 160)):
     return (rng.random(shape) * 100).astype(np.float32)
 
 
-def fake_pipeline(kind, image, models, batchnorm, crop_grid="image", norm=None, lattice=None):
-    """Stand-in for find_squares / find_holes while exercising the command line: a fixed,
-    deterministic result derived from the image (empty when the image's mean is below 10;
-    lowmag normalisation: `norm`, else (50.0, 10.0) from the "image")."""
+def fake_pipeline(kind, image, models, options=None):
+    """Stand-in for find_squares / find_holes (`batch.run_pipeline`) while exercising the
+    command line: a fixed, deterministic result derived from the image (empty when the
+    image's mean is below 10; lowmag normalisation: `options.norm`, else (50.0, 10.0) from the
+    "image"). options: the kind's pipeline options (None: the defaults)."""
+    from ptolemy_rt.options import pipeline_options
     from ptolemy_rt.results import Hole, HoleResult, Square, SquareResult
+
+    options = pipeline_options(kind, options)
+    batchnorm = options.batchnorm
 
     px = image.pixels
     h, w = px.shape
@@ -49,8 +54,10 @@ def fake_pipeline(kind, image, models, batchnorm, crop_grid="image", norm=None, 
                                       float((b[1][0] - b[0][0]) * (b[2][1] - b[1][1])), float(px.mean()) + i, s)
                                for i, (b, s) in enumerate(zip(boxes, scores))]
         sq.sort(key=lambda t: -t.score)
+        norm = options.norm
         return SquareResult(sq, (h, w), 12.5, batchnorm, models or "fake-set",
-                            "the mixture model found no bright squares" if empty else None, {"all": 0.01}, crop_grid,
+                            "the mixture model found no bright squares" if empty else None, {"all": 0.01},
+                            options.crop_grid,
                             None if empty and norm is None else (norm or (50.0, 10.0)),
                             "image" if norm is None else "given")
     ho = [] if empty else [Hole(b, (int(round(sum(x for x, _ in b) / 4)), int(round(sum(y for _, y in b) / 4))),
@@ -123,7 +130,7 @@ def test_fake_pipeline_is_sorted():
 
     img = validate_array(good_image())
     for kind in ("lowmag", "medmag"):
-        r = fake_pipeline(kind, img, None, "published")
+        r = fake_pipeline(kind, img, None)
         ts = r.squares if kind == "lowmag" else r.holes
         assert [t.score for t in ts] == [0.9, 0.5, 0.125]
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ptolemy_rt import io, lowmag
+from ptolemy_rt.options import CROP_GRIDS
 from conftest import LOWMAG_MRC, REFERENCE, needs_shared
 
 PUB = REFERENCE / "lowmag_20may08a_16760340.published.json"
@@ -293,7 +294,7 @@ def _running_scores(cand, crop_grid, norm):
 @pytest.fixture(scope="module")
 def full_grid_scores(located):
     """Running scores of the atlas's crops on both grids, {crop_grid: scores}."""
-    return {g: _running_scores(located, g, located.norm) for g in lowmag.CROP_GRIDS}
+    return {g: _running_scores(located, g, located.norm) for g in CROP_GRIDS}
 
 
 #: Cut-outs (rows, cols) of the example: 1024×800, 880×1024 (two offsets), 963×1006, 1006×963.

@@ -223,11 +223,13 @@ def test_error_messages_are_one_line(navfile, tmp_path):
 
 
 def test_parse_nav_map():
-    assert nav.parse_nav_map("grid1.nav:7") == ("grid1.nav", "7")
-    assert nav.parse_nav_map(r"C:\data\grid1.nav:12-A") == (r"C:\data\grid1.nav", "12-A")
+    from ptolemy_rt.options import UsageProblem, parse_nav_map
+
+    assert parse_nav_map("grid1.nav:7") == ("grid1.nav", "7")
+    assert parse_nav_map(r"C:\data\grid1.nav:12-A") == (r"C:\data\grid1.nav", "12-A")
     for bad in ("grid1.nav", "grid1.nav:", ":7", r"C:\data\grid1.nav"):
-        with pytest.raises(InputImageError, match="NAVFILE:ITEMLABEL"):
-            nav.parse_nav_map(bad)
+        with pytest.raises(UsageProblem, match="NAVFILE:LABEL"):  # one parser: a usage error (exit 2)
+            parse_nav_map(bad)
 
 
 def test_nav_written_by_the_one_writer(navfile, tmp_path):

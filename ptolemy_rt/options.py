@@ -1,0 +1,330 @@
+"""Options of the two pipelines and of the output: frozen dataclasses, validated on creation.
+
+Every option is declared once, as a field of one of three classes:
+
+- `LowmagOptions`: how `lowmag.find_squares` scores squares (batchnorm, crop_grid, norm);
+- `MedmagOptions`: how `medmag.find_holes` finds and scores holes (batchnorm, lattice);
+- `OutputOptions`: what the command line writes (format, pixel size, navigator output).
+
+A field's `metadata` may hold a `CliSpec` (made by `cli_option`): the command line then
+offers the field as an option of the matching command (``ptolemy lowmag`` / ``medmag``), with
+that help text, and builds the object from argv with `from_cli`. The API builds the same
+object from keywords (`LowmagOptions(crop_grid="square")`, or ``find_squares(image,
+crop_grid="square")``). A bad value raises `OptionError` in both cases: a `ValueError` for
+API callers, a usage error (exit 2) on the command line, where the message names the flag.
+`batch.Job` carries the objects, so a new option reaches worker processes and the test
+double without further plumbing.
+
+This module imports only the standard library (``ptolemy --help`` builds its options from
+it and must start fast).
+
+Adding an option (touches three places):
+1. a field here, with its default (the published behaviour), its check in `__post_init__`
+   (raise `OptionError`) and, for the command line, ``metadata=cli_option(...)``;
+2. the code that uses it (the pipeline reads ``options.<field>``; `output` reads
+   `OutputOptions`);
+3. a test (the API value and the command-line flag, and a bad value → exit 2).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Callable
+
+from .errors import EXIT_USAGE, PtolemyError
+
+#: BatchNorm regimes of the classifiers: "published" (the statistics of the image's batch of
+#: crops, as the published tool) or "running" (the stored running statistics, each crop alone).
+BATCHNORMS = ("published", "running")
+#: Low-mag crop sampling lattices (see `lowmag`): "image" (published) or "square".
+CROP_GRIDS = ("image", "square")
+#: Medium-mag lattice searches (see `lattice.find_lattice`): "square" (published) or
+#: "oblique" (also oblique lattices). The command line adds "auto" (= None: the model set's).
+LATTICE_SEARCHES = ("square", "oblique")
+#: Output formats of the command line (see `output`).
+FORMATS = ("json", "json-full", "csv", "txt", "nav")
+
+
+class UsageProblem(PtolemyError, ValueError):
+    """Options that cannot work: a usage error on the command line (exit 2), a `ValueError`
+    for API callers. The message is one line naming the option and the problem."""
+
+    exit_code = EXIT_USAGE
+
+
+class OptionError(UsageProblem):
+    """A bad value of one option: `name` is the option's field name, `value` the rejected
+    value, `problem` what is wrong with it; the message is ``"<name> <value!r>: <problem>"``
+    (the command line names the flag instead, `from_cli`)."""
+
+    def __init__(self, name: str, value: Any, problem: str):
+        self.name, self.value, self.problem = name, value, problem
+        super().__init__(f"{name} {value!r}: {problem}")
+
+
+def _choice(name: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise OptionError(name, value, "must be one of " + ", ".join(repr(a) for a in allowed))
+
+
+# ------------------------------------------------------------------------ command-line declarations
+
+@dataclass(frozen=True)
+class CliSpec:
+    """How a field is offered on the command line.
+
+    decls: flag names ("--crop-grid"; "--nav-flip/--nav-no-flip" for a boolean pair).
+    help: the help text. metavar: shown for the value. choices: allowed strings (case
+    insensitive; the command line's default is the field's default, or `cli_default`).
+    parse: str → field value, for fields given as text (raises OptionError).
+    cli_default: the command line's default when it differs from the field's (e.g. "auto").
+    extra: further typer.Option keywords (min=0, ...).
+    """
+
+    decls: tuple[str, ...]
+    help: str
+    metavar: str | None = None
+    choices: tuple[str, ...] | None = None
+    parse: Callable[[Any], Any] | None = None
+    cli_default: Any = None
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    @property
+    def flag(self) -> str:
+        """The long flag ("--crop-grid"), for messages."""
+        return self.decls[0].split("/")[0]
+
+
+def cli_option(*decls: str, help: str, metavar: str | None = None, choices: tuple[str, ...] | None = None,
+               parse: Callable[[Any], Any] | None = None, cli_default: Any = None, **extra: Any) -> dict:
+    """Field metadata declaring a command-line option (see `CliSpec`); use as
+    ``field(default=..., metadata=cli_option("--flag", help=...))``."""
+    return {"cli": CliSpec(tuple(decls), help, metavar, choices, parse, cli_default, tuple(sorted(extra.items())))}
+
+
+def cli_fields(cls) -> list[tuple[Any, CliSpec]]:
+    """(dataclass field, CliSpec) of each command-line option of an options class, in
+    declaration order."""
+    return [(f, f.metadata["cli"]) for f in fields(cls) if "cli" in f.metadata]
+
+
+def from_cli(cls, values: dict[str, Any], **fixed: Any):
+    """An options object of class `cls` from command-line values {field name: value as typer
+    gives it (Enum members, text, numbers)}; the command-line fields of `cls` are taken from
+    `values` (others there are ignored), `fixed` gives further fields as they are. A bad
+    value raises UsageProblem whose message names the flag, e.g. ``--norm '1,0': std must
+    be > 0``."""
+    kw = dict(fixed)
+    specs = dict((f.name, s) for f, s in cli_fields(cls))
+    for name, spec in specs.items():
+        if name not in values:
+            continue
+        raw = values[name]
+        raw = getattr(raw, "value", raw)  # typer Enum member → its string
+        try:
+            kw[name] = spec.parse(raw) if spec.parse is not None and raw is not None else raw
+        except OptionError as e:
+            raise _cli_error(spec, raw, e) from None
+    try:
+        return cls(**kw)
+    except OptionError as e:  # a field's check: name the flag
+        spec = specs.get(e.name)
+        if spec is None:
+            raise
+        raise _cli_error(spec, values.get(e.name), e) from None
+
+
+def _cli_error(spec: CliSpec, raw: Any, e: OptionError) -> UsageProblem:
+    """The command line's form of a bad value: ``<flag> <value as typed>: <problem>``."""
+    raw = getattr(raw, "value", raw)
+    shown = repr(raw) if isinstance(raw, str) else f"{raw:g}" if isinstance(raw, float) else str(raw)
+    return UsageProblem(f"{spec.flag} {shown}: {e.problem}")
+
+
+# ---------------------------------------------------------------------------------- value checks
+
+def check_norm(norm) -> tuple[float, float]:
+    """Crop normalisation constants (mean, std), input pixel units: two finite numbers,
+    std > 0. Returns them as floats; raises OptionError (a ValueError) naming the problem.
+
+    >>> check_norm((160, 27.5))
+    (160.0, 27.5)
+    """
+    try:
+        mean, std = (float(v) for v in norm)
+    except (TypeError, ValueError):
+        raise OptionError("norm", norm, "must be two numbers (mean, std)") from None
+    if not (math.isfinite(mean) and math.isfinite(std)):
+        raise OptionError("norm", norm, "mean and std must be finite")
+    if not std > 0:
+        raise OptionError("norm", norm, "std must be > 0")
+    return mean, std
+
+
+def parse_norm(text: str) -> tuple[float, float]:
+    """--norm "MEAN,STD" → (mean, std) floats (checked by `check_norm` when the options are
+    built). Raises OptionError for text that is not two comma-separated numbers.
+
+    >>> parse_norm("160.8, 27.6")
+    (160.8, 27.6)
+    """
+    parts = str(text).split(",")
+    if len(parts) != 2:
+        raise OptionError("norm", text, "expected MEAN,STD (two numbers, e.g. 160.8,27.6)")
+    try:
+        return float(parts[0]), float(parts[1])
+    except ValueError:
+        raise OptionError("norm", text, "MEAN and STD must be numbers") from None
+
+
+def parse_nav_map(spec) -> tuple[str, str]:
+    """``NAVFILE:LABEL`` → (navigator file, map item label), split at the *last* colon
+    (Windows drive letters keep theirs); the label holds no path separator. A (file, label)
+    pair is checked the same way. Raises OptionError (exit 2) otherwise.
+
+    >>> parse_nav_map(r"C:\\data\\grid1.nav:12-A")
+    ('C:\\\\data\\\\grid1.nav', '12-A')
+    """
+    if isinstance(spec, (tuple, list)) and len(spec) == 2:
+        path, label = (str(v) for v in spec)
+        sep = ":"
+    else:
+        path, sep, label = str(spec).rpartition(":")
+    if not sep or not path or not label.strip() or "\\" in label or "/" in label:
+        raise OptionError("nav_map", spec, "expected NAVFILE:LABEL (the map item's label), e.g. session.nav:12")
+    return path, label.strip()
+
+
+# ------------------------------------------------------------------------------------- classes
+
+_BATCHNORM_HELP = ("published: BatchNorm statistics of each image's batch of crops, as the published tool; "
+                   "running: stored running statistics, each crop alone.")
+
+
+@dataclass(frozen=True)
+class LowmagOptions:
+    """Options of `lowmag.find_squares`.
+
+    batchnorm: "published" | "running" (`BATCHNORMS`).
+    crop_grid: "image" (published) | "square" (`CROP_GRIDS`; see `lowmag`).
+    norm: None (crops normalised by the image's square-mask pixels) or (mean, std) in input
+    pixel units (finite, std > 0), e.g. a full atlas's `SquareResult.norm`.
+
+    >>> LowmagOptions(norm=(1, 2)).norm
+    (1.0, 2.0)
+    >>> LowmagOptions(crop_grid="diagonal")
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.options.OptionError: crop_grid 'diagonal': must be one of 'image', 'square'
+    """
+
+    batchnorm: str = field(default="published", metadata=cli_option(
+        "--batchnorm", choices=BATCHNORMS, help=_BATCHNORM_HELP))
+    crop_grid: str = field(default="image", metadata=cli_option(
+        "--crop-grid", choices=CROP_GRIDS,
+        help="image: crops cut from the whole rotated image, as the published tool (same scores); "
+             "square: each crop sampled on a grid anchored at its own box (crops independent of "
+             "image size and cut position: montages, cut or padded atlases)."))
+    norm: tuple[float, float] | None = field(default=None, metadata=cli_option(
+        "--norm", metavar="MEAN,STD", parse=parse_norm,
+        help="Normalise crops with these constants (input units) instead of the image's square pixels; "
+             "use the full atlas's values (reported in -f json-full) to score tiles or cut-outs of one "
+             "atlas identically."))
+
+    def __post_init__(self):
+        _choice("batchnorm", self.batchnorm, BATCHNORMS)
+        _choice("crop_grid", self.crop_grid, CROP_GRIDS)
+        if self.norm is not None:
+            object.__setattr__(self, "norm", check_norm(self.norm))
+
+
+@dataclass(frozen=True)
+class MedmagOptions:
+    """Options of `medmag.find_holes`.
+
+    batchnorm: "published" | "running" (`BATCHNORMS`).
+    lattice: "square" (published) | "oblique" (also oblique lattices: grids imaged at a stage
+    tilt) | None (what the model set declares, `medmag.lattice_mode`).
+
+    >>> MedmagOptions(lattice="oblique").lattice
+    'oblique'
+    """
+
+    batchnorm: str = field(default="published", metadata=cli_option(
+        "--batchnorm", choices=BATCHNORMS, help=_BATCHNORM_HELP))
+    lattice: str | None = field(default=None, metadata=cli_option(
+        "--lattice", choices=("auto",) + LATTICE_SEARCHES, cli_default="auto",
+        parse=lambda v: None if v == "auto" else v,
+        help="square: the published square-lattice search; oblique: also oblique lattices "
+             "(grids imaged at a stage tilt up to ~45°); auto: what the model set declares "
+             "(published set: square; own set: oblique)."))
+
+    def __post_init__(self):
+        _choice("batchnorm", self.batchnorm, BATCHNORMS)
+        if self.lattice is not None:
+            _choice("lattice", self.lattice, LATTICE_SEARCHES)
+
+
+@dataclass(frozen=True)
+class OutputOptions:
+    """What the command line writes for each input (see `output` and `navigator`).
+
+    fmt: one of `FORMATS` ("nav" needs nav_map). pixel_size_nm: given pixel size (nm, > 0)
+    or None (the MRC header's, when plausible). nav_map: (navigator file, map item label)
+    for fmt "nav" (text "NAVFILE:LABEL" is parsed, `parse_nav_map`). nav_flip: the MRC is
+    stored bottom-up as SerialEM writes it. nav_acquire: mark the best N targets for
+    acquisition (≥ 0).
+
+    >>> OutputOptions(fmt="nav", nav_map="grid.nav:7").nav_map
+    ('grid.nav', '7')
+    """
+
+    fmt: str = "json"
+    pixel_size_nm: float | None = field(default=None, metadata=cli_option(
+        "--pixel-size", metavar="NM",
+        help="Pixel size in nm (default: the MRC header's, when plausible); adds µm columns to csv/txt."))
+    nav_map: tuple[str, str] | None = field(default=None, metadata=cli_option(
+        "--nav-map", metavar="NAVFILE:LABEL", parse=parse_nav_map,
+        help="-f nav: the SerialEM Navigator (autodoc .nav) and the label of the map item the image is."))
+    nav_flip: bool = field(default=True, metadata=cli_option(
+        "--nav-flip/--nav-no-flip",
+        help="-f nav: the MRC is stored bottom-up as SerialEM writes it (default); "
+             "--nav-no-flip for images stored top-down."))
+    nav_acquire: int = field(default=0, metadata=cli_option(
+        "--nav-acquire", metavar="N", min=0, help="-f nav: mark the best N targets for acquisition."))
+
+    def __post_init__(self):
+        _choice("fmt", self.fmt, FORMATS)
+        if self.pixel_size_nm is not None:
+            px = float(self.pixel_size_nm)
+            if not (math.isfinite(px) and px > 0):
+                raise OptionError("pixel_size_nm", self.pixel_size_nm, "must be a positive number of nm")
+            object.__setattr__(self, "pixel_size_nm", px)
+        if self.nav_map is not None:
+            object.__setattr__(self, "nav_map", parse_nav_map(self.nav_map))
+        if not (isinstance(self.nav_acquire, int) and self.nav_acquire >= 0):
+            raise OptionError("nav_acquire", self.nav_acquire, "must be a whole number ≥ 0")
+        if self.fmt == "nav" and self.nav_map is None:
+            raise UsageProblem("-f nav needs --nav-map NAVFILE:LABEL (the map item the image shows)")
+        if self.fmt != "nav" and self.nav_map is not None:
+            raise UsageProblem(f"--nav-map goes with -f nav, not -f {self.fmt}")
+
+
+#: The pipeline options class of each command / `batch.Job.kind`.
+PIPELINE_OPTIONS = {"lowmag": LowmagOptions, "medmag": MedmagOptions}
+
+
+def pipeline_options(kind: str, options=None, **keywords):
+    """The options object of pipeline `kind` ("lowmag" | "medmag"): `options` (None: the
+    defaults) with `keywords` replaced. Raises TypeError for a keyword the kind has no
+    option of, OptionError for a bad value.
+
+    >>> pipeline_options("medmag", MedmagOptions(batchnorm="running"), lattice="square")
+    MedmagOptions(batchnorm='running', lattice='square')
+    """
+    cls = PIPELINE_OPTIONS[kind]
+    if options is None:
+        return cls(**keywords)
+    if not isinstance(options, cls):
+        raise TypeError(f"{kind} options must be a {cls.__name__}, not {type(options).__name__}")
+    return replace(options, **keywords) if keywords else options
