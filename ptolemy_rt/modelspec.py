@@ -308,10 +308,14 @@ class ClassifierArch(_Spec):
         if self.bn_eps <= 0:
             raise SpecProblem("bn_eps", f"{self.bn_eps!r} is not positive")
 
-    def roles(self) -> tuple[str, ...]:
-        """Every part role the runtime may open (stage1_pool_role included when declared)."""
-        extra = (self.stage1_pool_role,) if self.stage1_pool_role else ()
-        return (*self.stage_roles, *extra, self.head_role, self.running_role, self.batchnorm_role)
+    def roles(self) -> dict[str, str]:
+        """Every part role the runtime may open, by the key that names it
+        (``stage_roles[k]``, ``head_role``, ...; stage1_pool_role when declared)."""
+        out = {f"stage_roles[{k}]": r for k, r in enumerate(self.stage_roles)}
+        if self.stage1_pool_role:
+            out["stage1_pool_role"] = self.stage1_pool_role
+        out.update(head_role=self.head_role, running_role=self.running_role, batchnorm_role=self.batchnorm_role)
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -394,8 +398,11 @@ class _Model(_Spec):
 
     def _check(self) -> None:
         arch = getattr(self, "architecture")
-        roles = arch.roles() if isinstance(arch, ClassifierArch) else self.REQUIRED_ROLES
-        for role in roles:
+        if isinstance(arch, ClassifierArch):
+            for key, role in arch.roles().items():
+                if role not in self.parts:
+                    raise SpecProblem(f"architecture.{key}", f"{role!r} names no part of this model")
+        for role in self.REQUIRED_ROLES:
             if role not in self.parts:
                 raise SpecProblem("parts", f"no part {role!r} (the runtime needs it)")
 
@@ -652,8 +659,8 @@ def read_manifest(path: str | Path, hint: str = "") -> ModelSetSpec:
         raise ModelSetError(f"{path}: missing{hint}") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ModelSetError(f"{path}: unreadable manifest ({type(e).__name__}){hint}") from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
-        raise ModelSetError(f"{path}: not a model-set manifest (no 'models'){hint}")
+    if not isinstance(doc, dict):
+        raise ModelSetError(f"{path}: not a model-set manifest (not a JSON object){hint}")
     return parse(ModelSetSpec, doc, path, hint)
 
 
