@@ -47,7 +47,6 @@ from typing import Any
 from .errors import ModelSetError
 
 FORMAT_VERSION = 1
-MODEL_KEYS = ("square_classifier", "hole_classifier", "hole_unet")
 
 #: lattice searches a set may ask for (`PipelineSpec.lattice`): the published square search,
 #: or square and oblique candidates
@@ -433,8 +432,10 @@ class ModelsSpec(_Spec):
     hole_unet: HoleUnetModel | None = decl(None, doc="medium-mag hole localiser")
 
 
-MODEL_CLASSES = {"square_classifier": SquareClassifierModel, "hole_classifier": HoleClassifierModel,
-                 "hole_unet": HoleUnetModel}
+#: the model keys of a set (``ModelsSpec``'s fields) and the class of each entry
+MODEL_KEYS = tuple(f.name for f in fields(ModelsSpec))
+MODEL_CLASSES = {f.name: next(a for a in typing.get_args(typing.get_type_hints(ModelsSpec)[f.name])
+                              if a is not type(None)) for f in fields(ModelsSpec)}
 
 
 @dataclass(frozen=True, kw_only=True)
