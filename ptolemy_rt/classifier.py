@@ -121,7 +121,27 @@ def _per_run(channels: int, zshape: tuple[int, int], budget: int) -> int:
 
 def logits(models: ModelSet, key: str, n: int, get_crop: Callable[[int], np.ndarray], batchnorm: str,
            *, pooled_ram_budget: int | None = None, run_budget: int | None = None) -> np.ndarray:
-    """Float64 logits of crops 0..n-1 (shape (n,)); see ``score_crops``."""
+    """Float64 logits of crops 0..n-1 (shape (n,)); see ``score_crops``.
+
+    Parameters
+    ----------
+    models
+        The model set; its ``key`` entry's typed architecture (modelspec.ClassifierArch:
+        kernels, pool, roles, bn_eps) says which parts to chain.
+    key, n, get_crop, batchnorm, pooled_ram_budget, run_budget
+        As for ``score_crops``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 logits, shape (n,).
+
+    Raises
+    ------
+    ValueError
+        Unknown regime, ``key`` is not a classifier, a crop too small for the network or
+        (published regime) crops of different shapes.
+    """
     if batchnorm not in REGIMES:
         raise ValueError(f"batchnorm must be one of {REGIMES}, got {batchnorm!r}")
     n = int(n)
