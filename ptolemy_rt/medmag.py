@@ -327,7 +327,7 @@ def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str =
 
     b = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
     scores = np.zeros(len(b), dtype=np.float64)
-    min_side = models.model(HOLE_KEY).architecture.min_input
+    min_side = MIN_CROP_PX if models is None else models.model(HOLE_KEY).architecture.min_input
     groups: dict[tuple[int, int], list[int]] = {}
     for k, (r0, c0, r1, c1) in enumerate(b):
         groups.setdefault((int(r1 - r0), int(c1 - c0)), []).append(k)
