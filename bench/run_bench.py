@@ -142,29 +142,25 @@ def _conv_flops(cin, cout, k, h, w):
     return 2.0 * cin * cout * k * k * h * w
 
 
-def square_cnn_flops(arch: dict, h: int = 240, w: int = 240) -> float:
-    """Multiply-adds × 2 of the square classifier on one h×w crop (SPEC §1 layout)."""
-    c = int(arch.get("channels", 64))
-    ks = list(arch.get("kernels", (5, 5, 3, 3, 3)))
-    pool = arch.get("pool", {"kernel": 3, "stride": 2, "padding": 1})
-    pk, ps, pp = pool.get("kernel", 3), pool.get("stride", 2), pool.get("padding", 1)
+def square_cnn_flops(arch, h: int = 240, w: int = 240) -> float:
+    """Multiply-adds × 2 of the square classifier (modelspec.SquareClassifierArch) on one h×w crop."""
+    c, ks = arch.channels, arch.kernels
+    pk, ps, pp = arch.pool.kernel, arch.pool.stride, arch.pool.padding
     total, cin = 0.0, 1
     for k in ks:
         h, w = h - k + 1, w - k + 1
         total += _conv_flops(cin, c, k, h, w)
         h, w = (h + 2 * pp - pk) // ps + 1, (w + 2 * pp - pk) // ps + 1
         cin = c
-    hk = int(arch.get("head_kernel", 6))
+    hk = arch.head_kernel
     total += _conv_flops(c, 1, hk, max(h - hk + 1, 1), max(w - hk + 1, 1))
     return total
 
 
-def hole_cnn_flops(arch: dict, h: int, w: int) -> float:
-    """FLOPs of the hole classifier on one h×w crop (SPEC §2 layout)."""
-    c = int(arch.get("channels", 128))
-    ks = list(arch.get("kernels", (5, 3, 3, 3)))
-    pool = arch.get("pool", {"kernel": 3, "stride": 2, "padding": 0})
-    pk, ps, pp = pool.get("kernel", 3), pool.get("stride", 2), pool.get("padding", 0)
+def hole_cnn_flops(arch, h: int, w: int) -> float:
+    """FLOPs of the hole classifier (modelspec.HoleClassifierArch) on one h×w crop."""
+    c, ks = arch.channels, arch.kernels
+    pk, ps, pp = arch.pool.kernel, arch.pool.stride, arch.pool.padding
     total, cin = 0.0, 1
     for k in ks:
         h, w = h - k + 1, w - k + 1
@@ -176,9 +172,9 @@ def hole_cnn_flops(arch: dict, h: int, w: int) -> float:
     return total + 2.0 * c
 
 
-def unet_flops(arch: dict, h: int, w: int) -> float:
-    """FLOPs of the U-Net on an h×w (padded) image (SPEC §3 layout)."""
-    c, depth = int(arch.get("channels", 64)), int(arch.get("depth", 9))
+def unet_flops(arch, h: int, w: int) -> float:
+    """FLOPs of the U-Net (modelspec.UnetArch) on an h×w (padded) image."""
+    c, depth = arch.channels, arch.depth
     sizes, total = [], 0.0
     for i in range(depth):
         total += _conv_flops(1 if i == 0 else c, c, 3, h, w)
@@ -219,8 +215,8 @@ def inproc_main(mode: str, image: str, models: str | None) -> int:
 
         res = find_holes(image, models=ms)
         items = res.holes
-    arch = ms.model("square_classifier" if mode == "lowmag" else "hole_classifier").get("architecture", {})
-    uarch = ms.model("hole_unet").get("architecture", {}) if mode == "medmag" else None
+    arch = ms.model("square_classifier" if mode == "lowmag" else "hole_classifier").architecture
+    uarch = ms.model("hole_unet").architecture if mode == "medmag" else None
     out.update(flops_from_items(mode, [it.vertices for it in items], res.image_shape, arch, uarch))
     out["total_s"] = time.perf_counter() - t1
     out["timings_s"] = {k: float(v) for k, v in (res.timings_s or {}).items()}
@@ -231,9 +227,12 @@ def inproc_main(mode: str, image: str, models: str | None) -> int:
     return 0
 
 
-def flops_from_items(mode: str, vertices: list, image_shape, arch_cls: dict, arch_unet: dict | None) -> dict:
-    """Classifier (and U-Net) GFLOP for one run, from the targets' vertices ((x, y) px)."""
+def flops_from_items(mode: str, vertices: list, image_shape, arch_cls, arch_unet) -> dict:
+    """Classifier (and U-Net) GFLOP for one run, from the targets' vertices ((x, y) px);
+    architectures as modelspec classes ({} when the classifier's is unknown)."""
     out = {}
+    if arch_cls is None:
+        return out
     if mode == "lowmag":
         out["classifier_gflop"] = square_cnn_flops(arch_cls) * len(vertices) / 1e9
     else:
@@ -247,19 +246,23 @@ def flops_from_items(mode: str, vertices: list, image_shape, arch_cls: dict, arc
     return out
 
 
-def manifest_archs(models: str | None) -> tuple[dict, dict, dict]:
-    """(square, hole, unet) architecture dicts of a model set's manifest ({} when unknown)."""
-    try:
-        from ptolemy_rt.models import models_root
+def manifest_archs(models: str | None) -> tuple:
+    """(square, hole, unet) architectures (modelspec classes) of a model set's manifest,
+    parsed without loading the set (None where unknown)."""
+    from ptolemy_rt.errors import ModelSetError
+    from ptolemy_rt.models import OWN_SET, PUBLISHED_SET, models_root
+    from ptolemy_rt.modelspec import read_manifest
 
+    try:
         root = models_root()
         name = models
         if name is None:
-            name = "ptolemy-rt-synth-v1" if (root / "ptolemy-rt-synth-v1/manifest.json").exists() else "ptolemy-2022"
-        man = json.loads((root / name / "manifest.json").read_text())["models"]
-        return tuple(man.get(k, {}).get("architecture", {}) for k in ("square_classifier", "hole_classifier", "hole_unet"))
-    except (OSError, ValueError, KeyError, ImportError):
-        return {}, {}, {}
+            name = OWN_SET if (root / OWN_SET / "manifest.json").exists() else PUBLISHED_SET
+        spec = read_manifest(root / name / "manifest.json")
+    except ModelSetError:
+        return None, None, None
+    return tuple(None if getattr(spec.models, k) is None else getattr(spec.models, k).architecture
+                 for k in ("square_classifier", "hole_classifier", "hole_unet"))
 
 
 def _stage_time(timings: dict, words: tuple[str, ...]) -> float | None:

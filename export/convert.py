@@ -13,12 +13,14 @@ and exporter code sha256 and every part is intact, nothing is rebuilt. Output by
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+
+from ptolemy_rt.errors import ModelSetError
+from ptolemy_rt.modelspec import MODEL_KEYS, ExporterSpec, SourceSpec, read_manifest
 
 from .manifest import sha256_file, write_manifest
 
@@ -37,7 +39,8 @@ class ConvertError(Exception):
     pass
 
 
-EXPORT_CODE = ("arch_classifiers.py", "onnx_classifiers.py", "manifest.py", "convert.py", "arch_unet.py", "onnx_unet.py")
+EXPORT_CODE = ("arch_classifiers.py", "onnx_classifiers.py", "manifest.py", "convert.py", "arch_unet.py", "onnx_unet.py",
+               "../ptolemy_rt/modelspec.py")
 
 
 def code_sha256() -> str:
@@ -89,24 +92,23 @@ def _strict(module, sd, path: Path):
 def up_to_date(out: Path, sources: dict[str, str]) -> bool:
     """True when out/manifest.json was built from these source sha256s by this exporter
     and every part file is present and intact."""
-    mpath = out / "manifest.json"
     try:
-        doc = json.loads(mpath.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        spec = read_manifest(out / "manifest.json")
+    except ModelSetError:
         return False
-    exporter = doc.get("exporter", {})
-    if exporter.get("version") != EXPORTER_VERSION or exporter.get("code_sha256") != code_sha256():
+    exporter = spec.exporter
+    if exporter is None or exporter.version != EXPORTER_VERSION or exporter.code_sha256 != code_sha256():
         return False
-    models = doc.get("models", {})
-    if set(models) != set(sources):
+    entries = {k: getattr(spec.models, k) for k in MODEL_KEYS if getattr(spec.models, k) is not None}
+    if set(entries) != set(sources):
         return False
     for key, sha in sources.items():
-        entry = models[key]
-        if entry.get("source", {}).get("sha256") != sha:
+        entry = entries[key]
+        if entry.source is None or entry.source.sha256 != sha:
             return False
-        for part in entry.get("parts", {}).values():
-            p = out / part.get("file", "")
-            if not p.is_file() or sha256_file(p) != part.get("sha256"):
+        for part in entry.parts.values():
+            p = out / part.file
+            if not p.is_file() or sha256_file(p) != part.sha256:
                 return False
     return True
 
@@ -148,10 +150,10 @@ def convert(weights: Path, notice: Path, out: Path, force: bool = False) -> tupl
             un = _strict(UNet(), _load_state(paths["hole_unet"]), paths["hole_unet"])
             models["hole_unet"] = export_unet(un, stage, "hole_unet")
         for k, spec in models.items():
-            spec["source"] = {"file": paths[k].name, "sha256": sources[k]}
+            spec["source"] = SourceSpec(file=paths[k].name, sha256=sources[k])
         write_manifest(stage, SET_NAME, models, licence, citation,
-                       extra={"exporter": {"version": EXPORTER_VERSION, "code_sha256": code_sha256(),
-                                            "tool": "export.convert"}})
+                       exporter=ExporterSpec(version=EXPORTER_VERSION, code_sha256=code_sha256(),
+                                             tool="export.convert"))
         # replace the old set only once the new one is written
         if out.exists():
             shutil.rmtree(out)

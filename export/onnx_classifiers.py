@@ -37,10 +37,14 @@ import onnx
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
+from ptolemy_rt.modelspec import HoleClassifierArch, SquareClassifierArch, default
+
 OPSET = 17
 IR_VERSION = 8  # opset 17 needs IR ≥ 8; keep it low for older onnxruntime builds
 PRODUCER = "ptolemy-rt export.onnx_classifiers"
-BN_EPS = 1e-5
+BN_EPS = default(SquareClassifierArch, "bn_eps")
+#: the stats-free stage-1 graph (`_export_stages`); the other roles are the spec's defaults
+STAGE1_POOL_ROLE = "stage1_pool"
 
 
 def _f32(a) -> np.ndarray:
@@ -184,30 +188,17 @@ def _export_stages(prefix: str, convs: list, table: np.ndarray, out_dir: Path, *
         if k == 0:
             m = _stage_graph(f"{prefix}_stage1_pool", w, table[k, 4], True, relu_before_bn, relu_after_affine,
                              pool_pad, cin, stats=False)
-            parts["stage1_pool"] = fn = f"{prefix}.stage1_pool.onnx"
+            parts[STAGE1_POOL_ROLE] = fn = f"{prefix}.stage1_pool.onnx"
             _save(m, out_dir / fn)
         cin = w.shape[0]
     return parts, cin
 
 
-def _runtime_roles(n: int) -> dict:
-    """Architecture keys shared by both classifiers: BN eps and the part roles the runtime
-    (ptolemy_rt/classifier.py) looks up."""
-    return {
-        "bn_eps": BN_EPS,
-        "stage_roles": [f"stage{k + 1}" for k in range(n)],
-        "stage1_pool_role": "stage1_pool",
-        "head_role": "head",
-        "running_role": "full",
-        "batchnorm_role": "batchnorm",
-        "batchnorm_table": "K x 5 x C float32: gamma, beta, running_mean, running_var, sign(gamma)",
-    }
-
-
 def export_square_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) -> dict:
     """Export an export.arch_classifiers.SquareClassifier (any width) to ``out_dir``.
 
-    Returns ``{"architecture": {...}, "parts": {role: filename}}`` (see module docstring).
+    Returns ``{"architecture": modelspec.SquareClassifierArch, "parts": {role: filename}}``
+    (see module docstring).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -216,7 +207,8 @@ def export_square_classifier(module: torch.nn.Module, out_dir: Path, prefix: str
     convs = [_np(getattr(module, f"layer{k}").weight) for k in range(1, n + 1)]
     table = _bn_table([getattr(module, f"bn{k}") for k in range(1, n + 1)])
     head_w, head_b = _np(module.linear.weight), _np(module.linear.bias)
-    parts, cin = _export_stages(prefix, convs, table, out_dir, relu_before_bn=True, pool_pad=1)
+    parts, cin = _export_stages(prefix, convs, table, out_dir, relu_before_bn=True,
+                                  pool_pad=default(SquareClassifierArch, "pool").padding)
     # head: affine of the last BN, then the head conv
     g = _Graph(f"{prefix}_head")
     g.inputs += [_vi("x", ["N", cin, "h", "w"]), _vi("scale", [1, cin, 1, 1]), _vi("shift", [1, cin, 1, 1])]
@@ -246,24 +238,17 @@ def export_square_classifier(module: torch.nn.Module, out_dir: Path, prefix: str
     _save(g.model(), out_dir / fn)
     parts["batchnorm"] = fn = f"{prefix}.batchnorm.npy"
     _save_npy(table, out_dir / fn)
-    arch = {
-        "family": "square_cnn",
-        "channels": int(module.channels),
-        "kernels": kernels,
-        "head_kernel": int(module.head_kernel),
-        "n_stages": n,
-        "input": [1, 240, 240],
-        "stage_order": "conv_relu_bn_pool",
-        "pool": {"kernel": 3, "stride": 2, "padding": 1},
-        **_runtime_roles(n),
-    }
+    # stage order, pooling (padding 1), input, roles, eps: the spec's defaults, as built above
+    arch = SquareClassifierArch(channels=int(module.channels), kernels=tuple(int(k) for k in kernels),
+                                head_kernel=int(module.head_kernel), stage1_pool_role=STAGE1_POOL_ROLE)
     return {"architecture": arch, "parts": parts}
 
 
 def export_hole_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) -> dict:
     """Export an export.arch_classifiers.HoleClassifier (any width / depth) to ``out_dir``.
 
-    Returns ``{"architecture": {...}, "parts": {role: filename}}`` (see module docstring).
+    Returns ``{"architecture": modelspec.HoleClassifierArch, "parts": {role: filename}}``
+    (see module docstring).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -272,7 +257,8 @@ def export_hole_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) 
     convs = [_np(c.weight) for c in module.convs]
     table = _bn_table(list(module.bns))
     fw, fb = _np(module.final.weight), _np(module.final.bias)  # 1×C, 1
-    parts, cin = _export_stages(prefix, convs, table, out_dir, relu_before_bn=False, pool_pad=0)
+    parts, cin = _export_stages(prefix, convs, table, out_dir, relu_before_bn=False,
+                                  pool_pad=default(HoleClassifierArch, "pool").padding)
 
     def head(g: _Graph, x: str) -> None:
         m = g.op("ReduceMean", [x], axes=[2, 3], keepdims=0)
@@ -299,21 +285,8 @@ def export_hole_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) 
     _save(g.model(), out_dir / fn)
     parts["batchnorm"] = fn = f"{prefix}.batchnorm.npy"
     _save_npy(table, out_dir / fn)
-    arch = {
-        "family": "hole_cnn",
-        "channels": int(module.channels),
-        "kernels": kernels,
-        "n_stages": n,
-        "min_input": _min_input(kernels),
-        "stage_order": "conv_bn_relu_pool",
-        "pool": {"kernel": 3, "stride": 2, "padding": 0},
-        **_runtime_roles(n),
-    }
+    # stage order, pooling (padding 0), min_input (from the kernels), roles, eps: the spec's
+    # defaults, as built above
+    arch = HoleClassifierArch(channels=int(module.channels), kernels=tuple(int(k) for k in kernels),
+                              stage1_pool_role=STAGE1_POOL_ROLE)
     return {"architecture": arch, "parts": parts}
-
-
-def _min_input(kernels: list[int]) -> int:
-    size = 1
-    for ks in reversed(kernels):
-        size = (size - 1) * 2 + 3 + ks - 1
-    return size

@@ -38,10 +38,13 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from ptolemy_rt.modelspec import UnetArch, default
+
 OPSET = 17
-HALO_ROWS = 8  # px rows added above/below each strip (multiple of 4; 8 = the exact receptive field, tested)
-ROW_MULTIPLE = 4  # strip bounds must be multiples of this (two 2×2 poolings)
-SPLIT_LEVEL = 2  # levels 0..1 (full, half resolution) run in strips
+#: px rows added above/below each strip (multiple of 4; 8 = the exact receptive field, tested)
+HALO_ROWS = default(UnetArch, "halo_rows")
+ROW_MULTIPLE = default(UnetArch, "row_multiple")  # strip bounds must be multiples of this (two 2×2 poolings)
+SPLIT_LEVEL = default(UnetArch, "split_level")  # levels 0..1 (full, half resolution) run in strips
 
 
 class _Graph:
@@ -335,10 +338,22 @@ def build_graphs(weights: dict[str, np.ndarray], channels: int, depth: int) -> d
 
 
 def export_unet(module, out_dir: Path, prefix: str) -> dict:
-    """Write ``<prefix>_{encoder,core,decoder,decoder_x2,whole}.onnx`` into out_dir.
+    """Write ``<prefix>_{encoder,core,decoder,core_x2,decoder_x2,whole}.onnx`` into out_dir.
 
-    module: export.arch_unet.UNet (any channels/depth ≥ 3). Returns
-    ``{"architecture": {...}, "parts": {role: filename}}`` for export/manifest.py.
+    Parameters
+    ----------
+    module
+        export.arch_unet.UNet (any channels / depth ≥ 3).
+    out_dir
+        Folder of the set.
+    prefix
+        File name prefix (the model key).
+
+    Returns
+    -------
+    dict
+        ``{"architecture": modelspec.UnetArch, "parts": {role: file name}}`` for
+        export/manifest.py.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -351,15 +366,6 @@ def export_unet(module, out_dir: Path, prefix: str) -> dict:
         fname = f"{prefix}_{role}.onnx"
         onnx.save(m, str(out_dir / fname))
         parts[role] = fname
-    architecture = {
-        "family": "unet",
-        "channels": channels,
-        "depth": depth,
-        "split_level": SPLIT_LEVEL,
-        "halo_rows": HALO_ROWS,
-        "row_multiple": ROW_MULTIPLE,
-        "upsample": "torch-legacy-nearest",
-        "input": "image N×1×H×W float32, normalised (SPEC §5.1-5.2)",
-        "output": "logits N×1×H×W float32; mask = sigmoid(logits) > 1e-4",
-    }
-    return {"architecture": architecture, "parts": parts}
+    # split level, halo, row multiple, upsampling: the graphs above are built for the
+    # spec's defaults
+    return {"architecture": UnetArch(channels=channels, depth=depth), "parts": parts}

@@ -30,6 +30,7 @@ Reproducible from --seed (torch.manual_seed, numpy Generators, deterministic dat
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -68,9 +69,9 @@ DEFAULTS = {
 #: the rate to COSINE_FLOOR × the rate
 SCHEDULES = ("constant", "cosine")
 COSINE_FLOOR = 0.01
-#: Pipeline choices written to the manifest (medmag.lattice_mode): tilted collection images
-#: an oblique lattice, which the published square-only search misses (synthetic eval set:
-#: lattice F1 0.97 untilted, 0.79 tilted with square candidates only).
+#: Pipeline choices written to the manifest (modelspec.PipelineSpec, medmag.lattice_mode):
+#: tilted collection images have an oblique lattice, which the published square-only search
+#: misses (synthetic eval set: lattice F1 0.97 untilted, 0.79 tilted with square candidates only).
 PIPELINE = {"lattice": "oblique"}
 UNET_POS_WEIGHT = 100.0
 #: px²: mask components smaller than this are dropped at run time (own U-Net speckles; the
@@ -597,6 +598,8 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
 def export(out: Path) -> Path:
     """ONNX + manifest from the cached trained states (all three must exist)."""
     torch = _torch()
+    from ptolemy_rt.modelspec import PipelineSpec, SourceSpec, TrainedWithSpec
+
     from .arch_classifiers import HoleClassifier, SquareClassifier
     from .arch_unet import UNet
     from .manifest import write_manifest
@@ -624,23 +627,21 @@ def export(out: Path) -> Path:
         net.load_state_dict(ck["state"], strict=True)
         net.eval()
         spec = fn(net, out, key)
-        if key == "hole_classifier":  # runtime crop normalisation it was trained with
-            spec["architecture"]["crop_normalisation"] = a.get("crop_normalisation", "crop")
-            spec["architecture"]["bn_batches"] = a.get("bn_batches", "published")
+        arch = spec["architecture"]
+        if key == "hole_classifier":  # runtime crop normalisation and BN batches it was trained with
+            arch = dataclasses.replace(arch, **{k: a[k] for k in ("crop_normalisation", "bn_batches") if k in a})
         if key == "hole_unet":  # runtime speckle filter for this small U-Net (medmag.drop_small_regions)
-            spec["architecture"]["mask_min_region_px"] = UNET_MASK_MIN_REGION_PX
-        models[key] = {"architecture": spec["architecture"], "parts": spec["parts"],
-                       "source": {"training": "export/train.py", "seed": ck["info"]["seed"]}}
+            arch = dataclasses.replace(arch, mask_min_region_px=UNET_MASK_MIN_REGION_PX)
+        models[key] = {"architecture": arch, "parts": spec["parts"],
+                       "source": SourceSpec(training="export/train.py", seed=ck["info"]["seed"])}
         training[key] = ck["info"]
     for old in out.glob("*.onnx"):
         if not any(old.name in m["parts"].values() for m in models.values()):
             old.unlink()
-    extra = {"pipeline": PIPELINE, "training": training,
-             "trained_with": {"torch": torch.__version__, "threads": 1}}
     metrics = out / "metrics.json"
-    if metrics.is_file():
-        extra["metrics"] = json.loads(metrics.read_text())
-    path = write_manifest(out, SET_NAME, models, LICENCE, CITATION, extra=extra)
+    path = write_manifest(out, SET_NAME, models, LICENCE, CITATION, pipeline=PipelineSpec(**PIPELINE),
+                          training=training, trained_with=TrainedWithSpec(torch=torch.__version__, threads=1),
+                          metrics=json.loads(metrics.read_text()) if metrics.is_file() else None)
     _log(f"wrote {path}")
     return path
 

@@ -23,8 +23,9 @@ from collections.abc import Callable
 import numpy as np
 
 from .models import ModelSet
+from .modelspec import SquareClassifierArch, ClassifierArch
+from .options import BATCHNORMS as REGIMES  # the BatchNorm regimes, defined once
 
-REGIMES = ("published", "running")
 #: RAM for the per-stage pooled tensors of all crops; beyond it they go to a temporary file.
 POOLED_RAM_BUDGET_BYTES = 64 << 20
 #: Largest pre-BN tensor (one stage, one ONNX run) in bytes; sets the crops per run (≥ 1).
@@ -89,17 +90,16 @@ def _pool_out(shape: tuple[int, int], pad: int) -> tuple[int, int]:
     return (shape[0] + 2 * pad - 3) // 2 + 1, (shape[1] + 2 * pad - 3) // 2 + 1
 
 
-def _check_shape(arch: dict, key: str, shape: tuple[int, int]) -> None:
+def _check_shape(arch, key: str, shape: tuple[int, int]) -> None:
     s = shape
-    pad = int(arch["pool"]["padding"])
-    for k in arch["kernels"]:
-        s = _conv_out(s, int(k))
+    pad = arch.pool.padding
+    for k in arch.kernels:
+        s = _conv_out(s, k)
         if min(s) < 3 - 2 * pad:
             raise ValueError(f"{key}: crop of {shape[0]}×{shape[1]} px is too small for the network")
         s = _pool_out(s, pad)
-    if arch["family"] == "square_cnn":
-        hk = int(arch["head_kernel"])
-        if min(s) < hk:
+    if isinstance(arch, SquareClassifierArch):
+        if min(s) < arch.head_kernel:
             raise ValueError(f"{key}: crop of {shape[0]}×{shape[1]} px is too small for the network")
 
 
@@ -121,16 +121,35 @@ def _per_run(channels: int, zshape: tuple[int, int], budget: int) -> int:
 
 def logits(models: ModelSet, key: str, n: int, get_crop: Callable[[int], np.ndarray], batchnorm: str,
            *, pooled_ram_budget: int | None = None, run_budget: int | None = None) -> np.ndarray:
-    """Float64 logits of crops 0..n-1 (shape (n,)); see ``score_crops``."""
+    """Float64 logits of crops 0..n-1 (shape (n,)); see ``score_crops``.
+
+    Parameters
+    ----------
+    models
+        The model set; its ``key`` entry's typed architecture (modelspec.ClassifierArch:
+        kernels, pool, roles, bn_eps) says which parts to chain.
+    key, n, get_crop, batchnorm, pooled_ram_budget, run_budget
+        As for ``score_crops``.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 logits, shape (n,).
+
+    Raises
+    ------
+    ValueError
+        Unknown regime, ``key`` is not a classifier, a crop too small for the network or
+        (published regime) crops of different shapes.
+    """
     if batchnorm not in REGIMES:
         raise ValueError(f"batchnorm must be one of {REGIMES}, got {batchnorm!r}")
     n = int(n)
     if n <= 0:
         return np.zeros(0, dtype=np.float64)
-    entry = models.model(key)
-    arch = entry.get("architecture", {})
-    if arch.get("family") not in ("square_cnn", "hole_cnn"):
-        raise ValueError(f"{key}: not a classifier (architecture family {arch.get('family')!r})")
+    arch = models.model(key).architecture
+    if not isinstance(arch, ClassifierArch):
+        raise ValueError(f"{key}: not a classifier (architecture family {arch.family!r})")
     run_budget = RUN_BUDGET_BYTES if run_budget is None else int(run_budget)
     if batchnorm == "running":
         return _logits_running(models, key, arch, n, get_crop, run_budget)
@@ -154,9 +173,9 @@ def score_crops(models: ModelSet, key: str, n: int, get_crop: Callable[[int], np
 
 
 def _logits_running(models, key, arch, n, get_crop, run_budget) -> np.ndarray:
-    sess = models.session(key, arch.get("running_role", "full"))
-    c = int(arch["channels"])
-    k0 = int(arch["kernels"][0])
+    sess = models.session(key, arch.running_role)
+    c = arch.channels
+    k0 = arch.kernels[0]
     out = np.empty(n, dtype=np.float64)
     i = 0
     nxt = _crop(get_crop, 0)
@@ -203,18 +222,15 @@ def _affine_from_stats(table_k: np.ndarray, counts: np.ndarray, means: np.ndarra
 
 
 def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.ndarray:
-    table = np.load(models.part_path(key, arch.get("batchnorm_role", "batchnorm")), allow_pickle=False)
-    eps = float(arch.get("bn_eps", 1e-5))
-    roles = arch["stage_roles"]
-    kernels = [int(k) for k in arch["kernels"]]
-    c = int(arch["channels"])
-    pad = int(arch["pool"]["padding"])
+    table = np.load(models.part_path(key, arch.batchnorm_role), allow_pickle=False)
+    eps = arch.bn_eps
+    roles = arch.stage_roles
+    kernels = list(arch.kernels)
+    c = arch.channels
+    pad = arch.pool.padding
     # stage 1's pooled output, made again in the stage-2 pass: the stats-free graph when the
-    # model set has it (older sets: the full stage-1 graph, same numbers)
-    pool_role = arch.get("stage1_pool_role")
-    if pool_role and pool_role not in models.model(key).get("parts", {}):
-        pool_role = None
-    sess1 = models.session(key, pool_role or roles[0])
+    # model set declares it (older sets: the full stage-1 graph, same numbers)
+    sess1 = models.session(key, arch.stage1_pool_role or roles[0])
     first = _crop(get_crop, 0)
     shape = first.shape
     _check_shape(arch, key, shape)
@@ -284,7 +300,7 @@ def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.
             for idx in _chunks(n, per1):
                 for p in sess1.run(["pooled"], {"x": crops_of(idx)})[0]:
                     prev.append(p)
-        head = models.session(key, arch.get("head_role", "head"))
+        head = models.session(key, arch.head_role)
         out = np.empty(n, dtype=np.float64)
         per = _per_run(c, in_shape, run_budget)
         for idx in _chunks(n, per):

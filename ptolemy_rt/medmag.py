@@ -36,6 +36,7 @@ import numpy as np
 from . import geometry, lattice, regions
 from .core import Stopwatch, clamp_negatives, mean_std, targets_from_boxes
 from .options import LATTICE_SEARCHES, MedmagOptions, pipeline_options
+from .modelspec import LATTICE_MODES, HoleClassifierArch, PipelineSpec, default, hole_cnn_min_input
 from .results import Hole, HoleResult
 
 UNET_MIN_SHAPE = (1024, 1440)  # (rows, cols) px: smaller inputs are padded up to this
@@ -44,7 +45,7 @@ MASK_THRESHOLD = 1e-4  # on sigmoid(logits)
 REGION_DILATE = 6  # px, box side (SPEC §4.3)
 EDGE_PX = 10.0  # holes are lattice points at least this far inside the image
 CROP_SHRINK_PX = 10  # half-size of a crop = floor(|d| / 2) − this
-MIN_CROP_PX = 63  # smallest crop side the 4-stage hole classifier accepts
+MIN_CROP_PX = hole_cnn_min_input((5, 3, 3, 3))  # 63 px: the published classifier's; a set's: its min_input
 HOLE_KEY = "hole_classifier"
 
 
@@ -119,8 +120,9 @@ def drop_small_regions(mask: np.ndarray, min_px: int) -> np.ndarray:
 
 
 def mask_min_region_px(models) -> int:
-    """Speckle filter size (px²) a model set declares for its U-Net mask; 0 = none."""
-    return int(models.model("hole_unet").get("architecture", {}).get("mask_min_region_px", 0) or 0)
+    """Speckle filter size (px²) a model set declares for its U-Net mask
+    (`modelspec.UnetArch.mask_min_region_px`); 0 = none."""
+    return models.model("hole_unet").architecture.mask_min_region_px
 
 
 # ---------------------------------------------------------------------------------------
@@ -190,18 +192,11 @@ def published_frame_shift(angle_deg: float, in_shape, out_shape) -> np.ndarray:
     return geometry.rotate_points(fi, angle_deg, (0, 0), (0, 0)) - fo
 
 
-LATTICE_MODES = LATTICE_SEARCHES  # the lattice searches (options.LATTICE_SEARCHES)
-
-
 def lattice_mode(models) -> str:
-    """The lattice search a model set asks for (manifest `pipeline.lattice`): "square" (the
-    published search; default) or "oblique" (square and oblique candidates)."""
-    mode = (models.manifest.get("pipeline") or {}).get("lattice", "square") if models is not None else "square"
-    if mode not in LATTICE_MODES:
-        from .errors import ModelSetError
-
-        raise ModelSetError(f"{models.name}: unknown pipeline lattice mode {mode!r} (known: {', '.join(LATTICE_MODES)})")
-    return mode
+    """The lattice search a model set asks for (`modelspec.PipelineSpec.lattice`): "square"
+    (the published search; default, also for models None) or "oblique" (square and oblique
+    candidates)."""
+    return models.spec.pipeline.lattice if models is not None else default(PipelineSpec, "lattice")
 
 
 def crop_half_size(d) -> int:
@@ -260,12 +255,14 @@ def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray, lattice_mo
     return out
 
 
-def prepare_crop(crop: np.ndarray, norm: tuple[float, float] | None = None) -> np.ndarray:
+def prepare_crop(crop: np.ndarray, norm: tuple[float, float] | None = None,
+                 min_side: int = MIN_CROP_PX) -> np.ndarray:
     """Normalise one crop [row, col] (float32): by its own mean and population std (norm None:
     the published pipeline), or by norm = (mean, std) of the whole image (`image_norm`, for
-    model sets declaring crop_normalisation "image"). A side below MIN_CROP_PX (only for tiny
-    lattices) is padded symmetrically with zeros after normalising (= the crop or image
-    mean) so the classifier can run."""
+    model sets declaring crop_normalisation "image"). A side below min_side (px: the hole
+    classifier's `min_input`; default MIN_CROP_PX; only for tiny lattices) is padded
+    symmetrically with zeros after normalising (= the crop or image mean) so the classifier
+    can run."""
     a = np.asarray(crop, dtype=np.float64)
     if norm is None:
         mean, std = mean_std(a) if a.size else (0.0, 0.0)
@@ -274,8 +271,8 @@ def prepare_crop(crop: np.ndarray, norm: tuple[float, float] | None = None) -> n
     a = a - mean
     if std > 0:
         a = a / std
-    if a.shape[0] < MIN_CROP_PX or a.shape[1] < MIN_CROP_PX:
-        ph, pw = max(0, MIN_CROP_PX - a.shape[0]), max(0, MIN_CROP_PX - a.shape[1])
+    if a.shape[0] < min_side or a.shape[1] < min_side:
+        ph, pw = max(0, min_side - a.shape[0]), max(0, min_side - a.shape[1])
         a = np.pad(a, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)))
     return a.astype(np.float32)
 
@@ -286,26 +283,14 @@ def image_norm(pixels: np.ndarray) -> tuple[float, float]:
     return mean_std(a) if a.size else (0.0, 0.0)
 
 
-BN_BATCHES = ("published", "shape")
-
-
 def bn_batches(models) -> str:
     """How a model set's hole classifier groups an image's crops into BatchNorm batches in the
     published regime (`hole_classifier.architecture.bn_batches`): "published" (one batch when
     all crops share a shape, else each crop alone: the published tool; default) or "shape"
     (one batch per crop shape, as `export/train.py` trains)."""
     if models is None:
-        return "published"
-    mode = models.model(HOLE_KEY).get("architecture", {}).get("bn_batches", "published") or "published"
-    if mode not in BN_BATCHES:
-        from .errors import ModelSetError
-
-        raise ModelSetError(f"{models.name}: unknown hole_classifier bn_batches {mode!r} "
-                            f"(known: {', '.join(BN_BATCHES)})")
-    return mode
-
-
-CROP_NORMALISATIONS = ("crop", "image")
+        return default(HoleClassifierArch, "bn_batches")
+    return models.model(HOLE_KEY).architecture.bn_batches
 
 
 def crop_normalisation(models) -> str:
@@ -314,13 +299,7 @@ def crop_normalisation(models) -> str:
     std; the published pipeline and the default) or "image" (every crop by the whole image's
     mean and std, so the classifier sees how bright a hole is compared with the rest of the
     image: empty holes bright, thick ice dark)."""
-    mode = models.model(HOLE_KEY).get("architecture", {}).get("crop_normalisation", "crop") or "crop"
-    if mode not in CROP_NORMALISATIONS:
-        from .errors import ModelSetError
-
-        raise ModelSetError(f"{models.name}: unknown hole_classifier crop_normalisation {mode!r} "
-                            f"(known: {', '.join(CROP_NORMALISATIONS)})")
-    return mode
+    return models.model(HOLE_KEY).architecture.crop_normalisation
 
 
 def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str = "published",
@@ -340,6 +319,7 @@ def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str =
 
     b = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
     scores = np.zeros(len(b), dtype=np.float64)
+    min_side = MIN_CROP_PX if models is None else models.model(HOLE_KEY).architecture.min_input
     groups: dict[tuple[int, int], list[int]] = {}
     for k, (r0, c0, r1, c1) in enumerate(b):
         groups.setdefault((int(r1 - r0), int(c1 - c0)), []).append(k)
@@ -351,7 +331,7 @@ def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str =
 
         def get_crop(i: int, idx=idx) -> np.ndarray:
             r0, c0, r1, c1 = b[idx[i]]
-            crop = prepare_crop(rotated[r0:r1, c0:c1], norm)
+            crop = prepare_crop(rotated[r0:r1, c0:c1], norm, min_side)
             if crops is not None:
                 crops[idx[i]] = crop
             return crop

@@ -1,9 +1,11 @@
 """Model sets: folders ``onnx_models/<NAME>/`` holding ONNX parts and a ``manifest.json``
-(format in docs/DEVELOPING.md, "Model sets").
+(the format is defined once, as typed classes, in ptolemy_rt/modelspec.py).
 
-``load_model_set(name)`` reads the manifest, verifies the sha256 of every part and returns a
-``ModelSet`` that hands out cached ONNX Runtime sessions (CPU). Problems raise
-``ModelSetError`` with a one-line message naming the file and the command that builds it.
+``load_model_set(name)`` parses and validates the manifest (every key, at load), verifies
+the sha256 of every part and returns a ``ModelSet``: ``.spec`` is the typed manifest
+(`modelspec.ModelSetSpec`), ``.model(key)`` one typed model entry, ``.session(key, role)``
+a cached ONNX Runtime session (CPU). Problems raise ``ModelSetError`` with a one-line
+message naming the file (and the manifest key) and the command that builds the set.
 
 Root folder: env ``PTOLEMY_MODELS_DIR``, else ``<repo>/onnx_models``.
 Default set: ``ptolemy-rt-synth-v1`` when its manifest exists, else ``ptolemy-2022``.
@@ -11,16 +13,15 @@ Default set: ``ptolemy-rt-synth-v1`` when its manifest exists, else ``ptolemy-20
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import threading
 from pathlib import Path
 
 from .errors import ModelSetError
+from .modelspec import MODEL_KEYS, ModelSetSpec, read_manifest
 
 PUBLISHED_SET = "ptolemy-2022"
 OWN_SET = "ptolemy-rt-synth-v1"
-MODEL_KEYS = ("square_classifier", "hole_classifier", "hole_unet")
 
 _CACHE: dict = {}
 _LOCK = threading.Lock()
@@ -56,13 +57,22 @@ def _sha256(path: Path) -> str:
 
 
 class ModelSet:
-    """A verified model set. ``model(key)`` is the manifest entry of one model;
-    ``part_path(key, role)`` its file; ``session(key, role)`` a cached CPU session."""
+    """A verified model set.
 
-    def __init__(self, name: str, root: Path, manifest: dict):
+    Attributes
+    ----------
+    name : str
+        Set name (its folder's name).
+    root : Path
+        The set's folder.
+    spec : modelspec.ModelSetSpec
+        The parsed, validated manifest; ``model(key)`` is ``spec.models.<key>``.
+    """
+
+    def __init__(self, name: str, root: Path, spec: ModelSetSpec):
         self.name = name
         self.root = Path(root)
-        self.manifest = manifest
+        self.spec = spec
         self._sessions: dict = {}
         self._lock = threading.Lock()
 
@@ -70,23 +80,37 @@ class ModelSet:
         return f"ModelSet({self.name!r}, root={str(self.root)!r})"
 
     def has(self, key: str) -> bool:
-        return key in self.manifest.get("models", {})
+        """True when the set holds model ``key`` (one of MODEL_KEYS)."""
+        return key in MODEL_KEYS and getattr(self.spec.models, key) is not None
 
-    def model(self, key: str) -> dict:
-        try:
-            return self.manifest["models"][key]
-        except KeyError:
+    def model(self, key: str):
+        """The typed entry of model ``key`` (``.architecture``, ``.parts``, ``.source``).
+
+        Raises
+        ------
+        ModelSetError
+            The set has no such model.
+        """
+        if not self.has(key):
             raise ModelSetError(
                 f"{self.root / 'manifest.json'}: model set {self.name!r} has no model {key!r}; "
-                f"rebuild it with `{build_command(self.name)}`") from None
+                f"rebuild it with `{build_command(self.name)}`")
+        return getattr(self.spec.models, key)
 
     def part_path(self, key: str, role: str) -> Path:
-        parts = self.model(key).get("parts", {})
+        """File of part ``role`` of model ``key``.
+
+        Raises
+        ------
+        ModelSetError
+            No such model or part.
+        """
+        parts = self.model(key).parts
         if role not in parts:
             raise ModelSetError(
                 f"{self.root / 'manifest.json'}: model {key!r} of set {self.name!r} has no part {role!r}; "
                 f"rebuild it with `{build_command(self.name)}`")
-        return self.root / parts[role]["file"]
+        return self.root / parts[role].file
 
     def session(self, key: str, role: str):
         """onnxruntime.InferenceSession for one part (CPU, all cores, cached per (key, role))."""
@@ -96,6 +120,15 @@ class ModelSet:
             if s is None:
                 s = self._sessions[k] = _make_session(self.part_path(key, role), self.name)
             return s
+
+
+def _parts(spec: ModelSetSpec):
+    """(key, role, part) of every part of the set."""
+    for key in MODEL_KEYS:
+        entry = getattr(spec.models, key)
+        if entry is not None:
+            for role, part in entry.parts.items():
+                yield key, role, part
 
 
 def _n_threads() -> int:
@@ -204,48 +237,51 @@ def _stamp(path: Path):
     return (st.st_size, st.st_mtime_ns, st.st_ino)
 
 
-def _verify(name: str, folder: Path) -> dict:
+def _verify(name: str, folder: Path) -> ModelSetSpec:
     cmd = build_command(name)
     mpath = folder / "manifest.json"
-    try:
-        manifest = json.loads(mpath.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ModelSetError(f"{mpath}: missing; build the model set {name!r} with `{cmd}`") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelSetError(f"{mpath}: unreadable manifest ({type(e).__name__}); rebuild it with `{cmd}`") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
-        raise ModelSetError(f"{mpath}: not a model-set manifest (no 'models'); rebuild it with `{cmd}`")
-    for key, entry in manifest["models"].items():
-        parts = entry.get("parts") if isinstance(entry, dict) else None
-        if not isinstance(parts, dict):
-            raise ModelSetError(f"{mpath}: model {key!r} lists no parts; rebuild it with `{cmd}`")
-        for role, part in parts.items():
-            fn = part.get("file") if isinstance(part, dict) else None
-            if not fn or Path(fn).name != fn:
-                raise ModelSetError(f"{mpath}: part {key}/{role} has no valid file name; rebuild it with `{cmd}`")
-            path = folder / fn
-            if not path.is_file():
-                raise ModelSetError(f"{path}: missing (part {key}/{role} of model set {name!r}); "
-                                    f"rebuild it with `{cmd}`")
-            if _sha256(path) != part.get("sha256"):
-                raise ModelSetError(f"{path}: corrupt (sha256 differs from the manifest; part {key}/{role} "
-                                    f"of model set {name!r}); rebuild it with `{cmd}`")
-    return manifest
+    missing_hint = f"; build the model set {name!r} with `{cmd}`"
+    if not mpath.is_file():
+        raise ModelSetError(f"{mpath}: missing{missing_hint}")
+    spec = read_manifest(mpath, hint=f"; rebuild it with `{cmd}`")
+    for key, role, part in _parts(spec):
+        path = folder / part.file
+        if not path.is_file():
+            raise ModelSetError(f"{path}: missing (part {key}/{role} of model set {name!r}); "
+                                f"rebuild it with `{cmd}`")
+        if _sha256(path) != part.sha256:
+            raise ModelSetError(f"{path}: corrupt (sha256 differs from the manifest; part {key}/{role} "
+                                f"of model set {name!r}); rebuild it with `{cmd}`")
+    return spec
 
 
-def _stamps(folder: Path, manifest: dict) -> tuple:
-    files = [folder / "manifest.json"]
-    for entry in manifest["models"].values():
-        files += [folder / p["file"] for p in entry["parts"].values()]
+def _stamps(folder: Path, spec: ModelSetSpec) -> tuple:
+    files = [folder / "manifest.json"] + [folder / part.file for _, _, part in _parts(spec)]
     return tuple((str(f), _stamp(f)) for f in files)
 
 
 def load_model_set(name: str | None = None) -> ModelSet:
     """Load and verify model set ``name`` (None: the default set, see module docstring).
 
-    Every part's sha256 is checked against the manifest; a missing or corrupt file, or an
-    unknown name, raises ModelSetError. Loaded sets are cached while their files are
-    unchanged (size, mtime, inode), so repeated calls reuse the sessions.
+    The manifest is parsed and validated here, once (`modelspec.read_manifest`): an unknown
+    key or a bad value is an error now, not in the middle of a run. Every part's sha256 is
+    checked. Loaded sets are cached while their files are unchanged (size, mtime, inode),
+    so repeated calls reuse the sessions.
+
+    Parameters
+    ----------
+    name
+        Set name (a folder under `models_root`), or None for the default set.
+
+    Returns
+    -------
+    ModelSet
+
+    Raises
+    ------
+    ModelSetError
+        Unknown name; manifest missing, unreadable or invalid (the message names the file
+        and the key); a part missing or corrupt.
     """
     root = models_root()
     if name is None:
@@ -262,9 +298,9 @@ def load_model_set(name: str | None = None) -> ModelSet:
         cached = _CACHE.get(str(folder))
         if cached is not None:
             ms, stamps = cached
-            if _stamps(folder, ms.manifest) == stamps:
+            if _stamps(folder, ms.spec) == stamps:
                 return ms
-        manifest = _verify(name, folder)
-        ms = ModelSet(name, folder, manifest)
-        _CACHE[str(folder)] = (ms, _stamps(folder, manifest))
+        spec = _verify(name, folder)
+        ms = ModelSet(name, folder, spec)
+        _CACHE[str(folder)] = (ms, _stamps(folder, spec))
         return ms

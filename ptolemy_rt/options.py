@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any, Callable
 
 from .errors import EXIT_USAGE, PtolemyError
+from .modelspec import LATTICE_MODES
 
 #: BatchNorm regimes of the classifiers: "published" (the statistics of the image's batch of
 #: crops, as the published tool) or "running" (the stored running statistics, each crop alone).
@@ -40,7 +41,7 @@ BATCHNORMS = ("published", "running")
 CROP_GRIDS = ("image", "square")
 #: Medium-mag lattice searches (see `lattice.find_lattice`): "square" (published) or
 #: "oblique" (also oblique lattices). The command line adds "auto" (= None: the model set's).
-LATTICE_SEARCHES = ("square", "oblique")
+LATTICE_SEARCHES = LATTICE_MODES  # the model-set declaration's values (modelspec), one definition
 #: Output formats of the command line (see `output`).
 FORMATS = ("json", "json-full", "csv", "txt", "nav")
 

@@ -33,32 +33,51 @@ import math
 
 import numpy as np
 
+from .modelspec import UnetArch, default
+
 UNET_KEY = "hole_unet"
 DEFAULT_STRIP_BUDGET_BYTES = 48 * 2**20  # bytes of one C-channel full-resolution strip tensor
 #: fewest rows per band from a budget (wide images): keeps the halo's recomputation ≤ 25 %
 MIN_STRIP_ROWS = 64
 
 
-def _arch(models) -> dict:
-    arch = models.model(UNET_KEY)["architecture"]
-    return {
-        "channels": int(arch["channels"]),
-        "halo": int(arch.get("halo_rows", 12)),
-        "multiple": int(arch.get("row_multiple", 4)),
-    }
-
-
-def plan_strips(height: int, width: int, channels: int, *, halo: int = 12, multiple: int = 4,
+def plan_strips(height: int, width: int, channels: int, *, halo: int = default(UnetArch, "halo_rows"),
+                multiple: int = default(UnetArch, "row_multiple"),
                 strip_rows: int | None = None,
                 budget_bytes: int = DEFAULT_STRIP_BUDGET_BYTES) -> list[tuple[int, int]]:
     """Row bands [(a, b), ...] (px rows, a < b) covering 0..height.
 
-    strip_rows: rows per band (rounded up to a multiple of ``multiple``); default: as many as
-    keep one float32 tensor of ``channels`` × (rows + 2·halo) × width within budget_bytes,
-    but at least MIN_STRIP_ROWS (wide images: bounded halo overhead over the budget).
     Bands are balanced (equal heights up to rounding); a, b are multiples of ``multiple``
     except the final b = height. A height that is not a multiple of ``multiple`` gives a
     single band (the whole image), since only then do the poolings align.
+
+    Parameters
+    ----------
+    height, width
+        Image rows and cols, px.
+    channels
+        Channels of the full-resolution U-Net tensors.
+    halo, multiple
+        Context rows above / below a band and the row alignment, px (defaults: the model-set
+        defaults `UnetArch.halo_rows` = 8 and `UnetArch.row_multiple` = 4).
+    strip_rows
+        Rows per band (rounded up to a multiple of ``multiple``); default: as many as keep
+        one float32 tensor of ``channels`` × (rows + 2·halo) × width within budget_bytes,
+        but at least MIN_STRIP_ROWS (wide images: bounded halo overhead over the budget).
+    budget_bytes
+        Memory bound of one strip tensor, bytes.
+
+    Returns
+    -------
+    list of (int, int)
+        Row bounds [a, b) of each band.
+
+    Examples
+    --------
+    >>> plan_strips(100, 64, 8, strip_rows=40)
+    [(0, 36), (36, 72), (72, 100)]
+    >>> plan_strips(99, 64, 8)
+    [(0, 99)]
     """
     if height % multiple != 0:
         return [(0, height)]
@@ -99,7 +118,7 @@ def _use_x2(models, height: int, width: int) -> bool:
     """True when the phase-decomposed ``core_x2`` / ``decoder_x2`` graphs apply: the model
     set has them and rows and cols are multiples of 8 (every ×2 upsampling from the quarter
     resolution up is then exact, and strip windows start on a phase boundary)."""
-    parts = models.model(UNET_KEY).get("parts", {})
+    parts = models.model(UNET_KEY).parts
     return ("core_x2" in parts and "decoder_x2" in parts
             and height % X2_MULTIPLE == 0 and width % X2_MULTIPLE == 0)
 
@@ -108,17 +127,32 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
                 budget_bytes: int = DEFAULT_STRIP_BUDGET_BYTES) -> np.ndarray:
     """U-Net logits, float32 [row, col], same shape as ``image``.
 
-    image: 2-D [row, col], already normalised and padded by the caller (SPEC §5.1-5.2).
-    models: ptolemy_rt.models.ModelSet (uses ``hole_unet`` parts encoder, core / core_x2,
-    decoder / decoder_x2).
-    strip_rows / budget_bytes: see plan_strips (memory bound of the full-resolution strips).
+    Parameters
+    ----------
+    models
+        ptolemy_rt.models.ModelSet: its ``hole_unet`` architecture (channels, halo_rows,
+        row_multiple) and parts encoder, core / core_x2, decoder / decoder_x2.
+    image
+        2-D [row, col], already normalised and padded by the caller (SPEC §5.1-5.2).
+    strip_rows, budget_bytes
+        See plan_strips (memory bound of the full-resolution strips).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 logits [row, col].
+
+    Raises
+    ------
+    ValueError
+        ``image`` is not 2-D.
     """
-    arch = _arch(models)
+    arch = models.model(UNET_KEY).architecture
     img = np.ascontiguousarray(image, dtype=np.float32)
     if img.ndim != 2:
         raise ValueError(f"unet_logits expects a 2-D image [row, col], got shape {img.shape}")
     height, width = img.shape
-    c, halo, mult = arch["channels"], arch["halo"], arch["multiple"]
+    c, halo, mult = arch.channels, arch.halo_rows, arch.row_multiple
     x2 = _use_x2(models, height, width)
     if x2:  # windows start on multiples of 8 (phase boundaries of ``up``)
         mult = max(mult, X2_MULTIPLE)

@@ -352,15 +352,22 @@ def test_drop_small_regions_removes_only_small_components():
 
 
 class _ManifestOnly:
-    """Just enough of a ModelSet for `crop_normalisation` (a manifest dict)."""
+    """Just enough of a ModelSet for `crop_normalisation`: a hole-classifier architecture
+    block (published layout plus ``arch``), parsed as load_model_set parses it."""
 
     name = "test-set"
 
     def __init__(self, arch):
-        self.manifest = {"models": {"hole_classifier": {"architecture": arch}}}
+        from types import SimpleNamespace
+
+        from ptolemy_rt.modelspec import HoleClassifierArch, parse
+
+        block = {"channels": 8, "kernels": [5, 3, 3, 3], **arch}
+        self.entry = SimpleNamespace(architecture=parse(HoleClassifierArch, block, "test-set/manifest.json"))
 
     def model(self, key):
-        return self.manifest["models"][key]
+        assert key == "hole_classifier"
+        return self.entry
 
 
 def test_crop_normalisation_modes():

@@ -60,18 +60,18 @@ def root(tmp_path, built_set, monkeypatch) -> Path:
 def test_load_built_set(root):
     ms = load_model_set("ptolemy-2022")
     assert isinstance(ms, ModelSet) and ms.name == "ptolemy-2022" and ms.root == root / "ptolemy-2022"
-    assert ms.manifest["format_version"] == 1
-    assert "CC BY-NC 4.0" in ms.manifest["licence"] and "Ptolemy" in ms.manifest["citation"]
+    assert ms.spec.format_version == 1
+    assert "CC BY-NC 4.0" in ms.spec.licence and "Ptolemy" in ms.spec.citation
     for key in ("square_classifier", "hole_classifier"):
         entry = ms.model(key)
-        assert entry["source"]["file"].endswith(".torchmodel") and len(entry["source"]["sha256"]) == 64
-        for role, part in entry["parts"].items():
+        assert entry.source.file.endswith(".torchmodel") and len(entry.source.sha256) == 64
+        for role, part in entry.parts.items():
             assert ms.part_path(key, role).is_file()
-            if part["file"].endswith(".onnx"):
-                assert part["opset"] == 17
+            if part.file.endswith(".onnx"):
+                assert part.opset == 17
                 sess = ms.session(key, role)
-                assert [i.name for i in sess.get_inputs()] == [i["name"] for i in part["inputs"]]
-                assert [o.name for o in sess.get_outputs()] == [o["name"] for o in part["outputs"]]
+                assert [i.name for i in sess.get_inputs()] == [i.name for i in part.inputs]
+                assert [o.name for o in sess.get_outputs()] == [o.name for o in part.outputs]
                 assert sess.get_providers() == ["CPUExecutionProvider"]
     # sessions are cached per (key, role); the set itself is cached while files are unchanged
     assert ms.session("square_classifier", "full") is ms.session("square_classifier", "full")

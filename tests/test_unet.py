@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from types import SimpleNamespace
 
 import mrcfile
 import numpy as np
@@ -15,6 +16,7 @@ import onnxruntime as ort
 import pytest
 
 from export.onnx_unet import HALO_ROWS, _Graph, build_graphs
+from ptolemy_rt.modelspec import UnetArch, parse
 from ptolemy_rt.unet import MIN_STRIP_ROWS, logits_to_mask, plan_strips, unet_logits, unet_logits_whole
 
 from conftest import MEDMAG_MRC, REFERENCE, WEIGHTS, needs_shared
@@ -29,9 +31,12 @@ class _Sessions:
     def __init__(self, root: Path, entry: dict) -> None:
         self.root, self.entry, self._cache = Path(root), entry, {}
 
-    def model(self, key: str) -> dict:
+    def model(self, key: str) -> SimpleNamespace:
+        """As ModelSet.model: the typed architecture (parsed from the entry's dict) and the parts."""
         assert key == "hole_unet"
-        return self.entry
+        arch = self.entry["architecture"]
+        return SimpleNamespace(architecture=arch if isinstance(arch, UnetArch) else parse(UnetArch, arch),
+                               parts=self.entry["parts"])
 
     def session(self, key: str, role: str) -> ort.InferenceSession:
         assert key == "hole_unet"
