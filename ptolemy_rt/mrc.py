@@ -129,7 +129,8 @@ def choose_byte_order(raw: bytes, file_bytes: int) -> str:
     Raises
     ------
     MrcFormatError
-        When the header makes sense in neither byte order.
+        When the header makes sense in neither byte order (an unknown mode in a header
+        that has the MAP word and sane sizes is named as such).
     """
     fits = {}
     for order in "<>":
@@ -141,6 +142,15 @@ def choose_byte_order(raw: bytes, file_bytes: int) -> str:
             need = HEADER_BYTES + nsymbt + nx * ny * nz * np.dtype(per[0]).itemsize * per[1]
             fits[order] = need <= file_bytes
     if not fits:
+        for order in "<>":
+            i, _ = _words(raw, order)
+            sizes = [int(v) for v in i[:3]]
+            if raw[208:211] == b"MAP" and 0 <= min(sizes) and max(sizes) <= MAX_SIDE:
+                known = ", ".join(str(m) for m in sorted(IMAGE_MODES))
+                raise MrcFormatError(f"unsupported MRC mode {int(i[3])} (images are modes {known})")
+        text = leading_text(raw[:64])
+        if text is not None:
+            raise MrcFormatError(f"not an MRC file but text (it starts with {text!r})")
         i, _ = _words(raw, "<")
         raise MrcFormatError(
             "not an MRC file (its header's nx, ny, nz, mode = "
@@ -151,6 +161,27 @@ def choose_byte_order(raw: bytes, file_bytes: int) -> str:
     if fits["<"] != fits[">"]:
         return "<" if fits["<"] else ">"
     return ">" if raw[212] == 0x11 else "<"
+
+
+def leading_text(start: bytes) -> str | None:
+    """The first line (at most 40 characters) of `start` when it is UTF-8 text (an XML,
+    .mdoc, .nav or notes file given instead of an image), else None.
+
+    >>> leading_text(b"PixelSpacing = 5.4\\nImageFile = a.mrc"), leading_text(bytes(range(64)))
+    ('PixelSpacing = 5.4', None)
+    """
+    for cut in range(4):  # a multi-byte character may be cut at the end
+        try:
+            text = start[: len(start) - cut].decode("utf-8")
+            break
+        except UnicodeDecodeError:
+            continue
+    else:
+        return None
+    text = text.lstrip("\ufeff")
+    if not text or not all(c.isprintable() or c in "\t\r\n" for c in text):
+        return None
+    return text.split("\n")[0].strip()[:40]
 
 
 def mode0_is_signed(nversion: int, imod_stamp: int, imod_flags: int, dmin: float, dmax: float) -> bool:
