@@ -16,10 +16,11 @@ pictures are expanded first. Rows are [row, col] with row 0 the top row of the p
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 
-from .mrc import rgb_to_luminance
+from .mrc import MAX_SECTION_PIXELS, rgb_to_luminance
 
 SIGNATURES = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -104,20 +105,9 @@ def read_picture(path: str | os.PathLike, section: int | None, fmt: str) -> tupl
     except ImportError:
         raise PictureError(f"reading {fmt} pictures needs Pillow, which is not installed; {PILLOW_HINT}") from None
     try:
-        with Image.open(path) as im:
-            n = int(getattr(im, "n_frames", 1) or 1)
-            used = None
-            if n > 1:
-                if section is None:
-                    raise PictureError(f"is a {fmt} of {n} frames; choose one with --section 0..{n - 1}")
-                if not 0 <= section < n:
-                    raise PictureError(f"has {n} frames; --section {section} is out of range 0..{n - 1}")
-                im.seek(section)
-                used = section
-            elif section not in (None, 0):
-                raise PictureError(f"is a single {fmt} picture; --section {section} does not exist")
-            im.load()
-            return np.array(frame_to_array(im)), used
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's size warning: our own limit below
+            return _read_frame(Image, path, section, fmt)
     except PictureError:
         raise
     except Image.DecompressionBombError as e:
@@ -125,3 +115,25 @@ def read_picture(path: str | os.PathLike, section: int | None, fmt: str) -> tupl
     except (OSError, SyntaxError, ValueError, EOFError, TypeError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise PictureError(f"not a readable {fmt} picture ({msg})") from None
+
+
+def _read_frame(Image, path, section: int | None, fmt: str) -> tuple[np.ndarray, int | None]:
+    """Open `path` with Pillow and return (array, frame used); see `read_picture`."""
+    with Image.open(path) as im:
+        w, h = im.size
+        if w * h > MAX_SECTION_PIXELS:
+            raise PictureError(
+                f"picture is {h}×{w} px, larger than this reader accepts ({MAX_SECTION_PIXELS:,} px); bin it first")
+        n = int(getattr(im, "n_frames", 1) or 1)
+        used = None
+        if n > 1:
+            if section is None:
+                raise PictureError(f"is a {fmt} of {n} frames; choose one with --section 0..{n - 1}")
+            if not 0 <= section < n:
+                raise PictureError(f"has {n} frames; --section {section} is out of range 0..{n - 1}")
+            im.seek(section)
+            used = section
+        elif section not in (None, 0):
+            raise PictureError(f"is a single {fmt} picture; --section {section} does not exist")
+        im.load()
+        return np.array(frame_to_array(im)), used

@@ -1,14 +1,19 @@
-"""Image loading: real MRCs load, crafted bad files give one-line InputImageError."""
+"""Image loading: real MRCs load; crafted MRC variants (stamps, byte orders, modes, extended
+headers) read with exact values; crafted bad files and pictures give one-line InputImageErrors."""
 from __future__ import annotations
+
+import struct
 
 import mrcfile
 import numpy as np
 import pytest
 
+from ptolemy_rt import mrc
 from ptolemy_rt.errors import InputImageError
-from ptolemy_rt.io import read_mrc
+from ptolemy_rt.io import read_image, read_mrc
 
 from conftest import LOWMAG_MRC, MEDMAG_MRC, needs_shared
+from test_cli_common import assert_one_error_line, run_inproc
 
 
 def _write(path, data, voxel=None):
@@ -100,13 +105,6 @@ def test_pixel_size_from_header(tmp_path):
 
 # --------------------------------------------------------------------------------------------
 # Crafted MRC variants: headers built byte by byte here (not by mrcfile), with exact truth.
-
-import struct  # noqa: E402
-
-from ptolemy_rt import mrc  # noqa: E402
-from ptolemy_rt.io import read_image  # noqa: E402
-
-from test_cli_common import assert_one_error_line, run_inproc  # noqa: E402
 
 LE_STAMP = b"DD\x00\x00"
 
@@ -435,3 +433,18 @@ def test_picture_without_pillow_names_the_extra(tmp_path, monkeypatch, capsys):
     code, _, err = run_inproc(["medmag", tmp_path / "x.png"], capsys)
     assert code == 3
     assert_one_error_line(err, "ptolemy-rt[plot]")
+
+
+def test_picture_too_large_is_refused_in_one_line(tmp_path):
+    _pillow()
+    import zlib
+
+    def chunk(tag, body):
+        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body) & 0xFFFFFFFF)
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    p = tmp_path / "huge.png"
+    p.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    with pytest.raises(InputImageError) as e:
+        read_image(p)
+    _assert_one_line(e, p, "too large")

@@ -121,3 +121,46 @@ def test_cli_on_every_real_file(path, capsys):
     else:
         assert out == ""
         assert_one_error_line(err, *(want[1] if want else []))
+
+
+@needs_corpus
+@pytest.mark.parametrize("path", [p for p in FILES if (expected(p) or (None,))[0] == OK and p.suffix == ".mrc"],
+                         ids=lambda p: p.name)
+def test_real_mrc_values_match_mrcfile_permissive(path):
+    """An independent reading: mrcfile in permissive mode gives the same values."""
+    import warnings
+
+    import mrcfile
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with mrcfile.open(path, permissive=True) as m:
+            ref = np.asarray(m.data, dtype=np.float32)
+    assert np.array_equal(read_image(path).pixels, ref)
+
+
+@needs_corpus
+@pytest.mark.parametrize("name,kind,pixel_nm", [
+    ("epu2.9_FEI2_HEADER_ONLY_truncated.mrc", b"FEI2", 2730.1943 / 4096 / 10),
+    ("fei_FEI1_HEADER_ONLY_truncated.mrc", b"FEI1", 3167.507 / 3710 / 10),
+])
+def test_real_fei_headers_with_synthetic_pixels(tmp_path, name, kind, pixel_nm):
+    """The real EPU headers (FEI1/FEI2 extended headers of 786,432 / 909,312 bytes) with the
+    image shrunk to 128×96 and a data block appended here: pixels and pixel size exact."""
+    from ptolemy_rt import mrc
+
+    src = ROOT / "real-files" / "mrc" / name
+    if not src.is_file():
+        pytest.skip(f"{name} not present")
+    raw = bytearray(src.read_bytes())
+    assert raw[104:108] == kind
+    raw[0:8] = np.array([128, 96], "<i4").tobytes()  # nx, ny (mx and cella untouched)
+    truth = np.random.default_rng(0).integers(0, 65536, (96, 128)).astype(np.uint16)
+    p = tmp_path / name
+    p.write_bytes(bytes(raw) + truth.astype("<u2").tobytes())
+    im = read_image(p)
+    assert np.array_equal(im.pixels, truth.astype(np.float32)) and im.integer_valued
+    assert im.pixel_size_nm == pytest.approx(pixel_nm, rel=1e-6)
+    # the extended header holds the same pixel size, in metres
+    ext = bytes(raw[1024:1024 + 200])
+    assert mrc.fei_pixel_size_nm(ext) == pytest.approx(pixel_nm, rel=1e-4)
