@@ -142,12 +142,16 @@ def choose_byte_order(raw: bytes, file_bytes: int) -> str:
             need = HEADER_BYTES + nsymbt + nx * ny * nz * np.dtype(per[0]).itemsize * per[1]
             fits[order] = need <= file_bytes
     if not fits:
+        modes = []
         for order in "<>":
             i, _ = _words(raw, order)
             sizes = [int(v) for v in i[:3]]
-            if raw[208:211] == b"MAP" and 0 <= min(sizes) and max(sizes) <= MAX_SIDE:
-                known = ", ".join(str(m) for m in sorted(IMAGE_MODES))
-                raise MrcFormatError(f"unsupported MRC mode {int(i[3])} (images are modes {known})")
+            if 0 <= min(sizes) and max(sizes) <= MAX_SIDE:
+                modes.append(int(i[3]))
+        if raw[208:211] == b"MAP" and modes:
+            known = ", ".join(str(m) for m in sorted(IMAGE_MODES))
+            mode = min(modes, key=abs)
+            raise MrcFormatError(f"unsupported MRC mode {mode} (images are modes {known})")
         text = leading_text(raw[:64])
         if text is not None:
             raise MrcFormatError(f"not an MRC file but text (it starts with {text!r})")

@@ -316,6 +316,7 @@ BAD_FILES = {
     "complex mode 4": (dict(data=_truth(12).astype(np.complex64), mode=4, dminmax=(0.0, 1.0)), ["complex", "fourier"]),
     "mode 101 frames": (dict(data=_truth(12, dtype=np.uint8, hi=255), mode=101), ["4-bit", "frames"]),
     "unknown mode 7": (dict(data=_truth(12), mode=7), ["unsupported mrc mode 7"]),
+    "unknown mode 7, big-endian": (dict(data=_truth(12), mode=7, order=">"), ["unsupported mrc mode 7"]),
     "nonsense header": (dict(data=_truth(12), mode=2, dims=(-5, -7, 1)), ["not an mrc file"]),
 }
 
