@@ -4,12 +4,13 @@ Public API (imported lazily so that `import ptolemy_rt` stays cheap):
     find_squares(image, ...) -> SquareResult   (low magnification, see lowmag.py)
     find_holes(image, ...)   -> HoleResult     (medium magnification, see medmag.py)
     read_mrc(path)           -> LoadedImage    (see io.py)
+    read_image(path)         -> LoadedImage    (MRC, TIFF, PNG or JPEG; see io.py)
 """
 from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["find_squares", "find_holes", "read_mrc", "Square", "Hole", "SquareResult", "HoleResult"]
+__all__ = ["find_squares", "find_holes", "read_mrc", "read_image", "Square", "Hole", "SquareResult", "HoleResult"]
 
 
 def __getattr__(name: str):
@@ -21,10 +22,10 @@ def __getattr__(name: str):
         from .medmag import find_holes
 
         return find_holes
-    if name == "read_mrc":
-        from .io import read_mrc
+    if name in ("read_mrc", "read_image"):
+        from . import io
 
-        return read_mrc
+        return getattr(io, name)
     if name in ("Square", "Hole", "SquareResult", "HoleResult"):
         from . import results
 

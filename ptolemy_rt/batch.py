@@ -110,11 +110,11 @@ def run_pipeline(kind: str, image, models: str | None, options):
 def analyse(job: Job) -> Outcome:
     """Read, analyse and write one input. Raises PtolemyError subclasses (and, for bugs,
     anything else); writes nothing unless everything succeeded."""
-    from .io import read_mrc
+    from .io import read_image
 
     t0 = time.perf_counter()
     output = job.output
-    image = read_mrc(job.input, section=job.section)
+    image = read_image(job.input, section=job.section)
     px, src, note = resolve_pixel_size(job.kind, output.pixel_size_nm, image.pixel_size_nm)
     result = run_pipeline(job.kind, image, job.models, job.options)
     report = Report(job.kind, job.input, result, px, src, image.section, time.perf_counter() - t0)

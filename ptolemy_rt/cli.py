@@ -132,7 +132,7 @@ def _write_stdout(text: str) -> None:
 
 
 # Shared options of lowmag / medmag
-_IMAGES = typer.Argument(..., metavar="IMAGE", help="MRC file(s), or folder(s) of *.mrc files.", show_default=False)
+_IMAGES = typer.Argument(..., metavar="IMAGE", help="MRC file(s) (or TIFF, PNG, JPEG pictures), or folder(s) of *.mrc files.", show_default=False)
 _FORMAT = typer.Option(None, "-f", "--format", case_sensitive=False,
                        help="Output format: json (the published schema), json-full (with metadata), csv, txt, "
                             "nav (SerialEM Navigator points; needs --nav-map and -o). "
@@ -273,9 +273,9 @@ def plot_cmd(
     check_output_path(out, protect=[image, result])
     its = read_items(result)
     with _stdout_to_stderr():
-        from .io import read_mrc
+        from .io import read_image
 
-        img = read_mrc(image, section=section)
+        img = read_image(image, section=section)
         rows, cols = img.pixels.shape
         outside = sum(1 for d in its if not (-cols <= d["center"][0] <= 2 * cols and -rows <= d["center"][1] <= 2 * rows))
         if outside:

@@ -1,12 +1,15 @@
 """Reading and validating input images.
 
 Images are returned as 2-D float32 arrays indexed [row, col] (row = first axis = y,
-col = second axis = x), exactly as stored in the MRC data block (no flipping).
+col = second axis = x), exactly as stored in the file (no flipping): for MRC the data
+block's order (`mrc.py`), for TIFF/PNG/JPEG the picture's (row 0 = top, `pictures.py`).
+
+`read_image` takes any supported file (MRC by default; TIFF, PNG and JPEG recognised by
+their first bytes). Problems give one-line `InputImageError`s naming the file (exit code 3).
 """
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +25,9 @@ class LoadedImage:
     """A validated 2-D image.
 
     pixels: float32 array [row, col], finite, not constant.
-    pixel_size_nm: from the MRC header (voxel size, Å → nm) or None when the header has none.
+    pixel_size_nm: from the MRC header (cella / mx, Å → nm; or an FEI extended header) when
+        it is real; None when the header has none, holds the 1 Å "unknown" placeholder
+        (cella = nx, as Leginon writes), or the file is a picture.
     integer_valued: True when every stored value is an integer (int MRC modes, or float
         data holding whole numbers); the low-magnification mixture model uses it.
     section: which section of a 3-D stack was used (None for a 2-D file).
@@ -39,43 +44,131 @@ def _fail(path: str | os.PathLike, problem: str) -> InputImageError:
     return InputImageError(f"{path}: {problem}")
 
 
-def read_mrc(path: str | os.PathLike, section: int | None = None) -> LoadedImage:
-    """Read one 2-D image from an MRC file and validate it.
-
-    A 3-D stack needs `section` (0-based) unless it holds exactly one section.
-    Raises InputImageError with a one-line message naming the file and the problem.
-    """
-    import mrcfile  # local import keeps CLI start-up light for --help
-
+def _check_file(path: str | os.PathLike) -> Path:
     p = Path(path)
     if not p.exists():
         raise _fail(path, "no such file")
     if p.is_dir():
-        raise _fail(path, "is a directory, not an MRC file")
+        raise _fail(path, "is a directory, not an image file")
+    return p
+
+
+def _head(p: Path, path) -> bytes:
     try:
-        size = p.stat().st_size
+        with open(p, "rb") as f:
+            return f.read(16)
     except OSError as e:
-        raise _fail(path, f"cannot read ({e.strerror})") from None
-    if size < 1024:
-        raise _fail(path, f"not an MRC file (only {size} bytes; an MRC header alone is 1024)")
+        raise _fail(path, f"cannot read ({e.strerror or e})") from None
+
+
+def choose_section(path: str | os.PathLike, n: int, section: int | None) -> int:
+    """The 0-based section to read from a file of `n` >= 1 sections.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        For messages only.
+    n : int
+        Number of sections in the file (nz of an MRC).
+    section : int or None
+        What the user asked for (None: the only section of a single-section file).
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    InputImageError
+        A stack without `section`, a section out of range, or a section other than 0 of a
+        single image.
+
+    >>> choose_section("a.mrc", 3, 2), choose_section("a.mrc", 1, None)
+    (2, 0)
+    """
+    if n == 1:
+        if section not in (None, 0):
+            raise _fail(path, f"is a single 2-D image; --section {section} does not exist")
+        return 0
+    if section is None:
+        raise _fail(path, f"is a stack of {n} sections; choose one with --section 0..{n - 1}")
+    if not 0 <= section < n:
+        raise _fail(path, f"has {n} sections; --section {section} is out of range 0..{n - 1}")
+    return section
+
+
+def read_mrc(path: str | os.PathLike, section: int | None = None) -> LoadedImage:
+    """Read one 2-D image from an MRC file, tolerantly, and validate it.
+
+    Machine stamp, MAP word and nversion are not required to be right (see `mrc.py` for
+    what is checked). A 3-D stack needs `section` (0-based) unless it holds one section;
+    only that section is read. The pixel size is the header's when it is real (None for
+    the 1 Å "unknown" placeholder, cella = nx; FEI1/FEI2 extended headers are used when
+    cella is empty).
+
+    Parameters
+    ----------
+    path : str or PathLike
+    section : int or None
+
+    Returns
+    -------
+    LoadedImage
+
+    Raises
+    ------
+    InputImageError
+        One line naming the file and the problem.
+    """
+    from . import mrc
+
+    p = _check_file(path)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with mrcfile.open(p, mode="r", permissive=False, header_only=False) as mrc:
-                data = np.asarray(mrc.data)
-                voxel = mrc.voxel_size
-                px = float(voxel.x) if voxel is not None else 0.0
-    except (ValueError, RuntimeWarning, UserWarning, OSError, EOFError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        low = msg.lower()
-        if "map id" in low or "machine stamp" in low or "mode" in low and "not" in low:
-            raise _fail(path, f"not a valid MRC file ({msg})") from None
-        if "data" in low and ("size" in low or "short" in low or "expected" in low):
-            raise _fail(path, f"truncated or corrupt MRC file ({msg})") from None
-        raise _fail(path, f"not a readable MRC file ({msg})") from None
-    except Exception as e:  # mrcfile raises assorted errors on garbage
-        raise _fail(path, f"not a readable MRC file ({type(e).__name__}: {e})") from None
-    return validate_array(data, path, section=section, pixel_size_nm=(px / 10.0) if px > 0 else None)
+        header = mrc.read_header(p)
+        k = choose_section(path, header.nz, section)
+        data = mrc.read_section(p, header, k)
+    except mrc.MrcFormatError as e:
+        raise _fail(path, str(e)) from None
+    except OSError as e:
+        raise _fail(path, f"cannot read ({e.strerror or e})") from None
+    return _validate_2d(data, path, k if header.nz > 1 else None, header.pixel_size_nm)
+
+
+def read_image(path: str | os.PathLike, section: int | None = None) -> LoadedImage:
+    """Read one 2-D image from an MRC file or a TIFF, PNG or JPEG picture, and validate it.
+
+    The format is recognised from the file's first bytes (an MRC has no signature: whatever
+    is not a picture is read as MRC). Pictures need Pillow (the ``[plot]`` extra) and have no
+    pixel size (None: give ``--pixel-size``); `section` picks a page of a multi-page TIFF.
+
+    Parameters
+    ----------
+    path : str or PathLike
+    section : int or None
+
+    Returns
+    -------
+    LoadedImage
+
+    Raises
+    ------
+    InputImageError
+        One line naming the file and the problem (exit code 3).
+    """
+    from . import pictures
+
+    p = _check_file(path)
+    fmt = pictures.picture_format(_head(p, path))
+    if fmt is None:
+        named = pictures.SUFFIXES.get(p.suffix.lower())
+        if named is not None:
+            raise _fail(path, f"is named like a {named} picture but its content is not one")
+        return read_mrc(path, section)
+    try:
+        data, used = pictures.read_picture(p, section, fmt)
+    except pictures.PictureError as e:
+        raise _fail(path, str(e)) from None
+    return _validate_2d(data, path, used, None)
 
 
 def validate_array(
@@ -84,27 +177,48 @@ def validate_array(
     section: int | None = None,
     pixel_size_nm: float | None = None,
 ) -> LoadedImage:
-    """Validate an in-memory image (2-D, or 3-D with a section) and return a LoadedImage."""
+    """Validate an in-memory image (2-D, or 3-D with a section) and return a LoadedImage.
+
+    Parameters
+    ----------
+    data : array_like
+        [row, col] image, or [section, row, col] stack.
+    path : str or PathLike
+        Name used in messages.
+    section : int or None
+        Section of a stack (0-based); not needed for a 1-section stack.
+    pixel_size_nm : float or None
+        Recorded as is.
+
+    Returns
+    -------
+    LoadedImage
+
+    Raises
+    ------
+    InputImageError
+        Not 2-D, complex, too small, NaN/Inf or constant.
+
+    >>> validate_array(np.arange(64 * 64).reshape(64, 64)).pixels.dtype
+    dtype('float32')
+    """
     arr = np.asarray(data)
     used_section = None
     if arr.ndim == 3:
-        n = arr.shape[0]
-        if section is None:
-            if n == 1:
-                section = 0
-            else:
-                raise _fail(path, f"is a stack of {n} sections; choose one with --section 0..{n - 1}")
-        if not 0 <= section < n:
-            raise _fail(path, f"has {n} sections; --section {section} is out of range 0..{n - 1}")
-        arr = arr[section]
-        used_section = section
+        k = choose_section(path, arr.shape[0], section)
+        arr = arr[k]
+        used_section = k
     elif section not in (None, 0):
         raise _fail(path, f"is a single 2-D image; --section {section} does not exist")
+    return _validate_2d(arr, path, used_section, pixel_size_nm)
+
+
+def _validate_2d(arr: np.ndarray, path, used_section: int | None, pixel_size_nm: float | None) -> LoadedImage:
     if arr.ndim != 2:
         raise _fail(path, f"expected a 2-D image, got an array of shape {arr.shape}")
     if arr.dtype.kind == "c":
         raise _fail(path, "holds complex (Fourier-space) data, not an image")
-    if arr.dtype.kind not in "uif":
+    if arr.dtype.kind not in "buif":
         raise _fail(path, f"holds unsupported data type {arr.dtype}")
     h, w = arr.shape
     if min(h, w) < MIN_SIDE:
@@ -117,15 +231,15 @@ def validate_array(
     lo, hi = float(pix.min()), float(pix.max())
     if lo == hi:
         raise _fail(path, f"image is constant (every pixel is {lo:g}); nothing to find")
-    integer_valued = arr.dtype.kind in "ui" or bool(np.all(pix == np.floor(pix)))
+    integer_valued = arr.dtype.kind in "bui" or bool(np.all(pix == np.floor(pix)))
     return LoadedImage(str(path), pix, pixel_size_nm, integer_valued, used_section)
 
 
 def as_loaded_image(image) -> LoadedImage:
-    """Accept what the public API takes as an image: a path (read and validated as MRC), a
-    LoadedImage (returned as is) or a 2-D [row, col] array (validated)."""
+    """Accept what the public API takes as an image: a path (read with `read_image`: MRC,
+    TIFF, PNG or JPEG), a LoadedImage (returned as is) or a 2-D [row, col] array (validated)."""
     if isinstance(image, LoadedImage):
         return image
     if isinstance(image, (str, os.PathLike)):
-        return read_mrc(image)
+        return read_image(image)
     return validate_array(np.asarray(image))
