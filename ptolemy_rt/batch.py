@@ -123,26 +123,26 @@ def analyse(job: Job) -> Outcome:
     if warn:
         notes.append(f"{job.input}: {warn}")
     its = items(result)
+    from .files import commit_outputs
+
+    outs, text, protect = [], None, [job.input]  # one invocation's outputs: all or none
     if output.fmt == "nav":
         from . import navigator
-        from .output import check_output_path
 
         nav, label = output.nav_map
-        check_output_path(job.out, protect=[job.input, nav])
-        navigator.write_targets_nav(job.out, result, nav, label, flip_y=output.nav_flip,
-                                    acquire_top=output.nav_acquire)
-        text = None
+        protect.append(nav)
+        outs.append((job.out, navigator.targets_nav_text(result, nav, label, output.nav_flip,
+                                                         output.nav_acquire, job.out)[0]))
     else:
         text = format_report(report, output.fmt)
-    if job.out is not None and text is not None:
-        from .output import write_atomic
-
-        write_atomic(job.out, text, protect=[job.input])
-        text = None
+        if job.out is not None:
+            outs.append((job.out, text))
+            text = None
     if job.plot is not None:
-        from .plot import write_overlay
+        from .plot import overlay_png
 
-        write_overlay(image.pixels, its, job.plot, protect=[job.input])
+        outs.append((job.plot, overlay_png(image.pixels, its)))
+    commit_outputs(outs, protect=protect)
     return Outcome(
         input=job.input, status="ok", n_targets=len(its),
         best_score=its[0]["score"] if its else None,

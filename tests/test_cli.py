@@ -480,3 +480,16 @@ def test_lattice_reaches_the_pipeline(tmp_path, fake, capsys, monkeypatch):
     assert code == 2 and out == "" and "Traceback" not in err
     code, out, err = run_inproc(["lowmag", "--lattice", "oblique", img], capsys)
     assert code == 2 and out == ""
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (a device whose writes fail: disk full)")
+def test_outputs_appear_together_or_not_at_all(tmp_path, fake, capsys):
+    """-o result plus a --plot that cannot be written (disk full): exit 5, and the result file
+    is not written either (before: out.json was left behind)."""
+    pytest.importorskip("PIL")
+    img = write_mrc(tmp_path / "a.mrc", good_image(1, (100, 180)))
+    out = tmp_path / "res.json"
+    code, so, err = run_inproc(["lowmag", "-o", out, "--plot", "/dev/full", img], capsys)
+    assert code == 5 and so == ""
+    assert_one_error_line(err, "/dev/full")
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a.mrc"]
