@@ -6,7 +6,7 @@ SHARED ?= ../shared
 WEIGHTS := $(SHARED)/ptolemy-2022/weights
 PUBLISHED_SET := onnx_models/ptolemy-2022
 
-.PHONY: install venv kernels export-deps models test bench train train-quick clean
+.PHONY: install venv kernels export-deps models test bench train train-quick wheel clean
 
 install: venv kernels
 	@if [ -d "$(WEIGHTS)" ] && [ -f export/convert.py ]; then $(MAKE) --no-print-directory models; \
@@ -65,5 +65,10 @@ train: export-deps
 train-quick: export-deps
 	$(BIN)/python -m export.train --out build/quick-set
 
+# One wheel for microscope PCs: runtime + default model set + kernels compiled for the AVX2
+# baseline (docs/INSTALL.md: offline install on Windows and Linux).
+wheel: venv
+	$(BIN)/python packaging/build_wheel.py --out dist
+
 clean:
-	rm -rf $(VENV) $(PUBLISHED_SET) build *.egg-info ptolemy_rt/_kernels_aot*
+	rm -rf dist $(VENV) $(PUBLISHED_SET) build *.egg-info ptolemy_rt/_kernels_aot*
