@@ -12,7 +12,8 @@ build machine's own CPU. Where the extension cannot load (another OS, CPU or Pyt
 ptolemy_rt.kernels falls back to the numba jit of the same loops.
 
 The package is staged in a temporary folder from the working tree (never the git-ignored
-converted published set, never tests or training code), so the checkout's own compiled
+converted published set, never tests; export/ goes in as ptolemy_rt.export, for `ptolemy
+models convert-published`, importing torch only when run), so the checkout's own compiled
 kernels (built for its host) are not what ships.
 """
 from __future__ import annotations
@@ -39,6 +40,7 @@ def stage(dst: Path) -> None:
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "_kernels_aot*")
     shutil.copytree(REPO / "ptolemy_rt", dst / "ptolemy_rt", ignore=ignore)
     shutil.copytree(REPO / "onnx_models" / DEFAULT_SET, dst / "onnx_models" / DEFAULT_SET)
+    shutil.copytree(REPO / "export", dst / "export", ignore=ignore)  # -> ptolemy_rt.export
 
 
 def compile_kernels(pkg: Path, cpu: str) -> None:
@@ -46,6 +48,17 @@ def compile_kernels(pkg: Path, cpu: str) -> None:
     env = dict(os.environ, PTOLEMY_AOT_CPU=cpu, PYTHONPATH=str(pkg.parent))
     subprocess.run([sys.executable, "-m", "ptolemy_rt.aot", "--out", str(pkg)], check=True, env=env,
                    cwd=pkg.parent)
+
+
+def _isolation() -> list[str]:
+    """``--no-build-isolation`` when this Python has setuptools >= 77 (no download, faster),
+    else nothing (pip fetches the build backend)."""
+    try:
+        import setuptools
+
+        return ["--no-build-isolation"] if int(setuptools.__version__.split(".")[0]) >= 77 else []
+    except (ImportError, ValueError):
+        return []
 
 
 def source_date_epoch() -> str:
@@ -64,7 +77,7 @@ def build(out: Path, kernels: str) -> Path:
             compile_kernels(src / "ptolemy_rt", BASELINE_CPU if kernels == "baseline" else "host")
         wdir = Path(tmp) / "wheel"
         env = dict(os.environ, SOURCE_DATE_EPOCH=source_date_epoch())  # same tree, same wheel bytes
-        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+        subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", *_isolation(),
                         "-w", str(wdir), str(src)], check=True, env=env)
         (whl,) = wdir.glob("*.whl")
         dest = out / whl.name
@@ -76,7 +89,7 @@ def build(out: Path, kernels: str) -> Path:
 def check(whl: Path, with_kernels: bool) -> None:
     """The wheel holds the package, the default set and (if asked) the kernels; nothing else."""
     names = zipfile.ZipFile(whl).namelist()
-    want = ["ptolemy_rt/cli.py", f"ptolemy_rt/model_sets/{DEFAULT_SET}/manifest.json"]
+    want = ["ptolemy_rt/cli.py", f"ptolemy_rt/model_sets/{DEFAULT_SET}/manifest.json", "ptolemy_rt/export/convert.py"]
     if with_kernels:
         want += ["ptolemy_rt/_kernels_aot.sha256"]
     missing = [w for w in want if w not in names]

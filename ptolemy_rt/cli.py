@@ -139,7 +139,7 @@ _FORMAT = typer.Option(None, "-f", "--format", case_sensitive=False,
                             "Default: from the -o file's extension, else json.")
 _OUT = typer.Option(None, "-o", "--output", metavar="OUT",
                     help="Result file (one input; '-' = stdout, the default) or folder (several inputs: required).")
-_MODELS = typer.Option(None, "--models", metavar="NAME", help="Model set in onnx_models/ (default: the default set).")
+_MODELS = typer.Option(None, "--models", metavar="NAME", help="Model set name (`ptolemy models list`; default: the default set).")
 _SECTION = typer.Option(None, "--section", min=0, metavar="N", help="Section (0-based) of an MRC stack.")
 _JOBS = typer.Option(1, "-j", "--jobs", min=1, metavar="N", help="Worker processes for several inputs.")
 _PLOT = typer.Option(None, "--plot", metavar="OUT.png",
@@ -351,6 +351,96 @@ def evaluate_cmd(
         write_atomic(Path(out), json.dumps(result, indent=1, default=float) + "\n")
     _write_stdout(format_table(result))
     return EXIT_OK
+
+
+models_app = typer.Typer(help="List the model sets found, convert the published checkpoints.",
+                         no_args_is_help=True, rich_markup_mode=None, pretty_exceptions_enable=False)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list() -> int:
+    """Every model set found: name, licence, folder, verified (every part's sha256) or why not."""
+    from .errors import ModelSetError
+    from .models import available_sets, find_set_folder, load_model_set, models_roots
+
+    rows = []
+    with _stdout_to_stderr():
+        for name in available_sets():
+            try:
+                ms = load_model_set(name)
+                rows.append((name, ms.spec.licence, str(ms.root), "verified"))
+            except ModelSetError as e:
+                rows.append((name, "?", str(find_set_folder(name)), f"NOT verified: {e}"))
+    lines = [f"# searched: {os.pathsep.join(str(r) for r in models_roots())}", "name\tlicence\tfolder\tstatus"]
+    lines += ["\t".join(r) for r in rows]
+    _write_stdout("\n".join(lines) + "\n")
+    return EXIT_OK
+
+
+def _export_module(name: str):
+    """export/<name>.py: packaged as ptolemy_rt.export in a wheel, export/ in a checkout."""
+    import importlib
+
+    try:
+        return importlib.import_module(f"ptolemy_rt.export.{name}")
+    except ModuleNotFoundError as e:
+        if e.name not in ("ptolemy_rt.export", f"ptolemy_rt.export.{name}"):
+            raise
+    repo = Path(__file__).resolve().parent.parent
+    if not (repo / "export" / f"{name}.py").is_file():
+        raise PtolemyError(f"this installation has no converter (export/{name}.py); reinstall ptolemy-rt")
+    if str(repo) not in sys.path:
+        sys.path.insert(0, str(repo))
+    return importlib.import_module(f"export.{name}")
+
+
+@models_app.command("convert-published")
+def models_convert_published(
+    weights: Path = typer.Option(..., "--weights", metavar="DIR", show_default=False,
+                                 help="Folder holding the published .torchmodel checkpoints."),
+    notice: Optional[Path] = typer.Option(None, "--notice", metavar="NOTICE.md", show_default=False,
+                                          help="The published material's NOTICE.md (licence, citation); "
+                                               "default: DIR/NOTICE.md or DIR/../NOTICE.md."),
+    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", show_default=False,
+                                       help="Where to write the set (default: the per-user folder's ptolemy-2022)."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even when up to date."),
+) -> int:
+    """Convert the published Ptolemy checkpoints into the model set ptolemy-2022 (needs
+    `pip install 'ptolemy-rt[export]'`: torch CPU and onnx)."""
+    from .errors import ModelSetError
+    from .models import PUBLISHED_SET, user_models_dir
+
+    weights = Path(weights)
+    if not weights.is_dir():
+        raise _usage(f"--weights {weights}: no such folder")
+    if notice is None:
+        notice = next((p for p in (weights / "NOTICE.md", weights.parent / "NOTICE.md") if p.is_file()), None)
+        if notice is None:
+            raise _usage(f"--weights {weights}: no NOTICE.md beside the checkpoints; name it with --notice")
+    dest = Path(out) if out is not None else user_models_dir() / PUBLISHED_SET
+    with _stdout_to_stderr():
+        try:
+            convert = _export_module("convert")
+            import torch  # noqa: F401 - the converter's dependency, named in the message below
+            import onnx  # noqa: F401
+        except ImportError as e:
+            raise ModelSetError(f"converting the published checkpoints needs {e.name or 'torch and onnx'}: "
+                                "install it with `pip install 'ptolemy-rt[export]'`") from None
+        try:
+            path, rebuilt = convert.convert(weights, notice, dest, force=force)
+        except convert.ConvertError as e:
+            raise ModelSetError(f"{weights}: {e}") from None
+    _say("info", f"{'built' if rebuilt else 'up to date'}: {path}; use it with --models {PUBLISHED_SET}")
+    _write_stdout(f"{path}\n")
+    return EXIT_OK
+
+
+def _usage(msg: str) -> PtolemyError:
+    """A usage error (exit 2) with a one-line message."""
+    from .options import UsageProblem
+
+    return UsageProblem(msg)
 
 
 def _truth_json(truth) -> str:

@@ -7,8 +7,15 @@ the sha256 of every part and returns a ``ModelSet``: ``.spec`` is the typed mani
 a cached ONNX Runtime session (CPU). Problems raise ``ModelSetError`` with a one-line
 message naming the file (and the manifest key) and the command that builds the set.
 
-Root folder: env ``PTOLEMY_MODELS_DIR``, else ``<repo>/onnx_models``.
-Default set: ``ptolemy-rt-synth-v1`` when its manifest exists, else ``ptolemy-2022``.
+Where sets are found (`models_roots`, first folder holding ``<NAME>/`` wins): env
+``PTOLEMY_MODELS_DIR`` when set, and then only there (an explicit override: tests, or a
+facility that keeps every set in one folder); otherwise
+1. the package's own sets: ``ptolemy_rt/model_sets/`` in an installed wheel, ``<repo>/onnx_models``
+   in a checkout;
+2. the per-user data folder (`user_models_dir`): ``$XDG_DATA_HOME/ptolemy-rt/models`` (default
+   ``~/.local/share/ptolemy-rt/models``), on Windows ``%LOCALAPPDATA%\\ptolemy-rt\\models``;
+   ``ptolemy models convert-published`` writes there.
+Default set: ``ptolemy-rt-synth-v1`` when it is found, else ``ptolemy-2022``.
 """
 from __future__ import annotations
 
@@ -27,25 +34,69 @@ _CACHE: dict = {}
 _LOCK = threading.Lock()
 
 
-def models_root() -> Path:
-    """Folder holding the model sets (env PTOLEMY_MODELS_DIR, else <repo>/onnx_models)."""
+def package_models_dir() -> Path:
+    """The package's own model sets: ``ptolemy_rt/model_sets`` in an installed wheel, else
+    (a checkout) ``<repo>/onnx_models``."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "model_sets"
+    return packaged if packaged.is_dir() else here.parent / "onnx_models"
+
+
+def user_models_dir() -> Path:
+    """Per-user model-set folder: %LOCALAPPDATA%\\ptolemy-rt\\models on Windows, else
+    $XDG_DATA_HOME/ptolemy-rt/models (XDG default ~/.local/share)."""
+    if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
+        base = Path(os.environ["LOCALAPPDATA"])
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return base.expanduser() / "ptolemy-rt" / "models"
+
+
+def models_roots() -> list[Path]:
+    """The folders searched for model sets, in order (module docstring)."""
     env = os.environ.get("PTOLEMY_MODELS_DIR")
     if env:
-        return Path(env).expanduser().resolve()
-    return (Path(__file__).resolve().parent.parent / "onnx_models").resolve()
+        return [Path(env).expanduser().resolve()]
+    return [package_models_dir().resolve(), user_models_dir()]
+
+
+def models_root() -> Path:
+    """The first folder searched (PTOLEMY_MODELS_DIR when set, else the package's own sets)."""
+    return models_roots()[0]
+
+
+def in_checkout() -> bool:
+    """True when running from a source checkout (a Makefile and export/ beside the package)."""
+    repo = Path(__file__).resolve().parent.parent
+    return (repo / "Makefile").is_file() and (repo / "export").is_dir()
 
 
 def build_command(name: str) -> str:
-    """The command that (re)builds model set ``name``."""
-    return "make models" if name == PUBLISHED_SET else "make train"
+    """The command that (re)builds model set ``name`` where the user is (checkout or install)."""
+    if in_checkout():
+        return "make models" if name == PUBLISHED_SET else "make train"
+    if name == PUBLISHED_SET:
+        return "ptolemy models convert-published --weights DIR"
+    return "pip install --force-reinstall ptolemy-rt (the default set ships in the wheel)"
 
 
 def available_sets(root: Path | None = None) -> list[str]:
-    """Names of the folders under the root that hold a manifest.json, sorted."""
-    root = models_root() if root is None else Path(root)
-    if not root.is_dir():
-        return []
-    return sorted(p.name for p in root.iterdir() if (p / "manifest.json").is_file())
+    """Names of the model sets found (under ``root``, or under every folder of `models_roots`),
+    sorted: folders holding a manifest.json."""
+    roots = models_roots() if root is None else [Path(root)]
+    names = set()
+    for r in roots:
+        if r.is_dir():
+            names.update(p.name for p in r.iterdir() if (p / "manifest.json").is_file())
+    return sorted(names)
+
+
+def find_set_folder(name: str) -> Path | None:
+    """The folder of model set ``name``: the first ``<root>/<name>`` that is a folder, or None."""
+    for r in models_roots():
+        if (r / name).is_dir():
+            return r / name
+    return None
 
 
 def _sha256(path: Path) -> str:
@@ -271,7 +322,7 @@ def load_model_set(name: str | None = None) -> ModelSet:
     Parameters
     ----------
     name
-        Set name (a folder under `models_root`), or None for the default set.
+        Set name (a folder under one of `models_roots`), or None for the default set.
 
     Returns
     -------
@@ -283,17 +334,19 @@ def load_model_set(name: str | None = None) -> ModelSet:
         Unknown name; manifest missing, unreadable or invalid (the message names the file
         and the key); a part missing or corrupt.
     """
-    root = models_root()
     if name is None:
-        name = OWN_SET if (root / OWN_SET / "manifest.json").is_file() else PUBLISHED_SET
+        name = OWN_SET if find_set_folder(OWN_SET) is not None else PUBLISHED_SET
     if not name or "/" in name or "\\" in name or name in (".", ".."):
-        raise ModelSetError(f"{root}: invalid model set name {name!r}")
-    folder = root / name
-    if not folder.is_dir():
-        avail = available_sets(root)
+        raise ModelSetError(f"{models_root()}: invalid model set name {name!r}")
+    folder = find_set_folder(name)
+    if folder is None:
+        roots = models_roots()
+        avail = available_sets()
         listing = ", ".join(avail) if avail else "none"
-        hint = f"build it with `{build_command(name)}`" if name in (PUBLISHED_SET, OWN_SET) else "check the name"
-        raise ModelSetError(f"{folder}: unknown model set {name!r} (available in {root}: {listing}); {hint}")
+        hint = f"build it with `{build_command(name)}`" if name in (PUBLISHED_SET, OWN_SET) else \
+            "check the name (`ptolemy models list`)"
+        raise ModelSetError(f"{roots[0] / name}: unknown model set {name!r} (available: {listing}; searched "
+                            f"{os.pathsep.join(str(r) for r in roots)}); {hint}")
     with _LOCK:
         cached = _CACHE.get(str(folder))
         if cached is not None:

@@ -195,3 +195,28 @@ def test_sessions_share_env_arena(root):
     x = np.random.default_rng(0).standard_normal((1, 1, 32, 48)).astype(np.float32)
     plain = ort.InferenceSession(str(ms.part_path("hole_unet", "encoder")), providers=["CPUExecutionProvider"])
     np.testing.assert_array_equal(s.run(None, {"image": x})[0], plain.run(None, {"image": x})[0])
+
+
+def test_sets_are_searched_in_order(root, tmp_path, monkeypatch):
+    """PTOLEMY_MODELS_DIR alone when set; else the package's own sets, then the per-user
+    folder; a name found in both is taken from the package; the user folder's sets are
+    listed and loaded."""
+    import ptolemy_rt.models as M
+
+    pkg, xdg = tmp_path / "pkg", tmp_path / "xdg"
+    user = xdg / "ptolemy-rt" / "models"
+    shutil.copytree(root / "ptolemy-2022", pkg / "ptolemy-2022")
+    shutil.copytree(root / "ptolemy-2022", user / "user-set")
+    monkeypatch.setattr(M, "package_models_dir", lambda: pkg)
+    monkeypatch.setenv("XDG_DATA_HOME", str(xdg))
+    monkeypatch.delenv("LOCALAPPDATA", raising=False)
+    shutil.copytree(root / "ptolemy-2022", user / "ptolemy-2022")
+    assert M.models_roots() == [root.resolve()]
+    assert available_sets() == ["ptolemy-2022"]
+    monkeypatch.delenv("PTOLEMY_MODELS_DIR")
+    assert M.models_roots() == [pkg.resolve(), user]
+    assert load_model_set("ptolemy-2022").root == pkg / "ptolemy-2022"
+    assert load_model_set("user-set").root == user / "user-set"
+    assert available_sets() == ["ptolemy-2022", "user-set"]
+    with pytest.raises(M.ModelSetError, match="unknown model set 'nope'.*ptolemy models list"):
+        load_model_set("nope")
