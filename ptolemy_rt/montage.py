@@ -187,6 +187,9 @@ class Montage:
     uncovered_px : int
         How many such pixels.
     mrc_path, mdoc_path : str
+    bin_factor : int
+        The atlas is binned by this factor relative to the pieces (`layout` stays in
+        full-resolution pixels).
     """
 
     pixels: np.ndarray
@@ -197,6 +200,7 @@ class Montage:
     uncovered_px: int
     mrc_path: str
     mdoc_path: str
+    bin_factor: int = 1
 
 
 def _fail(path, problem: str) -> InputImageError:
@@ -366,8 +370,53 @@ def _owner_mask(layout: MontageLayout, k: int, rects: np.ndarray) -> np.ndarray:
     return mask
 
 
+def _read_piece(layout: MontageLayout, stack, z: int, path) -> np.ndarray:
+    ny, nx = layout.piece_shape
+    nz = len(stack)
+    if not 0 <= z < nz:
+        raise _fail(path, f"the .mdoc names section {z} but the stack has {nz} sections (0..{nz - 1})")
+    piece = np.asarray(stack[z], dtype=np.float32)
+    if piece.shape != (ny, nx):
+        raise _fail(path, f"section {z} is {piece.shape[0]}×{piece.shape[1]} px, the .mdoc says "
+                    f"{ny}×{nx} (rows×cols)")
+    if not np.isfinite(piece).all():
+        raise _fail(path, f"section {z} contains NaN or Inf pixel values")
+    return piece
+
+
+def _assemble_binned(layout: MontageLayout, stack, fill, path, b: int, rects: np.ndarray):
+    ny, nx = layout.piece_shape
+    rows, cols = layout.shape
+    rb, cb = -(-rows // b), -(-cols // b)
+    sums = np.zeros((rb, cb), dtype=np.float64)
+    counts = np.zeros((rb, cb), dtype=np.int32)
+    for k, p in enumerate(layout.pieces):
+        piece = _read_piece(layout, stack, p.z, path)
+        mask = _owner_mask(layout, k, rects)
+        r0, c0 = (int(v) for v in rects[k])
+        br0, bc0 = r0 // b, c0 // b
+        br1, bc1 = -(-(r0 + ny) // b), -(-(c0 + nx) // b)
+        buf = np.zeros(((br1 - br0) * b, (bc1 - bc0) * b), dtype=np.float32)
+        sub = (slice(r0 - br0 * b, r0 - br0 * b + ny), slice(c0 - bc0 * b, c0 - bc0 * b + nx))
+        np.copyto(buf[sub], piece, where=mask)
+        del piece
+        sums[br0:br1, bc0:bc1] += buf.reshape(br1 - br0, b, bc1 - bc0, b).sum(axis=(1, 3), dtype=np.float64)
+        buf[...] = 0
+        buf[sub] = mask
+        counts[br0:br1, bc0:bc1] += buf.reshape(br1 - br0, b, bc1 - bc0, b).sum(axis=(1, 3)).astype(np.int32)
+        del buf, mask
+    n = int(counts.sum())
+    if fill is None:
+        fill = float(sums.sum()) / n if n else 0.0
+    fill = float(np.float32(fill))
+    covered = counts > 0
+    out = np.full((rb, cb), fill, dtype=np.float32)
+    out[covered] = (sums[covered] / counts[covered]).astype(np.float32)
+    return out, fill, int(rb * cb - np.count_nonzero(covered))
+
+
 def assemble_pieces(layout: MontageLayout, stack, fill: float | None = None,
-                    path: str | os.PathLike = "<stack>", band_rows: int = 256):
+                    path: str | os.PathLike = "<stack>", band_rows: int = 256, bin_factor: int = 1):
     """Assemble pieces from an indexable stack (``stack[z]`` → 2-D array) per `layout`.
 
     Parameters
@@ -381,11 +430,17 @@ def assemble_pieces(layout: MontageLayout, stack, fill: float | None = None,
         Named in error messages.
     band_rows : int
         Rows per band when computing the fill (bounds temporaries).
+    bin_factor : int
+        b ≥ 1: return the atlas binned b×b: each output pixel is the mean of the covered
+        pixels of its b×b block of the full-resolution atlas (blocks from (0, 0); the last
+        row/column of blocks may be partial), `fill` where none is covered. Memory: the
+        binned output plus float64 sums and int32 counts of that size, plus one piece.
 
     Returns
     -------
     tuple (numpy.ndarray, float, int)
-        The float32 atlas [row, col], the fill value used, the number of uncovered pixels.
+        The float32 atlas [row, col] (shape ``ceil(shape / b)``), the fill value used, the
+        number of (output) pixels no piece covers.
 
     Raises
     ------
@@ -404,18 +459,15 @@ def assemble_pieces(layout: MontageLayout, stack, fill: float | None = None,
     """
     ny, nx = layout.piece_shape
     rows, cols = layout.shape
-    out = np.full((rows, cols), np.nan, dtype=np.float32)
+    b = int(bin_factor)
+    if b < 1:
+        raise ValueError(f"bin_factor must be >= 1, got {bin_factor}")
     rects = np.array([layout.origin_rc(p) for p in layout.pieces], dtype=np.int64)
-    nz = len(stack)
+    if b > 1:
+        return _assemble_binned(layout, stack, fill, path, b, rects)
+    out = np.full((rows, cols), np.nan, dtype=np.float32)
     for k, p in enumerate(layout.pieces):
-        if not 0 <= p.z < nz:
-            raise _fail(path, f"the .mdoc names section {p.z} but the stack has {nz} sections (0..{nz - 1})")
-        piece = np.asarray(stack[p.z], dtype=np.float32)
-        if piece.shape != (ny, nx):
-            raise _fail(path, f"section {p.z} is {piece.shape[0]}×{piece.shape[1]} px, the .mdoc says "
-                        f"{ny}×{nx} (rows×cols)")
-        if not np.isfinite(piece).all():
-            raise _fail(path, f"section {p.z} contains NaN or Inf pixel values")
+        piece = _read_piece(layout, stack, p.z, path)
         mask = _owner_mask(layout, k, rects)
         r0, c0 = rects[k]
         np.copyto(out[r0:r0 + ny, c0:c0 + nx], piece, where=mask)
@@ -475,6 +527,7 @@ def assemble_montage(
     coords: str = "auto",
     rows_top_down: bool | None = None,
     fill: float | None = None,
+    bin_factor: int = 1,
 ) -> Montage:
     """Read a SerialEM montage (MRC stack + `.mdoc`) as one atlas, in bounded memory.
 
@@ -492,6 +545,9 @@ def assemble_montage(
         None: from the MRC header (`mrc_rows_top_down`).
     fill : float or None
         See `assemble_pieces`.
+    bin_factor : int
+        Return the atlas binned b×b (see `assemble_pieces`); its pixel size and stage
+        transform are scaled to match.
 
     Returns
     -------
@@ -542,9 +598,14 @@ def assemble_montage(
             raise _fail(mrc_path, f"pieces are {piece_shape[0]}×{piece_shape[1]} px but {mdoc.path} says "
                         f"ImageSize {mdoc.image_size[0]} {mdoc.image_size[1]} (cols rows)")
         layout = montage_layout(mdoc, section, coords, rows_top_down, piece_shape)
-        pixels, fill_used, uncovered = assemble_pieces(layout, stack, fill, mrc_path)
+        pixels, fill_used, uncovered = assemble_pieces(layout, stack, fill, mrc_path, bin_factor=bin_factor)
     finally:
         mrc.close()
+    b = int(bin_factor)
     ps = layout.pixel_spacing_A
-    return Montage(pixels, layout, fit_stage_transform(layout), ps / 10.0 if ps else None,
-                   fill_used, uncovered, str(mrc_path), mdoc.path)
+    stage = fit_stage_transform(layout)
+    if stage is not None and b > 1:  # binned corner (x, y) = full-resolution (b·x, b·y)
+        stage = StageTransform(tuple(v * b for v in stage.matrix), stage.offset, stage.method,
+                               stage.rms_um, stage.n_points)
+    return Montage(pixels, layout, stage, ps * b / 10.0 if ps else None,
+                   fill_used, uncovered, str(mrc_path), mdoc.path, b)

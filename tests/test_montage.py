@@ -375,3 +375,31 @@ def test_nan_piece_is_rejected():
     lay = montage_layout(parse_mdoc_text("ImageSize = 2 2\n[ZValue = 0]\nPieceCoordinates = 0 0 0\n"))
     with pytest.raises(InputImageError, match="section 0 contains NaN"):
         assemble_pieces(lay, np.array([[[1.0, np.nan], [0.0, 1.0]]]), path="p.mrc")
+
+
+@pytest.mark.parametrize("b", [2, 3, 7])
+def test_binned_assembly_is_the_block_mean_of_the_full_atlas(tmp_path, b):
+    offs = [(0, 0), (42, 3), (1, 33), (45, 31)]  # irregular, so blocks straddle seams
+    truth = truth_image((31 + NY + 2, 45 + NX), seed=8)
+    pieces = [p + 1000 * k for k, p in enumerate(cut(truth, offs))]  # pieces disagree
+    lin, t = _stage_truth()
+    entries = [{"z": z, "pc": o, "stage": tuple(lin @ np.array([o[0] + NX / 2, o[1] + NY / 2]) + t)}
+               for z, o in enumerate(offs)]
+    write_stack(tmp_path / "q.mrc", pieces)
+    (tmp_path / "q.mrc.mdoc").write_text(mdoc_text((NY, NX), entries))
+    full = assemble_montage(tmp_path / "q.mrc", fill=np.nan)
+    binned = assemble_montage(tmp_path / "q.mrc", fill=-1.0, bin_factor=b)
+    h, w = full.pixels.shape
+    hb, wb = -(-h // b), -(-w // b)
+    assert binned.pixels.shape == (hb, wb) and binned.bin_factor == b
+    pad = np.full((hb * b, wb * b), np.nan)
+    pad[:h, :w] = full.pixels
+    blocks = pad.reshape(hb, b, wb, b)
+    n = np.sum(~np.isnan(blocks), axis=(1, 3))
+    with np.errstate(invalid="ignore"):
+        expect = np.where(n > 0, np.nansum(blocks, axis=(1, 3)) / np.maximum(n, 1), -1.0)
+    np.testing.assert_allclose(binned.pixels, expect.astype(np.float32), rtol=1e-6)
+    assert binned.uncovered_px == int((n == 0).sum())
+    assert binned.pixel_size_nm == pytest.approx(full.pixel_size_nm * b)
+    pts = np.array([[3.0, 4.0], [10.5, 7.25]])
+    np.testing.assert_allclose(binned.stage(pts), full.stage(pts * b), atol=1e-9)
