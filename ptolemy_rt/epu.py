@@ -50,6 +50,7 @@ __all__ = [
     "read_atlas_dm",
     "read_gridsquare_dm",
     "find_gridsquare_dm",
+    "image_stage_transform",
 ]
 
 _NIL = "{http://www.w3.org/2001/XMLSchema-instance}nil"
@@ -590,3 +591,47 @@ def read_gridsquare_dm(path: str | os.PathLike) -> EpuGridSquareTargets:
                                    (_text(v, "Selected") or "").lower() == "true"))
     return EpuGridSquareTargets(str(path), _int(root, "Id", path, "Id"), _text(root, "Image/BaseFileName"),
                                 tuple(holes))
+
+
+def image_stage_transform(image_path: str | os.PathLike, image_shape: tuple[int, int]):
+    """The best pixel → stage map EPU's files give for one image, or None.
+
+    Parameters
+    ----------
+    image_path : str or PathLike
+        The EPU image (``.mrc``/``.tiff``); its ``.xml`` is looked for beside it.
+    image_shape : tuple of 2 int
+        (rows, cols) of the image as read.
+
+    Returns
+    -------
+    ptolemy_rt.montage.StageTransform or None
+        Image (x, y) px → stage µm. Method "epu-targets-fit" when EPU's
+        ``Metadata/GridSquare_<id>.dm`` for this very image is found (exact), else
+        "reference-matrix" or "assumed" from the ``.xml`` (see the module doc); None without
+        an ``.xml`` or without a stage position in it.
+
+    Raises
+    ------
+    InputImageError
+        The ``.xml`` or ``.dm`` exists but is unreadable or malformed.
+    """
+    from .montage import StageTransform
+
+    xml = find_epu_xml(image_path)
+    if xml is None:
+        return None
+    meta = read_epu_image_xml(xml)
+    if meta.stage_m is None:
+        return None
+    dm = find_gridsquare_dm(image_path)
+    if dm is not None:
+        targets = read_gridsquare_dm(dm)
+        if targets.image_name == Path(image_path).stem:
+            fit = targets.stage_transform()
+            if fit is not None:
+                return StageTransform(fit.matrix, fit.offset, "epu-targets-fit", fit.rms_um, fit.n_points)
+    lin, method = meta.stage_matrix()
+    c = np.array([image_shape[1] / 2.0, image_shape[0] / 2.0])
+    off = np.asarray(meta.stage_um) - lin @ c
+    return StageTransform(tuple(float(v) for v in lin.ravel()), (float(off[0]), float(off[1])), method, 0.0, 0)

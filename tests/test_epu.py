@@ -171,3 +171,37 @@ def test_find_beside(tmp_path):
     assert find_epu_xml(img) == sq / "GridSquare_20250101_000000.xml"
     assert find_gridsquare_dm(img) == tmp_path / "Metadata" / "GridSquare_42.dm"
     assert read_gridsquare_dm(find_gridsquare_dm(img)).holes == ()
+
+
+def test_image_stage_transform_prefers_epu_targets(tmp_path):
+    from ptolemy_rt.epu import image_stage_transform
+
+    sq = tmp_path / "Images-Disc1" / "GridSquare_42"
+    sq.mkdir(parents=True)
+    img = sq / "GridSquare_20250101_000000.mrc"
+    img.write_bytes(b"")
+    shape = (100, 200)
+    assert image_stage_transform(img, shape) is None  # no .xml
+    (sq / "GridSquare_20250101_000000.xml").write_text(image_xml(px=2e-8))
+    st = image_stage_transform(img, shape)
+    assert st.method == "assumed"
+    np.testing.assert_allclose(st([[100.0, 50.0], [110.0, 60.0]]), [[10.0, -20.0], [9.8, -19.8]])
+    # EPU's targets for this image: an exact affine, rotated 10°, 0.021 µm/px
+    a = np.deg2rad(10.0)
+    lin = 0.021 * np.array([[-np.cos(a), np.sin(a)], [np.sin(a), np.cos(a)]])
+    pts = np.array([[10.0, 20.0], [150.0, 30.0], [60.0, 90.0], [190.0, 80.0]])
+    stage = (pts - (100, 50)) @ lin.T + (10.0, -20.0)
+    holes = "".join(
+        f"<KeyValuePairOfintTargetLocationXmlBpEWF4JT><key>{i}</key><value><Id>{i}</Id>"
+        f"<PixelCenter><x>{p[0]}</x><y>{p[1]}</y></PixelCenter>"
+        f"<StagePosition><X>{float(s[0]) * 1e-6!r}</X><Y>{float(s[1]) * 1e-6!r}</Y><Z>0</Z></StagePosition>"
+        f"<Selected>true</Selected></value></KeyValuePairOfintTargetLocationXmlBpEWF4JT>"
+        for i, (p, s) in enumerate(zip(pts, stage)))
+    (tmp_path / "Metadata").mkdir()
+    (tmp_path / "Metadata" / "GridSquare_42.dm").write_text(
+        f"<GridSquareXml {NS}><Id>42</Id><Image><BaseFileName>GridSquare_20250101_000000</BaseFileName></Image>"
+        f"<TargetLocations>{holes}</TargetLocations></GridSquareXml>")
+    st = image_stage_transform(img, shape)
+    assert st.method == "epu-targets-fit" and st.n_points == 4
+    np.testing.assert_allclose(st([[0.0, 0.0]]), [(np.array([0.0, 0.0]) - (100, 50)) @ lin.T + (10.0, -20.0)],
+                               atol=1e-9)
