@@ -1,33 +1,121 @@
-"""The compiled hot loops (`ptolemy_rt.jit`), loaded once per process.
+"""The compiled hot loops, loaded once per process, and the wrappers the callers use.
+
+The kernels are written for numba in one module per stage, beside their callers:
+`mixture_kernels` (pixel scan, histogram, mixture EM, lookup mask), `regions_kernels`
+(labelling, row extremes, hulls), `geometry_kernels` (grid-angle cost) and `lattice_kernels`
+(lattice points and candidate costs); the constants they share with Python code are in
+`kernel_constants` (no numba). Each kernel module lists its exports in `EXPORTS`.
 
 Backend: the ahead-of-time extension `ptolemy_rt._kernels_aot` (built by `make install`,
 `python -m ptolemy_rt.aot`) when it exists, is intact (sha256 written at build time) and
-was built from the jit.py beside it;
-otherwise jit.py jitted by numba with its on-disk cache (the first run compiles, about
-5-10 s; later runs load the cache). `PTOLEMY_KERNELS=jit` forces the jitted backend.
-`backend()` says which one is in use ("aot" or "jit").
+was built from the kernel sources beside it (`source_digest`); otherwise the kernel modules
+jitted by numba with its on-disk cache (the first run compiles, about 5-10 s; later runs
+load the cache). `PTOLEMY_KERNELS=jit` forces the jitted backend. `backend()` says which one
+is in use ("aot" or "jit").
 
 The wrappers below make the arrays what the kernels' signatures expect (C-contiguous, the
-dtypes of `jit.EXPORTS`), so both backends take the same arguments and give identical results.
-Coordinates are as in `jit`: [row, col] arrays, (row, col) points.
+dtypes of the `EXPORTS` tables), so both backends take the same arguments and give
+identical results. Coordinates are as in the kernel modules: [row, col] arrays, (row, col)
+points.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
 import os
+import types
 from pathlib import Path
 
 import numpy as np
 
-_SOURCE = Path(__file__).resolve().parent / "jit.py"
+_PACKAGE = Path(__file__).resolve().parent
+#: The kernel modules (ptolemy_rt.<name>), in the order the extension exports them.
+KERNEL_MODULES = ("mixture_kernels", "regions_kernels", "geometry_kernels", "lattice_kernels")
+#: The files the compiled code is made from: the kernel modules and their constants.
+SOURCES = tuple(f"{m}.py" for m in KERNEL_MODULES) + ("kernel_constants.py",)
 _IMPL = None
 _BACKEND = None
 
 
+def compiled(fn):
+    """Decorator of every kernel: ``numba.njit(cache=True, nogil=True)`` (imports numba).
+
+    Parameters
+    ----------
+    fn : function
+        The kernel, written in numba's subset of Python.
+
+    Returns
+    -------
+    numba dispatcher
+        Jitted on first call, cached on disk; ``.py_func`` is `fn` (what `aot` compiles).
+    """
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(fn)
+
+
 def source_digest() -> int:
-    """First 60 bits of the sha256 of jit.py, as a non-negative int."""
-    return int(hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:15], 16)
+    """Digest of the kernel sources (`SOURCES`), compiled into the extension at build time.
+
+    Returns
+    -------
+    int
+        First 60 bits of the sha256 over each file's name and bytes, in `SOURCES` order, as a
+        non-negative int (fits the extension's int64).
+    """
+    h = hashlib.sha256()
+    for name in SOURCES:
+        h.update(name.encode() + b"\0" + (_PACKAGE / name).read_bytes() + b"\0")
+    return int(h.hexdigest()[:15], 16)
+
+
+def kernel_modules() -> list:
+    """The kernel modules, imported (this imports numba).
+
+    Returns
+    -------
+    list of module
+        ptolemy_rt.<name> for each name of `KERNEL_MODULES`.
+    """
+    return [importlib.import_module(f"{__package__}.{m}") for m in KERNEL_MODULES]
+
+
+def exports() -> dict:
+    """Every exported kernel of every kernel module (imports numba).
+
+    Returns
+    -------
+    dict
+        Exported name -> (module, function name in it, numba signature), in module order.
+
+    Raises
+    ------
+    ValueError
+        When two modules export the same name or define the same kernel name (the jit
+        backend is one namespace, like the extension).
+    """
+    out = {}
+    owner = {}
+    for mod in kernel_modules():
+        for name, (fname, sig) in mod.EXPORTS.items():
+            if name in out or owner.get(fname, mod) is not mod:
+                raise ValueError(f"kernel {name!r} ({fname}) exported twice")
+            out[name] = (mod, fname, sig)
+            owner[fname] = mod
+    return out
+
+
+def jit_kernels() -> types.SimpleNamespace:
+    """The jit backend: every exported kernel, jitted (imports numba; compiles on first call).
+
+    Returns
+    -------
+    types.SimpleNamespace
+        One attribute per kernel function, named as in its module (``scan_pixels``, not the
+        extension's per-dtype ``scan_pixels_f4``).
+    """
+    return types.SimpleNamespace(**{fname: getattr(mod, fname) for mod, fname, _ in exports().values()})
 
 
 def _extension_intact() -> bool:
@@ -58,9 +146,7 @@ def _load():
                 return _IMPL
         except ImportError:
             pass
-    from . import jit
-
-    _IMPL, _BACKEND = jit, "jit"
+    _IMPL, _BACKEND = jit_kernels(), "jit"
     return _IMPL
 
 
@@ -104,7 +190,7 @@ def lut_mask(px: np.ndarray, scale: float, lut: np.ndarray) -> np.ndarray:
 
 
 def poisson_em(values, counts, max_iter: int, tol: float):
-    """(pi_a, mu_a, mu_b, iterations, loglik) of the histogram EM (see `jit.poisson_em`)."""
+    """(pi_a, mu_a, mu_b, iterations, loglik) of the histogram EM (see `mixture_kernels.poisson_em`)."""
     pi, ma, mb, it, ll = _fn("poisson_em")(np.ascontiguousarray(values, np.float64),
                                            np.ascontiguousarray(counts, np.float64), int(max_iter), float(tol))
     return float(pi), float(ma), float(mb), int(it), float(ll)
@@ -135,12 +221,12 @@ def box_area_sum(pts: np.ndarray, starts: np.ndarray, theta_deg: float) -> float
 
 
 def lattice_points(c0, c1, d0, d1, h, w, margin) -> np.ndarray:
-    """n×2 float64 (row, col) lattice points within the image plus margin (`jit.lattice_points`)."""
+    """n×2 float64 (row, col) lattice points within the image plus margin (`lattice_kernels.lattice_points`)."""
     return _fn("lattice_points")(float(c0), float(c1), float(d0), float(d1), float(h), float(w), float(margin))
 
 
 def lattice_points2(c0, c1, u0, u1, v0, v1, h, w, margin) -> np.ndarray:
-    """n×2 float64 (row, col) points c + a·u + b·v within the image plus margin (`jit.lattice_points2`)."""
+    """n×2 float64 (row, col) points c + a·u + b·v within the image plus margin (`lattice_kernels.lattice_points2`)."""
     return _fn("lattice_points2")(*(float(v) for v in (c0, c1, u0, u1, v0, v1, h, w, margin)))
 
 
@@ -152,7 +238,7 @@ def shortest_vector2(u0, u1, v0, v1) -> float:
 def score_candidates(mask, centroids, neighbours, margin: float, box: int, oblique: bool = False,
                      min_len2: float = 0.0, max_len2: float = float("inf")):
     """(costs n×k, counts n×k, oblique costs n×k(k−1)/2) int64 of every lattice candidate
-    (`jit.score_candidates`; oblique basis vectors limited to squared lengths
+    (`lattice_kernels.score_candidates`; oblique basis vectors limited to squared lengths
     [min_len2, max_len2] px²)."""
     m = np.asarray(mask)
     m = np.ascontiguousarray(m.view(np.uint8) if m.dtype == np.bool_ else m, np.uint8)
