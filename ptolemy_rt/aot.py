@@ -27,7 +27,10 @@ import warnings
 from pathlib import Path
 
 MODULE = "_kernels_aot"
-SIDECAR = "_kernels_aot.sha256"  # sha256 of the built extension: a damaged file is not loaded
+#: Written beside the extension: its sha256 (a damaged file is not loaded), then
+#: "numpy X.Y.Z", the numpy it was built against (one built against numpy 1.x is not loaded
+#: under numpy 2).
+SIDECAR = "_kernels_aot.sha256"
 #: numba versions (major, minor) this build was tested with: keep in step with the numba pin
 #: of pyproject.toml (tests/test_kernels.py checks that they agree).
 TESTED_NUMBA = ((0, 63), (0, 68))
@@ -75,10 +78,31 @@ def _import_pycc():
 
 
 def build(out_dir: Path) -> Path:
-    """Compile the extension into out_dir; returns its path. Built in a temporary folder and
-    moved into place (a process that has the old extension loaded keeps its copy)."""
+    """Compile every kernel into the extension `MODULE`, with `SIDECAR` beside it.
+
+    Built in a temporary folder inside out_dir and moved into place (a process that has the
+    old extension loaded keeps its copy), for this machine's CPU (``target_cpu = "host"``).
+
+    Parameters
+    ----------
+    out_dir : Path
+        Destination folder (the ptolemy_rt package folder for the loader to find it).
+
+    Returns
+    -------
+    Path
+        The built extension.
+
+    Raises
+    ------
+    Exception
+        Whatever numba.pycc or the C compiler raise (no compiler, unsupported platform);
+        `main` reports it in one line and the jit backend is used instead.
+    """
     import os
     import tempfile
+
+    import numpy
 
     from .kernels import exports, source_digest
 
@@ -101,7 +125,7 @@ def build(out_dir: Path) -> Path:
         name = Path(cc.output_file).name
         built = Path(tmp) / name
         side = Path(tmp) / SIDECAR
-        side.write_text(hashlib.sha256(built.read_bytes()).hexdigest() + "\n")
+        side.write_text(f"{hashlib.sha256(built.read_bytes()).hexdigest()}\nnumpy {numpy.__version__}\n")
         os.replace(built, Path(out_dir) / name)
         os.replace(side, Path(out_dir) / SIDECAR)
     finally:
@@ -112,6 +136,13 @@ def build(out_dir: Path) -> Path:
 
 
 def main(argv=None) -> int:
+    """``python -m ptolemy_rt.aot [--out DIR]``: build, report in one line on stderr.
+
+    Returns
+    -------
+    int
+        0 when built, 1 when the build failed (the kernels are then jitted at first use).
+    """
     ap = argparse.ArgumentParser(prog="python -m ptolemy_rt.aot", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
                     help="output folder (default: the ptolemy_rt package folder)")

@@ -118,9 +118,12 @@ def jit_kernels() -> types.SimpleNamespace:
     return types.SimpleNamespace(**{fname: getattr(mod, fname) for mod, fname, _ in exports().values()})
 
 
-def _extension_intact() -> bool:
-    """Whether the built extension exists and its bytes match the sha256 written beside it at
-    build time (loading a truncated shared library kills the process with SIGBUS)."""
+def _extension_usable() -> bool:
+    """Whether the built extension exists, its bytes match the sha256 written beside it at
+    build time (loading a truncated shared library kills the process with SIGBUS), and the
+    numpy it was built against can be loaded by this one (the sidecar's second line,
+    "numpy X.Y.Z": an extension built against numpy 1.x does not load under numpy 2, and
+    numpy says so on stderr at length; one built against numpy 2 loads under 1.x)."""
     import importlib.util
 
     try:
@@ -128,9 +131,12 @@ def _extension_intact() -> bool:
         if spec is None or not spec.origin:
             return False
         so = Path(spec.origin)
-        want = (so.parent / "_kernels_aot.sha256").read_text().strip()
-        return hashlib.sha256(so.read_bytes()).hexdigest() == want
-    except (OSError, ValueError, ImportError):
+        lines = (so.parent / "_kernels_aot.sha256").read_text().split("\n")
+        if hashlib.sha256(so.read_bytes()).hexdigest() != lines[0].strip():
+            return False
+        built = next((ln.split()[1] for ln in lines[1:] if ln.startswith("numpy ")), None)
+        return built is None or int(built.split(".")[0]) >= 2 or int(np.__version__.split(".")[0]) < 2
+    except (OSError, ValueError, IndexError, ImportError):
         return False
 
 
@@ -138,7 +144,7 @@ def _load():
     global _IMPL, _BACKEND
     if _IMPL is not None:
         return _IMPL
-    if os.environ.get("PTOLEMY_KERNELS", "").lower() != "jit" and _extension_intact():
+    if os.environ.get("PTOLEMY_KERNELS", "").lower() != "jit" and _extension_usable():
         try:
             aot = importlib.import_module("ptolemy_rt._kernels_aot")
             if int(aot.source_digest()) == source_digest():

@@ -225,8 +225,9 @@ def test_constants_module_loads_no_numba():
 def _pycc_import_stderr(tested_range: str) -> str:
     code = (f"import warnings\nimport ptolemy_rt.aot as a\na.TESTED_NUMBA = {tested_range}\n"
             "a._import_pycc()\n")
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(REPO)})
+                         env={**os.environ, "PYTHONPATH": path})
     assert out.returncode == 0, out.stderr
     return out.stderr
 
@@ -249,3 +250,25 @@ def test_numba_pin_is_the_tested_range():
     pins = re.findall(r'"numba([^"]*)"', text)
     (lo_major, lo_minor), (hi_major, hi_minor) = aot_build.TESTED_NUMBA
     assert pins == [f">={lo_major}.{lo_minor},<{hi_major}.{hi_minor + 1}"]
+
+
+@needs_aot
+@pytest.mark.skipif(int(np.__version__.split(".")[0]) < 2, reason="needs numpy 2")
+def test_extension_built_against_numpy1_is_not_loaded_under_numpy2(tmp_path):
+    """An extension built against numpy 1.x (then numpy upgraded) would fail to import with a
+    screenful of numpy's warnings on stderr; the sidecar records the build's numpy, so the
+    loader goes to the jit backend without a word."""
+    dst = tmp_path / "ptolemy_rt"
+    shutil.copytree(PACKAGE, dst, ignore=shutil.ignore_patterns("__pycache__"))
+    side = dst / "_kernels_aot.sha256"
+    sha, numpy_line = side.read_text().splitlines()[:2]
+    assert numpy_line == f"numpy {np.__version__}"  # written by the build
+    code = "from ptolemy_rt import kernels; print(kernels.backend())"
+    env = {k: v for k, v in os.environ.items() if k != "PTOLEMY_KERNELS"}
+    run = dict(cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    out = subprocess.run([sys.executable, "-c", code], **run)
+    assert out.returncode == 0 and out.stdout.strip() == "aot", out.stderr
+    side.write_text(f"{sha}\nnumpy 1.26.4\n")
+    out = subprocess.run([sys.executable, "-c", code], **run)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "jit" and out.stderr == ""
