@@ -26,7 +26,11 @@ $(BIN)/.installed: pyproject.toml
 # no numba and compile nothing. Without a C compiler the kernels are jitted (cached) instead.
 kernels: $(BIN)/.kernels
 
-$(BIN)/.kernels: $(BIN)/.installed ptolemy_rt/jit.py ptolemy_rt/aot.py
+# Rebuilt when a kernel module (ptolemy_rt/*_kernels.py), their constants, the export list
+# (kernels.py) or the build (aot.py) changes.
+KERNEL_SOURCES := $(wildcard ptolemy_rt/*_kernels.py) ptolemy_rt/kernel_constants.py ptolemy_rt/kernels.py ptolemy_rt/aot.py
+
+$(BIN)/.kernels: $(BIN)/.installed $(KERNEL_SOURCES)
 	@$(BIN)/python -m ptolemy_rt.aot || echo "note: kernels will be jitted at first use (cached)"
 	@touch $@
 

@@ -1,15 +1,21 @@
-"""Compile the hot loops of `ptolemy_rt.jit` ahead of time (run by `make install`).
+"""Compile the hot loops (the `*_kernels` modules) ahead of time (run by `make install`).
 
     python -m ptolemy_rt.aot [--out DIR]
 
-numba.pycc turns every kernel of `jit.EXPORTS` into the extension module
-`ptolemy_rt._kernels_aot` (needs a C compiler; built for this machine's CPU). At run time the
-extension needs only numpy: no numba, no LLVM, no compilation (numba alone costs ≈0.5 s and
-≈110 MB of memory per process). The module also exports `source_digest()`, the digest of the
-jit.py it was built from; `ptolemy_rt.kernels` uses it only when it matches the jit.py beside
+numba.pycc turns every kernel of every kernel module's `EXPORTS` (`kernels.exports()`) into
+one extension module, `ptolemy_rt._kernels_aot` (needs a C compiler; built for this
+machine's CPU). At run time the extension needs only numpy: no numba, no LLVM, no
+compilation (numba alone costs ≈0.5 s and ≈110 MB of memory per process). The module also
+exports `source_digest()`, the digest of the kernel sources it was built from
+(`kernels.SOURCES`); `ptolemy_rt.kernels` uses it only when it matches the sources beside
 it and the file's sha256 matches the one written beside it at build time (a truncated or
-damaged extension would crash the process when loaded), and otherwise jits jit.py (cached
-on disk).
+damaged extension would crash the process when loaded), and otherwise jits the kernel
+modules (cached on disk).
+
+numba.pycc is pending deprecation (since numba 0.57) and warns so when imported. That one
+warning is expected, and hidden, only for the numba versions `TESTED_NUMBA` covers (the pin
+in pyproject.toml); any other warning, or that one under another numba version, is shown.
+docs/DEVELOPING.md says what replaces pycc when it goes.
 """
 from __future__ import annotations
 
@@ -21,21 +27,86 @@ import warnings
 from pathlib import Path
 
 MODULE = "_kernels_aot"
-SIDECAR = "_kernels_aot.sha256"  # sha256 of the built extension: a damaged file is not loaded
+#: Written beside the extension: its sha256 (a damaged file is not loaded), then
+#: "numpy X.Y.Z", the numpy it was built against (one built against numpy 1.x is not loaded
+#: under numpy 2).
+SIDECAR = "_kernels_aot.sha256"
+#: numba versions (major, minor) this build was tested with: keep in step with the numba pin
+#: of pyproject.toml (tests/test_kernels.py checks that they agree).
+TESTED_NUMBA = ((0, 63), (0, 68))
+
+
+def numba_tested(version: str) -> bool:
+    """Whether a numba version is within the tested range `TESTED_NUMBA` (inclusive).
+
+    Parameters
+    ----------
+    version : str
+        numba.__version__, e.g. "0.68.1".
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> numba_tested("0.68.1"), numba_tested("0.69.0"), numba_tested("0.62.1")
+    (True, False, False)
+    """
+    try:
+        major, minor = (int(x) for x in version.split(".")[:2])
+    except ValueError:
+        return False
+    return TESTED_NUMBA[0] <= (major, minor) <= TESTED_NUMBA[1]
+
+
+def _import_pycc():
+    """numba.pycc.CC. Its pending-deprecation warning (Python hides pending deprecations by
+    default) is ignored under a tested numba, where it is known and harmless, and shown under
+    any other numba, where pycc may have changed or be on its way out."""
+    import numba
+    from numba.core.errors import NumbaPendingDeprecationWarning
+
+    with warnings.catch_warnings():
+        if numba_tested(numba.__version__):
+            warnings.filterwarnings("ignore", message=r"The 'pycc' module is pending deprecation",
+                                    category=NumbaPendingDeprecationWarning)
+        else:
+            warnings.simplefilter("default", NumbaPendingDeprecationWarning)
+        from numba.pycc import CC
+    return CC
 
 
 def build(out_dir: Path) -> Path:
-    """Compile the extension into out_dir; returns its path. Built in a temporary folder and
-    moved into place (a process that has the old extension loaded keeps its copy)."""
+    """Compile every kernel into the extension `MODULE`, with `SIDECAR` beside it.
+
+    Built in a temporary folder inside out_dir and moved into place (a process that has the
+    old extension loaded keeps its copy), for this machine's CPU (``target_cpu = "host"``).
+
+    Parameters
+    ----------
+    out_dir : Path
+        Destination folder (the ptolemy_rt package folder for the loader to find it).
+
+    Returns
+    -------
+    Path
+        The built extension.
+
+    Raises
+    ------
+    Exception
+        Whatever numba.pycc or the C compiler raise (no compiler, unsupported platform);
+        `main` reports it in one line and the jit backend is used instead.
+    """
     import os
     import tempfile
 
-    from numba.pycc import CC
+    import numpy
 
-    from . import jit
-    from .kernels import source_digest
+    from .kernels import exports, source_digest
 
-    warnings.simplefilter("ignore")  # pycc's own deprecation notice
+    CC = _import_pycc()
     digest = source_digest()
 
     def digest_fn():
@@ -46,15 +117,15 @@ def build(out_dir: Path) -> Path:
     cc.output_dir = tmp
     cc.target_cpu = "host"  # built where it runs (make install): use its vector units
     cc.verbose = False
-    for name, (fname, sig) in jit.EXPORTS.items():
-        cc.export(name, sig)(getattr(jit, fname).py_func)
+    for name, (mod, fname, sig) in exports().items():
+        cc.export(name, sig)(getattr(mod, fname).py_func)
     cc.export("source_digest", "i8()")(digest_fn)
     try:
         cc.compile()
         name = Path(cc.output_file).name
         built = Path(tmp) / name
         side = Path(tmp) / SIDECAR
-        side.write_text(hashlib.sha256(built.read_bytes()).hexdigest() + "\n")
+        side.write_text(f"{hashlib.sha256(built.read_bytes()).hexdigest()}\nnumpy {numpy.__version__}\n")
         os.replace(built, Path(out_dir) / name)
         os.replace(side, Path(out_dir) / SIDECAR)
     finally:
@@ -65,12 +136,25 @@ def build(out_dir: Path) -> Path:
 
 
 def main(argv=None) -> int:
+    """``python -m ptolemy_rt.aot [--out DIR]``: build, report in one line on stderr.
+
+    Returns
+    -------
+    int
+        0 when built, 1 when the build failed (the kernels are then jitted at first use).
+    """
     ap = argparse.ArgumentParser(prog="python -m ptolemy_rt.aot", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent,
                     help="output folder (default: the ptolemy_rt package folder)")
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
+        import numba
+
+        if not numba_tested(numba.__version__):
+            lo, hi = (".".join(map(str, v)) for v in TESTED_NUMBA)
+            print(f"ptolemy_rt.aot: note: numba {numba.__version__} is outside the tested range {lo}-{hi}",
+                  file=sys.stderr)
         path = build(args.out)
     except Exception as exc:  # no compiler, unsupported platform: the jit fallback still works
         print(f"ptolemy_rt.aot: ahead-of-time compilation failed ({type(exc).__name__}: {exc}); "

@@ -179,7 +179,7 @@ def grid_angle(hulls) -> float:
     """Grid angle θ, degrees in [0, 90] (SPEC §4.5): minimises the summed areas (px²) of the
     axis-aligned bounding boxes of all polygons ((row, col) vertices) rotated by θ as
     `rotate_points` rotates them; bounded Brent (scipy minimize_scalar, method "bounded",
-    bounds (0, 90), default tolerance) over the compiled cost `jit.box_area_sum`. No polygons: 0.0.
+    bounds (0, 90), default tolerance) over the compiled cost `geometry_kernels.box_area_sum`. No polygons: 0.0.
     """
     pts, starts = _stack(hulls)
     if len(starts) == 0:

@@ -1,38 +1,129 @@
-"""The compiled hot loops (`ptolemy_rt.jit`), loaded once per process.
+"""The compiled hot loops, loaded once per process, and the wrappers the callers use.
+
+The kernels are written for numba in one module per stage, beside their callers:
+`mixture_kernels` (pixel scan, histogram, mixture EM, lookup mask), `regions_kernels`
+(labelling, row extremes, hulls), `geometry_kernels` (grid-angle cost) and `lattice_kernels`
+(lattice points and candidate costs); the constants they share with Python code are in
+`kernel_constants` (no numba). Each kernel module lists its exports in `EXPORTS`.
 
 Backend: the ahead-of-time extension `ptolemy_rt._kernels_aot` (built by `make install`,
 `python -m ptolemy_rt.aot`) when it exists, is intact (sha256 written at build time) and
-was built from the jit.py beside it;
-otherwise jit.py jitted by numba with its on-disk cache (the first run compiles, about
-5-10 s; later runs load the cache). `PTOLEMY_KERNELS=jit` forces the jitted backend.
-`backend()` says which one is in use ("aot" or "jit").
+was built from the kernel sources beside it (`source_digest`); otherwise the kernel modules
+jitted by numba with its on-disk cache (the first run compiles, about 5-10 s; later runs
+load the cache). `PTOLEMY_KERNELS=jit` forces the jitted backend. `backend()` says which one
+is in use ("aot" or "jit").
 
 The wrappers below make the arrays what the kernels' signatures expect (C-contiguous, the
-dtypes of `jit.EXPORTS`), so both backends take the same arguments and give identical results.
-Coordinates are as in `jit`: [row, col] arrays, (row, col) points.
+dtypes of the `EXPORTS` tables), so both backends take the same arguments and give
+identical results. Coordinates are as in the kernel modules: [row, col] arrays, (row, col)
+points.
 """
 from __future__ import annotations
 
 import hashlib
 import importlib
 import os
+import types
 from pathlib import Path
 
 import numpy as np
 
-_SOURCE = Path(__file__).resolve().parent / "jit.py"
+_PACKAGE = Path(__file__).resolve().parent
+#: The kernel modules (ptolemy_rt.<name>), in the order the extension exports them.
+KERNEL_MODULES = ("mixture_kernels", "regions_kernels", "geometry_kernels", "lattice_kernels")
+#: The files the compiled code is made from: the kernel modules and their constants.
+SOURCES = tuple(f"{m}.py" for m in KERNEL_MODULES) + ("kernel_constants.py",)
 _IMPL = None
 _BACKEND = None
 
 
+def compiled(fn):
+    """Decorator of every kernel: ``numba.njit(cache=True, nogil=True)`` (imports numba).
+
+    Parameters
+    ----------
+    fn : function
+        The kernel, written in numba's subset of Python.
+
+    Returns
+    -------
+    numba dispatcher
+        Jitted on first call, cached on disk; ``.py_func`` is `fn` (what `aot` compiles).
+    """
+    import numba
+
+    return numba.njit(cache=True, nogil=True)(fn)
+
+
 def source_digest() -> int:
-    """First 60 bits of the sha256 of jit.py, as a non-negative int."""
-    return int(hashlib.sha256(_SOURCE.read_bytes()).hexdigest()[:15], 16)
+    """Digest of the kernel sources (`SOURCES`), compiled into the extension at build time.
+
+    Returns
+    -------
+    int
+        First 60 bits of the sha256 over each file's name and bytes, in `SOURCES` order, as a
+        non-negative int (fits the extension's int64).
+    """
+    h = hashlib.sha256()
+    for name in SOURCES:
+        h.update(name.encode() + b"\0" + (_PACKAGE / name).read_bytes() + b"\0")
+    return int(h.hexdigest()[:15], 16)
 
 
-def _extension_intact() -> bool:
-    """Whether the built extension exists and its bytes match the sha256 written beside it at
-    build time (loading a truncated shared library kills the process with SIGBUS)."""
+def kernel_modules() -> list:
+    """The kernel modules, imported (this imports numba).
+
+    Returns
+    -------
+    list of module
+        ptolemy_rt.<name> for each name of `KERNEL_MODULES`.
+    """
+    return [importlib.import_module(f"{__package__}.{m}") for m in KERNEL_MODULES]
+
+
+def exports() -> dict:
+    """Every exported kernel of every kernel module (imports numba).
+
+    Returns
+    -------
+    dict
+        Exported name -> (module, function name in it, numba signature), in module order.
+
+    Raises
+    ------
+    ValueError
+        When two modules export the same name or define the same kernel name (the jit
+        backend is one namespace, like the extension).
+    """
+    out = {}
+    owner = {}
+    for mod in kernel_modules():
+        for name, (fname, sig) in mod.EXPORTS.items():
+            if name in out or owner.get(fname, mod) is not mod:
+                raise ValueError(f"kernel {name!r} ({fname}) exported twice")
+            out[name] = (mod, fname, sig)
+            owner[fname] = mod
+    return out
+
+
+def jit_kernels() -> types.SimpleNamespace:
+    """The jit backend: every exported kernel, jitted (imports numba; compiles on first call).
+
+    Returns
+    -------
+    types.SimpleNamespace
+        One attribute per kernel function, named as in its module (``scan_pixels``, not the
+        extension's per-dtype ``scan_pixels_f4``).
+    """
+    return types.SimpleNamespace(**{fname: getattr(mod, fname) for mod, fname, _ in exports().values()})
+
+
+def _extension_usable() -> bool:
+    """Whether the built extension exists, its bytes match the sha256 written beside it at
+    build time (loading a truncated shared library kills the process with SIGBUS), and the
+    numpy it was built against can be loaded by this one (the sidecar's second line,
+    "numpy X.Y.Z": an extension built against numpy 1.x does not load under numpy 2, and
+    numpy says so on stderr at length; one built against numpy 2 loads under 1.x)."""
     import importlib.util
 
     try:
@@ -40,9 +131,12 @@ def _extension_intact() -> bool:
         if spec is None or not spec.origin:
             return False
         so = Path(spec.origin)
-        want = (so.parent / "_kernels_aot.sha256").read_text().strip()
-        return hashlib.sha256(so.read_bytes()).hexdigest() == want
-    except (OSError, ValueError, ImportError):
+        lines = (so.parent / "_kernels_aot.sha256").read_text().split("\n")
+        if hashlib.sha256(so.read_bytes()).hexdigest() != lines[0].strip():
+            return False
+        built = next((ln.split()[1] for ln in lines[1:] if ln.startswith("numpy ")), None)
+        return built is None or int(built.split(".")[0]) >= 2 or int(np.__version__.split(".")[0]) < 2
+    except (OSError, ValueError, IndexError, ImportError):
         return False
 
 
@@ -50,7 +144,7 @@ def _load():
     global _IMPL, _BACKEND
     if _IMPL is not None:
         return _IMPL
-    if os.environ.get("PTOLEMY_KERNELS", "").lower() != "jit" and _extension_intact():
+    if os.environ.get("PTOLEMY_KERNELS", "").lower() != "jit" and _extension_usable():
         try:
             aot = importlib.import_module("ptolemy_rt._kernels_aot")
             if int(aot.source_digest()) == source_digest():
@@ -58,19 +152,24 @@ def _load():
                 return _IMPL
         except ImportError:
             pass
-    from . import jit
-
-    _IMPL, _BACKEND = jit, "jit"
+    _IMPL, _BACKEND = jit_kernels(), "jit"
     return _IMPL
 
 
 def backend() -> str:
-    """"aot" (compiled extension) or "jit" (numba at run time)."""
+    """Which backend runs the kernels in this process (loads it on first call).
+
+    Returns
+    -------
+    str
+        "aot" (the compiled extension) or "jit" (the kernel modules, numba at run time).
+    """
     _load()
     return _BACKEND
 
 
 def _fn(name: str, dtype=None):
+    """The backend's kernel `name` (the extension's per-dtype export for image kernels)."""
     impl = _load()
     if _BACKEND == "aot":
         return getattr(impl, name if dtype is None else f"{name}_{'f4' if dtype == np.float32 else 'f8'}")
@@ -78,82 +177,279 @@ def _fn(name: str, dtype=None):
 
 
 def _image(px: np.ndarray) -> np.ndarray:
+    """px as a C-contiguous float32 or float64 array (other dtypes → float64)."""
     a = np.asarray(px)
     if a.dtype not in (np.float32, np.float64):
         a = a.astype(np.float64)
     return np.ascontiguousarray(a)
 
 
+# --- wrappers: the callers' API. Semantics, units and examples are the kernels' own
+# (`mixture_kernels`, `regions_kernels`, `geometry_kernels`, `lattice_kernels`); these
+# accept any array-like and convert it to the signature's dtype and layout. --------------
+
 def scan_pixels(px: np.ndarray) -> tuple[float, bool]:
-    """(largest value, negatives counted as 0; whether every value is a whole number)."""
+    """Largest value and integrality of an image (`mixture_kernels.scan_pixels`).
+
+    Parameters
+    ----------
+    px : array_like, [row, col]
+        The image (float32 and float64 used as they are, other dtypes as float64).
+
+    Returns
+    -------
+    vmax : float
+        Largest value, negatives counted as 0.
+    whole : bool
+        Whether every value is a whole number.
+
+    Examples
+    --------
+    >>> scan_pixels(np.array([[3, -1], [7, 2]], np.int16))
+    (7.0, True)
+    """
     a = _image(px)
     vmax, whole = _fn("scan_pixels", a.dtype)(a)
     return float(vmax), bool(whole)
 
 
 def value_histogram(px: np.ndarray, scale: float, nbins: int) -> np.ndarray:
-    """int64 counts of trunc(max(x, 0) · scale) capped at nbins − 1 (one pass)."""
+    """Histogram of trunc(max(x, 0) · scale), capped at nbins − 1 (`mixture_kernels.value_histogram`).
+
+    Parameters
+    ----------
+    px : array_like, [row, col]
+        The image.
+    scale : float
+        Value → bin factor.
+    nbins : int
+        Number of bins.
+
+    Returns
+    -------
+    ndarray, int64, (nbins,)
+        Pixel count per bin.
+    """
     a = _image(px)
     return _fn("value_histogram", a.dtype)(a, float(scale), int(nbins))
 
 
 def lut_mask(px: np.ndarray, scale: float, lut: np.ndarray) -> np.ndarray:
-    """bool [row, col]: lut[trunc(max(x, 0) · scale)]."""
+    """Mask lut[trunc(max(x, 0) · scale)] of an image (`mixture_kernels.lut_mask`).
+
+    Parameters
+    ----------
+    px : array_like, [row, col]
+        The image.
+    scale : float
+        Value → bin factor (bins capped at len(lut) − 1).
+    lut : array_like, bool, (nbins,)
+        Per-bin answer.
+
+    Returns
+    -------
+    ndarray, bool, [row, col]
+        px's shape.
+    """
     a = _image(px)
     return _fn("lut_mask", a.dtype)(a, float(scale), np.ascontiguousarray(lut, dtype=np.bool_))
 
 
 def poisson_em(values, counts, max_iter: int, tol: float):
-    """(pi_a, mu_a, mu_b, iterations, loglik) of the histogram EM (see `jit.poisson_em`)."""
+    """Two-component Poisson mixture EM on a histogram (`mixture_kernels.poisson_em`).
+
+    Parameters
+    ----------
+    values, counts : array_like, (m,)
+        Distinct values (ascending) and their pixel counts.
+    max_iter : int
+        Iteration limit.
+    tol : float
+        Log-likelihood gain (nats) below which EM stops.
+
+    Returns
+    -------
+    tuple of (float, float, float, int, float)
+        pi_a, mu_a, mu_b, iterations, log-likelihood (nats, without −Σ log k!).
+    """
     pi, ma, mb, it, ll = _fn("poisson_em")(np.ascontiguousarray(values, np.float64),
                                            np.ascontiguousarray(counts, np.float64), int(max_iter), float(tol))
     return float(pi), float(ma), float(mb), int(it), float(ll)
 
 
 def label_components(grown: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """(labels int32 [row, col], n): 8-connected components of grown, on mask pixels only."""
+    """8-connected components of grown, written on mask pixels only
+    (`regions_kernels.label_components`; numbered as scipy.ndimage.label).
+
+    Parameters
+    ----------
+    grown, mask : array_like, bool, [row, col]
+        Connectivity image and the pixels that receive labels (same shape).
+
+    Returns
+    -------
+    labels : ndarray, int32, [row, col]
+        0 off mask, else the component number 1..n.
+    n : int
+        Number of components.
+
+    Examples
+    --------
+    >>> m = np.array([[1, 0, 1], [0, 0, 1]], bool)
+    >>> labels, n = label_components(m, m)
+    >>> n, labels.tolist()
+    (2, [[1, 0, 2], [0, 0, 2]])
+    """
     labels, n = _fn("label_components")(np.ascontiguousarray(grown, np.bool_),
                                         np.ascontiguousarray(mask, np.bool_))
     return labels, int(n)
 
 
 def row_extremes(labels: np.ndarray, n: int):
-    """(rows, cmin, cmax int32, starts int64) per (row, label), grouped by label."""
+    """First and last column of each (row, label) pair (`regions_kernels.row_extremes`).
+
+    Parameters
+    ----------
+    labels : array_like, int, [row, col]
+        Label image, 0 = none, labels 1..n.
+    n : int
+        Largest label.
+
+    Returns
+    -------
+    tuple of ndarray
+        rows, cmin, cmax (int32, one entry per pair, grouped by label, rows ascending) and
+        starts (int64, n + 2): label i's entries are [starts[i], starts[i + 1]).
+    """
     return _fn("row_extremes")(np.ascontiguousarray(labels, np.int32), int(n))
 
 
 def hulls_of_rows(rows, cmin, cmax, starts):
-    """(vertices float64 K×2 (row, col), offsets int64 (n + 1)) of all labels' hulls."""
+    """Convex hulls of all labels' pixel corners (`regions_kernels.hulls_of_rows`).
+
+    Parameters
+    ----------
+    rows, cmin, cmax, starts : array_like
+        As `row_extremes` returns them.
+
+    Returns
+    -------
+    vertices : ndarray, float64, (K, 2)
+        (row, col) pixel-corner coordinates, px.
+    offsets : ndarray, int64, (n + 1,)
+        Label i's hull is vertices[offsets[i − 1]:offsets[i]].
+    """
     return _fn("hulls_of_rows")(np.ascontiguousarray(rows, np.int32), np.ascontiguousarray(cmin, np.int32),
                                 np.ascontiguousarray(cmax, np.int32), np.ascontiguousarray(starts, np.int64))
 
 
 def box_area_sum(pts: np.ndarray, starts: np.ndarray, theta_deg: float) -> float:
-    """Σ bounding-box areas (px²) of the polygons rotated by theta_deg."""
+    """Summed bounding-box areas of polygons rotated by theta_deg (`geometry_kernels.box_area_sum`).
+
+    Parameters
+    ----------
+    pts : array_like, (K, 2)
+        All polygons' (row, col) vertices stacked, px.
+    starts : array_like, int, (n,)
+        Each polygon's first vertex.
+    theta_deg : float
+        Rotation, degrees.
+
+    Returns
+    -------
+    float
+        px².
+    """
     return float(_fn("box_area_sum")(np.ascontiguousarray(pts, np.float64),
                                      np.ascontiguousarray(starts, np.int64), float(theta_deg)))
 
 
 def lattice_points(c0, c1, d0, d1, h, w, margin) -> np.ndarray:
-    """n×2 float64 (row, col) lattice points within the image plus margin (`jit.lattice_points`)."""
+    """Square-lattice points c + a·d + b·d⊥ within the image plus margin
+    (`lattice_kernels.lattice_points`).
+
+    Parameters
+    ----------
+    c0, c1, d0, d1 : float
+        Origin c and lattice vector d, (row, col), px.
+    h, w, margin : float
+        Image rows, cols and margin, px.
+
+    Returns
+    -------
+    ndarray, float64, (n, 2)
+        (row, col) points, a-major then b, ascending.
+    """
     return _fn("lattice_points")(float(c0), float(c1), float(d0), float(d1), float(h), float(w), float(margin))
 
 
 def lattice_points2(c0, c1, u0, u1, v0, v1, h, w, margin) -> np.ndarray:
-    """n×2 float64 (row, col) points c + a·u + b·v within the image plus margin (`jit.lattice_points2`)."""
+    """Lattice points c + a·u + b·v within the image plus margin (`lattice_kernels.lattice_points2`).
+
+    Parameters
+    ----------
+    c0, c1, u0, u1, v0, v1 : float
+        Origin c and independent basis vectors u, v, (row, col), px.
+    h, w, margin : float
+        Image rows, cols and margin, px.
+
+    Returns
+    -------
+    ndarray, float64, (n, 2)
+        (row, col) points, a-major then b, ascending.
+    """
     return _fn("lattice_points2")(*(float(v) for v in (c0, c1, u0, u1, v0, v1, h, w, margin)))
 
 
 def shortest_vector2(u0, u1, v0, v1) -> float:
-    """Squared length (px²) of the shortest vector of the lattice spanned by u and v."""
+    """Squared length of the shortest vector of the lattice spanned by u and v
+    (`lattice_kernels.shortest_vector2`).
+
+    Parameters
+    ----------
+    u0, u1, v0, v1 : float
+        Basis vectors, (row, col), px.
+
+    Returns
+    -------
+    float
+        px².
+
+    Examples
+    --------
+    >>> shortest_vector2(3, 0, 4, 2)
+    5.0
+    """
     return float(_fn("shortest_vector2")(float(u0), float(u1), float(v0), float(v1)))
 
 
 def score_candidates(mask, centroids, neighbours, margin: float, box: int, oblique: bool = False,
                      min_len2: float = 0.0, max_len2: float = float("inf")):
-    """(costs n×k, counts n×k, oblique costs n×k(k−1)/2) int64 of every lattice candidate
-    (`jit.score_candidates`; oblique basis vectors limited to squared lengths
-    [min_len2, max_len2] px²)."""
+    """Costs of every candidate lattice (`lattice_kernels.score_candidates`).
+
+    Parameters
+    ----------
+    mask : array_like, bool or uint8, [row, col]
+        The hole mask.
+    centroids : array_like, (n, 2)
+        (row, col) centroids, px.
+    neighbours : array_like, int, (n, k)
+        Nearest other centroids, nearest first, −1 = none.
+    margin : float
+        px beyond the image where lattice points still count.
+    box : int
+        Box side, px.
+    oblique : bool
+        Also score oblique candidates.
+    min_len2, max_len2 : float
+        Squared-length range of oblique basis vectors, px².
+
+    Returns
+    -------
+    tuple of ndarray, int64
+        Square costs (n, k), their point counts (n, k), oblique costs (n, k(k − 1)/2);
+        −1 where there is no candidate (count −1: whole image covered, not enumerated).
+    """
     m = np.asarray(mask)
     m = np.ascontiguousarray(m.view(np.uint8) if m.dtype == np.bool_ else m, np.uint8)
     return _fn("score_candidates")(m, np.ascontiguousarray(centroids, np.float64),

@@ -43,7 +43,7 @@ one the shape; without that limit a noisy mask of large blobs is covered more ch
 dense wrong lattice). The square candidates stay in, so an untilted grid keeps its square
 lattice unless an oblique one is strictly cheaper.
 
-The candidate loop is a compiled kernel (`jit.score_candidates`, loaded by `kernels`).
+The candidate loop is a compiled kernel (`lattice_kernels.score_candidates`, loaded by `kernels`).
 
 Winner: the cheapest candidate; ties go to the first in enumeration order (centroid i
 ascending, then neighbours nearest first; all square candidates before oblique ones).
@@ -58,6 +58,7 @@ import numpy as np
 from scipy.spatial import cKDTree
 
 from . import kernels
+from .kernel_constants import MISS_WEIGHT  # uncovered mask pixel's cost (covered outside: 1)
 
 N_NEIGHBOURS = 6
 MARGIN_PX = 100.0
@@ -65,7 +66,6 @@ BOX_PX = 30
 MAX_POINTS = 5_000_000  # a winning lattice denser than this gets no point list (degenerate)
 #: Oblique candidates' basis vectors are within this factor of the square winner's |d|.
 OBLIQUE_LENGTH_RATIO = 0.7
-MISS_WEIGHT = 10  # cost of an uncovered mask pixel (covered outside: 1); = jit.MISS_WEIGHT
 
 
 @dataclass(frozen=True)

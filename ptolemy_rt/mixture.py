@@ -6,7 +6,7 @@ component with the larger mean is "square" and the mask is posterior > 0.5.
 
 Here the same likelihood is maximised on the *histogram* of the integer values (one pass
 over the pixels builds it; EM then costs O(number of distinct values) per iteration; the
-pixel passes and the EM loop are compiled kernels, `ptolemy_rt.jit` via `kernels`), from a
+pixel passes and the EM loop are compiled kernels, `mixture_kernels` via `kernels`), from a
 deterministic start: responsibility 1 for the high component on values above the mean
 value, 0 below. EM stops when the log-likelihood gains less than 1e-3 or after 100
 iterations, like the published fit, and reaches the same fixed point on the published

@@ -5,7 +5,7 @@ vertices in *pixel-corner* coordinates: pixel (r, c) covers the unit square
 [r, r+1) × [c, c+1), so its four corners are (r, c), (r+1, c), (r+1, c+1), (r, c+1).
 Areas are in px².
 
-Labelling and hulls are compiled kernels (`ptolemy_rt.jit`, loaded by `kernels`), without
+Labelling and hulls are compiled kernels (`regions_kernels`, loaded by `kernels`), without
 one full-image scan per region: labelling joins the runs of each row with those of the row
 above (union-find); one pass over the label image collects, for each (row, label) pair, the
 leftmost and rightmost pixel (only those pixels' corners can be hull vertices); a monotone
@@ -41,7 +41,7 @@ def label_regions(mask: np.ndarray, dilate: int = 0) -> tuple[np.ndarray, int]:
     region number 1..n on the *original* mask pixels only and 0 elsewhere. Every region has at
     least one mask pixel (a dilated component always contains the pixels that made it).
     Numbering follows the first pixel of each component in row-major order (as
-    scipy.ndimage.label). One pass over the runs of each row (`jit.label_components`).
+    scipy.ndimage.label). One pass over the runs of each row (`regions_kernels.label_components`).
     """
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2:
@@ -57,7 +57,7 @@ def region_hulls(labels: np.ndarray, n: int) -> list[np.ndarray]:
     (row, col) vertices in pixel-corner coordinates, counter-clockwise in (row, col) axes
     (i.e. the shoelace sum is positive), without repeated or collinear vertices. A region
     with no pixels gives an empty 0×2 array. Two passes over the label image in all
-    (`jit.row_extremes`), then one monotone chain per region (`jit.hulls_of_rows`).
+    (`regions_kernels.row_extremes`), then one monotone chain per region (`hulls_of_rows`).
     """
     if n <= 0:
         return []

@@ -1,0 +1,341 @@
+"""Compiled kernels of `ptolemy_rt.lattice`: lattice points, the shortest lattice vector, and
+the cost of every candidate lattice (the `lattice` module docstring defines the cost, the
+summed-area fast path and the covering bound).
+
+Written for numba (`kernels.compiled`); callers use the wrappers in `ptolemy_rt.kernels`,
+which load the ahead-of-time build of this module or, failing that, jit it. `EXPORTS` lists
+the exported kernels with their signatures. The constants come from
+`ptolemy_rt.kernel_constants` (frozen into the compiled code).
+
+Coordinates: masks are [row, col] arrays; points and vectors are (row, col) float64 in
+pixel-corner coordinates (pixel (r, c) covers [r, r+1) × [c, c+1)), px.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .kernel_constants import MISS_WEIGHT, OBLIQUE_MAX_COS, OBLIQUE_MIN_RATIO
+from .kernels import compiled
+
+
+@compiled
+def _ab_range(c0, c1, u0, u1, v0, v1, lo0, hi0, lo1, hi1):
+    """Integer ranges of a and b such that c + a·u + b·v can fall in [lo0, hi0] × [lo1, hi1]
+    (u, v independent)."""
+    det = u0 * v1 - u1 * v0
+    amin = 1e300
+    amax = -1e300
+    bmin = 1e300
+    bmax = -1e300
+    for k in range(4):
+        x0 = lo0 if k < 2 else hi0
+        x1 = lo1 if k % 2 == 0 else hi1
+        w0 = x0 - c0
+        w1 = x1 - c1
+        a = (w0 * v1 - w1 * v0) / det
+        b = (u0 * w1 - u1 * w0) / det
+        amin = min(amin, a)
+        amax = max(amax, a)
+        bmin = min(bmin, b)
+        bmax = max(bmax, b)
+    return (int(math.floor(amin)) - 1, int(math.ceil(amax)) + 1,
+            int(math.floor(bmin)) - 1, int(math.ceil(bmax)) + 1)
+
+
+@compiled
+def lattice_points2(c0, c1, u0, u1, v0, v1, h, w, margin):
+    """Points of the lattice c + a·u + b·v that fall within the image plus a margin.
+
+    Parameters
+    ----------
+    c0, c1 : float
+        Origin c, (row, col), px.
+    u0, u1, v0, v1 : float
+        Basis vectors u and v, (row, col), px; linearly independent.
+    h, w : float
+        Image height (rows) and width (cols), px.
+    margin : float
+        Points with −margin ≤ row ≤ h + margin and −margin ≤ col ≤ w + margin are kept, px.
+
+    Returns
+    -------
+    ndarray, float64, (n, 2)
+        (row, col) points, a-major then b, both ascending.
+
+    Examples
+    --------
+    u = (1, 0), v = (1, 1): point (a + b, b); a = −2, b = 2 comes first.
+
+    >>> lattice_points2(0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 1.0, 2.0, 0.0).tolist()
+    [[0.0, 2.0], [0.0, 1.0], [1.0, 2.0], [0.0, 0.0], [1.0, 1.0], [1.0, 0.0]]
+    """
+    lo0 = -margin
+    hi0 = h + margin
+    lo1 = -margin
+    hi1 = w + margin
+    a0, a1, b0, b1 = _ab_range(c0, c1, u0, u1, v0, v1, lo0, hi0, lo1, hi1)
+    out = np.empty(((a1 - a0 + 1) * (b1 - b0 + 1), 2), np.float64)
+    n = 0
+    for a in range(a0, a1 + 1):
+        for b in range(b0, b1 + 1):
+            r = c0 + a * u0 + b * v0
+            c = c1 + a * u1 + b * v1
+            if r >= lo0 and r <= hi0 and c >= lo1 and c <= hi1:
+                out[n, 0] = r
+                out[n, 1] = c
+                n += 1
+    return out[:n].copy()
+
+
+@compiled
+def lattice_points(c0, c1, d0, d1, h, w, margin):
+    """Points of the square lattice c + a·d + b·d⊥, d⊥ = (−d_col, d_row), within the image
+    plus a margin: `lattice_points2` with v = d⊥ (the same arithmetic: c + b·(−d1) equals
+    c − b·d1 in IEEE).
+
+    Parameters
+    ----------
+    c0, c1 : float
+        Origin c, (row, col), px.
+    d0, d1 : float
+        Lattice vector d, (row, col), px; non-zero.
+    h, w, margin : float
+        Image height (rows), width (cols) and margin, px, as in `lattice_points2`.
+
+    Returns
+    -------
+    ndarray, float64, (n, 2)
+        (row, col) points, a-major then b, both ascending.
+
+    Examples
+    --------
+    >>> lattice_points(0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0).tolist()
+    [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
+    """
+    return lattice_points2(c0, c1, d0, d1, -d1, d0, h, w, margin)
+
+
+@compiled
+def shortest_vector2(u0, u1, v0, v1):
+    """Squared length of the shortest non-zero vector of the lattice spanned by u and v
+    (Lagrange-Gauss reduction, at most 64 steps).
+
+    Parameters
+    ----------
+    u0, u1, v0, v1 : float
+        Basis vectors u and v, (row, col), px.
+
+    Returns
+    -------
+    float
+        Squared length, px² (0.0 when a basis vector is zero).
+
+    Examples
+    --------
+    >>> shortest_vector2(1.0, 0.0, 5.0, 1.0), shortest_vector2(3.0, 0.0, 4.0, 2.0)
+    (1.0, 5.0)
+    """
+    a0, a1, b0, b1 = u0, u1, v0, v1
+    na = a0 * a0 + a1 * a1
+    nb = b0 * b0 + b1 * b1
+    if na > nb:
+        a0, a1, b0, b1, na, nb = b0, b1, a0, a1, nb, na
+    for _ in range(64):
+        if na == 0.0:
+            return 0.0
+        m = math.floor((a0 * b0 + a1 * b1) / na + 0.5)
+        b0 -= m * a0
+        b1 -= m * a1
+        nb = b0 * b0 + b1 * b1
+        if nb >= na:
+            break
+        a0, a1, b0, b1, na, nb = b0, b1, a0, a1, nb, na
+    return na
+
+
+@compiled
+def _box_bounds(pr, pc, box, h, w):
+    """Pixel rows r0..r1−1, cols c0..c1−1 of the box×box box of lattice point (pr, pc) (rows
+    floor(pr + 0.5) − box//2 … + box − 1, same for cols), clipped to the h×w image."""
+    r0 = int(math.floor(pr + 0.5)) - box // 2
+    c0 = int(math.floor(pc + 0.5)) - box // 2
+    return max(r0, 0), max(c0, 0), min(r0 + box, h), min(c0 + box, w)
+
+
+@compiled
+def _summed_area(mask):
+    """SAT int64 [(H+1), (W+1)]: sat[r, c] = number of mask pixels in rows < r, cols < c."""
+    h, w = mask.shape
+    sat = np.zeros((h + 1, w + 1), np.int64)
+    for r in range(h):
+        run = 0
+        for c in range(w):
+            run += mask[r, c]
+            sat[r + 1, c + 1] = sat[r, c + 1] + run
+    return sat
+
+
+@compiled
+def _cost_sat(points, sat, h, w, box, total):
+    """Cost from the summed-area table `sat` (exact only when no two boxes overlap)."""
+    covered = 0
+    inside = 0
+    for k in range(points.shape[0]):
+        r0, c0, r1, c1 = _box_bounds(points[k, 0], points[k, 1], box, h, w)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        covered += (r1 - r0) * (c1 - c0)
+        inside += sat[r1, c1] - sat[r0, c1] - sat[r1, c0] + sat[r0, c0]
+    return MISS_WEIGHT * (total - inside) + (covered - inside)
+
+
+@compiled
+def _cost_paint(points, mask, stamp, tag, box, total):
+    """Exact union cost by painting into `stamp` (int32 [H, W]); pixels equal to tag are
+    already covered by this candidate, so the buffer never needs clearing."""
+    h, w = mask.shape
+    covered = 0
+    inside = 0
+    for k in range(points.shape[0]):
+        r0, c0, r1, c1 = _box_bounds(points[k, 0], points[k, 1], box, h, w)
+        for r in range(r0, r1):
+            for c in range(c0, c1):
+                if stamp[r, c] != tag:
+                    stamp[r, c] = tag
+                    covered += 1
+                    inside += mask[r, c]
+    return MISS_WEIGHT * (total - inside) + (covered - inside)
+
+
+@compiled
+def _tilted_square(nu, nv, dot):
+    """Whether basis vectors with squared lengths nu, nv and dot product dot can be a square
+    lattice imaged at a tilt up to ~45° (see kernel_constants.OBLIQUE_MIN_RATIO,
+    OBLIQUE_MAX_COS)."""
+    r2 = OBLIQUE_MIN_RATIO * OBLIQUE_MIN_RATIO
+    return nu >= r2 * nv and nv >= r2 * nu and dot * dot <= OBLIQUE_MAX_COS * OBLIQUE_MAX_COS * nu * nv
+
+
+@compiled
+def _lattice_cost(pts, mask, sat, stamp, tag, box, total, short2):
+    """Cost of one candidate's points: summed-area table when no two boxes can overlap
+    (shortest lattice vector² short2 ≥ 2·box²), else exact painting into `stamp` (allocated
+    [H, W] int32 on first use; tag advanced). Returns (cost, stamp, tag)."""
+    h, w = mask.shape
+    if short2 >= 2.0 * box * box:
+        return _cost_sat(pts, sat, h, w, box, total), stamp, tag
+    if stamp.shape[0] != h:
+        stamp = np.zeros((h, w), np.int32)
+    tag += 1
+    return _cost_paint(pts, mask, stamp, tag, box, total), stamp, tag
+
+
+@compiled
+def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2, max_len2):
+    """Costs of every candidate lattice (the `lattice` module docstring defines them).
+
+    Square candidates (i, s): d = c[neighbours[i, s]] − c[i] and d⊥. With `oblique`, also
+    (i, p) for every pair p of neighbour slots s < t (pairs in row-major order):
+    u = c[nb[i, s]] − c[i] and v = c[nb[i, t]] − c[i], when u and v can be a tilted square
+    lattice (`_tilted_square`) and both squared lengths lie in [min_len2, max_len2]. Oblique
+    candidates within the covering bound (shortest vector ≤ (box/2 − 1.5)·√2) are left out:
+    the square candidate of the same neighbour has that cost. A candidate's cost uses the
+    summed-area table when its shortest vector² ≥ 2·box² (no two boxes overlap), else exact
+    painting.
+
+    Parameters
+    ----------
+    mask : ndarray, uint8 (0/1), [row, col]
+        The hole mask.
+    centroids : ndarray, float64, (n, 2)
+        Candidate origins c, (row, col), px.
+    neighbours : ndarray, int64, (n, k)
+        Indices of each centroid's k nearest other centroids, nearest first; −1 = none.
+    margin : float
+        Lattice points up to this far outside the image count, px.
+    box : int
+        Side of each lattice point's box, px.
+    oblique : bool
+        Whether to score the oblique candidates too.
+    min_len2, max_len2 : float
+        Range of the oblique basis vectors' squared lengths, px².
+
+    Returns
+    -------
+    costs : ndarray, int64, (n, k)
+        Square candidates' costs; −1 where there is no candidate.
+    counts : ndarray, int64, (n, k)
+        Their numbers of lattice points; −1 where the candidate covers the whole image and
+        its points were not enumerated.
+    oblique_costs : ndarray, int64, (n, k·(k − 1)/2)
+        Oblique candidates' costs; −1 where there is none (all −1 unless `oblique`).
+    """
+    h, w = mask.shape
+    n, k = neighbours.shape
+    costs = np.full((n, k), -1, np.int64)
+    counts = np.zeros((n, k), np.int64)
+    costs2 = np.full((n, k * (k - 1) // 2), -1, np.int64)
+    total = 0
+    for r in range(h):
+        for c in range(w):
+            total += mask[r, c]
+    sat = _summed_area(mask)
+    stamp = np.zeros((1, 1), np.int32)
+    tag = 0
+    cover_d2 = 2.0 * (box / 2.0 - 1.5) ** 2
+    can_cover = margin >= box and box % 2 == 0
+    for i in range(n):
+        for s in range(k):
+            j = neighbours[i, s]
+            if j < 0:
+                continue
+            d0 = centroids[j, 0] - centroids[i, 0]
+            d1 = centroids[j, 1] - centroids[i, 1]
+            d2 = d0 * d0 + d1 * d1
+            if d2 == 0.0:
+                continue
+            if d2 <= cover_d2 and can_cover:
+                costs[i, s] = h * w - total
+                counts[i, s] = -1
+                continue
+            pts = lattice_points(centroids[i, 0], centroids[i, 1], d0, d1, float(h), float(w), margin)
+            counts[i, s] = pts.shape[0]
+            costs[i, s], stamp, tag = _lattice_cost(pts, mask, sat, stamp, tag, box, total, d2)
+        if not oblique:
+            continue
+        p = -1
+        for s in range(k):
+            for t in range(s + 1, k):
+                p += 1
+                js = neighbours[i, s]
+                jt = neighbours[i, t]
+                if js < 0 or jt < 0:
+                    continue
+                u0 = centroids[js, 0] - centroids[i, 0]
+                u1 = centroids[js, 1] - centroids[i, 1]
+                v0 = centroids[jt, 0] - centroids[i, 0]
+                v1 = centroids[jt, 1] - centroids[i, 1]
+                nu = u0 * u0 + u1 * u1
+                nv = v0 * v0 + v1 * v1
+                dot = u0 * v0 + u1 * v1
+                if (nu < min_len2 or nv < min_len2 or nu > max_len2 or nv > max_len2 or nu == 0.0 or nv == 0.0
+                        or not _tilted_square(nu, nv, dot)):
+                    continue
+                short2 = shortest_vector2(u0, u1, v0, v1)
+                if short2 <= cover_d2:
+                    continue
+                pts = lattice_points2(centroids[i, 0], centroids[i, 1], u0, u1, v0, v1, float(h), float(w), margin)
+                costs2[i, p], stamp, tag = _lattice_cost(pts, mask, sat, stamp, tag, box, total, short2)
+    return costs, counts, costs2
+
+
+#: Exported kernels: name -> (function name here, numba signature), C-contiguous arrays.
+EXPORTS = {
+    "lattice_points": ("lattice_points", "f8[:, ::1](f8, f8, f8, f8, f8, f8, f8)"),
+    "shortest_vector2": ("shortest_vector2", "f8(f8, f8, f8, f8)"),
+    "lattice_points2": ("lattice_points2", "f8[:, ::1](f8, f8, f8, f8, f8, f8, f8, f8, f8)"),
+    "score_candidates": ("score_candidates", "Tuple((i8[:, ::1], i8[:, ::1], i8[:, ::1]))"
+                         "(u1[:, ::1], f8[:, ::1], i8[:, ::1], f8, i8, b1, f8, f8)"),
+}
