@@ -1,0 +1,676 @@
+"""``ptolemy serve``: the HTTP server Smart Leginon and Appion talk to (Starlette + uvicorn).
+
+Protocol: the published Ptolemy server (``server_dev``, 2023) as Leginon's ``ptolemyhandler.py``
+and Appion's ``looplearn.py`` call it — same paths, bodies and replies:
+
+- bodies are JSON whatever the Content-Type (Leginon sends none); an ``image`` is a nested
+  list of numbers [row][col] (the fast path parses it without building Python lists), a
+  path of an MRC file on the server host (``"image": "/path.mrc"`` or ``"image_path"``), or
+  the whole body is an MRC file (Content-Type application/octet-stream, or an MRC2014 header
+  with map id "MAP "), the other fields then in the query string (``POST /push_lm?grid_id=1&tile_id=2``);
+- state replies are the CSV text of the published tables (index column first, ``True`` /
+  ``False``, empty cells for missing values) sent as one JSON string; others reply ``null``;
+- coordinates: ``center_x`` = column, ``center_y`` = row, px, of the image sent.
+
+Differences from the published server (its bugs, LEGINON_PTOLEMY_SERVER.md §3.5, fixed):
+state is durable (`server_store`), ids come from SQLite AUTOINCREMENT and never repeat (they
+start at 1), parallel pushes are serialised per transaction; an empty state gives a
+header-only CSV, not a 500; an image with no hole returns no hole; unknown ids get a 404
+naming the id and write nothing; ``visit_holes`` works before any medium-mag image; bad bodies
+get a 422 with a one-line ``detail``; ``save_state`` works on empty tables.
+
+Features (for the active learning, `active_learning`): a square's are the published four
+[mean, max, variance, area] of the pixels inside its box (input image units, px²); a hole's
+are computed from the radial profile around its centre: [ln(I0 / inner mean), inner std /
+inner mean, inner mean / image median, radius / crop half-size, prior_score], I0 being the
+no-ice intensity (``set_noice_hole_intensity``; unset: 1.2 × the image's 90th percentile, as
+the published crop normalisation).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io as _io
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, active_learning as al
+from .errors import InputImageError, ModelSetError
+from .server_store import LM_COLUMNS, MM_COLUMNS, SCHEMA_VERSION, HoleRow, SquareRow, Store, UnknownIdError
+
+PRED_COLUMNS = ("ctf_pred", "ice_pred", "ctf_var", "ice_var")
+MRC_TYPES = ("application/octet-stream", "application/x-mrc", "image/x-mrc")
+#: columns written as integers when the value is integral (pandas writes the id columns so)
+_INT_COLUMNS = {"square_id", "tile_id", "grid_id", "hole_id", "mm_img_id", "center_x", "center_y"}
+
+
+class BadRequest(ValueError):
+    """The request body or a field is unusable (HTTP 422); the message says why."""
+
+
+# ------------------------------------------------------------------------------ bodies
+
+
+def _fast_image(raw: bytes, start: int) -> tuple[np.ndarray, int] | None:
+    """Parse the 2-D list of numbers at raw[start] ('[') without Python lists.
+
+    Returns (float64 array [row, col], end offset) or None when the text is not a plain
+    rectangular list of lists of numbers (the caller then uses json)."""
+    end = raw.find(b"]]", start)
+    if end < 0:
+        return None
+    seg = raw[start:end + 2]
+    b = np.frombuffer(seg, dtype=np.uint8)
+    opens = np.flatnonzero(b == ord("["))
+    closes = np.flatnonzero(b == ord("]"))
+    if len(opens) < 2 or len(opens) != len(closes) or opens[0] != 0 or closes[-1] != len(b) - 1:
+        return None
+    rs, re_ = opens[1:], closes[:-1]
+    if np.any(rs >= re_) or np.any(re_[:-1] >= rs[1:]):
+        return None
+    if np.any((b == ord("{")) | (b == ord('"'))):
+        return None
+    comma = np.concatenate([[0], np.cumsum(b == ord(","))])
+    per_row = comma[re_] - comma[rs]
+    if np.any(per_row != per_row[0]):
+        return None
+    rows, cols = len(rs), int(per_row[0]) + 1
+    txt = seg.translate(bytes.maketrans(b"[]", b"  ")).decode("ascii", "replace")
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            vals = np.fromstring(txt, dtype=np.float64, sep=",")
+        except (ValueError, DeprecationWarning):
+            return None
+    if vals.size != rows * cols:
+        return None
+    return vals.reshape(rows, cols), start + len(seg)
+
+
+def parse_json_body(raw: bytes) -> dict:
+    """A request body → dict. JSON whatever the Content-Type; an ``"image"`` nested list is
+    parsed by a fast path into a float64 numpy array [row, col] (same values as ``json``).
+
+    Raises
+    ------
+    BadRequest
+        Not JSON, or not a JSON object.
+
+    >>> d = parse_json_body(b'{"image": [[1, 2], [3, 4.5]], "grid_id": 3}')
+    >>> d["image"].tolist(), d["grid_id"]
+    ([[1.0, 2.0], [3.0, 4.5]], 3)
+    """
+    if not raw.strip():
+        return {}
+    key = raw.find(b'"image"')
+    if key >= 0:
+        j = key + len(b'"image"')
+        while j < len(raw) and raw[j] in b" \t\r\n":
+            j += 1
+        if j < len(raw) and raw[j:j + 1] == b":":
+            j += 1
+            while j < len(raw) and raw[j] in b" \t\r\n":
+                j += 1
+            if raw[j:j + 2] == b"[[":
+                got = _fast_image(raw, j)
+                if got is not None:
+                    arr, end = got
+                    try:
+                        d = json.loads(raw[:j] + b"null" + raw[end:])
+                    except ValueError:
+                        d = None
+                    if isinstance(d, dict) and "image" in d and d["image"] is None:
+                        d["image"] = arr
+                        return d
+    try:
+        d = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"body is not JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise BadRequest(f"body must be a JSON object, got {type(d).__name__}")
+    return d
+
+
+def looks_like_mrc(raw: bytes) -> bool:
+    """True for bytes with an MRC2014 header (map id "MAP " at byte 208)."""
+    return len(raw) >= 1024 and raw[208:211] == b"MAP"
+
+
+def mrc_bytes_to_array(data: bytes, name: str = "<MRC body>") -> np.ndarray:
+    """Pixels [row, col] of an MRC file given as bytes (first section of a stack of one).
+
+    Raises InputImageError naming ``name`` when the bytes are not a readable MRC."""
+    import warnings
+
+    import mrcfile.mrcinterpreter
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = mrcfile.mrcinterpreter.MrcInterpreter(iostream=_io.BytesIO(data), permissive=False)
+            arr = np.asarray(m.data).copy()
+            m.close()
+    except Exception as e:  # mrcfile raises assorted errors on garbage
+        raise InputImageError(f"{name}: not a readable MRC file ({type(e).__name__}: {e})") from None
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    return arr
+
+
+def _int(d: dict, key: str, required: bool = True, endpoint: str = "") -> int | None:
+    v = d.get(key)
+    if v is None:
+        if required:
+            raise BadRequest(f"{endpoint}: missing field {key!r}")
+        return None
+    try:
+        f = float(v)
+        if isinstance(v, bool) or not math.isfinite(f) or f != int(f):
+            raise ValueError
+        return int(f)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{endpoint}: field {key!r} must be an integer, got {v!r}") from None
+
+
+def _float(v, what: str) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{what} must be a number, got {v!r}") from None
+    if isinstance(v, bool) or not math.isfinite(f):
+        raise BadRequest(f"{what} must be a finite number, got {v!r}")
+    return f
+
+
+def _list(d: dict, key: str, endpoint: str) -> list:
+    v = d.get(key)
+    if not isinstance(v, list):
+        raise BadRequest(f"{endpoint}: field {key!r} must be a list, got {type(v).__name__}")
+    return v
+
+
+def image_from_body(d: dict, raw_mrc: bytes | None, endpoint: str) -> np.ndarray:
+    """The image of a push request as a validated float32 array [row, col] (see module doc).
+
+    Raises BadRequest (no image) or InputImageError (unusable image)."""
+    from .io import read_mrc, validate_array
+
+    if raw_mrc is not None:
+        return validate_array(mrc_bytes_to_array(raw_mrc), f"{endpoint} MRC body").pixels
+    img = d.get("image", d.get("image_path"))
+    if img is None:
+        raise BadRequest(f"{endpoint}: missing field 'image'")
+    if isinstance(img, str):
+        return read_mrc(img).pixels
+    if isinstance(img, np.ndarray):
+        arr = img
+    else:
+        try:
+            arr = np.asarray(img, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise BadRequest(f"{endpoint}: field 'image' must be a 2-D list of numbers") from None
+    return validate_array(arr, f"{endpoint} image").pixels
+
+
+def pixels_sha256(pix: np.ndarray) -> str:
+    """Digest of an image's float32 pixels and shape (identifies a retried push)."""
+    h = hashlib.sha256(str(pix.shape).encode())
+    h.update(np.ascontiguousarray(pix, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------ features
+
+
+def polygon_pixel_mask(vertices, shape) -> tuple[slice, slice, np.ndarray]:
+    """Pixels whose centres lie inside a convex polygon.
+
+    vertices: (x, y) = (col, row) corners in pixel-corner coordinates, in order. Returns
+    (row slice, col slice, bool mask of that window)."""
+    v = np.asarray(vertices, float)
+    h, w = shape
+    r0 = max(int(math.floor(v[:, 1].min())), 0)
+    r1 = min(int(math.ceil(v[:, 1].max())), h)
+    c0 = max(int(math.floor(v[:, 0].min())), 0)
+    c1 = min(int(math.ceil(v[:, 0].max())), w)
+    if r1 <= r0 or c1 <= c0:
+        return slice(0, 0), slice(0, 0), np.zeros((0, 0), bool)
+    yy, xx = np.mgrid[r0:r1, c0:c1] + 0.5
+    cross = []
+    for k in range(len(v)):
+        (x0, y0), (x1, y1) = v[k], v[(k + 1) % len(v)]
+        cross.append((x1 - x0) * (yy - y0) - (y1 - y0) * (xx - x0))
+    cross = np.array(cross)
+    inside = np.all(cross >= 0, axis=0) | np.all(cross <= 0, axis=0)
+    return slice(r0, r1), slice(c0, c1), inside
+
+
+def square_features(pix: np.ndarray, vertices, area: float) -> np.ndarray:
+    """The published four square features: [mean, max, variance, area] of the pixels inside
+    the square's box (image units; area px²)."""
+    rs, cs, m = polygon_pixel_mask(vertices, pix.shape)
+    vals = pix[rs, cs][m]
+    if vals.size == 0:
+        return np.array([0.0, 0.0, 0.0, float(area)])
+    return np.array([float(vals.mean()), float(vals.max()), float(vals.var()), float(area)])
+
+
+def hole_profile(pix: np.ndarray, center_xy, half: int):
+    """Radial mean profile (1 px bins, r < half) of the pixels around a hole centre.
+
+    Returns (profile, counts) arrays indexed by integer radius."""
+    cx, cy = center_xy
+    h, w = pix.shape
+    r0, r1 = max(int(cy) - half, 0), min(int(cy) + half + 1, h)
+    c0, c1 = max(int(cx) - half, 0), min(int(cx) + half + 1, w)
+    win = pix[r0:r1, c0:c1].astype(np.float64)
+    yy, xx = np.mgrid[r0:r1, c0:c1]
+    r = np.hypot(yy + 0.5 - (cy + 0.5), xx + 0.5 - (cx + 0.5)).astype(int).ravel()
+    keep = r < half
+    cnt = np.bincount(r[keep], minlength=half)
+    s = np.bincount(r[keep], weights=win.ravel()[keep], minlength=half)
+    return s / np.maximum(cnt, 1), cnt
+
+
+def hole_radius(profile: np.ndarray) -> float | None:
+    """Radius (px) where the radial profile first falls halfway from the hole's centre level
+    (mean of r < 3) to the rim level (the last 10 % of radii); None when it never does."""
+    n = len(profile)
+    if n < 6:
+        return None
+    inner = float(profile[:3].mean())
+    rim = float(profile[int(0.9 * n):].mean())
+    mid = 0.5 * (inner + rim)
+    if abs(inner - rim) <= 1e-6 * max(abs(inner), 1.0):
+        return None
+    below = (profile < mid) if inner > rim else (profile > mid)
+    idx = np.flatnonzero(below[3:])
+    return None if idx.size == 0 else float(idx[0] + 3)
+
+
+def hole_features(pix: np.ndarray, center_xy, half: int, prior: float, i0: float, median: float):
+    """Feature vector and radius of one hole (module docstring); pixel units as ``pix``."""
+    prof, cnt = hole_profile(pix, center_xy, max(int(half), 6))
+    rad = hole_radius(prof)
+    lim = max(int(0.7 * rad), 2) if rad else max(int(half) // 3, 2)
+    w = cnt[:lim].astype(float)
+    inner = float((prof[:lim] * w).sum() / max(w.sum(), 1.0))
+    cx, cy = int(center_xy[0]), int(center_xy[1])
+    r0, c0 = max(cy - lim, 0), max(cx - lim, 0)
+    std = float(pix[r0:cy + lim + 1, c0:cx + lim + 1].std())
+    inner_pos = max(inner, 1e-6)
+    feats = np.array([math.log(max(i0, 1e-6) / inner_pos), std / inner_pos, inner / max(median, 1e-6),
+                      (rad or 0.0) / max(half, 1), float(prior)])
+    return feats, rad
+
+
+# ------------------------------------------------------------------------------ CSV
+
+
+def _cell(col: str, v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "True" if v else "False"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    f = float(v)
+    if not math.isfinite(f):
+        return ""
+    if col in _INT_COLUMNS and f == int(f):
+        return str(int(f))
+    return repr(f)
+
+
+def table_csv(rows: list[dict], columns: tuple[str, ...]) -> str:
+    """CSV text of rows in the published layout (first column the index), '\\n' line ends.
+
+    >>> table_csv([{"a": 1, "b": None, "visited": True}], ("a", "b", "visited"))
+    'a,b,visited\\n1,,True\\n'
+    """
+    buf = _io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(columns)
+    for r in rows:
+        wr.writerow([_cell(c, r.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------ the service
+
+
+class PtolemyService:
+    """Endpoint logic, independent of the HTTP stack (every method takes the parsed body).
+
+    Parameters
+    ----------
+    state_dir : path
+        Folder of the durable state (`server_store.Store`).
+    models : str or None
+        Model set name (None: the default set).
+    rule : "published" or "fitted"
+        Active-learning rule (`active_learning`).
+    """
+
+    def __init__(self, state_dir, models: str | None = None, rule: str = "published",
+                 compute_slots: int = 1):
+        from .models import load_model_set
+
+        if rule not in al.RULES:
+            raise ValueError(f"rule must be one of {al.RULES}, got {rule!r}")
+        self.store = Store(state_dir)
+        self.models = load_model_set(models)
+        self.rule = rule
+        self._compute = threading.BoundedSemaphore(max(1, int(compute_slots)))
+
+    # -- health
+    def health(self) -> dict:
+        return {"status": "ok", "version": __version__, "models": self.models.name, "rule": self.rule,
+                "state": str(self.store.path), "schema_version": SCHEMA_VERSION, **self.store.counts()}
+
+    # -- session
+    def initialize_new_session(self, d: dict) -> None:
+        for k in ("new_state_path", "save_state_path"):
+            if d.get(k):
+                if k == "save_state_path":
+                    self.save_state({"path": d[k]})
+                else:
+                    raise BadRequest(f"initialize_new_session: {k} is not supported by this server "
+                                     "(its state is durable; start it with another --state folder)")
+        hist = d.get("historical_state_paths") or []
+        if hist:
+            raise BadRequest("initialize_new_session: historical_state_paths are not supported yet")
+        self.store.new_session()
+
+    def set_noice_hole_intensity(self, d: dict) -> None:
+        v = _float(d.get("value"), "set_noice_hole_intensity: field 'value'")
+        if v is None:
+            raise BadRequest("set_noice_hole_intensity: missing field 'value'")
+        self.store.set_setting("noice_hole_intensity", v)
+
+    # -- low mag
+    def push_lm(self, d: dict, raw_mrc: bytes | None = None) -> None:
+        """Find the squares of one atlas tile and store them (reply: null)."""
+        self.push_lm_ids(d, raw_mrc)
+
+    def push_lm_ids(self, d: dict, raw_mrc: bytes | None = None) -> dict:
+        """`push_lm`, returning {"square_ids": [...] or None for a repeated push, "compute_s"}."""
+        from .lowmag import find_squares
+
+        grid = _int(d, "grid_id", True, "push_lm")
+        tile = _int(d, "tile_id", False, "push_lm")
+        pix = image_from_body(d, raw_mrc, "push_lm")
+        sha = pixels_sha256(pix)
+        if self.store.find_image("lm", sha, grid, tile) is not None:
+            return {"square_ids": None, "repeated": True}
+        t0 = time.perf_counter()
+        with self._compute:
+            res = find_squares(pix, models=self.models)
+            rows = [SquareRow(s.center, s.vertices, s.score, s.brightness, s.area,
+                              square_features(pix, s.vertices, s.area)) for s in res.squares]
+        t = time.perf_counter() - t0
+        ids = self.store.add_squares(grid, tile, rows, sha)
+        return {"square_ids": ids, "compute_s": t}
+
+    def current_lm_state(self) -> str:
+        return table_csv(self.store.lm_rows(), LM_COLUMNS)
+
+    def select_next_square(self, d: dict) -> str:
+        grid = _int(d, "value", False, "select_next_square")
+        grid = -1 if grid is None else grid
+        with self.store.snapshot() as c:
+            every = self.store._lm_rows(c)
+            holes = self.store._mm_rows(c)
+        cand = [r for r in every if not r["visited"] and (grid == -1 or r["grid_id"] == grid)]
+        if cand:
+            visited = [r for r in every if r["visited"]]
+            th = [h for h in holes if h["visited"] and h["ctf"] is not None]
+            y = al.square_targets([r["square_id"] for r in visited], [h["square_id"] for h in th],
+                                  [h["ctf"] for h in th])
+            nf = len(every[0]["features"])
+            fx = lambda rs: np.array([r["features"] for r in rs], float).reshape(len(rs), nf)  # noqa: E731
+            if not holes:  # published cold start: the MM table is empty
+                probs = al.rank_squares(np.zeros((0, nf)), np.zeros(0), fx(cand), fx(every),
+                                        [r["prior_score"] for r in every], [r["prior_score"] for r in cand],
+                                        rule=self.rule)
+            else:
+                probs = al.rank_squares(fx(visited), y, fx(cand), fx(every), [r["prior_score"] for r in every],
+                                        [r["prior_score"] for r in cand], rule=self.rule)
+            for r, p in zip(cand, probs):
+                r["GP_probs"] = float(p)
+        return table_csv(cand, LM_COLUMNS + ("GP_probs",))
+
+    def visit_square(self, d: dict) -> None:
+        self.store.visit_square(_int(d, "square_id", True, "visit_square"))
+
+    # -- medium mag
+    def _holes_of(self, pix: np.ndarray) -> list[HoleRow]:
+        from .medmag import find_holes
+
+        res = find_holes(pix, models=self.models)
+        i0 = self.store.get_setting("noice_hole_intensity", -1.0)
+        if i0 is None or i0 <= 0:
+            i0 = 1.2 * float(np.percentile(pix, 90))
+        med = float(np.median(pix))
+        rows = []
+        # detection order: top-left to bottom-right (rows, then columns), as a lattice is read
+        for hole in sorted(res.holes, key=lambda h: (h.center[1], h.center[0])):
+            half = int(round(math.sqrt(hole.area) / 2))
+            f, rad = hole_features(pix, hole.center, half, hole.score, i0, med)
+            rows.append(HoleRow(hole.center, rad, hole.score, f))
+        return rows
+
+    def _push_mm(self, d: dict, raw_mrc: bytes | None, endpoint: str, evaluate: bool):
+        grid = _int(d, "grid_id", False, endpoint)
+        square = _int(d, "square_id", True, endpoint)
+        mm_img = _int(d, "mm_img_id", False, endpoint)
+        if not self.store.square_exists(square):
+            raise UnknownIdError(f"unknown square_id {square}")
+        pix = image_from_body(d, raw_mrc, endpoint)
+        sha = pixels_sha256(pix)
+        old = self.store.find_image("mm", sha, grid, None, square, mm_img)
+        if old is not None:  # a retried push: the same holes again, nothing added
+            ids = self.store.hole_ids_of_image(old)
+            if evaluate:
+                self.store.set_active(ids)
+        else:
+            with self._compute:
+                rows = self._holes_of(pix)
+            ids = self.store.add_holes(grid, square, mm_img, rows, sha, set_active=evaluate)
+        return ids
+
+    def push_mm(self, d: dict, raw_mrc: bytes | None = None) -> None:
+        self._push_mm(d, raw_mrc, "push_mm", evaluate=False)
+
+    def push_and_evaluate_mm(self, d: dict, raw_mrc: bytes | None = None) -> str:
+        ids = self._push_mm(d, raw_mrc, "push_and_evaluate_mm", evaluate=True)
+        return self._evaluated(ids)
+
+    def _evaluated(self, ids: list[int]) -> str:
+        rows = self.store.mm_rows(ids) if ids else []
+        if rows:
+            train = self.store.training_holes()
+            nf = len(rows[0]["features"])
+            tf = np.array([r["features"] for r in train], float).reshape(len(train), nf)
+            cf = np.array([r["features"] for r in rows], float)
+            pred = al.predict_holes(tf, [r["ice_thickness"] for r in train], [r["ctf"] for r in train], cf,
+                                    rule=self.rule)
+            for k, r in enumerate(rows):
+                for c in PRED_COLUMNS:
+                    r[c] = float(pred[c][k])
+        return table_csv(rows, MM_COLUMNS + PRED_COLUMNS)
+
+    def rerun_mm_on_active_holes(self) -> str:
+        return self._evaluated(self.store.active_hole_ids())
+
+    def rerun_mm_on_arbitrary_holes(self, d: dict) -> str:
+        ids = [_int({"i": v}, "i", True, "rerun_mm_on_arbitrary_holes") for v in _list(d, "ints",
+                                                                                          "rerun_mm_on_arbitrary_holes")]
+        return self._evaluated(ids)
+
+    def visit_holes(self, d: dict) -> None:
+        ep = "visit_holes"
+        ids = [_int({"i": v}, "i", True, ep + ": hole_ids") for v in _list(d, "hole_ids", ep)]
+        ctfs = [_float(v, ep + ": ctfs") for v in _list(d, "ctfs", ep)]
+        ices = [_float(v, ep + ": ice_thicknesses") for v in _list(d, "ice_thicknesses", ep)]
+        try:
+            self.store.visit_holes(ids, ctfs, ices)
+        except ValueError as e:
+            if isinstance(e, UnknownIdError):
+                raise
+            raise BadRequest(f"{ep}: {e}") from None
+
+    def current_mm_state(self) -> str:
+        return table_csv(self.store.mm_rows(), MM_COLUMNS)
+
+    def save_state(self, d: dict) -> None:
+        """Write lmstate.csv, mmstate.csv, lm_feats.npy, mm_feats.npy into the folder ``path``
+        (the published saved-state format; empty tables give header-only files)."""
+        p = d.get("path")
+        if not isinstance(p, str) or not p:
+            raise BadRequest("save_state: field 'path' must be a folder path")
+        out = Path(p)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            with self.store.snapshot() as c:
+                lm = self.store._lm_rows(c)
+                mm = self.store._mm_rows(c)
+            for name, text in (("lmstate.csv", table_csv(lm, LM_COLUMNS)), ("mmstate.csv", table_csv(mm, MM_COLUMNS))):
+                tmp = out / (name + ".tmp")
+                tmp.write_text(text)
+                os.replace(tmp, out / name)
+            for name, rows in (("lm_feats.npy", lm), ("mm_feats.npy", mm)):
+                nf = len(rows[0]["features"]) if rows else 0
+                arr = np.array([r["features"] for r in rows], float).reshape(len(rows), nf)
+                tmp = out / (name + ".tmp.npy")
+                np.save(tmp, arr)
+                os.replace(tmp, out / name)
+        except OSError as e:
+            raise BadRequest(f"save_state: {p}: cannot write ({e.strerror})") from None
+
+    def process_stateless_lm(self, d: dict, raw_mrc: bytes | None = None) -> list:
+        from .lowmag import find_squares
+
+        pix = image_from_body(d, raw_mrc, "process_stateless_lm")
+        with self._compute:
+            res = find_squares(pix, models=self.models)
+        return [{"vertices": [list(v) for v in s.vertices], "center": list(s.center), "area": s.area,
+                 "brightness": s.brightness, "score": s.score,
+                 "features": square_features(pix, s.vertices, s.area).tolist()} for s in res.squares]
+
+    def process_stateless_mm(self, d: dict, raw_mrc: bytes | None = None) -> list:
+        pix = image_from_body(d, raw_mrc, "process_stateless_mm")
+        with self._compute:
+            rows = self._holes_of(pix)
+        return sorted([{"center": list(r.center), "score": r.prior_score, "radius": r.radius,
+                        "features": r.features.tolist()} for r in rows], key=lambda h: -h["score"])
+
+
+# ------------------------------------------------------------------------------ HTTP
+
+
+def create_app(state_dir, models: str | None = None, rule: str = "published", service: PtolemyService | None = None):
+    """The Starlette application serving `PtolemyService` (see the module docstring).
+
+    Parameters
+    ----------
+    state_dir : path
+        State folder. models : model set name (None: default). rule : AL rule.
+    service : PtolemyService, optional
+        Use this service instead of building one.
+
+    Returns
+    -------
+    starlette.applications.Starlette
+    """
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    svc = service or PtolemyService(state_dir, models=models, rule=rule)
+
+    def err(status: int, msg: str) -> JSONResponse:
+        return JSONResponse({"detail": " ".join(str(msg).split())}, status_code=status)
+
+    def endpoint(fn, with_body: bool = True, image: bool = False):
+        async def handler(request: Request):
+            try:
+                args = []
+                if with_body:
+                    raw = await request.body()
+                    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+                    raw_mrc = None
+                    if image and (ctype in MRC_TYPES or looks_like_mrc(raw)):
+                        raw_mrc = raw
+                        body = dict(request.query_params)
+                    else:
+                        body = await run_in_threadpool(parse_json_body, raw)
+                        for k, v in request.query_params.items():
+                            body.setdefault(k, v)
+                    args = [body, raw_mrc] if image else [body]
+                result = await run_in_threadpool(fn, *args)
+            except UnknownIdError as e:
+                return err(404, e.args[0] if e.args else str(e))
+            except (BadRequest, InputImageError) as e:
+                return err(422, str(e))
+            except ModelSetError as e:  # pragma: no cover - models are verified at start-up
+                return err(500, str(e))
+            except Exception as e:  # one line, never a traceback page
+                return err(500, f"internal error: {type(e).__name__}: {e}")
+            if isinstance(result, Response):
+                return result
+            return JSONResponse(result)
+        return handler
+
+    routes = [
+        Route("/", endpoint(lambda: {"message": "Welcome"}, False), methods=["GET"]),
+        Route("/health", endpoint(svc.health, False), methods=["GET"]),
+        Route("/initialize_new_session", endpoint(svc.initialize_new_session), methods=["POST"]),
+        Route("/initialize_new_session", endpoint(lambda: svc.initialize_new_session({}), False), methods=["GET"]),
+        Route("/push_lm", endpoint(svc.push_lm, image=True), methods=["POST"]),
+        Route("/current_lm_state", endpoint(svc.current_lm_state, False), methods=["GET"]),
+        Route("/set_noice_hole_intensity", endpoint(svc.set_noice_hole_intensity), methods=["POST"]),
+        Route("/push_mm", endpoint(svc.push_mm, image=True), methods=["POST"]),
+        Route("/push_and_evaluate_mm", endpoint(svc.push_and_evaluate_mm, image=True), methods=["POST"]),
+        Route("/select_next_square", endpoint(svc.select_next_square), methods=["POST"]),
+        Route("/visit_holes", endpoint(svc.visit_holes), methods=["POST"]),
+        Route("/visit_square", endpoint(svc.visit_square), methods=["POST"]),
+        Route("/save_state", endpoint(svc.save_state), methods=["POST"]),
+        Route("/current_mm_state", endpoint(svc.current_mm_state, False), methods=["GET"]),
+        Route("/rerun_mm_on_active_holes", endpoint(svc.rerun_mm_on_active_holes, False), methods=["GET"]),
+        Route("/rerun_mm_on_arbitrary_holes", endpoint(svc.rerun_mm_on_arbitrary_holes), methods=["POST"]),
+        Route("/clear_current_state", endpoint(lambda: svc.store.new_session() and None, False), methods=["GET"]),
+        Route("/process_stateless_lm", endpoint(svc.process_stateless_lm, image=True), methods=["POST"]),
+        Route("/process_stateless_mm", endpoint(svc.process_stateless_mm, image=True), methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.service = svc
+    return app
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, state_dir: str = "ptolemy-state",
+          models: str | None = None, rule: str = "published") -> None:
+    """Run the server until interrupted (uvicorn, one process; requests in its thread pool).
+
+    Raises ModelSetError / StateError before listening when the models or the state folder
+    cannot be used."""
+    import uvicorn
+
+    from .medmag import warmup as mm_warmup
+
+    app = create_app(state_dir, models=models, rule=rule)
+    mm_warmup()
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
