@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__, active_learning as al
-from .errors import InputImageError, ModelSetError
+from .errors import EXIT_USAGE, InputImageError, ModelSetError, PtolemyError
 from .server_store import LM_COLUMNS, MM_COLUMNS, SCHEMA_VERSION, HoleRow, SquareRow, Store, UnknownIdError
 
 PRED_COLUMNS = ("ctf_pred", "ice_pred", "ctf_var", "ice_var")
@@ -661,16 +661,70 @@ def create_app(state_dir, models: str | None = None, rule: str = "published", se
     return app
 
 
+SERVER_EXTRA_HINT = "pip install 'ptolemy-rt[server]'"
+
+
+def require_server_extra() -> None:
+    """Raise PtolemyError (exit 2) naming the install command when Starlette or uvicorn is
+    missing."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        err = PtolemyError(f"ptolemy serve needs the server extra ({e.name} is not installed): {SERVER_EXTRA_HINT}")
+        err.exit_code = EXIT_USAGE
+        raise err from None
+
+
+def _check_listen(host: str, port: int) -> None:
+    import socket
+
+    if not 0 < int(port) < 65536:
+        raise _usage(f"--port {port}: not a TCP port (1..65535)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise _usage(f"--host {host}: cannot resolve ({e.strerror or e})") from None
+    fam, kind, proto, _, addr = infos[0]
+    with socket.socket(fam, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise _usage(f"{host}:{port}: cannot listen ({e.strerror or e})") from None
+
+
+def _usage(msg: str) -> PtolemyError:
+    e = PtolemyError(msg)
+    e.exit_code = EXIT_USAGE
+    return e
+
+
 def serve(host: str = "127.0.0.1", port: int = 8000, state_dir: str = "ptolemy-state",
-          models: str | None = None, rule: str = "published") -> None:
+          models: str | None = None, rule: str = "published", log=None) -> None:
     """Run the server until interrupted (uvicorn, one process; requests in its thread pool).
 
-    Raises ModelSetError / StateError before listening when the models or the state folder
-    cannot be used."""
+    Parameters
+    ----------
+    host, port : where to listen. state_dir : state folder. models : model set name.
+    rule : active-learning rule ("published" | "fitted"). log : callable(str) for one
+        start-up line (None: nothing).
+
+    Raises
+    ------
+    PtolemyError
+        Before listening: the extra is missing or the address is unusable (exit 2), the
+        models (ModelSetError, 4) or the state folder (StateError, 5) cannot be used.
+    """
+    require_server_extra()
+    _check_listen(host, port)
     import uvicorn
 
     from .medmag import warmup as mm_warmup
 
     app = create_app(state_dir, models=models, rule=rule)
     mm_warmup()
+    svc = app.state.service
+    if log is not None:
+        log(f"serving on http://{host}:{port} (models {svc.models.name}, state {svc.store.path})")
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

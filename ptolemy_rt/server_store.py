@@ -38,6 +38,8 @@ from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
+from .errors import EXIT_OUTPUT, PtolemyError
+
 SCHEMA_VERSION = 1
 DB_NAME = "ptolemy_state.sqlite3"
 BUSY_TIMEOUT_S = 60.0
@@ -97,8 +99,10 @@ class UnknownIdError(LookupError):
     """A request names a square or hole id the state does not hold (HTTP 404)."""
 
 
-class StateError(RuntimeError):
+class StateError(PtolemyError):
     """The state folder cannot be used (wrong schema version, not writable, ...)."""
+
+    exit_code = EXIT_OUTPUT
 
 
 @dataclass(frozen=True)
