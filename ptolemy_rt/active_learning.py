@@ -40,7 +40,10 @@ SQUARE_NOISE_RAW = 15.0  # lm_gp_noise_constant (raw; variance = softplus(raw) +
 SQUARE_PRIOR_MIN = 0.2  # lengthscale percentile taken over squares with prior_score above this
 NOISE_FLOOR = 1e-4  # gpytorch's GreaterThan(1e-4) noise constraint
 MIN_FIT_POINTS = 3  # fewer training points: fitted rules use the published constants
-FIT_TIME_CAP_S = 0.5  # wall-clock cap of one hyper-parameter fit
+FIT_MAX_EVALS = 40  # objective evaluations of one hyper-parameter fit (deterministic stop)
+FIT_TIME_CAP_S = 1.0  # wall-clock safety cap of one fit, s (only hit on a very slow or loaded machine)
+FIT_MAX_POINTS = 100  # hyper-parameters are fitted on at most this many (evenly spaced) points
+MAX_TRAIN_POINTS = 500  # GPs are conditioned on at most the last this many points (cf. the published soft cap)
 HOLE_COLD = {"ctf_pred": 2.0, "ice_pred": 50.0, "ctf_var": 1.0, "ice_var": 20.0}
 RULES = ("published", "fitted")
 
@@ -90,13 +93,30 @@ def rbf(a: np.ndarray, b: np.ndarray, lengthscale) -> np.ndarray:
 
 
 def _chol(k: np.ndarray) -> np.ndarray:
+    """Lower Cholesky factor of k, adding jitter (1e-8 × mean diagonal, ×10 per try) if needed."""
+    from scipy.linalg import cholesky
+
     jitter = 0.0
     for _ in range(8):
         try:
-            return np.linalg.cholesky(k + jitter * np.eye(len(k)))
+            return cholesky(k + jitter * np.eye(len(k)), lower=True, check_finite=False)
         except np.linalg.LinAlgError:
             jitter = max(jitter * 10.0, 1e-8 * float(np.mean(np.diag(k))) or 1e-8)
     raise np.linalg.LinAlgError("covariance matrix not positive definite")
+
+
+def _lsolve(lo: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """lo⁻¹ b for a lower-triangular lo."""
+    from scipy.linalg import solve_triangular
+
+    return solve_triangular(lo, b, lower=True, check_finite=False)
+
+
+def _csolve(lo: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(lo loᵀ)⁻¹ b."""
+    from scipy.linalg import cho_solve
+
+    return cho_solve((lo, True), b, check_finite=False)
 
 
 def gp_predict(x: np.ndarray, y: np.ndarray, xs: np.ndarray, p: GPParams, include_noise: bool = True):
@@ -127,32 +147,65 @@ def gp_predict(x: np.ndarray, y: np.ndarray, xs: np.ndarray, p: GPParams, includ
     k = p.outputscale * rbf(x, x, p.lengthscale) + p.noise * np.eye(len(x))
     ks = p.outputscale * rbf(xs, x, p.lengthscale)
     lo = _chol(k)
-    alpha = np.linalg.solve(lo.T, np.linalg.solve(lo, y - p.mean))
+    alpha = _csolve(lo, y - p.mean)
     mean = p.mean + ks @ alpha
-    v = np.linalg.solve(lo, ks.T)
+    v = _lsolve(lo, ks.T)
     var = np.maximum(p.outputscale - (v * v).sum(0), 0.0) + (p.noise if include_noise else 0.0)
     return mean, var
 
 
 def neg_log_marginal_likelihood(x: np.ndarray, y: np.ndarray, p: GPParams) -> float:
     """−log p(y | x, p) of the GP (the quantity `fit_gp` minimises)."""
-    k = p.outputscale * rbf(x, x, p.lengthscale) + p.noise * np.eye(len(x))
+    return _nlml_and_grad(np.asarray(x, float), np.asarray(y, float), _pack(p))[0]
+
+
+def _pack(p: GPParams) -> np.ndarray:
+    ls = np.broadcast_to(np.asarray(p.lengthscale, float), (1,)) if np.ndim(p.lengthscale) == 0 else p.lengthscale
+    return np.concatenate([[p.mean, math.log(p.outputscale), math.log(p.noise)], np.log(np.asarray(ls, float))])
+
+
+def _unpack(t: np.ndarray) -> GPParams:
+    return GPParams(float(t[0]), np.exp(np.asarray(t[3:], float)), float(np.exp(t[1])), float(np.exp(t[2])))
+
+
+def _nlml_and_grad(x: np.ndarray, y: np.ndarray, t: np.ndarray):
+    """NLML and its gradient in the packed parameters [mean, log s, log noise, log ℓ_1..D]
+    (one shared ℓ when t has 4 entries)."""
+    p = _unpack(t)
+    n, d = x.shape
+    ls = np.broadcast_to(p.lengthscale, (d,))
+    diff2 = (x[:, None, :] - x[None, :, :]) ** 2  # (n, n, d)
+    r = np.exp(-0.5 * (diff2 / ls ** 2).sum(-1))
+    k = p.outputscale * r + p.noise * np.eye(n)
     lo = _chol(k)
-    r = np.linalg.solve(lo, np.asarray(y, float) - p.mean)
-    return float(0.5 * r @ r + np.log(np.diag(lo)).sum() + 0.5 * len(y) * math.log(2 * math.pi))
+    res = y - p.mean
+    a = _csolve(lo, res)
+    nll = float(0.5 * res @ a + np.log(np.diag(lo)).sum() + 0.5 * n * math.log(2 * math.pi))
+    kinv = _csolve(lo, np.eye(n))
+    w = kinv - np.outer(a, a)
+    sr = p.outputscale * r
+    g = [-a.sum(), 0.5 * float((w * sr).sum()), 0.5 * p.noise * float(np.trace(w))]
+    gl = 0.5 * np.einsum("ij,ijd->d", w * sr, diff2) / ls ** 2
+    g += list(gl) if len(t) - 3 == d else [float(gl.sum())]
+    return nll, np.array(g)
 
 
-def fit_gp(x: np.ndarray, y: np.ndarray, time_cap_s: float = FIT_TIME_CAP_S) -> GPParams:
+def fit_gp(x: np.ndarray, y: np.ndarray, max_evals: int = FIT_MAX_EVALS, time_cap_s: float = FIT_TIME_CAP_S) -> GPParams:
     """Hyper-parameters maximising the marginal likelihood of (x, y), x already z-scored.
 
-    Mean, output scale, ARD lengthscales and noise are fitted in log space (mean free) with
-    L-BFGS-B from a data-driven start; the search stops at ``time_cap_s`` and returns the best
-    point so far. Lengthscales are kept in [0.05, 100], noise ≥ 1e-4 · var(y).
+    Mean, output scale, ARD lengthscales and noise are fitted (scales in log space) with
+    L-BFGS-B and the analytic gradient, from a data-driven start, for at most ``max_evals``
+    evaluations (deterministic), on at most ``FIT_MAX_POINTS`` evenly spaced points;
+    ``time_cap_s`` is a safety net only (when it cuts the search, the best point so far is
+    returned). Bounds: lengthscales [0.05, 100] (z units),
+    output scale [1e-3, 1e3]·var(y), noise [1e-4, 10]·var(y).
 
     Parameters
     ----------
-    x : (N, D) array. y : (N,) array. time_cap_s : float
-        Wall-clock budget in seconds.
+    x : (N, D) array. y : (N,) array.
+    max_evals : int
+        Most objective evaluations. time_cap_s : float
+        Wall-clock safety cap, seconds.
 
     Returns
     -------
@@ -162,38 +215,37 @@ def fit_gp(x: np.ndarray, y: np.ndarray, time_cap_s: float = FIT_TIME_CAP_S) -> 
 
     x = np.asarray(x, float)
     y = np.asarray(y, float)
+    if len(y) > FIT_MAX_POINTS:
+        keep = np.unique(np.linspace(0, len(y) - 1, FIT_MAX_POINTS).round().astype(int))
+        x, y = x[keep], y[keep]
     n, d = x.shape
     vy = float(np.var(y)) if n > 1 else 1.0
     vy = vy if vy > 1e-12 else 1.0
     start = np.concatenate([[float(np.mean(y)), math.log(vy), math.log(0.1 * vy)], np.zeros(d)])
-    lo_b = [(None, None), (math.log(1e-3 * vy), math.log(1e3 * vy)), (math.log(1e-4 * vy), math.log(10 * vy))]
-    bounds = lo_b + [(math.log(0.05), math.log(100.0))] * d
-
-    def unpack(t):
-        return GPParams(float(t[0]), np.exp(t[3:]), float(np.exp(t[1])), float(np.exp(t[2])))
-
-    best = [start, neg_log_marginal_likelihood(x, y, unpack(start))]
+    bounds = [(None, None), (math.log(1e-3 * vy), math.log(1e3 * vy)), (math.log(1e-4 * vy), math.log(10 * vy))]
+    bounds += [(math.log(0.05), math.log(100.0))] * d
+    best = [start, math.inf]
     t_end = time.perf_counter() + time_cap_s
 
     class _Stop(Exception):
         pass
 
     def f(t):
-        if time.perf_counter() > t_end:
+        if time.perf_counter() > t_end and math.isfinite(best[1]):
             raise _Stop
         try:
-            v = neg_log_marginal_likelihood(x, y, unpack(t))
+            v, g = _nlml_and_grad(x, y, t)
         except np.linalg.LinAlgError:
-            return 1e300
+            return 1e300, np.zeros_like(t)
         if v < best[1]:
             best[0], best[1] = np.array(t), v
-        return v
+        return v, g
 
     try:
-        minimize(f, start, method="L-BFGS-B", bounds=bounds, options={"maxiter": 200})
+        minimize(f, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxfun": max_evals})
     except _Stop:
         pass
-    return unpack(best[0])
+    return _unpack(best[0])
 
 
 def zscore(all_x: np.ndarray, *parts: np.ndarray):
@@ -249,8 +301,8 @@ def ucb_probs(mean: np.ndarray, var: np.ndarray, kappa: float = KAPPA) -> np.nda
     return u / top
 
 
-def rank_squares(train_x, train_y, cand_x, all_x, all_prior, cand_prior=None, rule: str = "published",
-                 time_cap_s: float = FIT_TIME_CAP_S) -> np.ndarray:
+def rank_squares(train_x, train_y, cand_x, all_x, all_prior, cand_prior=None, train_prior=None,
+                 rule: str = "published", time_cap_s: float = FIT_TIME_CAP_S) -> np.ndarray:
     """``GP_probs`` of the candidate (unvisited) squares.
 
     Parameters
@@ -258,14 +310,25 @@ def rank_squares(train_x, train_y, cand_x, all_x, all_prior, cand_prior=None, ru
     train_x : (N, D) features of the visited squares; train_y : (N,) their targets
         (`square_targets`). cand_x : (M, D) features of the candidates. all_x, all_prior :
         features and prior scores of every square of the session (lengthscales, scaling).
-    cand_prior : (M,) prior scores of the candidates (used by the fitted rule's cold start).
+    cand_prior, train_prior : (M,), (N,) prior scores of candidates and visited squares
+        (the fitted rule uses them; default: all 1).
     rule : "published" or "fitted".
 
     Returns
     -------
-    (M,) array in (−∞, 1], the best candidate 1.0. With no training square the published
-    rule gives 1/M each (as published); the fitted rule gives the prior scores divided by
-    their maximum.
+    (M,) array, the best candidate 1.0 (`ucb_probs`).
+
+    Notes
+    -----
+    published: the fixed-constant GP of the module docstring on the raw features; with no
+    visited square every candidate gets 1/M (as published).
+
+    fitted: the prior score carries the information before any exposure, so the mean
+    function is proportional to it: m = c · prior, c = Σ y / Σ prior over the visited
+    squares (good holes per unit of prior). A GP on the residual y − m, over the z-scored
+    features plus the prior score, has hyper-parameters fitted to the session (`fit_gp`;
+    below ``MIN_FIT_POINTS`` squares: ℓ = 1, output scale and noise from the targets' scale).
+    UCB = m + GP mean + κ σ. With no visited square: the prior scores over their maximum.
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
@@ -273,6 +336,9 @@ def rank_squares(train_x, train_y, cand_x, all_x, all_prior, cand_prior=None, ru
     m = len(cand_x)
     if m == 0:
         return np.zeros(0)
+    train_x, train_y = np.asarray(train_x, float)[-MAX_TRAIN_POINTS:], np.asarray(train_y, float)[-MAX_TRAIN_POINTS:]
+    if train_prior is not None:
+        train_prior = np.asarray(train_prior, float)[-MAX_TRAIN_POINTS:]
     n = len(train_y)
     if rule == "published":
         if n == 0:
@@ -280,17 +346,21 @@ def rank_squares(train_x, train_y, cand_x, all_x, all_prior, cand_prior=None, ru
         p = published_square_params(all_x, all_prior)
         mean, var = gp_predict(train_x, train_y, cand_x, p, include_noise=True)
         return ucb_probs(mean, var)
+    cp = np.asarray(cand_prior if cand_prior is not None else np.ones(m), float)
     if n == 0:
-        pr = np.asarray(cand_prior if cand_prior is not None else np.ones(m), float)
-        return ucb_probs(pr, np.zeros(m))
-    tx, cx = zscore(all_x, train_x, cand_x)
+        return ucb_probs(cp, np.zeros(m))
+    tp = np.asarray(train_prior if train_prior is not None else np.ones(n), float)
+    ap = np.asarray(all_prior, float)
+    c = float(train_y.sum() / max(tp.sum(), 1e-9))
+    resid = train_y - c * tp
+    tx, cx = zscore(np.column_stack([all_x, ap]), np.column_stack([train_x, tp]), np.column_stack([cand_x, cp]))
     if n < MIN_FIT_POINTS:
-        p = published_square_params(all_x, all_prior)
-        mean, var = gp_predict(train_x, train_y, cand_x, p, include_noise=True)
-        return ucb_probs(mean, var)
-    p = fit_gp(tx, train_y, time_cap_s)
-    mean, var = gp_predict(tx, train_y, cx, p, include_noise=True)
-    return ucb_probs(mean, var)
+        scale = max(float(np.var(train_y)), float(np.mean(train_y)), 1.0)
+        p = GPParams(0.0, 1.0, scale, 0.5 * scale)
+    else:
+        p = fit_gp(tx, resid, time_cap_s=time_cap_s)
+    mean, var = gp_predict(tx, resid, cx, p, include_noise=True)
+    return ucb_probs(c * cp + mean, var)
 
 
 # ------------------------------------------------------------------------------ holes
@@ -313,9 +383,9 @@ def multitask_predict(x, y2, xs, mean2, lengthscale, task_covar, noise2):
     ks = np.kron(b, rbf(xs, x, lengthscale))  # (2M, 2N), task-major
     lo = _chol(k)
     r = (y2 - np.asarray(mean2, float)).T.ravel()
-    alpha = np.linalg.solve(lo.T, np.linalg.solve(lo, r))
+    alpha = _csolve(lo, r)
     mean = (np.repeat(np.asarray(mean2, float), len(xs)) + ks @ alpha).reshape(2, -1).T
-    v = np.linalg.solve(lo, ks.T)
+    v = _lsolve(lo, ks.T)
     prior = np.repeat(np.diag(b), len(xs))
     var = (np.maximum(prior - (v * v).sum(0), 0.0) + np.repeat(np.asarray(noise2, float), len(xs)))
     return mean, var.reshape(2, -1).T
@@ -336,7 +406,9 @@ def predict_holes(train_f, train_ice, train_ctf, cand_f, rule: str = "published"
     Returns
     -------
     dict with "ctf_pred", "ice_pred", "ctf_var", "ice_var": (M,) arrays. With at most one
-    training hole, the constants of ``HOLE_COLD`` (as published).
+    training hole, the constants of ``HOLE_COLD`` (as published). Only the last
+    ``MAX_TRAIN_POINTS`` training holes are used (the published server drops the oldest
+    points past its 5 s soft cap; a count keeps the answer deterministic).
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
@@ -344,9 +416,9 @@ def predict_holes(train_f, train_ice, train_ctf, cand_f, rule: str = "published"
     n = len(train_ice)
     if n <= 1 or m == 0:
         return {k: np.full(m, v) for k, v in HOLE_COLD.items()}
-    tf = np.asarray(train_f, float)
+    tf = np.asarray(train_f, float)[-MAX_TRAIN_POINTS:]
     cf = np.asarray(cand_f, float)
-    y2 = np.column_stack([train_ice, train_ctf]).astype(float)
+    y2 = np.column_stack([train_ice, train_ctf]).astype(float)[-MAX_TRAIN_POINTS:]
     if rule == "published" or n < MIN_FIT_POINTS:
         g = PUBLISHED_HOLE_GP
         mean, var = multitask_predict(tf, y2, cf, g["mean"], g["lengthscale"], g["task_covar"], g["noise"])
@@ -354,7 +426,7 @@ def predict_holes(train_f, train_ice, train_ctf, cand_f, rule: str = "published"
     tz, cz = zscore(np.vstack([tf, cf]), tf, cf)
     out = {}
     for name, y in (("ice", y2[:, 0]), ("ctf", y2[:, 1])):
-        p = fit_gp(tz, y, time_cap_s / 2)
+        p = fit_gp(tz, y, time_cap_s=time_cap_s / 2)
         mu, var = gp_predict(tz, y, cz, p, include_noise=True)
         out[f"{name}_pred"], out[f"{name}_var"] = mu, var
     return out

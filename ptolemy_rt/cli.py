@@ -419,6 +419,7 @@ def serve_cmd(
     learning: str = typer.Option("published", "--learning", help="Active-learning rule: published | fitted."),
 ) -> int:
     """Serve the Ptolemy HTTP API for Smart Leginon and Appion (needs the [server] extra)."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small GP solves: threads only contend
     from .server import serve
 
     if learning not in ("published", "fitted"):

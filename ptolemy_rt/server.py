@@ -284,35 +284,58 @@ def hole_profile(pix: np.ndarray, center_xy, half: int):
 
 
 def hole_radius(profile: np.ndarray) -> float | None:
-    """Radius (px) where the radial profile first falls halfway from the hole's centre level
-    (mean of r < 3) to the rim level (the last 10 % of radii); None when it never does."""
+    """Hole edge radius (px) of a radial profile: the radius, in the outer 80 %, of the
+    steepest change (3-px smoothed) from the centre level (mean of r < 0.2 n) towards the rim
+    level (last 10 % of radii); None when the two levels are equal.
+
+    >>> r = np.arange(100.0)
+    >>> hole_radius(np.where(r < 60, 10.0, 2.0))  # the edge lies between r = 59 and 60
+    59.0
+    """
     n = len(profile)
-    if n < 6:
+    if n < 10:
         return None
-    inner = float(profile[:3].mean())
+    inner = float(profile[:max(int(0.2 * n), 1)].mean())
     rim = float(profile[int(0.9 * n):].mean())
-    mid = 0.5 * (inner + rim)
-    if abs(inner - rim) <= 1e-6 * max(abs(inner), 1.0):
+    if abs(inner - rim) <= 1e-6 * max(abs(inner), abs(rim), 1.0):
         return None
-    below = (profile < mid) if inner > rim else (profile > mid)
-    idx = np.flatnonzero(below[3:])
-    return None if idx.size == 0 else float(idx[0] + 3)
+    sm = np.convolve(profile, np.ones(3) / 3, mode="same")
+    step = (sm[:-2] - sm[2:]) * np.sign(inner - rim)  # drop from r-1 to r+1, centred at r
+    lo = max(int(0.2 * n), 1)
+    k = int(np.argmax(step[lo - 1:n - 3])) + lo  # r in [lo, n-2)
+    return float(k)
 
 
-def hole_features(pix: np.ndarray, center_xy, half: int, prior: float, i0: float, median: float):
-    """Feature vector and radius of one hole (module docstring); pixel units as ``pix``."""
-    prof, cnt = hole_profile(pix, center_xy, max(int(half), 6))
-    rad = hole_radius(prof)
-    lim = max(int(0.7 * rad), 2) if rad else max(int(half) // 3, 2)
-    w = cnt[:lim].astype(float)
-    inner = float((prof[:lim] * w).sum() / max(w.sum(), 1.0))
+def hole_features(pix: np.ndarray, center_xy, radius: float | None, half: int, prior: float, i0: float,
+                  median: float) -> np.ndarray:
+    """Feature vector of one hole (module docstring; pixel units as ``pix``). ``radius``: the
+    image's consensus hole radius, px (None: a third of ``half``). The inner level is the
+    median of the pixels within 0.7 radius (robust to small contamination)."""
     cx, cy = int(center_xy[0]), int(center_xy[1])
-    r0, c0 = max(cy - lim, 0), max(cx - lim, 0)
-    std = float(pix[r0:cy + lim + 1, c0:cx + lim + 1].std())
+    lim = max(int(0.7 * radius), 2) if radius else max(int(half) // 3, 2)
+    h, w = pix.shape
+    r0, r1, c0, c1 = max(cy - lim, 0), min(cy + lim + 1, h), max(cx - lim, 0), min(cx + lim + 1, w)
+    yy, xx = np.mgrid[r0:r1, c0:c1]
+    vals = pix[r0:r1, c0:c1][(yy - cy) ** 2 + (xx - cx) ** 2 <= lim * lim].astype(np.float64)
+    inner = float(np.median(vals)) if vals.size else float(pix[min(cy, h - 1), min(cx, w - 1)])
+    std = float(vals.std()) if vals.size else 0.0
     inner_pos = max(inner, 1e-6)
-    feats = np.array([math.log(max(i0, 1e-6) / inner_pos), std / inner_pos, inner / max(median, 1e-6),
-                      (rad or 0.0) / max(half, 1), float(prior)])
-    return feats, rad
+    return np.array([math.log(max(i0, 1e-6) / inner_pos), std / inner_pos, inner / max(median, 1e-6),
+                     (radius or 0.0) / max(half, 1), float(prior)])
+
+
+def consensus_radius(pix: np.ndarray, centers, half: int) -> float | None:
+    """One hole radius (px) for the image, from the summed radial profiles of all its holes
+    (as the published server takes one consensus radius); None when no edge is seen."""
+    if not len(centers) or half < 6:
+        return None
+    tot = np.zeros(half)
+    cnt = np.zeros(half)
+    for c in centers:
+        p, n = hole_profile(pix, c, half)
+        tot += p * n
+        cnt += n
+    return hole_radius(tot / np.maximum(cnt, 1))
 
 
 # ------------------------------------------------------------------------------ CSV
@@ -440,13 +463,11 @@ class PtolemyService:
                                   [h["ctf"] for h in th])
             nf = len(every[0]["features"])
             fx = lambda rs: np.array([r["features"] for r in rs], float).reshape(len(rs), nf)  # noqa: E731
+            pr = lambda rs: [r["prior_score"] for r in rs]  # noqa: E731
             if not holes:  # published cold start: the MM table is empty
-                probs = al.rank_squares(np.zeros((0, nf)), np.zeros(0), fx(cand), fx(every),
-                                        [r["prior_score"] for r in every], [r["prior_score"] for r in cand],
-                                        rule=self.rule)
-            else:
-                probs = al.rank_squares(fx(visited), y, fx(cand), fx(every), [r["prior_score"] for r in every],
-                                        [r["prior_score"] for r in cand], rule=self.rule)
+                visited, y = [], np.zeros(0)
+            probs = al.rank_squares(fx(visited), y, fx(cand), fx(every), pr(every), pr(cand), pr(visited),
+                                    rule=self.rule)
             for r, p in zip(cand, probs):
                 r["GP_probs"] = float(p)
         return table_csv(cand, LM_COLUMNS + ("GP_probs",))
@@ -463,13 +484,13 @@ class PtolemyService:
         if i0 is None or i0 <= 0:
             i0 = 1.2 * float(np.percentile(pix, 90))
         med = float(np.median(pix))
-        rows = []
-        # detection order: top-left to bottom-right (rows, then columns), as a lattice is read
-        for hole in sorted(res.holes, key=lambda h: (h.center[1], h.center[0])):
-            half = int(round(math.sqrt(hole.area) / 2))
-            f, rad = hole_features(pix, hole.center, half, hole.score, i0, med)
-            rows.append(HoleRow(hole.center, rad, hole.score, f))
-        return rows
+        holes = sorted(res.holes, key=lambda h: (h.center[1], h.center[0]))  # reading order: rows, then cols
+        if not holes:
+            return []
+        half = int(round(math.sqrt(holes[0].area) / 2))  # one crop size per image
+        rad = consensus_radius(pix, [h.center for h in holes], half)
+        return [HoleRow(h.center, rad, h.score, hole_features(pix, h.center, rad, half, h.score, i0, med))
+                for h in holes]
 
     def _push_mm(self, d: dict, raw_mrc: bytes | None, endpoint: str, evaluate: bool):
         grid = _int(d, "grid_id", False, endpoint)
