@@ -28,6 +28,7 @@ the published crop normalisation).
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import io as _io
@@ -58,47 +59,170 @@ class BadRequest(ValueError):
 # ------------------------------------------------------------------------------ bodies
 
 
+_PARSER = None
+AMBIGUOUS_CAP = 4096  # numbers re-parsed exactly per image at most (more: the json fallback)
+
+
+def _number_parser():
+    """The numba kernel of `_fast_image` (compiled on first use, cached on disk)."""
+    global _PARSER
+    if _PARSER is not None:
+        return _PARSER
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def parse_rows(b, start, out, amb):  # pragma: no cover - compiled
+        """Scan b[start:] = '[[n, n, ...], [...], ...]'. Returns (status, end, rows, cols,
+        n_amb); status 0 = ok, 1 = not a plain rectangular list of numbers, 2 = too many
+        ambiguous numbers. out: float32 values; amb: (start, end, index) of the numbers whose
+        float32 value the fast conversion cannot guarantee (re-parsed exactly by the caller)."""
+        pow10 = np.empty(23, np.float64)
+        pow10[0] = 1.0
+        for k in range(1, 23):
+            pow10[k] = pow10[k - 1] * 10.0
+        n = b.size
+        i = start
+        rows = 0
+        cols = -1
+        count = 0
+        namb = 0
+        if i >= n or b[i] != 91:  # '['
+            return 1, i, 0, 0, 0
+        i += 1
+        while True:
+            while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
+                i += 1
+            if i >= n or b[i] != 91:
+                return 1, i, 0, 0, 0
+            i += 1
+            in_row = 0
+            while True:  # numbers of one row
+                while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
+                    i += 1
+                s0 = i
+                neg = False
+                if i < n and b[i] == 45:  # '-'
+                    neg = True
+                    i += 1
+                mant = np.uint64(0)
+                nd = 0
+                dropped = 0
+                exp10 = 0
+                seen = False
+                while i < n and 48 <= b[i] <= 57:
+                    seen = True
+                    if nd < 19:
+                        mant = mant * np.uint64(10) + np.uint64(b[i] - 48)
+                        if mant != 0:
+                            nd += 1
+                    else:
+                        dropped += 1
+                    i += 1
+                exp10 += dropped
+                if i < n and b[i] == 46:  # '.'
+                    i += 1
+                    while i < n and 48 <= b[i] <= 57:
+                        seen = True
+                        if nd < 19:
+                            mant = mant * np.uint64(10) + np.uint64(b[i] - 48)
+                            if mant != 0:
+                                nd += 1
+                            exp10 -= 1
+                        i += 1
+                if not seen:
+                    return 1, i, 0, 0, 0
+                if i < n and (b[i] == 101 or b[i] == 69):  # 'e' 'E'
+                    i += 1
+                    eneg = False
+                    if i < n and (b[i] == 43 or b[i] == 45):
+                        eneg = b[i] == 45
+                        i += 1
+                    ev = 0
+                    eseen = False
+                    while i < n and 48 <= b[i] <= 57:
+                        eseen = True
+                        if ev < 100000:
+                            ev = ev * 10 + (b[i] - 48)
+                        i += 1
+                    if not eseen:
+                        return 1, i, 0, 0, 0
+                    exp10 += -ev if eneg else ev
+                m = np.float64(mant)
+                exact = mant < np.uint64(9007199254740992) and dropped == 0
+                if mant == 0:
+                    v = 0.0
+                elif -22 <= exp10 <= 22:
+                    v = m * pow10[exp10] if exp10 >= 0 else m / pow10[-exp10]
+                else:
+                    v = m * 10.0 ** exp10
+                    exact = False
+                if neg:
+                    v = -v
+                f = np.float32(v)
+                if not exact:
+                    # error of v < 3 ulp: unambiguous when ±8 ulp round to the same float32
+                    ulp = np.spacing(abs(v)) if v != 0.0 else 5e-324
+                    if (not np.isfinite(v)) or np.float32(v - 8 * ulp) != f or np.float32(v + 8 * ulp) != f:
+                        if namb >= amb.shape[0]:
+                            return 2, i, 0, 0, 0
+                        amb[namb, 0] = s0
+                        amb[namb, 1] = i
+                        amb[namb, 2] = count
+                        namb += 1
+                if count >= out.size:
+                    return 1, i, 0, 0, 0
+                out[count] = f
+                count += 1
+                in_row += 1
+                while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
+                    i += 1
+                if i < n and b[i] == 44:  # ','
+                    i += 1
+                    continue
+                if i < n and b[i] == 93:  # ']'
+                    i += 1
+                    break
+                return 1, i, 0, 0, 0
+            if cols < 0:
+                cols = in_row
+            elif in_row != cols:
+                return 1, i, 0, 0, 0
+            rows += 1
+            while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
+                i += 1
+            if i < n and b[i] == 44:
+                i += 1
+                continue
+            if i < n and b[i] == 93:
+                return 0, i + 1, rows, cols, namb
+            return 1, i, 0, 0, 0
+
+    _PARSER = parse_rows
+    return _PARSER
+
+
 def _fast_image(raw: bytes, start: int) -> tuple[np.ndarray, int] | None:
     """Parse the 2-D list of numbers at raw[start] ('[') without Python lists.
 
-    Returns (float64 array [row, col], end offset) or None when the text is not a plain
-    rectangular list of lists of numbers (the caller then uses json)."""
-    end = raw.find(b"]]", start)
-    if end < 0:
+    Returns (float32 array [row, col], end offset) or None when the text is not a plain
+    rectangular list of lists of numbers (the caller then uses json). Every value equals
+    float32(float(text)) exactly: numbers whose fast conversion could round otherwise are
+    re-parsed by Python."""
+    b = np.frombuffer(raw, dtype=np.uint8)
+    out = np.empty((len(raw) - start) // 2 + 1, np.float32)
+    amb = np.empty((AMBIGUOUS_CAP, 3), np.int64)
+    status, end, rows, cols, namb = _number_parser()(b, start, out, amb)
+    if status != 0 or rows == 0 or cols == 0:
         return None
-    seg = raw[start:end + 2]
-    b = np.frombuffer(seg, dtype=np.uint8)
-    opens = np.flatnonzero(b == ord("["))
-    closes = np.flatnonzero(b == ord("]"))
-    if len(opens) < 2 or len(opens) != len(closes) or opens[0] != 0 or closes[-1] != len(b) - 1:
-        return None
-    rs, re_ = opens[1:], closes[:-1]
-    if np.any(rs >= re_) or np.any(re_[:-1] >= rs[1:]):
-        return None
-    if np.any((b == ord("{")) | (b == ord('"'))):
-        return None
-    comma = np.concatenate([[0], np.cumsum(b == ord(","))])
-    per_row = comma[re_] - comma[rs]
-    if np.any(per_row != per_row[0]):
-        return None
-    rows, cols = len(rs), int(per_row[0]) + 1
-    txt = seg.translate(bytes.maketrans(b"[]", b"  ")).decode("ascii", "replace")
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        try:
-            vals = np.fromstring(txt, dtype=np.float64, sep=",")
-        except (ValueError, DeprecationWarning):
-            return None
-    if vals.size != rows * cols:
-        return None
-    return vals.reshape(rows, cols), start + len(seg)
+    for s0, e0, k in amb[:namb]:
+        out[k] = np.float32(float(raw[s0:e0]))
+    return out[:rows * cols].reshape(rows, cols), int(end)
 
 
 def parse_json_body(raw: bytes) -> dict:
-    """A request body → dict. JSON whatever the Content-Type; an ``"image"`` nested list is
-    parsed by a fast path into a float64 numpy array [row, col] (same values as ``json``).
+    """A request body → dict. JSON whatever the Content-Type; an ``"image"`` nested list of
+    numbers is parsed by a fast path into a float32 numpy array [row, col], the values of
+    ``np.float32(json.loads(...))`` exactly (the pipelines work in float32).
 
     Raises
     ------
@@ -112,11 +236,11 @@ def parse_json_body(raw: bytes) -> dict:
     if not raw.strip():
         return {}
     key = raw.find(b'"image"')
-    if key >= 0:
+    while key >= 0:
         j = key + len(b'"image"')
         while j < len(raw) and raw[j] in b" \t\r\n":
             j += 1
-        if j < len(raw) and raw[j:j + 1] == b":":
+        if raw[j:j + 1] == b":":
             j += 1
             while j < len(raw) and raw[j] in b" \t\r\n":
                 j += 1
@@ -131,6 +255,8 @@ def parse_json_body(raw: bytes) -> dict:
                     if isinstance(d, dict) and "image" in d and d["image"] is None:
                         d["image"] = arr
                         return d
+            break
+        key = raw.find(b'"image"', key + 1)
     try:
         d = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as e:
@@ -396,6 +522,23 @@ class PtolemyService:
         self.models = load_model_set(models)
         self.rule = rule
         self._compute = threading.BoundedSemaphore(max(1, int(compute_slots)))
+        self._tl = threading.local()
+
+    @contextlib.contextmanager
+    def _computing(self):
+        """Hold a compute slot; adds the pipeline time (s, not the wait) to `last_compute_s`."""
+        with self._compute:
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                self._tl.compute = getattr(self._tl, "compute", 0.0) + time.perf_counter() - t0
+
+    def timed(self, fn, *args):
+        """(fn(*args), pipeline seconds spent inside it in this thread)."""
+        self._tl.compute = 0.0
+        out = fn(*args)
+        return out, self._tl.compute
 
     # -- health
     def health(self) -> dict:
@@ -438,7 +581,7 @@ class PtolemyService:
         if self.store.find_image("lm", sha, grid, tile) is not None:
             return {"square_ids": None, "repeated": True}
         t0 = time.perf_counter()
-        with self._compute:
+        with self._computing():
             res = find_squares(pix, models=self.models)
             rows = [SquareRow(s.center, s.vertices, s.score, s.brightness, s.area,
                               square_features(pix, s.vertices, s.area)) for s in res.squares]
@@ -506,7 +649,7 @@ class PtolemyService:
             if evaluate:
                 self.store.set_active(ids)
         else:
-            with self._compute:
+            with self._computing():
                 rows = self._holes_of(pix)
             ids = self.store.add_holes(grid, square, mm_img, rows, sha, set_active=evaluate)
         return ids
@@ -584,7 +727,7 @@ class PtolemyService:
         from .lowmag import find_squares
 
         pix = image_from_body(d, raw_mrc, "process_stateless_lm")
-        with self._compute:
+        with self._computing():
             res = find_squares(pix, models=self.models)
         return [{"vertices": [list(v) for v in s.vertices], "center": list(s.center), "area": s.area,
                  "brightness": s.brightness, "score": s.score,
@@ -592,7 +735,7 @@ class PtolemyService:
 
     def process_stateless_mm(self, d: dict, raw_mrc: bytes | None = None) -> list:
         pix = image_from_body(d, raw_mrc, "process_stateless_mm")
-        with self._compute:
+        with self._computing():
             rows = self._holes_of(pix)
         return sorted([{"center": list(r.center), "score": r.prior_score, "radius": r.radius,
                         "features": r.features.tolist()} for r in rows], key=lambda h: -h["score"])
@@ -628,6 +771,7 @@ def create_app(state_dir, models: str | None = None, rule: str = "published", se
 
     def endpoint(fn, with_body: bool = True, image: bool = False):
         async def handler(request: Request):
+            t0 = time.perf_counter()
             try:
                 args = []
                 if with_body:
@@ -642,7 +786,8 @@ def create_app(state_dir, models: str | None = None, rule: str = "published", se
                         for k, v in request.query_params.items():
                             body.setdefault(k, v)
                     args = [body, raw_mrc] if image else [body]
-                result = await run_in_threadpool(fn, *args)
+                t1 = time.perf_counter()
+                result, compute_s = await run_in_threadpool(svc.timed, fn, *args)
             except UnknownIdError as e:
                 return err(404, e.args[0] if e.args else str(e))
             except (BadRequest, InputImageError) as e:
@@ -651,9 +796,11 @@ def create_app(state_dir, models: str | None = None, rule: str = "published", se
                 return err(500, str(e))
             except Exception as e:  # one line, never a traceback page
                 return err(500, f"internal error: {type(e).__name__}: {e}")
-            if isinstance(result, Response):
-                return result
-            return JSONResponse(result)
+            resp = result if isinstance(result, Response) else JSONResponse(result)
+            # parse = reading and parsing the body; compute = the pipelines; total = the handler
+            resp.headers["Server-Timing"] = (f"parse;dur={1e3 * (t1 - t0):.1f}, compute;dur={1e3 * compute_s:.1f}, "
+                                             f"total;dur={1e3 * (time.perf_counter() - t0):.1f}")
+            return resp
         return handler
 
     routes = [
@@ -745,6 +892,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, state_dir: str = "ptolemy-s
 
     app = create_app(state_dir, models=models, rule=rule)
     mm_warmup()
+    parse_json_body(b'{"image": [[1, 2.5]]}')  # compiles (or loads) the number parser
     svc = app.state.service
     if log is not None:
         log(f"serving on http://{host}:{port} (models {svc.models.name}, state {svc.store.path})")

@@ -207,15 +207,19 @@ def test_bad_bodies_get_one_line_422(client):
 def test_fast_json_image_parse_equals_json():
     rng = np.random.default_rng(1)
     for arr in (rng.integers(0, 65535, (37, 53)).astype(np.uint16), rng.random((20, 31)).astype(np.float32),
-                -rng.random((5, 7)) * 1e-30):
+                -rng.random((5, 7)) * 1e-30, rng.random((9, 9)) * 10.0 ** rng.integers(-30, 30, (9, 9)),
+                rng.integers(-2 ** 62, 2 ** 62, (4, 4), dtype=np.int64), rng.normal(size=(64, 64))):
         text = json.dumps({"grid_id": 2, "image": arr.tolist(), "tile_id": 4, "x": {"image": 1}})
         d = parse_json_body(text.encode())
         assert isinstance(d["image"], np.ndarray) and d["grid_id"] == 2 and d["tile_id"] == 4 and d["x"] == {"image": 1}
-        assert np.array_equal(d["image"], np.asarray(json.loads(text)["image"], dtype=np.float64))
+        assert np.array_equal(d["image"], np.asarray(json.loads(text)["image"], dtype=np.float64).astype(np.float32))
+    odd = b'{"image":[[1e3, -2.5E-2 ,0.0],\n [ -0, 7, 123456789012345678901234]]}'
+    assert parse_json_body(odd)["image"].tolist() == np.float32([[1e3, -2.5e-2, 0], [0, 7, 1.2345678901234568e23]]).tolist()
     compact = json.dumps({"image": [[1, 2], [3, 4]]}, separators=(",", ":")).encode()
     assert parse_json_body(compact)["image"].tolist() == [[1, 2], [3, 4]]
-    ragged = parse_json_body(b'{"image": [[1, 2], [3]]}')  # not rectangular: json's lists
-    assert ragged["image"] == [[1, 2], [3]]
+    for not_plain in (b'{"image": [[1, 2], [3]]}', b'{"image": [[1, NaN]]}', b'{"image": [[1, "2"]]}',
+                      b'{"image": [[[1]]]}'):
+        assert isinstance(parse_json_body(not_plain)["image"], list)  # json's lists: validated later
     assert parse_json_body(b"") == {}
 
 
