@@ -267,8 +267,11 @@ def square_targets(square_ids, hole_square_ids, hole_ctfs, cutoff: float = CTF_C
     [1.0, 1.0]
     """
     ctf = np.asarray(hole_ctfs, float)
-    hs = np.asarray(hole_square_ids)
-    return np.array([float(np.count_nonzero((hs == s) & (ctf < cutoff))) for s in square_ids])
+    good = np.asarray(hole_square_ids)[ctf < cutoff] if len(ctf) else np.zeros(0, int)
+    counts: dict = {}
+    for s in good.tolist():
+        counts[s] = counts.get(s, 0) + 1
+    return np.array([float(counts.get(s, 0)) for s in square_ids])
 
 
 def published_square_params(all_features: np.ndarray, all_prior: np.ndarray) -> GPParams:

@@ -597,17 +597,16 @@ class PtolemyService:
         grid = -1 if grid is None else grid
         with self.store.snapshot() as c:
             every = self.store._lm_rows(c)
-            holes = self.store._mm_rows(c)
+            n_holes = self.store.hole_count(c)
+            th = self.store.visited_hole_ctfs(c)
         cand = [r for r in every if not r["visited"] and (grid == -1 or r["grid_id"] == grid)]
         if cand:
             visited = [r for r in every if r["visited"]]
-            th = [h for h in holes if h["visited"] and h["ctf"] is not None]
-            y = al.square_targets([r["square_id"] for r in visited], [h["square_id"] for h in th],
-                                  [h["ctf"] for h in th])
+            y = al.square_targets([r["square_id"] for r in visited], [h[0] for h in th], [h[1] for h in th])
             nf = len(every[0]["features"])
             fx = lambda rs: np.array([r["features"] for r in rs], float).reshape(len(rs), nf)  # noqa: E731
             pr = lambda rs: [r["prior_score"] for r in rs]  # noqa: E731
-            if not holes:  # published cold start: the MM table is empty
+            if not n_holes:  # published cold start: the MM table is empty
                 visited, y = [], np.zeros(0)
             probs = al.rank_squares(fx(visited), y, fx(cand), fx(every), pr(every), pr(cand), pr(visited),
                                     rule=self.rule)

@@ -457,10 +457,32 @@ class Store:
             out.append(d)
         return out
 
-    def training_holes(self) -> list[dict]:
-        """Visited holes of the current session with ctf and ice thickness (GP training)."""
-        return [r for r in self.mm_rows() if r["visited"] and r["ctf"] is not None
-                and r["ice_thickness"] is not None and r["features"] is not None]
+    def training_holes(self, c: sqlite3.Connection | None = None) -> list[dict]:
+        """Visited holes of the current session with ctf, ice thickness and features (GP
+        training), in hole_id order; ``c``: read inside that snapshot."""
+        if c is None:
+            with self.snapshot() as c2:
+                return self.training_holes(c2)
+        cols = ", ".join(MM_COLUMNS) + ", features"
+        out = []
+        for row in c.execute(f"SELECT {cols} FROM holes WHERE session_id=? AND visited=1 AND ctf IS NOT NULL "
+                             "AND ice_thickness IS NOT NULL AND features IS NOT NULL ORDER BY hole_id",
+                             (self._session(c),)):
+            d = dict(zip(MM_COLUMNS + ("features",), row))
+            d["visited"] = True
+            d["features"] = blob_features(d["features"])
+            out.append(d)
+        return out
+
+    def hole_count(self, c: sqlite3.Connection) -> int:
+        """Holes of the current session (inside snapshot ``c``)."""
+        return int(c.execute("SELECT COUNT(*) FROM holes WHERE session_id=?", (self._session(c),)).fetchone()[0])
+
+    def visited_hole_ctfs(self, c: sqlite3.Connection) -> list[tuple[int, float]]:
+        """(square_id, ctf) of the visited holes of the current session that have a ctf."""
+        return [(int(a), float(b)) for a, b in c.execute(
+            "SELECT square_id, ctf FROM holes WHERE session_id=? AND visited=1 AND ctf IS NOT NULL ORDER BY hole_id",
+            (self._session(c),))]
 
     def counts(self) -> dict:
         """Row counts of the current session (for /health)."""
