@@ -275,3 +275,22 @@ def test_real_atlas_same_squares_as_the_pipeline(client):
     ref = find_squares(LOWMAG_MRC, models=client.app.state.service.models)
     assert sorted((int(r["center_x"]), int(r["center_y"]), float(r["prior_score"])) for r in rows) == \
         sorted((s.center[0], s.center[1], s.score) for s in ref.squares)
+
+
+@needs_shared
+def test_real_medmag_same_holes_as_the_pipeline(client):
+    from conftest import MEDMAG_MRC
+    from ptolemy_rt.io import read_mrc
+    from ptolemy_rt.medmag import find_holes
+
+    svc: PtolemyService = client.app.state.service
+    sid = svc.store.add_squares(1, 1, [SquareRow((5, 5), ((0, 0), (9, 0), (9, 9), (0, 9)), 0.5, 1.0, 81.0, np.ones(4))])[0]
+    pix = read_mrc(MEDMAG_MRC).pixels
+    r = post(client, "/push_and_evaluate_mm", {"image": pix.tolist(), "grid_id": 1, "tile_id": 1, "square_id": sid,
+                                               "mm_img_id": 2})
+    assert r.status_code == 200
+    rows = rows_of(r.json())[1]
+    ref = find_holes(MEDMAG_MRC, models=svc.models)
+    assert len(ref.holes) > 5
+    assert sorted((int(h["center_x"]), int(h["center_y"]), float(h["prior_score"])) for h in rows) == \
+        sorted((h.center[0], h.center[1], h.score) for h in ref.holes)
