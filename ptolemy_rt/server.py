@@ -15,7 +15,12 @@ and Appion's ``looplearn.py`` call it — same paths, bodies and replies:
 Differences from the published server (its bugs, LEGINON_PTOLEMY_SERVER.md §3.5, fixed):
 state is durable (`server_store`), ids come from SQLite AUTOINCREMENT and never repeat (they
 start at 1), parallel pushes are serialised per transaction; an empty state gives a
-header-only CSV, not a 500; an image with no hole returns no hole; unknown ids get a 404
+header-only CSV, not a 500; historical states (``initialize_new_session``'s
+``historical_state_paths``, ``load_historical_state``, ``append_multi_historical_states``)
+are read and checked before anything changes and are stored durably as the session's extra
+GP training data (saved states with another feature layout are ignored by the GPs); not
+supported: ``new_state_path`` / ``overwrite_current_state`` / ``append_current_state``
+(ids of a loaded state could not keep their meaning); an image with no hole returns no hole; unknown ids get a 404
 naming the id and write nothing; ``visit_holes`` works before any medium-mag image; bad bodies
 get a 422 with a one-line ``detail``; ``save_state`` works on empty tables.
 
@@ -44,7 +49,7 @@ import numpy as np
 
 from . import __version__, active_learning as al
 from .errors import EXIT_USAGE, InputImageError, ModelSetError, PtolemyError
-from .server_store import LM_COLUMNS, MM_COLUMNS, SCHEMA_VERSION, HoleRow, SquareRow, Store, UnknownIdError
+from .server_store import LM_COLUMNS, MM_COLUMNS, SCHEMA_VERSION, HistoricalState, HoleRow, SquareRow, Store, UnknownIdError
 
 PRED_COLUMNS = ("ctf_pred", "ice_pred", "ctf_var", "ice_var")
 MRC_TYPES = ("application/octet-stream", "application/x-mrc", "image/x-mrc")
@@ -496,6 +501,72 @@ def table_csv(rows: list[dict], columns: tuple[str, ...]) -> str:
     return buf.getvalue()
 
 
+# ------------------------------------------------------------------------------ saved states
+
+
+def read_saved_state(path) -> HistoricalState:
+    """Training data of a saved-state folder (``lmstate.csv``, ``mmstate.csv``,
+    ``lm_feats.npy``, ``mm_feats.npy``, as the published ``save_state`` and this server
+    write; features matched to rows by position): visited squares with their count of
+    visited holes with ctf < 5 Å, and visited holes with ctf and ice thickness.
+
+    Raises
+    ------
+    BadRequest
+        Naming the folder and the problem (missing file, bad column, row/feature mismatch).
+    """
+    if not isinstance(path, str) or not path:
+        raise BadRequest(f"historical state path must be a folder path, got {path!r}")
+    folder = Path(path)
+
+    def rows(name):
+        try:
+            with open(folder / name, newline="") as f:
+                return list(csv.DictReader(f))
+        except OSError as e:
+            raise BadRequest(f"{folder / name}: cannot read the saved state ({e.strerror})") from None
+
+    def feats(name, n):
+        try:
+            a = np.load(folder / name, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise BadRequest(f"{folder / name}: cannot read the saved features ({e})") from None
+        if n == 0:
+            return np.zeros((0, 0))
+        if a.ndim != 2 or a.shape[0] != n:
+            raise BadRequest(f"{folder / name}: {a.shape[0] if a.ndim else 0} feature rows for {n} table rows")
+        return a.astype(np.float64)
+
+    def num(v):
+        return None if v in (None, "") else float(v)
+
+    try:
+        lm = rows("lmstate.csv")
+        mm = rows("mmstate.csv")
+        lf = feats("lm_feats.npy", len(lm))
+        mf = feats("mm_feats.npy", len(mm))
+        good: dict = {}
+        mm_f, mm_c, mm_i = [], [], []
+        for k, r in enumerate(mm):
+            if str(r.get("visited", "")).lower() != "true" or num(r.get("ctf")) is None:
+                continue
+            ctf = num(r["ctf"])
+            sq = int(float(r["square_id"]))
+            good[sq] = good.get(sq, 0) + (ctf < al.CTF_CUTOFF_A)
+            if num(r.get("ice_thickness")) is not None:
+                mm_f.append(mf[k])
+                mm_c.append(ctf)
+                mm_i.append(num(r["ice_thickness"]))
+        lm_f, lm_t = [], []
+        for k, r in enumerate(lm):
+            if str(r.get("visited", "")).lower() == "true":
+                lm_f.append(lf[k])
+                lm_t.append(float(good.get(int(float(r["square_id"])), 0)))
+    except (KeyError, ValueError, TypeError) as e:
+        raise BadRequest(f"{folder}: not a saved Ptolemy state ({type(e).__name__}: {e})") from None
+    return HistoricalState(str(folder), lm_f, lm_t, mm_f, mm_c, mm_i)
+
+
 # ------------------------------------------------------------------------------ the service
 
 
@@ -547,17 +618,27 @@ class PtolemyService:
 
     # -- session
     def initialize_new_session(self, d: dict) -> None:
-        for k in ("new_state_path", "save_state_path"):
-            if d.get(k):
-                if k == "save_state_path":
-                    self.save_state({"path": d[k]})
-                else:
-                    raise BadRequest(f"initialize_new_session: {k} is not supported by this server "
-                                     "(its state is durable; start it with another --state folder)")
+        """Start a new session; ``historical_state_paths`` (saved-state folders) become its
+        extra GP training data; ``save_state_path`` saves the current state first.
+        Everything is checked before anything is written."""
+        if d.get("new_state_path"):
+            raise BadRequest("initialize_new_session: new_state_path is not supported by this server "
+                             "(its state is durable; start it with another --state folder)")
         hist = d.get("historical_state_paths") or []
-        if hist:
-            raise BadRequest("initialize_new_session: historical_state_paths are not supported yet")
-        self.store.new_session()
+        if not isinstance(hist, list):
+            raise BadRequest("initialize_new_session: field 'historical_state_paths' must be a list")
+        states = [read_saved_state(p) for p in hist]
+        if d.get("save_state_path"):
+            self.save_state({"path": d["save_state_path"]})
+        self.store.new_session(states)
+
+    def load_historical_state(self, d: dict) -> None:
+        """Append one saved state's training data (``{"path": folder}``)."""
+        self.store.add_historical([read_saved_state(d.get("path"))])
+
+    def append_multi_historical_states(self, d: dict) -> None:
+        """Append several saved states' training data (``{"paths": [folders]}``), all or none."""
+        self.store.add_historical([read_saved_state(p) for p in _list(d, "paths", "append_multi_historical_states")])
 
     def set_noice_hole_intensity(self, d: dict) -> None:
         v = _float(d.get("value"), "set_noice_hole_intensity: field 'value'")
@@ -599,6 +680,7 @@ class PtolemyService:
             every = self.store._lm_rows(c)
             n_holes = self.store.hole_count(c)
             th = self.store.visited_hole_ctfs(c)
+            hist = self.store.historical("lm", c)
         cand = [r for r in every if not r["visited"] and (grid == -1 or r["grid_id"] == grid)]
         if cand:
             visited = [r for r in every if r["visited"]]
@@ -608,8 +690,13 @@ class PtolemyService:
             pr = lambda rs: [r["prior_score"] for r in rs]  # noqa: E731
             if not n_holes:  # published cold start: the MM table is empty
                 visited, y = [], np.zeros(0)
-            probs = al.rank_squares(fx(visited), y, fx(cand), fx(every), pr(every), pr(cand), pr(visited),
-                                    rule=self.rule)
+            tx, tp = fx(visited), pr(visited)
+            hist = [h for h in hist if len(h[0]) == nf]  # saved states of another feature layout: unusable
+            if hist and (n_holes or self.rule == "published"):  # historical squares come first (older)
+                tx = np.vstack([np.array([h[0] for h in hist]), tx])
+                y = np.concatenate([[h[1] for h in hist], y])
+                tp = [1.0] * len(hist) + list(tp)  # their prior scores are not saved with the features
+            probs = al.rank_squares(tx, y, fx(cand), fx(every), pr(every), pr(cand), tp, rule=self.rule)
             for r, p in zip(cand, probs):
                 r["GP_probs"] = float(p)
         return table_csv(cand, LM_COLUMNS + ("GP_probs",))
@@ -663,12 +750,16 @@ class PtolemyService:
     def _evaluated(self, ids: list[int]) -> str:
         rows = self.store.mm_rows(ids) if ids else []
         if rows:
-            train = self.store.training_holes()
+            with self.store.snapshot() as c:
+                train = self.store.training_holes(c)
+                hist = self.store.historical("mm", c)
             nf = len(rows[0]["features"])
-            tf = np.array([r["features"] for r in train], float).reshape(len(train), nf)
+            hist = [h for h in hist if len(h[0]) == nf]  # older first, as the published server
+            feats = [h[0] for h in hist] + [r["features"] for r in train]
+            tf = np.array(feats, float).reshape(len(feats), nf)
             cf = np.array([r["features"] for r in rows], float)
-            pred = al.predict_holes(tf, [r["ice_thickness"] for r in train], [r["ctf"] for r in train], cf,
-                                    rule=self.rule)
+            pred = al.predict_holes(tf, [h[2] for h in hist] + [r["ice_thickness"] for r in train],
+                                    [h[1] for h in hist] + [r["ctf"] for r in train], cf, rule=self.rule)
             for k, r in enumerate(rows):
                 for c in PRED_COLUMNS:
                     r[c] = float(pred[c][k])
@@ -819,6 +910,9 @@ def create_app(state_dir, models: str | None = None, rule: str = "published", se
         Route("/current_mm_state", endpoint(svc.current_mm_state, False), methods=["GET"]),
         Route("/rerun_mm_on_active_holes", endpoint(svc.rerun_mm_on_active_holes, False), methods=["GET"]),
         Route("/rerun_mm_on_arbitrary_holes", endpoint(svc.rerun_mm_on_arbitrary_holes), methods=["POST"]),
+        Route("/load_historical_state", endpoint(svc.load_historical_state), methods=["POST"]),
+        Route("/append_multi_historical_states", endpoint(svc.append_multi_historical_states), methods=["POST"]),
+        Route("/clear_historical_state", endpoint(lambda: svc.store.clear_historical(), False), methods=["GET"]),
         Route("/clear_current_state", endpoint(lambda: svc.store.new_session() and None, False), methods=["GET"]),
         Route("/process_stateless_lm", endpoint(svc.process_stateless_lm, image=True), methods=["POST"]),
         Route("/process_stateless_mm", endpoint(svc.process_stateless_mm, image=True), methods=["POST"]),

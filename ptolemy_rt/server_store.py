@@ -92,6 +92,15 @@ CREATE TABLE IF NOT EXISTS holes (
 );
 CREATE INDEX IF NOT EXISTS holes_session ON holes (session_id, square_id);
 CREATE TABLE IF NOT EXISTS active_holes (hole_id INTEGER PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS historical (
+    hist_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id INTEGER NOT NULL,
+    kind TEXT NOT NULL,                -- 'lm' (target = good-hole count) or 'mm' (ctf, ice_thickness)
+    source TEXT NOT NULL,
+    features BLOB NOT NULL,
+    target REAL, ctf REAL, ice_thickness REAL
+);
+CREATE INDEX IF NOT EXISTS historical_session ON historical (session_id, kind);
 """
 
 
@@ -127,6 +136,19 @@ class HoleRow:
     radius: float | None
     prior_score: float
     features: np.ndarray
+
+
+@dataclass(frozen=True)
+class HistoricalState:
+    """Training data of a saved state (published ``save_state`` folder): its visited squares
+    (features, target = count of good holes) and visited holes (features, ctf Å, ice)."""
+
+    source: str
+    lm_features: list
+    lm_targets: list
+    mm_features: list
+    mm_ctfs: list
+    mm_ices: list
 
 
 def features_blob(v) -> bytes:
@@ -238,10 +260,11 @@ class Store:
         with self.snapshot() as c:
             return self._session(c)
 
-    def new_session(self) -> int:
+    def new_session(self, historical: Sequence[HistoricalState] = ()) -> int:
         """Start a new session: the current tables become empty, the active holes are
-        cleared and the no-ice intensity is reset to -1 (as the published server). Rows of
-        earlier sessions stay in the database, so their ids are never reused.
+        cleared and the no-ice intensity is reset to -1 (as the published server); the
+        session's historical training data become ``historical``. Rows of earlier sessions
+        stay in the database, so their ids are never reused. One transaction.
 
         Returns
         -------
@@ -252,7 +275,40 @@ class Store:
             c.execute("INSERT INTO sessions (started_unix) VALUES (?)", (time.time(),))
             c.execute("DELETE FROM active_holes")
             c.execute("INSERT OR REPLACE INTO settings VALUES ('noice_hole_intensity', -1.0)")
-            return self._session(c)
+            s = self._session(c)
+            for h in historical:
+                self._add_historical(c, s, h)
+            return s
+
+    def _add_historical(self, c, s: int, h: HistoricalState) -> None:
+        c.executemany("INSERT INTO historical (session_id, kind, source, features, target) VALUES (?, 'lm', ?, ?, ?)",
+                      [(s, h.source, features_blob(f), float(t)) for f, t in zip(h.lm_features, h.lm_targets)])
+        c.executemany("INSERT INTO historical (session_id, kind, source, features, ctf, ice_thickness) "
+                      "VALUES (?, 'mm', ?, ?, ?, ?)",
+                      [(s, h.source, features_blob(f), float(a), float(b))
+                       for f, a, b in zip(h.mm_features, h.mm_ctfs, h.mm_ices)])
+
+    def add_historical(self, states: Sequence[HistoricalState]) -> None:
+        """Append historical training data to the current session (one transaction)."""
+        with self.transaction() as c:
+            s = self._session(c)
+            for h in states:
+                self._add_historical(c, s, h)
+
+    def clear_historical(self) -> None:
+        """Drop the current session's historical training data."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM historical WHERE session_id=?", (self._session(c),))
+
+    def historical(self, kind: str, c: sqlite3.Connection | None = None) -> list[tuple]:
+        """The current session's historical rows of ``kind``: 'lm' → (features, target),
+        'mm' → (features, ctf, ice_thickness), in insertion order."""
+        if c is None:
+            with self.snapshot() as c2:
+                return self.historical(kind, c2)
+        q = "features, target" if kind == "lm" else "features, ctf, ice_thickness"
+        return [(blob_features(r[0]),) + tuple(r[1:]) for r in c.execute(
+            f"SELECT {q} FROM historical WHERE session_id=? AND kind=? ORDER BY hist_id", (self._session(c), kind))]
 
     def set_setting(self, key: str, value: float) -> None:
         """Store one numeric setting (e.g. ``noice_hole_intensity``)."""

@@ -294,3 +294,39 @@ def test_real_medmag_same_holes_as_the_pipeline(client):
     assert len(ref.holes) > 5
     assert sorted((int(h["center_x"]), int(h["center_y"]), float(h["prior_score"])) for h in rows) == \
         sorted((h.center[0], h.center[1], h.score) for h in ref.holes)
+
+
+def test_historical_states_train_the_gps(tmp_path):
+    state = tmp_path / "s"
+    svc = PtolemyService(state)
+    rng = np.random.default_rng(3)
+
+    def squares(n):
+        return [SquareRow((i, i), ((0, 0), (9, 0), (9, 9), (0, 9)), 0.5, 1.0, 81.0, rng.normal(100, 10, 4)) for i in range(n)]
+
+    sq = svc.store.add_squares(1, 1, squares(6))
+    for s in sq[:3]:
+        h = svc.store.add_holes(1, s, 1, [HoleRow((1, 1), 5.0, 0.5, rng.normal(size=5)) for _ in range(3)])
+        svc.store.visit_holes(h, [3.0, 4.0, 8.0], [30.0, 40.0, 90.0])
+    with TestClient(create_app(state, service=svc)) as c:
+        saved = tmp_path / "first.state"
+        assert post(c, "/save_state", {"path": str(saved)}).status_code == 200
+        r = post(c, "/initialize_new_session", {"historical_state_paths": [str(tmp_path / "nope")]})
+        assert r.status_code == 422 and "nope" in r.json()["detail"]
+        assert svc.store.current_session() == 1  # nothing changed
+        assert post(c, "/initialize_new_session", {"historical_state_paths": [str(saved)]}).status_code == 200
+        assert svc.store.current_session() == 2 and svc.store.lm_rows() == []
+        lm_hist = svc.store.historical("lm")
+        assert [t for _, t in lm_hist] == [2.0, 2.0, 2.0]  # each visited square: 2 holes with ctf < 5 Å
+        assert len(svc.store.historical("mm")) == 9
+        new = svc.store.add_squares(2, 1, squares(4))
+        hid = svc.store.add_holes(2, new[0], 1, [HoleRow((1, 1), 5.0, 0.5, rng.normal(size=5))])
+        p = [float(r["GP_probs"]) for r in rows_of(post(c, "/select_next_square", {"value": -1}).json())[1]]
+        assert len(p) == 4 and len(set(p)) > 1  # trained on the historical squares, not 1/N
+        pred = rows_of(post(c, "/rerun_mm_on_arbitrary_holes", {"ints": hid}).json())[1][0]
+        assert float(pred["ctf_pred"]) != 2.0  # > 1 historical hole: the GP, not the constants
+        assert c.get("/clear_historical_state").status_code == 200 and svc.store.historical("lm") == []
+        p = [float(r["GP_probs"]) for r in rows_of(post(c, "/select_next_square", {"value": -1}).json())[1]]
+        assert p == [0.25] * 4
+        assert post(c, "/append_multi_historical_states", {"paths": [str(saved), str(saved)]}).status_code == 200
+        assert len(svc.store.historical("lm")) == 6
