@@ -913,7 +913,7 @@ def create_app(state_dir, models: str | None = None, rule: str = "published", se
         Route("/load_historical_state", endpoint(svc.load_historical_state), methods=["POST"]),
         Route("/append_multi_historical_states", endpoint(svc.append_multi_historical_states), methods=["POST"]),
         Route("/clear_historical_state", endpoint(lambda: svc.store.clear_historical(), False), methods=["GET"]),
-        Route("/clear_current_state", endpoint(lambda: svc.store.new_session() and None, False), methods=["GET"]),
+        Route("/clear_current_state", endpoint(lambda: svc.store.new_session(keep_historical=True) and None, False), methods=["GET"]),
         Route("/process_stateless_lm", endpoint(svc.process_stateless_lm, image=True), methods=["POST"]),
         Route("/process_stateless_mm", endpoint(svc.process_stateless_mm, image=True), methods=["POST"]),
     ]

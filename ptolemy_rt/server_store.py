@@ -260,10 +260,11 @@ class Store:
         with self.snapshot() as c:
             return self._session(c)
 
-    def new_session(self, historical: Sequence[HistoricalState] = ()) -> int:
+    def new_session(self, historical: Sequence[HistoricalState] = (), keep_historical: bool = False) -> int:
         """Start a new session: the current tables become empty, the active holes are
         cleared and the no-ice intensity is reset to -1 (as the published server); the
-        session's historical training data become ``historical``. Rows of earlier sessions
+        session's historical training data become ``historical`` (after the current session's,
+        with ``keep_historical``, as ``clear_current_state`` keeps them). Rows of earlier sessions
         stay in the database, so their ids are never reused. One transaction.
 
         Returns
@@ -272,10 +273,15 @@ class Store:
             The new session number.
         """
         with self.transaction() as c:
+            old = self._session(c)
             c.execute("INSERT INTO sessions (started_unix) VALUES (?)", (time.time(),))
             c.execute("DELETE FROM active_holes")
             c.execute("INSERT OR REPLACE INTO settings VALUES ('noice_hole_intensity', -1.0)")
             s = self._session(c)
+            if keep_historical:  # copied in their order
+                c.execute("INSERT INTO historical (session_id, kind, source, features, target, ctf, ice_thickness) "
+                          "SELECT ?, kind, source, features, target, ctf, ice_thickness FROM historical "
+                          "WHERE session_id=? ORDER BY hist_id", (s, old))
             for h in historical:
                 self._add_historical(c, s, h)
             return s

@@ -325,6 +325,10 @@ def test_historical_states_train_the_gps(tmp_path):
         assert len(p) == 4 and len(set(p)) > 1  # trained on the historical squares, not 1/N
         pred = rows_of(post(c, "/rerun_mm_on_arbitrary_holes", {"ints": hid}).json())[1][0]
         assert float(pred["ctf_pred"]) != 2.0  # > 1 historical hole: the GP, not the constants
+        assert c.get("/clear_current_state").status_code == 200  # keeps the historical data
+        assert svc.store.lm_rows() == [] and len(svc.store.historical("lm")) == 3
+        new = svc.store.add_squares(2, 1, squares(4))
+        svc.store.add_holes(2, new[0], 1, [HoleRow((1, 1), 5.0, 0.5, rng.normal(size=5))])
         assert c.get("/clear_historical_state").status_code == 200 and svc.store.historical("lm") == []
         p = [float(r["GP_probs"]) for r in rows_of(post(c, "/select_next_square", {"value": -1}).json())[1]]
         assert p == [0.25] * 4
