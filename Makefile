@@ -19,7 +19,7 @@ venv: $(BIN)/.installed
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[test,plot]'
+	$(BIN)/pip install -q -e '.[test,plot,server]'
 	touch $@
 
 # Hot loops compiled ahead of time (numba.pycc) into ptolemy_rt/_kernels_aot*.so: runs need

@@ -443,6 +443,26 @@ def _usage(msg: str) -> PtolemyError:
     return UsageProblem(msg)
 
 
+
+
+@app.command("serve")
+def serve_cmd(
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8000, "--port", help="TCP port (Leginon's ptolemy.cfg default)."),
+    state: Path = typer.Option(Path("ptolemy-state"), "--state", help="Folder of the durable state (SQLite)."),
+    models: Optional[str] = _MODELS,
+    learning: str = typer.Option("published", "--learning", help="Active-learning rule: published | fitted."),
+) -> int:
+    """Serve the Ptolemy HTTP API for Smart Leginon and Appion (needs the [server] extra)."""
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # small GP solves: threads only contend
+    from .server import serve
+
+    if learning not in ("published", "fitted"):
+        raise typer.BadParameter(f"{learning!r} is not one of 'published', 'fitted'", param_hint="--learning")
+    serve(host, port, str(state), models, learning, log=lambda m: _say("info", m))
+    return EXIT_OK
+
+
 def _truth_json(truth) -> str:
     """The synthetic image's ground truth (list of dataclasses) as JSON; points (x, y) px."""
     import dataclasses

@@ -1,0 +1,992 @@
+"""``ptolemy serve``: the HTTP server Smart Leginon and Appion talk to (Starlette + uvicorn).
+
+Protocol: the published Ptolemy server (``server_dev``, 2023) as Leginon's ``ptolemyhandler.py``
+and Appion's ``looplearn.py`` call it — same paths, bodies and replies:
+
+- bodies are JSON whatever the Content-Type (Leginon sends none); an ``image`` is a nested
+  list of numbers [row][col] (the fast path parses it without building Python lists), a
+  path of an MRC file on the server host (``"image": "/path.mrc"`` or ``"image_path"``), or
+  the whole body is an MRC file (Content-Type application/octet-stream, or an MRC2014 header
+  with map id "MAP "), the other fields then in the query string (``POST /push_lm?grid_id=1&tile_id=2``);
+- state replies are the CSV text of the published tables (index column first, ``True`` /
+  ``False``, empty cells for missing values) sent as one JSON string; others reply ``null``;
+- coordinates: ``center_x`` = column, ``center_y`` = row, px, of the image sent.
+
+Differences from the published server (its bugs, LEGINON_PTOLEMY_SERVER.md §3.5, fixed):
+state is durable (`server_store`), ids come from SQLite AUTOINCREMENT and never repeat (they
+start at 1), parallel pushes are serialised per transaction; an empty state gives a
+header-only CSV, not a 500; historical states (``initialize_new_session``'s
+``historical_state_paths``, ``load_historical_state``, ``append_multi_historical_states``)
+are read and checked before anything changes and are stored durably as the session's extra
+GP training data (saved states with another feature layout are ignored by the GPs); not
+supported: ``new_state_path`` / ``overwrite_current_state`` / ``append_current_state``
+(ids of a loaded state could not keep their meaning); an image with no hole returns no hole; unknown ids get a 404
+naming the id and write nothing; ``visit_holes`` works before any medium-mag image; bad bodies
+get a 422 with a one-line ``detail``; ``save_state`` works on empty tables.
+
+Features (for the active learning, `active_learning`): a square's are the published four
+[mean, max, variance, area] of the pixels inside its box (input image units, px²); a hole's
+are computed from the radial profile around its centre: [ln(I0 / inner mean), inner std /
+inner mean, inner mean / image median, radius / crop half-size, prior_score], I0 being the
+no-ice intensity (``set_noice_hole_intensity``; unset: 1.2 × the image's 90th percentile, as
+the published crop normalisation).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import hashlib
+import io as _io
+import json
+import math
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__, active_learning as al
+from .errors import EXIT_USAGE, InputImageError, ModelSetError, PtolemyError
+from .server_store import LM_COLUMNS, MM_COLUMNS, SCHEMA_VERSION, HistoricalState, HoleRow, SquareRow, Store, UnknownIdError
+
+PRED_COLUMNS = ("ctf_pred", "ice_pred", "ctf_var", "ice_var")
+MRC_TYPES = ("application/octet-stream", "application/x-mrc", "image/x-mrc")
+#: columns written as integers when the value is integral (pandas writes the id columns so)
+_INT_COLUMNS = {"square_id", "tile_id", "grid_id", "hole_id", "mm_img_id", "center_x", "center_y"}
+
+
+class BadRequest(ValueError):
+    """The request body or a field is unusable (HTTP 422); the message says why."""
+
+
+# ------------------------------------------------------------------------------ bodies
+
+
+_PARSER = None
+AMBIGUOUS_CAP = 4096  # numbers re-parsed exactly per image at most (more: the json fallback)
+
+
+def _number_parser():
+    """The numba kernel of `_fast_image` (compiled on first use, cached on disk)."""
+    global _PARSER
+    if _PARSER is not None:
+        return _PARSER
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def parse_rows(b, start, out, amb):  # pragma: no cover - compiled
+        """Scan b[start:] = '[[n, n, ...], [...], ...]'. Returns (status, end, rows, cols,
+        n_amb); status 0 = ok, 1 = not a plain rectangular list of numbers, 2 = too many
+        ambiguous numbers. out: float32 values; amb: (start, end, index) of the numbers whose
+        float32 value the fast conversion cannot guarantee (re-parsed exactly by the caller)."""
+        pow10 = np.empty(23, np.float64)
+        pow10[0] = 1.0
+        for k in range(1, 23):
+            pow10[k] = pow10[k - 1] * 10.0
+        n = b.size
+        i = start
+        rows = 0
+        cols = -1
+        count = 0
+        namb = 0
+        if i >= n or b[i] != 91:  # '['
+            return 1, i, 0, 0, 0
+        i += 1
+        while True:
+            while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
+                i += 1
+            if i >= n or b[i] != 91:
+                return 1, i, 0, 0, 0
+            i += 1
+            in_row = 0
+            while True:  # numbers of one row
+                while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
+                    i += 1
+                s0 = i
+                neg = False
+                if i < n and b[i] == 45:  # '-'
+                    neg = True
+                    i += 1
+                mant = np.uint64(0)
+                nd = 0
+                dropped = 0
+                exp10 = 0
+                seen = False
+                while i < n and 48 <= b[i] <= 57:
+                    seen = True
+                    if nd < 19:
+                        mant = mant * np.uint64(10) + np.uint64(b[i] - 48)
+                        if mant != 0:
+                            nd += 1
+                    else:
+                        dropped += 1
+                    i += 1
+                exp10 += dropped
+                if i < n and b[i] == 46:  # '.'
+                    i += 1
+                    while i < n and 48 <= b[i] <= 57:
+                        seen = True
+                        if nd < 19:
+                            mant = mant * np.uint64(10) + np.uint64(b[i] - 48)
+                            if mant != 0:
+                                nd += 1
+                            exp10 -= 1
+                        i += 1
+                if not seen:
+                    return 1, i, 0, 0, 0
+                if i < n and (b[i] == 101 or b[i] == 69):  # 'e' 'E'
+                    i += 1
+                    eneg = False
+                    if i < n and (b[i] == 43 or b[i] == 45):
+                        eneg = b[i] == 45
+                        i += 1
+                    ev = 0
+                    eseen = False
+                    while i < n and 48 <= b[i] <= 57:
+                        eseen = True
+                        if ev < 100000:
+                            ev = ev * 10 + (b[i] - 48)
+                        i += 1
+                    if not eseen:
+                        return 1, i, 0, 0, 0
+                    exp10 += -ev if eneg else ev
+                m = np.float64(mant)
+                exact = mant < np.uint64(9007199254740992) and dropped == 0
+                if mant == 0:
+                    v = 0.0
+                elif -22 <= exp10 <= 22:
+                    v = m * pow10[exp10] if exp10 >= 0 else m / pow10[-exp10]
+                else:
+                    v = m * 10.0 ** exp10
+                    exact = False
+                if neg:
+                    v = -v
+                f = np.float32(v)
+                if not exact:
+                    # error of v < 3 ulp: unambiguous when ±8 ulp round to the same float32
+                    ulp = np.spacing(abs(v)) if v != 0.0 else 5e-324
+                    if (not np.isfinite(v)) or np.float32(v - 8 * ulp) != f or np.float32(v + 8 * ulp) != f:
+                        if namb >= amb.shape[0]:
+                            return 2, i, 0, 0, 0
+                        amb[namb, 0] = s0
+                        amb[namb, 1] = i
+                        amb[namb, 2] = count
+                        namb += 1
+                if count >= out.size:
+                    return 1, i, 0, 0, 0
+                out[count] = f
+                count += 1
+                in_row += 1
+                while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
+                    i += 1
+                if i < n and b[i] == 44:  # ','
+                    i += 1
+                    continue
+                if i < n and b[i] == 93:  # ']'
+                    i += 1
+                    break
+                return 1, i, 0, 0, 0
+            if cols < 0:
+                cols = in_row
+            elif in_row != cols:
+                return 1, i, 0, 0, 0
+            rows += 1
+            while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
+                i += 1
+            if i < n and b[i] == 44:
+                i += 1
+                continue
+            if i < n and b[i] == 93:
+                return 0, i + 1, rows, cols, namb
+            return 1, i, 0, 0, 0
+
+    _PARSER = parse_rows
+    return _PARSER
+
+
+def _fast_image(raw: bytes, start: int) -> tuple[np.ndarray, int] | None:
+    """Parse the 2-D list of numbers at raw[start] ('[') without Python lists.
+
+    Returns (float32 array [row, col], end offset) or None when the text is not a plain
+    rectangular list of lists of numbers (the caller then uses json). Every value equals
+    float32(float(text)) exactly: numbers whose fast conversion could round otherwise are
+    re-parsed by Python."""
+    b = np.frombuffer(raw, dtype=np.uint8)
+    out = np.empty((len(raw) - start) // 2 + 1, np.float32)
+    amb = np.empty((AMBIGUOUS_CAP, 3), np.int64)
+    status, end, rows, cols, namb = _number_parser()(b, start, out, amb)
+    if status != 0 or rows == 0 or cols == 0:
+        return None
+    for s0, e0, k in amb[:namb]:
+        out[k] = np.float32(float(raw[s0:e0]))
+    return out[:rows * cols].reshape(rows, cols), int(end)
+
+
+def parse_json_body(raw: bytes) -> dict:
+    """A request body → dict. JSON whatever the Content-Type; an ``"image"`` nested list of
+    numbers is parsed by a fast path into a float32 numpy array [row, col], the values of
+    ``np.float32(json.loads(...))`` exactly (the pipelines work in float32).
+
+    Raises
+    ------
+    BadRequest
+        Not JSON, or not a JSON object.
+
+    >>> d = parse_json_body(b'{"image": [[1, 2], [3, 4.5]], "grid_id": 3}')
+    >>> d["image"].tolist(), d["grid_id"]
+    ([[1.0, 2.0], [3.0, 4.5]], 3)
+    """
+    if not raw.strip():
+        return {}
+    key = raw.find(b'"image"')
+    while key >= 0:
+        j = key + len(b'"image"')
+        while j < len(raw) and raw[j] in b" \t\r\n":
+            j += 1
+        if raw[j:j + 1] == b":":
+            j += 1
+            while j < len(raw) and raw[j] in b" \t\r\n":
+                j += 1
+            if raw[j:j + 2] == b"[[":
+                got = _fast_image(raw, j)
+                if got is not None:
+                    arr, end = got
+                    try:
+                        d = json.loads(raw[:j] + b"null" + raw[end:])
+                    except ValueError:
+                        d = None
+                    if isinstance(d, dict) and "image" in d and d["image"] is None:
+                        d["image"] = arr
+                        return d
+            break
+        key = raw.find(b'"image"', key + 1)
+    try:
+        d = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as e:
+        raise BadRequest(f"body is not JSON ({e})") from None
+    if not isinstance(d, dict):
+        raise BadRequest(f"body must be a JSON object, got {type(d).__name__}")
+    return d
+
+
+def looks_like_mrc(raw: bytes) -> bool:
+    """True for bytes with an MRC2014 header (map id "MAP " at byte 208)."""
+    return len(raw) >= 1024 and raw[208:211] == b"MAP"
+
+
+def mrc_bytes_to_array(data: bytes, name: str = "<MRC body>") -> np.ndarray:
+    """Pixels [row, col] of an MRC file given as bytes (first section of a stack of one).
+
+    Raises InputImageError naming ``name`` when the bytes are not a readable MRC."""
+    import warnings
+
+    import mrcfile.mrcinterpreter
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            m = mrcfile.mrcinterpreter.MrcInterpreter(iostream=_io.BytesIO(data), permissive=False)
+            arr = np.asarray(m.data).copy()
+            m.close()
+    except Exception as e:  # mrcfile raises assorted errors on garbage
+        raise InputImageError(f"{name}: not a readable MRC file ({type(e).__name__}: {e})") from None
+    if arr.ndim == 3 and arr.shape[0] == 1:
+        arr = arr[0]
+    return arr
+
+
+def _int(d: dict, key: str, required: bool = True, endpoint: str = "") -> int | None:
+    v = d.get(key)
+    if v is None:
+        if required:
+            raise BadRequest(f"{endpoint}: missing field {key!r}")
+        return None
+    try:
+        f = float(v)
+        if isinstance(v, bool) or not math.isfinite(f) or f != int(f):
+            raise ValueError
+        return int(f)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{endpoint}: field {key!r} must be an integer, got {v!r}") from None
+
+
+def _float(v, what: str) -> float | None:
+    if v is None:
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise BadRequest(f"{what} must be a number, got {v!r}") from None
+    if isinstance(v, bool) or not math.isfinite(f):
+        raise BadRequest(f"{what} must be a finite number, got {v!r}")
+    return f
+
+
+def _list(d: dict, key: str, endpoint: str) -> list:
+    v = d.get(key)
+    if not isinstance(v, list):
+        raise BadRequest(f"{endpoint}: field {key!r} must be a list, got {type(v).__name__}")
+    return v
+
+
+def image_from_body(d: dict, raw_mrc: bytes | None, endpoint: str) -> np.ndarray:
+    """The image of a push request as a validated float32 array [row, col] (see module doc).
+
+    Raises BadRequest (no image) or InputImageError (unusable image)."""
+    from .io import read_mrc, validate_array
+
+    if raw_mrc is not None:
+        return validate_array(mrc_bytes_to_array(raw_mrc), f"{endpoint} MRC body").pixels
+    img = d.get("image", d.get("image_path"))
+    if img is None:
+        raise BadRequest(f"{endpoint}: missing field 'image'")
+    if isinstance(img, str):
+        return read_mrc(img).pixels
+    if isinstance(img, np.ndarray):
+        arr = img
+    else:
+        try:
+            arr = np.asarray(img, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise BadRequest(f"{endpoint}: field 'image' must be a 2-D list of numbers") from None
+    return validate_array(arr, f"{endpoint} image").pixels
+
+
+def pixels_sha256(pix: np.ndarray) -> str:
+    """Digest of an image's float32 pixels and shape (identifies a retried push)."""
+    h = hashlib.sha256(str(pix.shape).encode())
+    h.update(np.ascontiguousarray(pix, dtype=np.float32).tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------ features
+
+
+def polygon_pixel_mask(vertices, shape) -> tuple[slice, slice, np.ndarray]:
+    """Pixels whose centres lie inside a convex polygon.
+
+    vertices: (x, y) = (col, row) corners in pixel-corner coordinates, in order. Returns
+    (row slice, col slice, bool mask of that window)."""
+    v = np.asarray(vertices, float)
+    h, w = shape
+    r0 = max(int(math.floor(v[:, 1].min())), 0)
+    r1 = min(int(math.ceil(v[:, 1].max())), h)
+    c0 = max(int(math.floor(v[:, 0].min())), 0)
+    c1 = min(int(math.ceil(v[:, 0].max())), w)
+    if r1 <= r0 or c1 <= c0:
+        return slice(0, 0), slice(0, 0), np.zeros((0, 0), bool)
+    yy, xx = np.mgrid[r0:r1, c0:c1] + 0.5
+    cross = []
+    for k in range(len(v)):
+        (x0, y0), (x1, y1) = v[k], v[(k + 1) % len(v)]
+        cross.append((x1 - x0) * (yy - y0) - (y1 - y0) * (xx - x0))
+    cross = np.array(cross)
+    inside = np.all(cross >= 0, axis=0) | np.all(cross <= 0, axis=0)
+    return slice(r0, r1), slice(c0, c1), inside
+
+
+def square_features(pix: np.ndarray, vertices, area: float) -> np.ndarray:
+    """The published four square features: [mean, max, variance, area] of the pixels inside
+    the square's box (image units; area px²)."""
+    rs, cs, m = polygon_pixel_mask(vertices, pix.shape)
+    vals = pix[rs, cs][m]
+    if vals.size == 0:
+        return np.array([0.0, 0.0, 0.0, float(area)])
+    return np.array([float(vals.mean()), float(vals.max()), float(vals.var()), float(area)])
+
+
+def hole_profile(pix: np.ndarray, center_xy, half: int):
+    """Radial mean profile (1 px bins, r < half) of the pixels around a hole centre.
+
+    Returns (profile, counts) arrays indexed by integer radius."""
+    cx, cy = center_xy
+    h, w = pix.shape
+    r0, r1 = max(int(cy) - half, 0), min(int(cy) + half + 1, h)
+    c0, c1 = max(int(cx) - half, 0), min(int(cx) + half + 1, w)
+    win = pix[r0:r1, c0:c1].astype(np.float64)
+    yy, xx = np.mgrid[r0:r1, c0:c1]
+    r = np.hypot(yy + 0.5 - (cy + 0.5), xx + 0.5 - (cx + 0.5)).astype(int).ravel()
+    keep = r < half
+    cnt = np.bincount(r[keep], minlength=half)
+    s = np.bincount(r[keep], weights=win.ravel()[keep], minlength=half)
+    return s / np.maximum(cnt, 1), cnt
+
+
+def hole_radius(profile: np.ndarray) -> float | None:
+    """Hole edge radius (px) of a radial profile: the radius, in the outer 80 %, of the
+    steepest change (3-px smoothed) from the centre level (mean of r < 0.2 n) towards the rim
+    level (last 10 % of radii); None when the two levels are equal.
+
+    >>> r = np.arange(100.0)
+    >>> hole_radius(np.where(r < 60, 10.0, 2.0))  # the edge lies between r = 59 and 60
+    59.0
+    """
+    n = len(profile)
+    if n < 10:
+        return None
+    inner = float(profile[:max(int(0.2 * n), 1)].mean())
+    rim = float(profile[int(0.9 * n):].mean())
+    if abs(inner - rim) <= 1e-6 * max(abs(inner), abs(rim), 1.0):
+        return None
+    sm = np.convolve(profile, np.ones(3) / 3, mode="same")
+    step = (sm[:-2] - sm[2:]) * np.sign(inner - rim)  # drop from r-1 to r+1, centred at r
+    lo = max(int(0.2 * n), 1)
+    k = int(np.argmax(step[lo - 1:n - 3])) + lo  # r in [lo, n-2)
+    return float(k)
+
+
+def hole_features(pix: np.ndarray, center_xy, radius: float | None, half: int, prior: float, i0: float,
+                  median: float) -> np.ndarray:
+    """Feature vector of one hole (module docstring; pixel units as ``pix``). ``radius``: the
+    image's consensus hole radius, px (None: a third of ``half``). The inner level is the
+    median of the pixels within 0.7 radius (robust to small contamination)."""
+    cx, cy = int(center_xy[0]), int(center_xy[1])
+    lim = max(int(0.7 * radius), 2) if radius else max(int(half) // 3, 2)
+    h, w = pix.shape
+    r0, r1, c0, c1 = max(cy - lim, 0), min(cy + lim + 1, h), max(cx - lim, 0), min(cx + lim + 1, w)
+    yy, xx = np.mgrid[r0:r1, c0:c1]
+    vals = pix[r0:r1, c0:c1][(yy - cy) ** 2 + (xx - cx) ** 2 <= lim * lim].astype(np.float64)
+    inner = float(np.median(vals)) if vals.size else float(pix[min(cy, h - 1), min(cx, w - 1)])
+    std = float(vals.std()) if vals.size else 0.0
+    inner_pos = max(inner, 1e-6)
+    return np.array([math.log(max(i0, 1e-6) / inner_pos), std / inner_pos, inner / max(median, 1e-6),
+                     (radius or 0.0) / max(half, 1), float(prior)])
+
+
+def consensus_radius(pix: np.ndarray, centers, half: int) -> float | None:
+    """One hole radius (px) for the image, from the summed radial profiles of all its holes
+    (as the published server takes one consensus radius); None when no edge is seen."""
+    if not len(centers) or half < 6:
+        return None
+    tot = np.zeros(half)
+    cnt = np.zeros(half)
+    for c in centers:
+        p, n = hole_profile(pix, c, half)
+        tot += p * n
+        cnt += n
+    return hole_radius(tot / np.maximum(cnt, 1))
+
+
+# ------------------------------------------------------------------------------ CSV
+
+
+def _cell(col: str, v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, (bool, np.bool_)):
+        return "True" if v else "False"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    f = float(v)
+    if not math.isfinite(f):
+        return ""
+    if col in _INT_COLUMNS and f == int(f):
+        return str(int(f))
+    return repr(f)
+
+
+def table_csv(rows: list[dict], columns: tuple[str, ...]) -> str:
+    """CSV text of rows in the published layout (first column the index), '\\n' line ends.
+
+    >>> table_csv([{"a": 1, "b": None, "visited": True}], ("a", "b", "visited"))
+    'a,b,visited\\n1,,True\\n'
+    """
+    buf = _io.StringIO()
+    wr = csv.writer(buf, lineterminator="\n")
+    wr.writerow(columns)
+    for r in rows:
+        wr.writerow([_cell(c, r.get(c)) for c in columns])
+    return buf.getvalue()
+
+
+# ------------------------------------------------------------------------------ saved states
+
+
+def read_saved_state(path) -> HistoricalState:
+    """Training data of a saved-state folder (``lmstate.csv``, ``mmstate.csv``,
+    ``lm_feats.npy``, ``mm_feats.npy``, as the published ``save_state`` and this server
+    write; features matched to rows by position): visited squares with their count of
+    visited holes with ctf < 5 Å, and visited holes with ctf and ice thickness.
+
+    Raises
+    ------
+    BadRequest
+        Naming the folder and the problem (missing file, bad column, row/feature mismatch).
+    """
+    if not isinstance(path, str) or not path:
+        raise BadRequest(f"historical state path must be a folder path, got {path!r}")
+    folder = Path(path)
+
+    def rows(name):
+        try:
+            with open(folder / name, newline="") as f:
+                return list(csv.DictReader(f))
+        except OSError as e:
+            raise BadRequest(f"{folder / name}: cannot read the saved state ({e.strerror})") from None
+
+    def feats(name, n):
+        try:
+            a = np.load(folder / name, allow_pickle=False)
+        except (OSError, ValueError) as e:
+            raise BadRequest(f"{folder / name}: cannot read the saved features ({e})") from None
+        if n == 0:
+            return np.zeros((0, 0))
+        if a.ndim != 2 or a.shape[0] != n:
+            raise BadRequest(f"{folder / name}: {a.shape[0] if a.ndim else 0} feature rows for {n} table rows")
+        return a.astype(np.float64)
+
+    def num(v):
+        return None if v in (None, "") else float(v)
+
+    try:
+        lm = rows("lmstate.csv")
+        mm = rows("mmstate.csv")
+        lf = feats("lm_feats.npy", len(lm))
+        mf = feats("mm_feats.npy", len(mm))
+        good: dict = {}
+        mm_f, mm_c, mm_i = [], [], []
+        for k, r in enumerate(mm):
+            if str(r.get("visited", "")).lower() != "true" or num(r.get("ctf")) is None:
+                continue
+            ctf = num(r["ctf"])
+            sq = int(float(r["square_id"]))
+            good[sq] = good.get(sq, 0) + (ctf < al.CTF_CUTOFF_A)
+            if num(r.get("ice_thickness")) is not None:
+                mm_f.append(mf[k])
+                mm_c.append(ctf)
+                mm_i.append(num(r["ice_thickness"]))
+        lm_f, lm_t = [], []
+        for k, r in enumerate(lm):
+            if str(r.get("visited", "")).lower() == "true":
+                lm_f.append(lf[k])
+                lm_t.append(float(good.get(int(float(r["square_id"])), 0)))
+    except (KeyError, ValueError, TypeError) as e:
+        raise BadRequest(f"{folder}: not a saved Ptolemy state ({type(e).__name__}: {e})") from None
+    return HistoricalState(str(folder), lm_f, lm_t, mm_f, mm_c, mm_i)
+
+
+# ------------------------------------------------------------------------------ the service
+
+
+class PtolemyService:
+    """Endpoint logic, independent of the HTTP stack (every method takes the parsed body).
+
+    Parameters
+    ----------
+    state_dir : path
+        Folder of the durable state (`server_store.Store`).
+    models : str or None
+        Model set name (None: the default set).
+    rule : "published" or "fitted"
+        Active-learning rule (`active_learning`).
+    """
+
+    def __init__(self, state_dir, models: str | None = None, rule: str = "published",
+                 compute_slots: int = 1):
+        from .models import load_model_set
+
+        if rule not in al.RULES:
+            raise ValueError(f"rule must be one of {al.RULES}, got {rule!r}")
+        self.store = Store(state_dir)
+        self.models = load_model_set(models)
+        self.rule = rule
+        self._compute = threading.BoundedSemaphore(max(1, int(compute_slots)))
+        self._tl = threading.local()
+
+    @contextlib.contextmanager
+    def _computing(self):
+        """Hold a compute slot; adds the pipeline time (s, not the wait) to `last_compute_s`."""
+        with self._compute:
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                self._tl.compute = getattr(self._tl, "compute", 0.0) + time.perf_counter() - t0
+
+    def timed(self, fn, *args):
+        """(fn(*args), pipeline seconds spent inside it in this thread)."""
+        self._tl.compute = 0.0
+        out = fn(*args)
+        return out, self._tl.compute
+
+    # -- health
+    def health(self) -> dict:
+        return {"status": "ok", "version": __version__, "models": self.models.name, "rule": self.rule,
+                "state": str(self.store.path), "schema_version": SCHEMA_VERSION, **self.store.counts()}
+
+    # -- session
+    def initialize_new_session(self, d: dict) -> None:
+        """Start a new session; ``historical_state_paths`` (saved-state folders) become its
+        extra GP training data; ``save_state_path`` saves the current state first.
+        Everything is checked before anything is written."""
+        if d.get("new_state_path"):
+            raise BadRequest("initialize_new_session: new_state_path is not supported by this server "
+                             "(its state is durable; start it with another --state folder)")
+        hist = d.get("historical_state_paths") or []
+        if not isinstance(hist, list):
+            raise BadRequest("initialize_new_session: field 'historical_state_paths' must be a list")
+        states = [read_saved_state(p) for p in hist]
+        if d.get("save_state_path"):
+            self.save_state({"path": d["save_state_path"]})
+        self.store.new_session(states)
+
+    def load_historical_state(self, d: dict) -> None:
+        """Append one saved state's training data (``{"path": folder}``)."""
+        self.store.add_historical([read_saved_state(d.get("path"))])
+
+    def append_multi_historical_states(self, d: dict) -> None:
+        """Append several saved states' training data (``{"paths": [folders]}``), all or none."""
+        self.store.add_historical([read_saved_state(p) for p in _list(d, "paths", "append_multi_historical_states")])
+
+    def set_noice_hole_intensity(self, d: dict) -> None:
+        v = _float(d.get("value"), "set_noice_hole_intensity: field 'value'")
+        if v is None:
+            raise BadRequest("set_noice_hole_intensity: missing field 'value'")
+        self.store.set_setting("noice_hole_intensity", v)
+
+    # -- low mag
+    def push_lm(self, d: dict, raw_mrc: bytes | None = None) -> None:
+        """Find the squares of one atlas tile and store them (reply: null)."""
+        self.push_lm_ids(d, raw_mrc)
+
+    def push_lm_ids(self, d: dict, raw_mrc: bytes | None = None) -> dict:
+        """`push_lm`, returning {"square_ids": [...] or None for a repeated push, "compute_s"}."""
+        from .lowmag import find_squares
+
+        grid = _int(d, "grid_id", True, "push_lm")
+        tile = _int(d, "tile_id", False, "push_lm")
+        pix = image_from_body(d, raw_mrc, "push_lm")
+        sha = pixels_sha256(pix)
+        if self.store.find_image("lm", sha, grid, tile) is not None:
+            return {"square_ids": None, "repeated": True}
+        t0 = time.perf_counter()
+        with self._computing():
+            res = find_squares(pix, models=self.models)
+            rows = [SquareRow(s.center, s.vertices, s.score, s.brightness, s.area,
+                              square_features(pix, s.vertices, s.area)) for s in res.squares]
+        t = time.perf_counter() - t0
+        ids = self.store.add_squares(grid, tile, rows, sha)
+        return {"square_ids": ids, "compute_s": t}
+
+    def current_lm_state(self) -> str:
+        return table_csv(self.store.lm_rows(), LM_COLUMNS)
+
+    def select_next_square(self, d: dict) -> str:
+        grid = _int(d, "value", False, "select_next_square")
+        grid = -1 if grid is None else grid
+        with self.store.snapshot() as c:
+            every = self.store._lm_rows(c)
+            n_holes = self.store.hole_count(c)
+            th = self.store.visited_hole_ctfs(c)
+            hist = self.store.historical("lm", c)
+        cand = [r for r in every if not r["visited"] and (grid == -1 or r["grid_id"] == grid)]
+        if cand:
+            visited = [r for r in every if r["visited"]]
+            y = al.square_targets([r["square_id"] for r in visited], [h[0] for h in th], [h[1] for h in th])
+            nf = len(every[0]["features"])
+            fx = lambda rs: np.array([r["features"] for r in rs], float).reshape(len(rs), nf)  # noqa: E731
+            pr = lambda rs: [r["prior_score"] for r in rs]  # noqa: E731
+            if not n_holes:  # published cold start: the MM table is empty
+                visited, y = [], np.zeros(0)
+            tx, tp = fx(visited), pr(visited)
+            hist = [h for h in hist if len(h[0]) == nf]  # saved states of another feature layout: unusable
+            if hist and (n_holes or self.rule == "published"):  # historical squares come first (older)
+                tx = np.vstack([np.array([h[0] for h in hist]), tx])
+                y = np.concatenate([[h[1] for h in hist], y])
+                tp = [1.0] * len(hist) + list(tp)  # their prior scores are not saved with the features
+            probs = al.rank_squares(tx, y, fx(cand), fx(every), pr(every), pr(cand), tp, rule=self.rule)
+            for r, p in zip(cand, probs):
+                r["GP_probs"] = float(p)
+        return table_csv(cand, LM_COLUMNS + ("GP_probs",))
+
+    def visit_square(self, d: dict) -> None:
+        self.store.visit_square(_int(d, "square_id", True, "visit_square"))
+
+    # -- medium mag
+    def _holes_of(self, pix: np.ndarray) -> list[HoleRow]:
+        from .medmag import find_holes
+
+        res = find_holes(pix, models=self.models)
+        i0 = self.store.get_setting("noice_hole_intensity", -1.0)
+        if i0 is None or i0 <= 0:
+            i0 = 1.2 * float(np.percentile(pix, 90))
+        med = float(np.median(pix))
+        holes = sorted(res.holes, key=lambda h: (h.center[1], h.center[0]))  # reading order: rows, then cols
+        if not holes:
+            return []
+        half = int(round(math.sqrt(holes[0].area) / 2))  # one crop size per image
+        rad = consensus_radius(pix, [h.center for h in holes], half)
+        return [HoleRow(h.center, rad, h.score, hole_features(pix, h.center, rad, half, h.score, i0, med))
+                for h in holes]
+
+    def _push_mm(self, d: dict, raw_mrc: bytes | None, endpoint: str, evaluate: bool):
+        grid = _int(d, "grid_id", False, endpoint)
+        square = _int(d, "square_id", True, endpoint)
+        mm_img = _int(d, "mm_img_id", False, endpoint)
+        if not self.store.square_exists(square):
+            raise UnknownIdError(f"unknown square_id {square}")
+        pix = image_from_body(d, raw_mrc, endpoint)
+        sha = pixels_sha256(pix)
+        old = self.store.find_image("mm", sha, grid, None, square, mm_img)
+        if old is not None:  # a retried push: the same holes again, nothing added
+            ids = self.store.hole_ids_of_image(old)
+            if evaluate:
+                self.store.set_active(ids)
+        else:
+            with self._computing():
+                rows = self._holes_of(pix)
+            ids = self.store.add_holes(grid, square, mm_img, rows, sha, set_active=evaluate)
+        return ids
+
+    def push_mm(self, d: dict, raw_mrc: bytes | None = None) -> None:
+        self._push_mm(d, raw_mrc, "push_mm", evaluate=False)
+
+    def push_and_evaluate_mm(self, d: dict, raw_mrc: bytes | None = None) -> str:
+        ids = self._push_mm(d, raw_mrc, "push_and_evaluate_mm", evaluate=True)
+        return self._evaluated(ids)
+
+    def _evaluated(self, ids: list[int]) -> str:
+        rows = self.store.mm_rows(ids) if ids else []
+        if rows:
+            with self.store.snapshot() as c:
+                train = self.store.training_holes(c)
+                hist = self.store.historical("mm", c)
+            nf = len(rows[0]["features"])
+            hist = [h for h in hist if len(h[0]) == nf]  # older first, as the published server
+            feats = [h[0] for h in hist] + [r["features"] for r in train]
+            tf = np.array(feats, float).reshape(len(feats), nf)
+            cf = np.array([r["features"] for r in rows], float)
+            pred = al.predict_holes(tf, [h[2] for h in hist] + [r["ice_thickness"] for r in train],
+                                    [h[1] for h in hist] + [r["ctf"] for r in train], cf, rule=self.rule)
+            for k, r in enumerate(rows):
+                for c in PRED_COLUMNS:
+                    r[c] = float(pred[c][k])
+        return table_csv(rows, MM_COLUMNS + PRED_COLUMNS)
+
+    def rerun_mm_on_active_holes(self) -> str:
+        return self._evaluated(self.store.active_hole_ids())
+
+    def rerun_mm_on_arbitrary_holes(self, d: dict) -> str:
+        ids = [_int({"i": v}, "i", True, "rerun_mm_on_arbitrary_holes") for v in _list(d, "ints",
+                                                                                          "rerun_mm_on_arbitrary_holes")]
+        return self._evaluated(ids)
+
+    def visit_holes(self, d: dict) -> None:
+        ep = "visit_holes"
+        ids = [_int({"i": v}, "i", True, ep + ": hole_ids") for v in _list(d, "hole_ids", ep)]
+        ctfs = [_float(v, ep + ": ctfs") for v in _list(d, "ctfs", ep)]
+        ices = [_float(v, ep + ": ice_thicknesses") for v in _list(d, "ice_thicknesses", ep)]
+        try:
+            self.store.visit_holes(ids, ctfs, ices)
+        except ValueError as e:
+            if isinstance(e, UnknownIdError):
+                raise
+            raise BadRequest(f"{ep}: {e}") from None
+
+    def current_mm_state(self) -> str:
+        return table_csv(self.store.mm_rows(), MM_COLUMNS)
+
+    def save_state(self, d: dict) -> None:
+        """Write lmstate.csv, mmstate.csv, lm_feats.npy, mm_feats.npy into the folder ``path``
+        (the published saved-state format; empty tables give header-only files)."""
+        p = d.get("path")
+        if not isinstance(p, str) or not p:
+            raise BadRequest("save_state: field 'path' must be a folder path")
+        out = Path(p)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            with self.store.snapshot() as c:
+                lm = self.store._lm_rows(c)
+                mm = self.store._mm_rows(c)
+            for name, text in (("lmstate.csv", table_csv(lm, LM_COLUMNS)), ("mmstate.csv", table_csv(mm, MM_COLUMNS))):
+                tmp = out / (name + ".tmp")
+                tmp.write_text(text)
+                os.replace(tmp, out / name)
+            for name, rows in (("lm_feats.npy", lm), ("mm_feats.npy", mm)):
+                nf = len(rows[0]["features"]) if rows else 0
+                arr = np.array([r["features"] for r in rows], float).reshape(len(rows), nf)
+                tmp = out / (name + ".tmp.npy")
+                np.save(tmp, arr)
+                os.replace(tmp, out / name)
+        except OSError as e:
+            raise BadRequest(f"save_state: {p}: cannot write ({e.strerror})") from None
+
+    def process_stateless_lm(self, d: dict, raw_mrc: bytes | None = None) -> list:
+        from .lowmag import find_squares
+
+        pix = image_from_body(d, raw_mrc, "process_stateless_lm")
+        with self._computing():
+            res = find_squares(pix, models=self.models)
+        return [{"vertices": [list(v) for v in s.vertices], "center": list(s.center), "area": s.area,
+                 "brightness": s.brightness, "score": s.score,
+                 "features": square_features(pix, s.vertices, s.area).tolist()} for s in res.squares]
+
+    def process_stateless_mm(self, d: dict, raw_mrc: bytes | None = None) -> list:
+        pix = image_from_body(d, raw_mrc, "process_stateless_mm")
+        with self._computing():
+            rows = self._holes_of(pix)
+        return sorted([{"center": list(r.center), "score": r.prior_score, "radius": r.radius,
+                        "features": r.features.tolist()} for r in rows], key=lambda h: -h["score"])
+
+
+# ------------------------------------------------------------------------------ HTTP
+
+
+def create_app(state_dir, models: str | None = None, rule: str = "published", service: PtolemyService | None = None):
+    """The Starlette application serving `PtolemyService` (see the module docstring).
+
+    Parameters
+    ----------
+    state_dir : path
+        State folder. models : model set name (None: default). rule : AL rule.
+    service : PtolemyService, optional
+        Use this service instead of building one.
+
+    Returns
+    -------
+    starlette.applications.Starlette
+    """
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    svc = service or PtolemyService(state_dir, models=models, rule=rule)
+
+    def err(status: int, msg: str) -> JSONResponse:
+        return JSONResponse({"detail": " ".join(str(msg).split())}, status_code=status)
+
+    def endpoint(fn, with_body: bool = True, image: bool = False):
+        async def handler(request: Request):
+            t0 = time.perf_counter()
+            try:
+                args = []
+                if with_body:
+                    raw = await request.body()
+                    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+                    raw_mrc = None
+                    if image and (ctype in MRC_TYPES or looks_like_mrc(raw)):
+                        raw_mrc = raw
+                        body = dict(request.query_params)
+                    else:
+                        body = await run_in_threadpool(parse_json_body, raw)
+                        for k, v in request.query_params.items():
+                            body.setdefault(k, v)
+                    args = [body, raw_mrc] if image else [body]
+                t1 = time.perf_counter()
+                result, compute_s = await run_in_threadpool(svc.timed, fn, *args)
+            except UnknownIdError as e:
+                return err(404, e.args[0] if e.args else str(e))
+            except (BadRequest, InputImageError) as e:
+                return err(422, str(e))
+            except ModelSetError as e:  # pragma: no cover - models are verified at start-up
+                return err(500, str(e))
+            except Exception as e:  # one line, never a traceback page
+                return err(500, f"internal error: {type(e).__name__}: {e}")
+            resp = result if isinstance(result, Response) else JSONResponse(result)
+            # parse = reading and parsing the body; compute = the pipelines; total = the handler
+            resp.headers["Server-Timing"] = (f"parse;dur={1e3 * (t1 - t0):.1f}, compute;dur={1e3 * compute_s:.1f}, "
+                                             f"total;dur={1e3 * (time.perf_counter() - t0):.1f}")
+            return resp
+        return handler
+
+    routes = [
+        Route("/", endpoint(lambda: {"message": "Welcome"}, False), methods=["GET"]),
+        Route("/health", endpoint(svc.health, False), methods=["GET"]),
+        Route("/initialize_new_session", endpoint(svc.initialize_new_session), methods=["POST"]),
+        Route("/initialize_new_session", endpoint(lambda: svc.initialize_new_session({}), False), methods=["GET"]),
+        Route("/push_lm", endpoint(svc.push_lm, image=True), methods=["POST"]),
+        Route("/current_lm_state", endpoint(svc.current_lm_state, False), methods=["GET"]),
+        Route("/set_noice_hole_intensity", endpoint(svc.set_noice_hole_intensity), methods=["POST"]),
+        Route("/push_mm", endpoint(svc.push_mm, image=True), methods=["POST"]),
+        Route("/push_and_evaluate_mm", endpoint(svc.push_and_evaluate_mm, image=True), methods=["POST"]),
+        Route("/select_next_square", endpoint(svc.select_next_square), methods=["POST"]),
+        Route("/visit_holes", endpoint(svc.visit_holes), methods=["POST"]),
+        Route("/visit_square", endpoint(svc.visit_square), methods=["POST"]),
+        Route("/save_state", endpoint(svc.save_state), methods=["POST"]),
+        Route("/current_mm_state", endpoint(svc.current_mm_state, False), methods=["GET"]),
+        Route("/rerun_mm_on_active_holes", endpoint(svc.rerun_mm_on_active_holes, False), methods=["GET"]),
+        Route("/rerun_mm_on_arbitrary_holes", endpoint(svc.rerun_mm_on_arbitrary_holes), methods=["POST"]),
+        Route("/load_historical_state", endpoint(svc.load_historical_state), methods=["POST"]),
+        Route("/append_multi_historical_states", endpoint(svc.append_multi_historical_states), methods=["POST"]),
+        Route("/clear_historical_state", endpoint(lambda: svc.store.clear_historical(), False), methods=["GET"]),
+        Route("/clear_current_state", endpoint(lambda: svc.store.new_session(keep_historical=True) and None, False), methods=["GET"]),
+        Route("/process_stateless_lm", endpoint(svc.process_stateless_lm, image=True), methods=["POST"]),
+        Route("/process_stateless_mm", endpoint(svc.process_stateless_mm, image=True), methods=["POST"]),
+    ]
+    app = Starlette(routes=routes)
+    app.state.service = svc
+    return app
+
+
+SERVER_EXTRA_HINT = "pip install 'ptolemy-rt[server]'"
+
+
+def require_server_extra() -> None:
+    """Raise PtolemyError (exit 2) naming the install command when Starlette or uvicorn is
+    missing."""
+    try:
+        import starlette  # noqa: F401
+        import uvicorn  # noqa: F401
+    except ImportError as e:
+        err = PtolemyError(f"ptolemy serve needs the server extra ({e.name} is not installed): {SERVER_EXTRA_HINT}")
+        err.exit_code = EXIT_USAGE
+        raise err from None
+
+
+def _check_listen(host: str, port: int) -> None:
+    import socket
+
+    if not 0 < int(port) < 65536:
+        raise _usage(f"--port {port}: not a TCP port (1..65535)")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise _usage(f"--host {host}: cannot resolve ({e.strerror or e})") from None
+    fam, kind, proto, _, addr = infos[0]
+    with socket.socket(fam, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise _usage(f"{host}:{port}: cannot listen ({e.strerror or e})") from None
+
+
+def _usage(msg: str) -> PtolemyError:
+    e = PtolemyError(msg)
+    e.exit_code = EXIT_USAGE
+    return e
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000, state_dir: str = "ptolemy-state",
+          models: str | None = None, rule: str = "published", log=None) -> None:
+    """Run the server until interrupted (uvicorn, one process; requests in its thread pool).
+
+    Parameters
+    ----------
+    host, port : where to listen. state_dir : state folder. models : model set name.
+    rule : active-learning rule ("published" | "fitted"). log : callable(str) for one
+        start-up line (None: nothing).
+
+    Raises
+    ------
+    PtolemyError
+        Before listening: the extra is missing or the address is unusable (exit 2), the
+        models (ModelSetError, 4) or the state folder (StateError, 5) cannot be used.
+    """
+    require_server_extra()
+    _check_listen(host, port)
+    import uvicorn
+
+    from .medmag import warmup as mm_warmup
+
+    app = create_app(state_dir, models=models, rule=rule)
+    mm_warmup()
+    parse_json_body(b'{"image": [[1, 2.5]]}')  # compiles (or loads) the number parser
+    svc = app.state.service
+    if log is not None:
+        log(f"serving on http://{host}:{port} (models {svc.models.name}, state {svc.store.path})")
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
