@@ -46,13 +46,12 @@ CLIP_SIGMA = 4.0  # robustly normalised pixels are clipped to ± this
 TAPER_FRACTION = 0.15  # Tukey taper: cosine ramp over this fraction of each side, at each end
 MIN_PERIOD_BINNED_PX = 4.0  # shortest period looked for, in binned px
 FINE_PERIOD_BINNED_PX = 20.0  # a period below this (binned px) is taken from the unbinned crop
-FINE_SIDE_PX = 256  # side of the central crop measured unbinned when the image is binned
+FINE_SIDE_PX = 384  # side of the central crop measured unbinned when the image is binned
 PRESENT_FRACTION = 0.3  # an autocorrelation maximum ≥ this × the strongest one is a lattice point
 STRONG_FRACTION = 0.5  # basis candidates: the N_PEAKS shortest maxima ≥ this × the strongest
 MIN_PERIODS = 2.0  # a lattice needs at least this many periods across the shorter side
 N_PEAKS = 10  # the shortest strong autocorrelation maxima tried as basis vectors
 MISSING_PENALTY = 3.0  # score penalty per predicted first-order peak that is absent
-FEATURE = "abs"  # "abs": |x| (holes of either sign), "signed": x
 STREAK_NORMALISATION = True  # divide the spectrum by its mean per direction (see below)
 ANGLE_BINS = 360  # direction bins of the half circle for the streak normalisation
 CONFIDENT_QUALITY = 5.0  # `LatticeScale.confident` needs quality ≥ this
@@ -158,7 +157,7 @@ def bin_image(image: np.ndarray, factor: int) -> np.ndarray:
     return a[:h, :w].reshape(h // f, f, w // f, f).mean(axis=(1, 3), dtype=np.float32)
 
 
-def robust_normalise(image: np.ndarray, clip: float = CLIP_SIGMA) -> np.ndarray:
+def robust_normalise(image: np.ndarray, clip: float | None = None) -> np.ndarray:
     """(image − median) / (1.4826 · MAD), clipped to ±clip, with a least-squares quadratic
     surface subtracted afterwards. Invariant to offset, positive gain and (up to sign) to
     contrast inversion. Returns float32 [row, col]; a constant image gives zeros.
@@ -166,14 +165,15 @@ def robust_normalise(image: np.ndarray, clip: float = CLIP_SIGMA) -> np.ndarray:
     Parameters
     ----------
     image : 2-D array [row, col], any units
-    clip : float
-        Clip level in robust standard deviations.
+    clip : float, optional
+        Clip level in robust standard deviations (default CLIP_SIGMA).
 
     Returns
     -------
     numpy.ndarray
         float32 [row, col], dimensionless.
     """
+    clip = CLIP_SIGMA if clip is None else float(clip)
     a = np.asarray(image, dtype=np.float32)
     sub = a[::2, ::2] if a.size > 40000 else a
     finite = sub[np.isfinite(sub)]
@@ -223,8 +223,6 @@ def hole_feature(x: np.ndarray) -> np.ndarray:
     numpy.ndarray
         float32 [row, col], zero mean.
     """
-    if FEATURE == "signed":
-        return np.asarray(x, np.float32)
     m = np.abs(np.asarray(x, np.float32))
     return m - np.float32(m.mean(dtype=np.float64))
 
@@ -339,29 +337,58 @@ def measure_hole_lattice(image: np.ndarray) -> LatticeScale | None:
     if min(a.shape) < 16:
         return None
     b = max(1, int(math.ceil(max(a.shape) / WORK_SIDE_PX)))
-    res = _measure(a, b)
-    if b > 1:
+    res = _measure_either(a, b)
+    if b > 1 and (res is None or not res.confident or max(res.lengths_px) < 2 * FINE_PERIOD_BINNED_PX * b):
         # a lattice too fine for the binned image: measure the central FINE_SIDE_PX square
         # unbinned, and keep it when it is clear and finer than binning resolves well
         h, w = a.shape
         s = min(FINE_SIDE_PX, h, w)
         r0, c0 = (h - s) // 2, (w - s) // 2
-        fine = _measure(a[r0:r0 + s, c0:c0 + s], 1)
-        if (fine is not None and fine.confident and max(fine.lengths_px) < FINE_PERIOD_BINNED_PX * b
-                and (res is None or not res.confident or max(res.lengths_px) > 1.2 * max(fine.lengths_px)
-                     or max(res.lengths_px) < FINE_PERIOD_BINNED_PX * b)):
+        fine = _measure_either(a[r0:r0 + s, c0:c0 + s], 1)
+        if fine is not None and fine.confident and (
+                res is None or not res.confident
+                or (max(res.lengths_px) < FINE_PERIOD_BINNED_PX * b
+                    and abs(math.log(fine.period_px / res.period_px)) < math.log(1.25))
+                or (fine.period_px < res.period_px / 1.2 and _coarser_lattice_of(res, fine))):
             res = LatticeScale(fine.vectors_xy, fine.period_px, fine.orientation_deg, fine.quality,
                                min(a.shape) / max(fine.lengths_px), fine.method + " (central crop)", 1)
     return res
 
 
-def _measure(a: np.ndarray, b: int) -> LatticeScale | None:
-    """`measure_hole_lattice` at one binning factor b."""
-    from scipy import fft as sfft
+def _coarser_lattice_of(coarse: LatticeScale, fine: LatticeScale, tol: float = 0.1) -> bool:
+    """True when both basis vectors of `coarse` are integer combinations (within `tol` in
+    lattice coordinates) of the basis of `fine`: a lattice measured too coarsely."""
+    inv = np.linalg.inv(np.asarray(fine.vectors_xy, np.float64))
+    coef = np.asarray(coarse.vectors_xy, np.float64) @ inv
+    return bool(np.all(np.abs(coef - np.rint(coef)) <= tol))
 
-    x = hole_feature(robust_normalise(bin_image(a, b)))
+
+def _measure_either(a: np.ndarray, b: int) -> LatticeScale | None:
+    """`_measure` on the signed pixels and on their magnitude (`hole_feature`). When one
+    result is a coarser lattice of the other (its vectors are integer combinations of the
+    other's: holes of mixed brightness seen as a superlattice, or a finer lattice missed),
+    the finer one is kept; otherwise the one of higher quality."""
+    x = robust_normalise(bin_image(a, b))
     if not np.any(x):
         return None
+    res = _measure(x, b, min(a.shape))
+    alt = _measure(hole_feature(x), b, min(a.shape), "abs")
+    if res is None or alt is None:
+        return res if alt is None else alt
+    if res.confident and alt.confident:
+        if alt.period_px < res.period_px / 1.2 and _coarser_lattice_of(res, alt):
+            return alt
+        if res.period_px < alt.period_px / 1.2 and _coarser_lattice_of(alt, res):
+            return res
+    return alt if alt.quality > res.quality else res
+
+
+def _measure(x: np.ndarray, b: int, min_side: int, feature: str = "signed") -> LatticeScale | None:
+    """The lattice of one prepared image x (binned by b, `robust_normalise`d, and for feature
+    "abs" passed through `hole_feature`); lengths are returned in px of the input image,
+    whose shorter side is min_side px."""
+    from scipy import fft as sfft
+
     h, w = x.shape
     wr, wc = _tukey(h), _tukey(w)
     xw = (x * wr[:, None].astype(np.float32)) * wc[None, :].astype(np.float32)
@@ -383,6 +410,7 @@ def _measure(a: np.ndarray, b: int) -> LatticeScale | None:
     if refined is not None:
         a1, a2 = refined
         method = "autocorrelation, sub-pixel"
+    method += " of |pixels|" if feature == "abs" else ""
     a1, a2 = _reduce_basis(a1, a2)
     a1 = a1 * b
     a2 = a2 * b
@@ -395,7 +423,7 @@ def _measure(a: np.ndarray, b: int) -> LatticeScale | None:
         a2 = -a2
     return LatticeScale(vectors_xy=((float(a1[0]), float(a1[1])), (float(a2[0]), float(a2[1]))),
                         period_px=0.5 * (l1 + l2), orientation_deg=lattice_orientation_deg(a1, a2),
-                        quality=float(quality), periods_across=min(a.shape) / max(l1, l2),
+                        quality=float(quality), periods_across=min_side / max(l1, l2),
                         method=method, bin_factor=b)
 
 
