@@ -13,22 +13,31 @@ since y = row points down). Frequencies are cycles per px.
 Measurement (`measure_hole_lattice`), classical and deterministic:
   1. bin the image by an integer factor b so that its longer side is ≤ `WORK_SIDE_PX`
      (block means; speed) and normalise robustly: subtract the median, divide by 1.4826·MAD,
-     clip to ±`CLIP_SIGMA` (offset-, gain- and sign-invariant; bright contamination and a dark
+     clip to ±`CLIP_SIGMA` (offset-, gain- and sign-invariant; contamination and a dark
      surround cannot dominate), subtract a least-squares quadratic surface (ice gradients,
-     illumination), apply a separable Tukey taper and zero-pad;
-  2. power spectrum (one real FFT), smoothed over 3×3 frequency bins; whitened by its mean
-     log-power on each ring of equal |frequency| (steps at grid bars or at the edge of a
-     square are streaks through the origin, thin in angle: they barely move a ring mean);
-  3. the strongest local maxima of the whitened spectrum in the band of periods
-     [`MIN_PERIOD_BINNED_PX` · b, ½ · shorter side] are the candidate reciprocal vectors; every
-     non-collinear pair (g1, g2) is scored by how much whitened power the low orders
-     m·g1 + n·g2 (|m|, |n| ≤ 2) collect minus a penalty for each of the 8 first orders that
-     is missing; the best pair is the reciprocal basis (a coarse estimate);
-  4. refinement in real space: the autocorrelation (inverse FFT of the high-passed power
-     spectrum, divided by the taper's own autocorrelation so that its envelope does not pull
-     the peaks towards zero lag) has maxima at the lattice vectors; sub-pixel quadratic fits of
-     the maxima at a1, a2, a1 ± a2, 2a1, 2a2 and a least-squares fit give the basis (a1, a2);
-  5. the basis is Lagrange-Gauss reduced (a1 the shortest vector, |a2| ≥ |a1|).
+     illumination). Two features are measured: these signed pixels, and their magnitude
+     |x| − mean (`hole_feature`: holes brighter and darker than the film, i.e. mixed ice,
+     no longer cancel);
+  2. separable Tukey taper, zero padding by half the shorter side (no circular wrap at the
+     lags searched), one real FFT; the power spectrum is divided by the square root of its
+     mean on each ring of equal |frequency| (half whitening: broad structure no longer
+     dominates, noise is not blown up) and by the root of its mean per direction (straight
+     edges of grid bars or of a square are streaks through the origin);
+  3. inverse FFT: the autocorrelation, divided by the taper's own autocorrelation (so its
+     envelope does not pull the peaks towards zero lag) and by its zero-lag value. Its local
+     maxima of at least `STRONG_FRACTION` × the strongest one are the candidate lattice
+     vectors; among pairs of the `N_PEAKS` shortest, the basis is the consistent pair (a1 ± a2,
+     2a1, 2a2 present, the half vectors absent) with the smallest cell;
+  4. sub-pixel quadratic fits of the maxima at a1, a2, a1 ± a2, 2a1, 2a2 and a least-squares
+     fit give the basis, Lagrange-Gauss reduced (a1 the shortest vector, |a2| ≥ |a1|);
+  5. of the two features, the finer lattice wins when the other is a superlattice of it,
+     else the clearer (`quality`); an image binned by b > 1 whose lattice is fine (< 40
+     binned px) or unclear is also measured unbinned on its central `FINE_SIDE_PX` square.
+
+Measured on 60 random `synthetic.medmag_image` images (10-200 nm/px, all films, gold and
+carbon, tilt, bars, contamination; seeds 5000+): 55 within 3 % and 2°. Known weak cases:
+tilted carbon film with bars, R0.6/1 at > 120 nm/px (holes < 5 px), holes barely
+contrasted against a dark grid bar. Cost: ~50 ms of CPU on 1024×1440.
 
 A square hole lattice imaged at a stage tilt is oblique (shrunk across the tilt axis): both
 reduced vectors are reported; `period_px` is their mean length.
@@ -45,14 +54,13 @@ WORK_SIDE_PX = 512  # the measurement runs on the image binned to a longer side 
 CLIP_SIGMA = 4.0  # robustly normalised pixels are clipped to ± this
 TAPER_FRACTION = 0.15  # Tukey taper: cosine ramp over this fraction of each side, at each end
 MIN_PERIOD_BINNED_PX = 4.0  # shortest period looked for, in binned px
-FINE_PERIOD_BINNED_PX = 20.0  # a period below this (binned px) is taken from the unbinned crop
+FINE_PERIOD_BINNED_PX = 20.0  # binned periods below 2 × this are also measured unbinned (crop)
 FINE_SIDE_PX = 384  # side of the central crop measured unbinned when the image is binned
 PRESENT_FRACTION = 0.3  # an autocorrelation maximum ≥ this × the strongest one is a lattice point
 STRONG_FRACTION = 0.5  # basis candidates: the N_PEAKS shortest maxima ≥ this × the strongest
 MIN_PERIODS = 2.0  # a lattice needs at least this many periods across the shorter side
 N_PEAKS = 10  # the shortest strong autocorrelation maxima tried as basis vectors
-MISSING_PENALTY = 3.0  # score penalty per predicted first-order peak that is absent
-STREAK_NORMALISATION = True  # divide the spectrum by its mean per direction (see below)
+STREAK_NORMALISATION = True  # divide the spectrum by the root of its mean per direction
 ANGLE_BINS = 360  # direction bins of the half circle for the streak normalisation
 CONFIDENT_QUALITY = 5.0  # `LatticeScale.confident` needs quality ≥ this
 SAME_SCALE_TOLERANCE = 0.15  # |factor − 1| within this (relative, log) → not resampled
@@ -85,14 +93,15 @@ class LatticeScale:
         near-square (|a1| ≈ |a2|, angle ≈ 90°: a1 and a2 are then interchangeable), else in
         [0, 180).
     quality : float
-        Whitened spectrum peak strength of the weaker of the two fundamental reciprocal
-        peaks, natural-log units above the ring mean (noise alone gives ≲ 1.5; clean holey
-        film 4-10).
+        Height of the weaker of the two basis maxima of the normalised autocorrelation,
+        in robust standard deviations of the autocorrelation over the searched lags (pure
+        noise ≲ 4; the real example images 18-33; `confident` needs ≥ CONFIDENT_QUALITY).
     periods_across : float
         Shorter image side / longest period of the basis (how many repeats were seen).
     method : str
-        How it was found: "fft+autocorrelation" (refined) or "fft" (the refinement failed
-        and the coarse spectrum estimate is returned).
+        How it was found: "autocorrelation" plus ", sub-pixel" when the refinement
+        succeeded, " of |pixels|" for the magnitude feature, " (central crop)" when taken
+        from the unbinned central square.
     bin_factor : int
         Integer binning of the image the measurement ran on.
     """
@@ -525,8 +534,9 @@ def _sample_max(ac: np.ndarray, t, r: int = 1) -> float | None:
 def _lattice_from_autocorrelation(ac: np.ndarray, ok: np.ndarray, max_lag: float):
     """Lattice basis (x, y) binned px from the normalised autocorrelation, and its quality.
 
-    Lattice points are the local maxima (5×5) at least PRESENT_FRACTION × the strongest one.
-    Among pairs of the N_PEAKS shortest, the basis is the consistent pair with the smallest
+    Candidates are the local maxima (5×5) of at least STRONG_FRACTION × the strongest one; a
+    lag holding ≥ PRESENT_FRACTION × the strongest is a lattice point. Among pairs of the
+    N_PEAKS shortest candidates, the basis is the consistent pair with the smallest
     cell: a1 ± a2, 2a1 and 2a2 are lattice points (where within the searched lags) and the
     half vectors a1/2, a2/2, (a1 ± a2)/2 are not (that would be a finer lattice); ties in
     cell area (within 5 %) go to the higher sum of maxima. None without such a pair."""
