@@ -72,7 +72,9 @@ COSINE_FLOOR = 0.01
 #: Pipeline choices written to the manifest (modelspec.PipelineSpec, medmag.lattice_mode):
 #: tilted collection images have an oblique lattice, which the published square-only search
 #: misses (synthetic eval set: lattice F1 0.97 untilted, 0.79 tilted with square candidates only).
-PIPELINE = {"lattice": "oblique"}
+#: hole_pitch_px / tolerance: the U-Net's training pitches, 180-420 px (synthetic.medmag_image's
+#: default scale choice), as a geometric centre and band: sqrt(180*420) = 275, 420/275 = 1.53
+PIPELINE = {"lattice": "oblique", "hole_pitch_px": 275.0, "hole_pitch_tolerance": 0.53}
 UNET_POS_WEIGHT = 100.0
 #: px²: mask components smaller than this are dropped at run time (own U-Net speckles; the
 #: published set has no such filter). 50-500 all give 17/17 holes on the real example.

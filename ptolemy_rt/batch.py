@@ -116,6 +116,10 @@ def analyse(job: Job) -> Outcome:
     output = job.output
     image = read_image(job.input, section=job.section)
     px, src, note = resolve_pixel_size(job.kind, output.pixel_size_nm, image.pixel_size_nm)
+    if px is not None and px != image.pixel_size_nm:  # the scale stage's --hole-pitch-um uses it
+        from dataclasses import replace
+
+        image = replace(image, pixel_size_nm=px)
     result = run_pipeline(job.kind, image, job.models, job.options)
     report = Report(job.kind, job.input, result, px, src, image.section, time.perf_counter() - t0)
     notes = [f"{job.input}: {note}"] if note else []

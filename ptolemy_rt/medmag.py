@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import geometry, lattice, regions
+from . import geometry, lattice, regions, scale
 from .core import Stopwatch, clamp_negatives, mean_std, targets_from_boxes
 from .options import LATTICE_SEARCHES, MedmagOptions, pipeline_options
 from .modelspec import LATTICE_MODES, HoleClassifierArch, PipelineSpec, default, hole_cnn_min_input
@@ -421,7 +421,7 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
 # ---------------------------------------------------------------------------------------
 
 def find_holes(image, options: MedmagOptions | None = None, *, models=None, intermediates: bool = False,
-               **keywords) -> HoleResult:
+               pixel_size_nm: float | None = None, **keywords) -> HoleResult:
     """Holes of a medium-magnification image, sorted by score, best first (SPEC §5).
 
     Parameters
@@ -430,6 +430,8 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
         2048 px limit).
     options : `options.MedmagOptions`, or None (the defaults: the published behaviour).
     models : a `models.ModelSet` or a set name (None: the default set).
+    pixel_size_nm : nm/px for the scale stage's ``hole_pitch_um`` (None: the image's header
+        pixel size, when `io` found a real one).
     intermediates : also return what the pipeline computed on the way, in
         `HoleResult.intermediates`: "logits" (float32 [row, col] U-Net logits, cut back to
         the image), "mask", "centroids", "layout", "boxes" and "crops" (see
@@ -441,6 +443,9 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
         (stored statistics, each crop alone).
         lattice: "square" (published), "oblique" (also fits the oblique lattice of a tilted
         grid) or None (the model set's choice, `lattice_mode`).
+        scale: "auto" (measure the hole lattice; resample the image to the model set's
+        `pipeline.hole_pitch_px` when it is outside the set's tolerance; results come back in
+        input pixels) or "off" (the published pipeline). hole_pitch_um: grid hole pitch, µm.
 
     Returns
     -------
@@ -461,15 +466,60 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     ms = models if isinstance(models, ModelSet) else load_model_set(models)
     sw.lap("load")
     pix = clamp_negatives(loaded.pixels)
-    padded = pad_for_unet(normalise(pix))
+    decision = scale_decision(pix, ms, opts, loaded.pixel_size_nm if pixel_size_nm is None else pixel_size_nm)
+    work, resampling = (pix, None) if decision is None or decision.factor == 1.0 else scale.resample(pix, decision.factor)
+    sw.lap("scale")
+    padded = pad_for_unet(normalise(work))
     sw.lap("normalise")
     logits = unet_logits(ms, padded)
     del padded
-    mask = drop_small_regions(mask_from_logits(logits, pix.shape), mask_min_region_px(ms))
-    kept = {"logits": logits[: pix.shape[0], : pix.shape[1]]} if intermediates else None
+    mask = drop_small_regions(mask_from_logits(logits, work.shape), mask_min_region_px(ms))
+    kept = {"logits": logits[: work.shape[0], : work.shape[1]]} if intermediates else None
     del logits
     sw.lap("unet")
-    return holes_from_mask(pix, mask, opts, models=ms, timings=sw.timings, model_name=ms.name, intermediates=kept)
+    res = holes_from_mask(work, mask, opts, models=ms, timings=sw.timings, model_name=ms.name, intermediates=kept)
+    if kept is not None:
+        kept.update(scale=decision, resampling=resampling)  # the other intermediates: resampled frame
+    if resampling is not None:
+        res = to_input_frame(res, resampling, pix.shape)
+    res.scale = None if decision is None else decision.as_dict()
+    return res
+
+
+def scale_decision(pix: np.ndarray, models, opts: MedmagOptions, pixel_size_nm: float | None):
+    """The scale stage's `scale.ScaleDecision` for an image [row, col] (None when
+    ``opts.scale`` is "off"): the model set's declared hole pitch and tolerance
+    (`modelspec.PipelineSpec`), the measured lattice, and ``opts.hole_pitch_um`` with the pixel
+    size (nm/px) when both are known."""
+    if opts.scale == "off":
+        return None
+    p = models.spec.pipeline
+    use_metadata = opts.hole_pitch_um is not None and pixel_size_nm is not None
+    dec = scale.choose_scale(pix, p.hole_pitch_px, pixel_size_nm=pixel_size_nm if use_metadata else None,
+                             hole_pitch_um=opts.hole_pitch_um if use_metadata else None,
+                             tolerance=p.hole_pitch_tolerance)
+    if opts.hole_pitch_um is not None and not use_metadata:
+        from dataclasses import replace
+
+        dec = replace(dec, note=dec.note + "; --hole-pitch-um ignored: no pixel size (header or --pixel-size)")
+    return dec
+
+
+def to_input_frame(res: HoleResult, resampling, input_shape: tuple[int, int]) -> HoleResult:
+    """A result found on a resampled image, in the input image's frame: box corners mapped
+    back (pixel-corner coordinates, `scale.Resampling.to_input_xy`), centres and areas
+    recomputed from them (px, px²), the lattice spacing divided by the mean zoom factor."""
+    n = len(res.holes)
+    if n:
+        v = np.array([h.vertices for h in res.holes], dtype=np.float64).reshape(-1, 2)
+        v = resampling.to_input_xy(v, corner=True).reshape(n, 4, 2)
+        x, y = v[:, :, 0], v[:, :, 1]
+        area = 0.5 * np.abs(np.sum(x * np.roll(y, -1, axis=1) - np.roll(x, -1, axis=1) * y, axis=1))
+        res.holes = targets_from_boxes(Hole, v, range(n), area=area, score=[h.score for h in res.holes])
+    if res.lattice_spacing_px is not None:
+        res.lattice_spacing_px = float(res.lattice_spacing_px) / float(np.mean(resampling.factors_rc))
+    res.image_shape = tuple(int(d) for d in input_shape)
+    return res
 
 
 def warmup() -> None:

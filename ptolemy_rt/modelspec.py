@@ -230,6 +230,12 @@ class PipelineSpec(_Spec):
 
     lattice: str = decl("square", choices=LATTICE_MODES, omit_default=True,
                         doc="medium-mag lattice search: 'square' (published) or 'oblique' (also oblique lattices)")
+    hole_pitch_px: float = decl(290.0, minimum=8.0, omit_default=True,
+                                doc="hole-lattice period (px) the U-Net was trained at; the scale stage "
+                                    "resamples medium-mag images to it (published: the README image, 290 px)")
+    hole_pitch_tolerance: float = decl(0.15, minimum=0.0, omit_default=True,
+                                       doc="relative band around hole_pitch_px within which an image is "
+                                           "not resampled (the range of pitches the U-Net saw in training)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -681,8 +687,8 @@ def declarations(cls: type = ModelSetSpec, prefix: str = "") -> list[tuple[str, 
 
     Examples
     --------
-    >>> [r for r in declarations(PipelineSpec)]
-    [('lattice', "'square'", "medium-mag lattice search: 'square' (published) or 'oblique' (also oblique lattices)")]
+    >>> [r[:2] for r in declarations(PipelineSpec)]
+    [('lattice', "'square'"), ('hole_pitch_px', '290.0'), ('hole_pitch_tolerance', '0.15')]
     """
     rows = []
     hints = _hints(cls)

@@ -42,6 +42,10 @@ CROP_GRIDS = ("image", "square")
 #: Medium-mag lattice searches (see `lattice.find_lattice`): "square" (published) or
 #: "oblique" (also oblique lattices). The command line adds "auto" (= None: the model set's).
 LATTICE_SEARCHES = LATTICE_MODES  # the model-set declaration's values (modelspec), one definition
+#: Medium-mag scale stage (see `scale`): "auto" (measure the image's hole lattice and resample
+#: it to the model set's pitch when it is off by more than the set's tolerance) or "off" (the
+#: published pipeline: the image as it is).
+SCALE_MODES = ("auto", "off")
 #: Output formats of the command line (see `output`).
 FORMATS = ("json", "json-full", "csv", "txt", "nav")
 
@@ -246,6 +250,9 @@ class MedmagOptions:
     batchnorm: "published" | "running" (`BATCHNORMS`).
     lattice: "square" (published) | "oblique" (also oblique lattices: grids imaged at a stage
     tilt) | None (what the model set declares, `medmag.lattice_mode`).
+    scale: "auto" | "off" (`SCALE_MODES`). hole_pitch_um: the grid's hole pitch (µm, centre to
+    centre, e.g. 2.5 for R1.2/1.3) or None; with a known pixel size it sets the scale, and the
+    measured lattice only cross-checks it.
 
     >>> MedmagOptions(lattice="oblique").lattice
     'oblique'
@@ -259,11 +266,28 @@ class MedmagOptions:
         help="square: the published square-lattice search; oblique: also oblique lattices "
              "(grids imaged at a stage tilt up to ~45°); auto: what the model set declares "
              "(published set: square; own set: oblique)."))
+    scale: str = field(default="auto", metadata=cli_option(
+        "--scale", choices=SCALE_MODES,
+        help="auto: measure the hole lattice and resample the image to the model set's scale when "
+             "it differs (any magnification); off: the image as it is (the published pipeline)."))
+    hole_pitch_um: float | None = field(default=None, metadata=cli_option(
+        "--hole-pitch-um", metavar="UM",
+        help="The grid's hole pitch in µm (e.g. 2.5 for R1.2/1.3): with the pixel size (header or "
+             "--pixel-size) it sets the scale; the measured lattice cross-checks it."))
 
     def __post_init__(self):
         _choice("batchnorm", self.batchnorm, BATCHNORMS)
         if self.lattice is not None:
             _choice("lattice", self.lattice, LATTICE_SEARCHES)
+        _choice("scale", self.scale, SCALE_MODES)
+        if self.hole_pitch_um is not None:
+            try:
+                um = float(self.hole_pitch_um)
+            except (TypeError, ValueError):
+                raise OptionError("hole_pitch_um", self.hole_pitch_um, "must be a number of µm") from None
+            if not (math.isfinite(um) and 0.1 <= um <= 100.0):
+                raise OptionError("hole_pitch_um", self.hole_pitch_um, "must be a hole pitch of 0.1-100 µm")
+            object.__setattr__(self, "hole_pitch_um", um)
 
 
 @dataclass(frozen=True)
@@ -321,7 +345,7 @@ def pipeline_options(kind: str, options=None, **keywords):
     option of, OptionError for a bad value.
 
     >>> pipeline_options("medmag", MedmagOptions(batchnorm="running"), lattice="square")
-    MedmagOptions(batchnorm='running', lattice='square')
+    MedmagOptions(batchnorm='running', lattice='square', scale='auto', hole_pitch_um=None)
     """
     cls = PIPELINE_OPTIONS[kind]
     if options is None:

@@ -166,7 +166,7 @@ class HoleResult(PipelineResult):
     --------
     >>> r = HoleResult([Hole(((0.0, 0.0), (4.0, 0.0), (4.0, 4.0), (0.0, 4.0)), (2, 2), 16.0, 0.5)], (8, 8))
     >>> r.kind, [m.key for m in r.metadata()], r.typical_size_px()
-    ('medmag', ['lattice_angle_deg', 'lattice_spacing_px', 'lattice_search'], (4.0, 'hole box side'))
+    ('medmag', ['lattice_angle_deg', 'lattice_spacing_px', 'lattice_search', 'scale'], (4.0, 'hole box side'))
     >>> HoleResult([], (8, 8), lattice_spacing_px=6.0).typical_size_px()
     (6.0, 'hole spacing')
     """
@@ -186,6 +186,9 @@ class HoleResult(PipelineResult):
     lattice_search: str = "square"  # "square" (published) or "oblique" (also tilted grids)
     #: what the pipeline computed on the way (find_holes(..., intermediates=True)), else None
     intermediates: dict | None = field(default=None, repr=False, compare=False)
+    #: the scale stage's decision (`scale.ScaleDecision.as_dict`: factor, measured period px,
+    #: source, note) or None when it did not run (``scale="off"``)
+    scale: dict | None = None
 
     @property
     def targets(self) -> list[Hole]:
@@ -201,6 +204,9 @@ class HoleResult(PipelineResult):
             Metadatum("lattice_spacing_px", spacing, None if spacing is None else f"spacing {spacing:.1f} px"),
             Metadatum("lattice_search", self.lattice_search,
                       None if self.lattice_search == "square" else f"lattice search {self.lattice_search}"),
+            Metadatum("scale", self.scale, None if not self.scale or self.scale.get("factor") == 1.0 else
+                      f"scale: image resampled x{self.scale['factor']:.4g} to the model set's hole pitch "
+                      f"({self.scale['note']})", own_line=True),
         )
 
     def typical_size_px(self) -> tuple[float, str]:

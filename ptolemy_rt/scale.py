@@ -50,6 +50,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .modelspec import PipelineSpec, default
+
 WORK_SIDE_PX = 512  # the measurement runs on the image binned to a longer side ≤ this
 CLIP_SIGMA = 4.0  # robustly normalised pixels are clipped to ± this
 TAPER_FRACTION = 0.15  # Tukey taper: cosine ramp over this fraction of each side, at each end
@@ -63,14 +65,10 @@ N_PEAKS = 10  # the shortest strong autocorrelation maxima tried as basis vector
 STREAK_NORMALISATION = True  # divide the spectrum by the root of its mean per direction
 ANGLE_BINS = 360  # direction bins of the half circle for the streak normalisation
 CONFIDENT_QUALITY = 5.0  # `LatticeScale.confident` needs quality ≥ this
-SAME_SCALE_TOLERANCE = 0.15  # |factor − 1| within this (relative, log) → not resampled
+#: |factor − 1| within this (relative, log) → not resampled: the published default of the
+#: model-set declaration `pipeline.hole_pitch_tolerance` (each set declares its own)
+SAME_SCALE_TOLERANCE = default(PipelineSpec, "hole_pitch_tolerance")
 CROSS_CHECK_TOLERANCE = 0.10  # measured vs metadata period agree within this (relative)
-
-#: Hole-lattice period (px) each known model set was trained at, used when its manifest
-#: declares none (`pipeline.hole_pitch_px`). Published set: the README medium-mag image,
-#: whose holes (R1.2/1.3-like, ~145 px across) are 290 px apart. Own set: trained on
-#: `synthetic.medmag_image` with pitches drawn uniformly in 180-420 px (centre ~290 px).
-MODEL_PERIOD_PX = {"ptolemy-2022": 290.0, "ptolemy-rt-synth-v1": 290.0}
 
 
 # ---------------------------------------------------------------------------------------
@@ -672,34 +670,6 @@ def _subpixel_peak(ac: np.ndarray, ok: np.ndarray, t: np.ndarray, radius: float)
 # ---------------------------------------------------------------------------------------
 # the scale decision and the resampling
 # ---------------------------------------------------------------------------------------
-
-def model_period_px(models) -> float | None:
-    """Hole-lattice period (px) a model set's U-Net was trained at: the manifest's
-    `pipeline.hole_pitch_px` when declared, else `MODEL_PERIOD_PX` by set name, else None.
-
-    Parameters
-    ----------
-    models : `models.ModelSet`, a set name (str) or None
-
-    Returns
-    -------
-    float or None
-        px; None when unknown (the pipeline then does not resample).
-
-    Examples
-    --------
-    >>> model_period_px("ptolemy-2022")
-    290.0
-    """
-    if models is None:
-        return None
-    if isinstance(models, str):
-        return MODEL_PERIOD_PX.get(models)
-    declared = (getattr(models, "manifest", None) or {}).get("pipeline", {}) or {}
-    if declared.get("hole_pitch_px"):
-        return float(declared["hole_pitch_px"])
-    return MODEL_PERIOD_PX.get(getattr(models, "name", ""))
-
 
 def expected_period_px(pixel_size_nm: float, hole_pitch_um: float) -> float:
     """Hole-lattice period in px from the pixel size and the grid's hole pitch.

@@ -69,6 +69,8 @@ def make_inputs() -> None:
     from ptolemy_rt import synthetic
 
     for name, (kind, gen, seed, shape, params) in INPUTS.items():
+        if input_path(name).is_file():  # committed: keep its bytes (mrcfile's header label holds a date)
+            continue
         img, _truth = getattr(synthetic, gen)(seed, shape, **params)
         img = np.asarray(img, dtype=np.float64)
         if kind == "medmag":  # float image: to int16 counts with a fixed affine map

@@ -206,7 +206,7 @@ def test_json_full_key_order_per_kind():
                    "crop_grid", "normalisation", "grid_angle_deg", "reason", "pixel_size_nm", "pixel_size_source",
                    "timings_s", "count", "items"]
     med = list(json.loads(output.format_json_full(_hole_report())))
-    assert med[7:10] == ["lattice_angle_deg", "lattice_spacing_px", "lattice_search"] and med[10] == "reason"
+    assert med[7:11] == ["lattice_angle_deg", "lattice_spacing_px", "lattice_search", "scale"] and med[11] == "reason"
 
 
 def test_lowmag_metadata_in_json_full_and_txt():

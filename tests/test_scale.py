@@ -232,18 +232,14 @@ def test_choose_scale_without_lattice_keeps_the_image():
     assert scale.choose_scale(rng.normal(size=(256, 256)), None).factor == 1.0
 
 
-def test_model_period_px():
-    from ptolemy_rt.models import PUBLISHED_SET, OWN_SET
+def test_model_sets_declare_their_hole_pitch():
+    """The scale stage's target comes from the model set's manifest (one definition)."""
+    from ptolemy_rt.models import OWN_SET, available_sets, load_model_set
 
-    assert scale.model_period_px(PUBLISHED_SET) == 290.0
-    assert scale.model_period_px(OWN_SET) == 290.0
-    assert scale.model_period_px("unknown-set") is None
-
-    class Fake:
-        name = "x"
-        manifest = {"pipeline": {"hole_pitch_px": 250}}
-
-    assert scale.model_period_px(Fake()) == 250.0
+    if OWN_SET in available_sets():
+        p = load_model_set(OWN_SET).spec.pipeline
+        assert (p.hole_pitch_px, p.hole_pitch_tolerance) == (275.0, 0.53)  # its training pitches, 180-420 px
+    assert scale.SAME_SCALE_TOLERANCE == 0.15  # the published default
 
 
 # ------------------------------------------------------------------------ real images
