@@ -189,7 +189,7 @@ def unet_flops(arch, h: int, w: int) -> float:
 
 
 def unet_padded_shape(h: int, w: int) -> tuple[int, int]:
-    """SPEC §5.2: < 1024 rows → 1024, < 1440 cols → 1440, else the next multiple of 512."""
+    """docs/ALGORITHM.md#medmag-padding: < 1024 rows → 1024, < 1440 cols → 1440, else the next multiple of 512."""
     ph = 1024 if h < 1024 else int(math.ceil(h / 512) * 512)
     pw = 1440 if w < 1440 else int(math.ceil(w / 512) * 512)
     return ph, pw

@@ -3,7 +3,7 @@ imported by the runtime).
 
 Both are parametrised by width so that smaller own models use the same code; at the
 default sizes their state-dict keys and shapes equal the published checkpoints'
-(``load_state_dict(..., strict=True)``), see SPEC.md §1-§2.
+(``load_state_dict(..., strict=True)``), see docs/ALGORITHM.md#square-classifier, #hole-classifier.
 
 Tensors are N×C×H×W ([row, col] spatial order); sizes in px.
 """
@@ -16,7 +16,7 @@ from torch import nn
 
 
 class SquareClassifier(nn.Module):
-    """Low-magnification square classifier (SPEC §1).
+    """Low-magnification square classifier (docs/ALGORITHM.md#square-classifier).
 
     Stage k (k = 1..len(kernels)): ``layer{k}`` conv (no bias, stride 1, no padding) → ReLU
     → ``bn{k}`` BatchNorm2d (eps 1e-5) → MaxPool(3, stride 2, padding 1).
@@ -56,7 +56,7 @@ class SquareClassifier(nn.Module):
 
 
 class HoleClassifier(nn.Module):
-    """Medium-magnification hole classifier (SPEC §2).
+    """Medium-magnification hole classifier (docs/ALGORITHM.md#hole-classifier).
 
     Stage k (k = 0..n_stages-1): ``convs.k`` conv (no bias, no padding; 5×5 for the first,
     3×3 after) → ``bns.k`` BatchNorm2d (eps 1e-5) → ReLU → MaxPool(3, stride 2, padding 0).

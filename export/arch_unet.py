@@ -1,4 +1,4 @@
-"""PyTorch definition of the Ptolemy hole-localiser U-Net (SPEC §3), parametrised.
+"""PyTorch definition of the Ptolemy hole-localiser U-Net (docs/ALGORITHM.md#hole-unet), parametrised.
 
 Development side only (export/, training): the runtime never imports this.
 
@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LAST_BIAS_INIT = -10.0  # training recipe (SPEC §6): bias of `last` starts at -10
+LAST_BIAS_INIT = -10.0  # training recipe (docs/ALGORITHM.md#training): bias of `last` starts at -10
 
 
 class ConvBlock(nn.Module):

@@ -6,7 +6,7 @@ hole U-Net) on synthetic data or a labelled folder, then export it to ONNX + man
     python -m export.train --out DIR --only unet                        (one model; the
         others are taken from the cache of an earlier run, build/train-cache/)
 
-Recipes (SPEC §6, paper appendix B): Adam (default hyper-parameters), binary cross-entropy;
+Recipes (docs/ALGORITHM.md#training, paper appendix B): Adam (default hyper-parameters), binary cross-entropy;
 random 90° rotations for all models; U-Net: positive-class weight 100, bias of `last`
 initialised at −10, Gaussian blur (learned sigma, initial e, Adam lr 0.1) of the output
 before the loss, random inversion of the normalised pixels. Deviations, for a single-thread
@@ -446,7 +446,7 @@ def train_unet(pool, steps: int, patch: int, batch: int, seed: int, init: str = 
 
 def calibrate_unet(net, seeds) -> dict:
     """Shift `last.bias` so that sigmoid > 1e-4 gives the best U-Net + lattice hole F1 on
-    held-out synthetic images (SPEC §7 matching), through the runtime's speckle filter and
+    held-out synthetic images (docs/ALGORITHM.md#evaluation-metrics matching), through the runtime's speckle filter and
     lattice search (UNET_MASK_MIN_REGION_PX, PIPELINE). Returns info with the chosen shift."""
     torch = _torch()
     from ptolemy_rt import medmag, synthetic

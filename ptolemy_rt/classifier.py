@@ -1,6 +1,6 @@
 """Score crops with the square or hole classifier in bounded memory (numpy + ONNX Runtime).
 
-Two BatchNorm regimes (SPEC §4.7-4.8, §5.7; graph layout in export/onnx_classifiers.py):
+Two BatchNorm regimes (docs/ALGORITHM.md#batchnorm-regimes; graph layout in export/onnx_classifiers.py):
 
 - ``"published"``: every BatchNorm uses the statistics of the n crops scored together
   (mean and biased variance over crops × rows × cols, eps from the manifest), as the

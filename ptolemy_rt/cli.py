@@ -337,7 +337,7 @@ def evaluate_cmd(
     models: Optional[str] = _MODELS,
     out: Optional[str] = typer.Option(None, "-o", "--output", help="Also write the metrics as JSON here."),
 ) -> int:
-    """Paper metrics (SPEC §7) of a model set on labelled data: a table on stdout."""
+    """Paper metrics (docs/ALGORITHM.md#evaluation-metrics) of a model set on labelled data: a table on stdout."""
     import json
 
     from .output import write_atomic

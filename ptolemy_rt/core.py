@@ -1,6 +1,6 @@
 """Small numpy-level helpers the two pipelines share (one definition each).
 
-- `clamp_negatives`: negative pixels → 0 (SPEC §4.1, §5.1), without copying clean input;
+- `clamp_negatives`: negative pixels → 0 (docs/ALGORITHM.md#lowmag-clamp, #medmag-normalise), without copying clean input;
 - `mean_std`: mean and population standard deviation, streamed in row strips (float64),
   optionally over a mask;
 - `Stopwatch`: per-stage wall-clock seconds, the `timings_s` of the results;

@@ -1,4 +1,4 @@
-"""Evaluation of a model set on a labelled folder (SPEC §7 metrics), numpy only.
+"""Evaluation of a model set on a labelled folder (docs/ALGORITHM.md#evaluation-metrics metrics), numpy only.
 
 Entry point for the CLI: `evaluate(models, data_dir) -> dict` (the folder format is
 `ptolemy_rt.labels`; data_dir may also be a folder holding `lowmag/` and/or `medmag/`
@@ -120,7 +120,7 @@ def points_in_polygon(points_xy, poly_xy) -> np.ndarray:
 
 
 def match_points_to_discs(pred_xy, centres_xy, radii, ignore_xy=None, ignore_radii=None) -> dict:
-    """SPEC §7 one-to-one rule for predictions (x, y) against labelled holes (discs).
+    """docs/ALGORITHM.md#evaluation-metrics one-to-one rule for predictions (x, y) against labelled holes (discs).
 
     A prediction belongs to the nearest labelled disc containing it. Holes with exactly one
     prediction → TP; holes with 0 or 2+ → FN; predictions in no disc or sharing a disc → FP.
@@ -268,7 +268,7 @@ def evaluate_medmag(models, ds, log=None) -> dict:
 
 
 def evaluate(models, data_dir, log=None) -> dict:
-    """SPEC §7 metrics of a model set (name, None = default set, or a loaded ModelSet) on a
+    """docs/ALGORITHM.md#evaluation-metrics metrics of a model set (name, None = default set, or a loaded ModelSet) on a
     labelled folder, or a folder holding lowmag/ and medmag/ labelled folders.
     Returns {"models": name, "lowmag": {...}, "medmag": {...}} (keys present per kind)."""
     from .labels import read_dataset

@@ -1,4 +1,4 @@
-"""Image rotation and the matching point maps (SPEC §4.5-4.6, §5.6).
+"""Image rotation and the matching point maps (docs/ALGORITHM.md#rotation, #lowmag-grid-angle, #medmag-rotation).
 
 Coordinates: arrays are indexed [row, col]. Points are (row, col) float arrays in
 *pixel-corner* coordinates: pixel (r, c) covers [r, r+1) × [c, c+1), so the centre of pixel
@@ -41,7 +41,7 @@ def rotated_shape(in_shape: tuple[int, int], angle_deg: float) -> tuple[int, int
 
 
 def rotate_image(image: np.ndarray, angle_deg: float) -> np.ndarray:
-    """Rotate a 2-D [row, col] image by angle_deg degrees (SPEC §4.6).
+    """Rotate a 2-D [row, col] image by angle_deg degrees (docs/ALGORITHM.md#rotation).
 
     scipy.ndimage.rotate with reshape=True (the output holds the whole rotated image),
     cubic spline interpolation (order 3) and fill value 0 outside the input. The dtype is
@@ -176,7 +176,7 @@ def bounding_boxes(polygons, angle_deg: float, in_shape=(0, 0), out_shape=(0, 0)
 
 
 def grid_angle(hulls) -> float:
-    """Grid angle θ, degrees in [0, 90] (SPEC §4.5): minimises the summed areas (px²) of the
+    """Grid angle θ, degrees in [0, 90] (docs/ALGORITHM.md#lowmag-grid-angle): minimises the summed areas (px²) of the
     axis-aligned bounding boxes of all polygons ((row, col) vertices) rotated by θ as
     `rotate_points` rotates them; bounded Brent (scipy minimize_scalar, method "bounded",
     bounds (0, 90), default tolerance) over the compiled cost `geometry_kernels.box_area_sum`. No polygons: 0.0.

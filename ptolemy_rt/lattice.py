@@ -1,4 +1,4 @@
-"""Lattice search over hole centroids (SPEC §5.5), square as published, optionally oblique.
+"""Lattice search over hole centroids (docs/ALGORITHM.md#medmag-lattice), square as published, optionally oblique.
 
 Coordinates: points and vectors are (row, col) float64 in *pixel-corner* coordinates
 (pixel (r, c) covers [r, r+1) × [c, c+1); the convention of `regions` polygons), px.

@@ -1,4 +1,4 @@
-"""Low-magnification pipeline: grid squares in an atlas (SPEC §4).
+"""Low-magnification pipeline: grid squares in an atlas (docs/ALGORITHM.md#lowmag).
 
 Stages (timed in `SquareResult.timings_s`): load → mixture (mask) → regions (6×6 dilation,
 8-connected labels) → hulls (convex hulls, area filter, brightness) → angle (grid angle) →
@@ -17,7 +17,7 @@ cut. "square" samples crop pixel (i, j) at rotated-frame index coordinates (r_mi
 c_min + j), i < round(r_max − r_min), j < round(c_max − c_min) (the box corner in
 pixel-corner coordinates used as an index origin, exactly as "image" uses trunc(r_min)):
 the lattice moves with the square, so its crop does not depend on the image's size or cut
-position (given the same normalisation constants, which are image-wide, SPEC §4.7; near a
+position (given the same normalisation constants, which are image-wide, docs/ALGORITHM.md#lowmag-crops; near a
 cut edge the window's spline prefilter differs by ~0.268^distance: measured ≤ 2e-5 of the
 normalised values from 3 px inside a cut on). The crop size is round(), not trunc(), of the
 box extent: the nearest whole number of pixels (a size jumps only where an extent crosses a
@@ -25,7 +25,7 @@ half pixel; on the example the extents are ≥ 0.0097 px from one, far above the
 by which a cut moves the boxes).
 
 Normalisation (`norm`): every crop is normalised as (crop − mean) / std, by default with the
-mean and standard deviation of all square-mask pixels of the image (SPEC §4.7), so the same
+mean and standard deviation of all square-mask pixels of the image (docs/ALGORITHM.md#lowmag-crops), so the same
 square scores differently in a cut-out or tile holding other squares. `find_squares(...,
 norm=(mean, std))` uses given constants instead (input pixel units), e.g. the full atlas's
 (`SquareResult.norm`): with crop_grid "square" a cut-out's squares then score as in the atlas.
@@ -42,9 +42,9 @@ from .core import Stopwatch, clamp_negatives, mean_std, row_strips, targets_from
 from .options import LowmagOptions, pipeline_options
 from .results import Square, SquareResult
 
-DILATE_PX = 6  # box dilation before labelling (SPEC §4.3)
-MIN_AREA_PX2 = 100.0  # polygons of area ≤ this are dropped (SPEC §4.4)
-CROP_PX = 240  # classifier input side (SPEC §1, §4.7)
+DILATE_PX = 6  # box dilation before labelling (docs/ALGORITHM.md#lowmag-regions)
+MIN_AREA_PX2 = 100.0  # polygons of area ≤ this are dropped (docs/ALGORITHM.md#lowmag-regions)
+CROP_PX = 240  # classifier input side (docs/ALGORITHM.md#square-classifier, #lowmag-crops)
 #: A mask is used only when the pixel histogram has a valley between the dark and the bright
 #: population (`mixture.valley_ratio` below this); unimodal or flat histograms (pure noise,
 #: smooth gradients) hold no squares. Not in the published tool, which returns noise regions.
@@ -126,7 +126,7 @@ class SquareCandidates:
 
 
 def fit_to_side(crop: np.ndarray, side: int = CROP_PX) -> np.ndarray:
-    """Centre-crop or zero-pad a 2-D [row, col] crop to side×side (SPEC §4.7).
+    """Centre-crop or zero-pad a 2-D [row, col] crop to side×side (docs/ALGORITHM.md#lowmag-crops).
 
     Per axis the crop's middle index s//2 lands on the output's middle index side//2: a
     shorter crop is placed at offset side//2 − s//2 (an odd margin puts the extra pixel
@@ -161,13 +161,13 @@ def _region_sums(labels: np.ndarray, px: np.ndarray, n: int) -> tuple[np.ndarray
 
 
 def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidates:
-    """Steps 1-7 of SPEC §4 without the classifier: mask, regions, polygons, grid angle,
+    """Steps 1-7 of docs/ALGORITHM.md#lowmag without the classifier: mask, regions, polygons, grid angle,
     rotated image, boxes and vertices. image: path, LoadedImage or 2-D array."""
     sw = Stopwatch()
     loaded = io.as_loaded_image(image)
     if integer_valued is None:
         integer_valued = loaded.integer_valued
-    px = clamp_negatives(loaded.pixels)  # SPEC §4.1 (a copy: never modify the caller's array)
+    px = clamp_negatives(loaded.pixels)  # docs/ALGORITHM.md#lowmag-clamp (a copy: never modify the caller's array)
     sw.lap("load")
 
     fit = mixture.fit_mixture(px, integer_valued)
@@ -241,7 +241,7 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
 
 def prepared_crop(cand: SquareCandidates, i: int, crop_grid: str = "image",
                   norm: tuple[float, float] | None = None) -> np.ndarray:
-    """Crop i from the rotated image, fitted to 240×240 then normalised (SPEC §4.7), float32.
+    """Crop i from the rotated image, fitted to 240×240 then normalised (docs/ALGORITHM.md#lowmag-crops), float32.
     crop_grid "image": `crop_bounds[i]` of the whole rotated image (published); "square":
     `SquareCandidates.square_block(i)` (see the module docstring). norm: (mean, std), input
     units, to normalise with; None = `cand.norm` (the image's square-mask pixels)."""
@@ -258,7 +258,7 @@ def prepared_crop(cand: SquareCandidates, i: int, crop_grid: str = "image",
 
 def find_squares(image, options: LowmagOptions | None = None, *, models=None, intermediates: bool = False,
                  **keywords) -> SquareResult:
-    """Find and score grid squares in a low-magnification image (SPEC §4).
+    """Find and score grid squares in a low-magnification image (docs/ALGORITHM.md#lowmag).
 
     Parameters
     ----------
@@ -278,7 +278,7 @@ def find_squares(image, options: LowmagOptions | None = None, *, models=None, in
         or "square" (each crop sampled on its own box's grid: independent of image size and
         cut position; see the module docstring).
         norm: None (crops normalised by the mean / std of the image's square-mask pixels,
-        SPEC §4.7) or (mean, std) in input pixel units (finite, std > 0) to use instead,
+        docs/ALGORITHM.md#lowmag-crops) or (mean, std) in input pixel units (finite, std > 0) to use instead,
         e.g. another image's `SquareResult.norm`. The constants used are in
         `SquareResult.norm` (None when no crop was scored) and `norm_source` ("image" |
         "given").

@@ -1,4 +1,4 @@
-"""Medium-magnification pipeline: holes of a holey-carbon grid square (SPEC §5).
+"""Medium-magnification pipeline: holes of a holey-carbon grid square (docs/ALGORITHM.md#medmag).
 
 Data flow (one small function per step, each testable alone):
   load → `normalise` (negatives → 0, zero mean, unit population std) → `pad_for_unet` →
@@ -42,7 +42,7 @@ from .results import Hole, HoleResult
 UNET_MIN_SHAPE = (1024, 1440)  # (rows, cols) px: smaller inputs are padded up to this
 UNET_MULTIPLE = 512  # px: larger inputs are padded up to a multiple of this
 MASK_THRESHOLD = 1e-4  # on sigmoid(logits)
-REGION_DILATE = 6  # px, box side (SPEC §4.3)
+REGION_DILATE = 6  # px, box side (docs/ALGORITHM.md#regions)
 EDGE_PX = 10.0  # holes are lattice points at least this far inside the image
 CROP_SHRINK_PX = 10  # half-size of a crop = floor(|d| / 2) − this
 MIN_CROP_PX = hole_cnn_min_input((5, 3, 3, 3))  # 63 px: the published classifier's; a set's: its min_input
@@ -54,7 +54,7 @@ HOLE_KEY = "hole_classifier"
 # ---------------------------------------------------------------------------------------
 
 def normalise(pixels: np.ndarray) -> np.ndarray:
-    """Negative pixels → 0, then zero mean and unit population std (SPEC §5.1).
+    """Negative pixels → 0, then zero mean and unit population std (docs/ALGORITHM.md#medmag-normalise).
 
     pixels: 2-D [row, col]. Returns float32 [row, col] (statistics computed in float64).
     A constant image gives all zeros.
@@ -68,7 +68,7 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
 
 
 def unet_padded_shape(height: int, width: int) -> tuple[int, int]:
-    """(rows, cols) the U-Net input is padded to (SPEC §5.2): a side below its minimum
+    """(rows, cols) the U-Net input is padded to (docs/ALGORITHM.md#medmag-padding): a side below its minimum
     (1024 rows, 1440 cols) goes up to that minimum, any other side up to the next multiple
     of 512 px (unchanged when already a multiple). No upper limit: the published tool refused
     images above 2048 px, this runtime processes any size."""
@@ -157,7 +157,7 @@ class HoleLayout:
 
 
 def mask_centroids(mask: np.ndarray) -> np.ndarray:
-    """Regions of a bool [row, col] mask (6×6 dilation, 8-connected, SPEC §4.3-4.4, no area
+    """Regions of a bool [row, col] mask (6×6 dilation, 8-connected, docs/ALGORITHM.md#medmag-regions, no area
     filter) → m×2 (row, col) px polygon centres of mass of their convex hulls."""
     labels, n = regions.label_regions(np.asarray(mask, dtype=bool), REGION_DILATE)
     hulls = regions.region_hulls(labels, n)
@@ -422,7 +422,7 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
 
 def find_holes(image, options: MedmagOptions | None = None, *, models=None, intermediates: bool = False,
                pixel_size_nm: float | None = None, **keywords) -> HoleResult:
-    """Holes of a medium-magnification image, sorted by score, best first (SPEC §5).
+    """Holes of a medium-magnification image, sorted by score, best first (docs/ALGORITHM.md#medmag).
 
     Parameters
     ----------

@@ -1,4 +1,4 @@
-"""Two-component Poisson mixture over pixel values (SPEC §4.1-4.2).
+"""Two-component Poisson mixture over pixel values (docs/ALGORITHM.md#lowmag-mask).
 
 The published tool sets negative pixels to 0, truncates the image to integers and fits a
 two-component Poisson mixture to the pixels by EM from random responsibilities; the

@@ -376,7 +376,7 @@ class UnetArch(_Spec):
                                             "(8 = the exact receptive field of the stripped levels)")
     row_multiple: int = decl(4, minimum=4, doc="strip bounds are multiples of this, px (two 2×2 poolings)")
     upsample: str = decl("torch-legacy-nearest", choices=("torch-legacy-nearest",), doc="upsampling rule")
-    input: str = decl("image N×1×H×W float32, normalised (SPEC §5.1-5.2)", doc="description of the input")
+    input: str = decl("image N×1×H×W float32, normalised (docs/ALGORITHM.md#medmag-normalise, #medmag-padding)", doc="description of the input")
     output: str = decl("logits N×1×H×W float32; mask = sigmoid(logits) > 1e-4", doc="description of the output")
     mask_min_region_px: int = decl(0, minimum=0, omit_default=True,
                                    doc="mask components smaller than this are dropped, px² (0: none, published)")

@@ -1,4 +1,4 @@
-"""Regions of a binary mask and their convex-hull polygons (SPEC §4.3-4.4).
+"""Regions of a binary mask and their convex-hull polygons (docs/ALGORITHM.md#regions-and-polygons).
 
 Coordinates: arrays are indexed [row, col]. Polygons are K×2 float64 arrays of (row, col)
 vertices in *pixel-corner* coordinates: pixel (r, c) covers the unit square
@@ -34,7 +34,7 @@ def dilate_mask(mask: np.ndarray, size: int) -> np.ndarray:
 
 
 def label_regions(mask: np.ndarray, dilate: int = 0) -> tuple[np.ndarray, int]:
-    """Regions of a bool [row, col] mask (SPEC §4.3).
+    """Regions of a bool [row, col] mask (docs/ALGORITHM.md#regions).
 
     Regions are the 8-connected components of the mask dilated by a dilate×dilate box
     (dilate = 0 or 1: no dilation). Returns (labels, n): labels int32 [row, col] holds the
@@ -51,7 +51,7 @@ def label_regions(mask: np.ndarray, dilate: int = 0) -> tuple[np.ndarray, int]:
 
 
 def region_hulls(labels: np.ndarray, n: int) -> list[np.ndarray]:
-    """Per region 1..n the convex hull of its pixels' corners (SPEC §4.4).
+    """Per region 1..n the convex hull of its pixels' corners (docs/ALGORITHM.md#polygons).
 
     labels: int [row, col] (0 = background). Returns a list of n K×2 float64 arrays of
     (row, col) vertices in pixel-corner coordinates, counter-clockwise in (row, col) axes

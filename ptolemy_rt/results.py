@@ -130,7 +130,7 @@ class SquareResult(PipelineResult):
     crop_grid: str = "image"  # crop sampling: "image" (published) or "square" (lowmag.find_squares)
     #: (mean, std) in input pixel units by which every crop was normalised (None: no crops)
     norm: tuple[float, float] | None = None
-    norm_source: str = "image"  # "image": the image's square-mask pixels (SPEC §4.7); "given": by the caller
+    norm_source: str = "image"  # "image": the image's square-mask pixels (docs/ALGORITHM.md#lowmag-crops); "given": by the caller
     #: what the pipeline computed on the way (find_squares(..., intermediates=True)), else None
     intermediates: dict | None = field(default=None, repr=False, compare=False)
 

@@ -1,4 +1,4 @@
-"""Hole-localiser U-Net inference (SPEC §3, §5.3) in row strips, bounded memory.
+"""Hole-localiser U-Net inference (docs/ALGORITHM.md#hole-unet, #medmag-mask) in row strips, bounded memory.
 
 numpy + onnxruntime only. Arrays are [row, col] (row = first axis = y); sizes in px.
 
@@ -133,7 +133,7 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
         ptolemy_rt.models.ModelSet: its ``hole_unet`` architecture (channels, halo_rows,
         row_multiple) and parts encoder, core / core_x2, decoder / decoder_x2.
     image
-        2-D [row, col], already normalised and padded by the caller (SPEC §5.1-5.2).
+        2-D [row, col], already normalised and padded by the caller (docs/ALGORITHM.md#medmag-normalise, #medmag-padding).
     strip_rows, budget_bytes
         See plan_strips (memory bound of the full-resolution strips).
 

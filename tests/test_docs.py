@@ -110,3 +110,20 @@ def test_docs_name_no_machine_paths(md: Path):
     text = md.read_text(encoding="utf-8")
     assert not re.search(r"(?<![\w.])/work/|/home/|/Users/|\b[A-Z]:\\[A-Za-z]", text), \
         f"{md.relative_to(REPO)} names a path of one machine"
+
+
+def test_no_citation_of_a_file_outside_the_repository():
+    """The algorithm is cited as docs/ALGORITHM.md anchors, not as sections of a specification
+    file that a fresh clone does not have."""
+    old = re.compile(r"SPEC(?:\.md)?\s+§")
+    hits = []
+    for d in CODE_DIRS:
+        for p in sorted((REPO / d).rglob("*")):
+            if p.suffix in (".py", ".sh") and p.is_file():
+                text = p.read_text(encoding="utf-8", errors="replace")
+                hits += [f"{p.relative_to(REPO)}:{text.count(chr(10), 0, m.start()) + 1}"
+                         for m in old.finditer(text)]
+    for md in DOCS:
+        text = md.read_text(encoding="utf-8")
+        hits += [f"{md.relative_to(REPO)}:{text.count(chr(10), 0, m.start()) + 1}" for m in old.finditer(text)]
+    assert not hits, "citations of a file outside the repository:\n" + "\n".join(hits)

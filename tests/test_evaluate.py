@@ -1,4 +1,4 @@
-"""SPEC §7 metrics on hand-made cases."""
+"""docs/ALGORITHM.md#evaluation-metrics metrics on hand-made cases."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Lattice search (SPEC §5.5): synthetic lattices with known truth, the summed-area-table cost
+"""Lattice search (docs/ALGORITHM.md#medmag-lattice): synthetic lattices with known truth, the summed-area-table cost
 against brute-force painting, and the reference U-Net mask of the published example.
 
 Coordinates: (row, col) px, pixel-corner coordinates (pixel (r, c) covers [r, r+1) × [c, c+1)).

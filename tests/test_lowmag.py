@@ -316,7 +316,7 @@ def test_square_grid_cut_out_same_crops(atlas, located, full_grid_scores, rows, 
     """crop_grid "square" on cut-outs: for squares wholly inside, the same boxes (shifted),
     the same crops and, with the same normalisation constants, running scores within 1e-4
     of the full atlas's (measured ≤ 9e-6; "image" moves them by up to 0.023). With the
-    cut-out's own constants (the mean / std of *its* mask pixels, SPEC §4.7) the scores still
+    cut-out's own constants (the mean / std of *its* mask pixels, docs/ALGORITHM.md#lowmag-crops) the scores still
     move, by up to ~0.009 (measured): the normalisation is image-wide in both grids."""
     sub = atlas.pixels[rows[0]:rows[1], cols[0]:cols[1]].copy()
     c = lowmag.locate_squares(sub, integer_valued=True)

@@ -1,4 +1,4 @@
-"""Medium-magnification pipeline (SPEC §5): preparation, holes from the reference U-Net mask,
+"""Medium-magnification pipeline (docs/ALGORITHM.md#medmag): preparation, holes from the reference U-Net mask,
 edge cases, images above 2048 px, and — when the published model set is built — the full
 pipeline against the published tool's outputs.
 
@@ -414,7 +414,7 @@ def test_model_sets_declare_their_crop_normalisation():
 
 
 def _lattice_f1(result, truth):
-    """SPEC §7 one-to-one hole matching of the reported hole centres against the truth discs."""
+    """docs/ALGORITHM.md#evaluation-metrics one-to-one hole matching of the reported hole centres against the truth discs."""
     from ptolemy_rt.evaluate import match_points_to_discs
 
     cen = np.array([t.center for t in truth])

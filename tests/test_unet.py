@@ -88,7 +88,7 @@ def _export_module(module, tmp: Path) -> _Sessions:
 
 
 def _normalised_medmag(pad: bool) -> np.ndarray:
-    """SPEC §5.1-5.2: negatives → 0, zero mean, unit population std; optional padding with
+    """docs/ALGORITHM.md#medmag-normalise, #medmag-padding: negatives → 0, zero mean, unit population std; optional padding with
     the normalised mean at the bottom/right (height < 1024 → 1024, width < 1440 → 1440,
     otherwise the next multiple of 512: 1024×1440 → 1024×1536)."""
     img = mrcfile.read(MEDMAG_MRC).astype(np.float32)
@@ -315,7 +315,7 @@ def test_published_medmag_parity_unpadded(published):
 
 @needs_shared
 def test_published_medmag_mask_equals_reference(published):
-    """SPEC §5.2-5.3: padded to 1024×1536, mask = sigmoid(logits) > 1e-4, cut back."""
+    """docs/ALGORITHM.md#medmag-padding, #medmag-mask: padded to 1024×1536, mask = sigmoid(logits) > 1e-4, cut back."""
     _, models = published
     img = _normalised_medmag(pad=True)
     assert img.shape == (1024, 1536)
