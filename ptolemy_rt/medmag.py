@@ -486,11 +486,17 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     return res
 
 
+#: Largest image (pixels) the scale stage resamples to: 64 Mpx (256 MB as float32; the U-Net
+#: runs in strips). A larger factor is capped, and the note in `scale` says so.
+MAX_RESAMPLED_PIXELS = 64_000_000
+
+
 def scale_decision(pix: np.ndarray, models, opts: MedmagOptions, pixel_size_nm: float | None):
     """The scale stage's `scale.ScaleDecision` for an image [row, col] (None when
     ``opts.scale`` is "off"): the model set's declared hole pitch and tolerance
     (`modelspec.PipelineSpec`), the measured lattice, and ``opts.hole_pitch_um`` with the pixel
-    size (nm/px) when both are known."""
+    size (nm/px) when both are known. The factor is capped so that the resampled image has at
+    most `MAX_RESAMPLED_PIXELS`."""
     if opts.scale == "off":
         return None
     p = models.spec.pipeline
@@ -498,10 +504,13 @@ def scale_decision(pix: np.ndarray, models, opts: MedmagOptions, pixel_size_nm: 
     dec = scale.choose_scale(pix, p.hole_pitch_px, pixel_size_nm=pixel_size_nm if use_metadata else None,
                              hole_pitch_um=opts.hole_pitch_um if use_metadata else None,
                              tolerance=p.hole_pitch_tolerance)
-    if opts.hole_pitch_um is not None and not use_metadata:
-        from dataclasses import replace
+    from dataclasses import replace
 
+    if opts.hole_pitch_um is not None and not use_metadata:
         dec = replace(dec, note=dec.note + "; --hole-pitch-um ignored: no pixel size (header or --pixel-size)")
+    cap = math.sqrt(MAX_RESAMPLED_PIXELS / max(1, pix.size))
+    if dec.factor > cap:  # bounded memory: never upsample beyond MAX_RESAMPLED_PIXELS
+        dec = replace(dec, factor=cap, note=dec.note + f"; capped at x{cap:.4g} ({MAX_RESAMPLED_PIXELS / 1e6:.0f} Mpx)")
     return dec
 
 

@@ -522,3 +522,21 @@ def test_scale_stage_on_a_synthetic_film_at_a_small_scale():
     off = medmag.find_holes(img, models=OWN_SET, scale="off")
     got_off = np.array([h.center for h in off.holes], dtype=np.float64).reshape(-1, 2)
     assert _matched(got_off, inside, 0.2 * 62.5)[0] < 0.5 * len(inside)
+
+
+def test_scale_stage_memory_is_bounded(monkeypatch):
+    """A tiny hole pitch in a big image would ask for a huge upsampling: the factor is capped
+    so that the resampled image holds at most MAX_RESAMPLED_PIXELS, and the note says so."""
+    from ptolemy_rt import scale
+    from ptolemy_rt.models import OWN_SET, available_sets, load_model_set
+    from ptolemy_rt.options import MedmagOptions
+
+    if OWN_SET not in available_sets():
+        pytest.skip("own set not present")
+    big = np.zeros((4000, 4000), np.float32)
+    wanted = scale.ScaleDecision(20.0, 14.0, "measured", None, None, None, "measured 14.0 px")
+    monkeypatch.setattr(scale, "choose_scale", lambda *a, **k: wanted)
+    dec = medmag.scale_decision(big, load_model_set(OWN_SET), MedmagOptions(), None)
+    assert dec.factor < 20.0 and big.size * dec.factor ** 2 <= medmag.MAX_RESAMPLED_PIXELS * 1.0001
+    assert "capped" in dec.note
+    assert medmag.scale_decision(big, load_model_set(OWN_SET), MedmagOptions(scale="off"), None) is None
