@@ -416,7 +416,7 @@ def nav_text(
     >>> m = parse_nav_text(nav)[0]
     >>> text = nav_text([Target(50, 40, 0.9)], map_transform(m), m, start_label=8, first_id=41)
     >>> print(text.splitlines()[2:5], text.splitlines()[-3:])
-    ['[Item = 8]', 'Color = 0', 'StageXYZ = 10.000 20.000 0.000'] ['Acquire = 0', 'PtsX = 10.000', 'PtsY = 20.000']
+    ['[Item = 8]', 'Color = 0', 'StageXYZ = 10.000 20.000 0.000'] ['PtsX = 10.000', 'PtsY = 20.000', '']
     """
     order = sorted(range(len(targets)), key=lambda i: (-float(targets[i].score), i))
     drawn = str(map_item.get("MapID", "0")).split()[0] if map_item.get("MapID") else "0"
