@@ -55,8 +55,29 @@ class Job:
 
 
 def check_nav_map(nav_map: tuple[str, str]) -> None:
-    """Fail before the pipeline runs when the navigator file (nav_map[0]) or its map item
-    (label nav_map[1]) is unusable."""
+    """Fail before the pipeline runs when the navigator file or its map item is unusable.
+
+    Parameters
+    ----------
+    nav_map : (str, str)
+        (navigator file path, label of the map item the image is).
+
+    Raises
+    ------
+    PtolemyError
+        The file cannot be read or parsed, holds no item of that label, or the item cannot
+        map image pixels to stage coordinates (the message names the file).
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> missing = os.path.join(tempfile.mkdtemp(), "none.nav")
+    >>> try:
+    ...     check_nav_map((missing, "1"))
+    ... except PtolemyError as e:
+    ...     print(type(e).__name__, e.exit_code)
+    InputImageError 3
+    """
     from . import navigator
 
     nav, label = nav_map
@@ -86,7 +107,23 @@ _MODEL_SETS: dict[str | None, Any] = {}
 
 
 def model_set(name: str | None):
-    """The model set `name` (None = default), loaded once per process."""
+    """The model set `name` (None = default), loaded once per process.
+
+    Parameters
+    ----------
+    name : str or None
+        A model-set name of `models.load_model_set`; None: the default set.
+
+    Returns
+    -------
+    models.ModelSet
+        The same object on every call with that name in this process.
+
+    Raises
+    ------
+    ModelSetError
+        The set is missing or corrupt.
+    """
     if name not in _MODEL_SETS:
         from .models import load_model_set
 
@@ -95,8 +132,29 @@ def model_set(name: str | None):
 
 
 def run_pipeline(kind: str, image, models: str | None, options):
-    """Run find_squares (lowmag) or find_holes (medmag) on a LoadedImage with the model set
-    named `models` and the kind's pipeline options object."""
+    """Run find_squares (lowmag) or find_holes (medmag) on one image.
+
+    Parameters
+    ----------
+    kind : str
+        "lowmag" or "medmag".
+    image : io.LoadedImage
+        The input image.
+    models : str or None
+        Model-set name (None: the default set, see `model_set`).
+    options : options.LowmagOptions or options.MedmagOptions
+        The kind's pipeline options.
+
+    Returns
+    -------
+    results.SquareResult or results.HoleResult
+        Targets in input pixels, (x, y) = (col, row), best score first.
+
+    Raises
+    ------
+    PtolemyError
+        A bad image or model set.
+    """
     ms = model_set(models)
     if kind == "lowmag":
         from .lowmag import find_squares
@@ -108,8 +166,23 @@ def run_pipeline(kind: str, image, models: str | None, options):
 
 
 def analyse(job: Job) -> Outcome:
-    """Read, analyse and write one input. Raises PtolemyError subclasses (and, for bugs,
-    anything else); writes nothing unless everything succeeded."""
+    """Read, analyse and write one input; writes nothing unless everything succeeded.
+
+    Parameters
+    ----------
+    job : Job
+
+    Returns
+    -------
+    Outcome
+        status "ok"; ``text`` holds the formatted result when ``job.out`` is None.
+
+    Raises
+    ------
+    PtolemyError
+        A subclass for a bad input, model set, option or output (anything else is a bug).
+        `run_one` shows a failing input.
+    """
     from .io import read_image
 
     t0 = time.perf_counter()
@@ -155,8 +228,28 @@ def analyse(job: Job) -> Outcome:
 
 
 def run_one(job: Job) -> Outcome:
-    """`analyse` for batches: never raises; a failure becomes an Outcome with its one-line
-    message and exit code (worker-process entry point)."""
+    """`analyse` for batches: never raises (worker-process entry point).
+
+    Parameters
+    ----------
+    job : Job
+
+    Returns
+    -------
+    Outcome
+        `analyse`'s, or status "failed" with the one-line message and exit code.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> bad = os.path.join(tempfile.mkdtemp(), "bad.mrc")
+    >>> with open(bad, "wb") as f:
+    ...     _ = f.write(b"not an mrc")
+    >>> o = run_one(Job("lowmag", bad))
+    >>> o.status, o.exit_code, o.error.startswith(bad + ":")
+    ('failed', 3, True)
+    >>> os.remove(bad); os.rmdir(os.path.dirname(bad))
+    """
     t0 = time.perf_counter()
     try:
         return analyse(job)
@@ -178,7 +271,33 @@ def run_one(job: Job) -> Outcome:
 
 def expand_inputs(paths: list[str]) -> tuple[list[str], bool]:
     """Files as given, folders replaced by their *.mrc files (sorted by name, not recursive).
-    Duplicates are dropped. Returns (inputs, any_folder)."""
+
+    Parameters
+    ----------
+    paths : list of str
+        Input files and folders, as given on the command line.
+
+    Returns
+    -------
+    (inputs, any_folder) : (list of str, bool)
+        The files in order, duplicates (same real path) dropped; whether a folder was given.
+
+    Raises
+    ------
+    UsageProblem
+        A folder holds no .mrc file.
+
+    Examples
+    --------
+    >>> import os, shutil, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> for n in ("b.mrc", "a.MRC", "notes.txt"):
+    ...     open(os.path.join(d, n), "w").close()
+    >>> files, any_folder = expand_inputs([d, os.path.join(d, "b.mrc")])
+    >>> [os.path.basename(f) for f in files], any_folder
+    (['a.MRC', 'b.mrc'], True)
+    >>> shutil.rmtree(d)
+    """
     out: list[str] = []
     seen: set[str] = set()
     any_folder = False
@@ -200,10 +319,44 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], bool]:
 
 
 def result_path(out_dir: str, input_path: str, fmt: str) -> str:
+    """The result file of one input in a batch: out_dir/STEM.EXT.
+
+    Parameters
+    ----------
+    out_dir : str
+    input_path : str
+    fmt : str
+        One of `output.FORMATS` (gives the extension, `output.EXTENSIONS`).
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> result_path("out", "data/atlas_01.mrc", "json-full").replace(os.sep, "/")
+    'out/atlas_01.json'
+    """
     return str(Path(out_dir) / (Path(input_path).stem + EXTENSIONS[fmt]))
 
 
 def plot_path(plot_dir: str, input_path: str) -> str:
+    """The overlay PNG of one input in a batch: plot_dir/STEM.png.
+
+    Parameters
+    ----------
+    plot_dir : str
+    input_path : str
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> plot_path("plots", "data/atlas_01.mrc").replace(os.sep, "/")
+    'plots/atlas_01.png'
+    """
     return str(Path(plot_dir) / (Path(input_path).stem + ".png"))
 
 
@@ -331,6 +484,27 @@ def _skipped_outcome(job: Job, previous: dict[str, dict]) -> Outcome:
 
 
 def summary_text(outcomes: list[Outcome]) -> str:
+    """The text of summary.csv.
+
+    Parameters
+    ----------
+    outcomes : list of Outcome
+        In input order.
+
+    Returns
+    -------
+    str
+        A header (`SUMMARY_COLUMNS`) and one row per outcome: best_score as repr, seconds
+        with 3 decimals, empty cells for unknown values.
+
+    Examples
+    --------
+    >>> print(summary_text([Outcome("a.mrc", "ok", 2, 0.75, 1.23456),
+    ...                     Outcome("b.mrc", "failed", error="b.mrc: not an MRC file")]), end="")
+    input,status,n_targets,best_score,seconds,error
+    a.mrc,ok,2,0.75,1.235,
+    b.mrc,failed,,,,b.mrc: not an MRC file
+    """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(SUMMARY_COLUMNS)
@@ -347,10 +521,55 @@ def summary_text(outcomes: list[Outcome]) -> str:
 
 def run_batch(job: Job, inputs: list[str], out_dir: str, *, plot_dir: str | None = None, jobs: int = 1,
               force: bool = False, stream: TextIO | None = None) -> int:
-    """Process many inputs into `out_dir` (created when missing), each as `job` with its
-    input, result path (out_dir/STEM.EXT) and plot path (plot_dir/STEM.png) filled in, on
-    `jobs` worker processes; inputs whose outputs are newer are skipped unless `force`.
-    Returns the exit code: 0 when every input is ok or skipped, 6 when some failed."""
+    """Process many inputs into `out_dir` and write its summary.csv.
+
+    Each input runs as `job` with its input, result path (out_dir/STEM.EXT) and plot path
+    (plot_dir/STEM.png) filled in, on `jobs` worker processes; inputs whose outputs are
+    newer are skipped unless `force`. Progress and one-line errors go to `stream`.
+
+    Parameters
+    ----------
+    job : Job
+        The template (kind, models, options, output).
+    inputs : list of str
+        Input files (see `expand_inputs`); their stems must differ.
+    out_dir : str
+        Output folder, created when missing.
+    plot_dir : str or None
+        Overlay PNG folder, or None for no plots.
+    jobs : int
+        Worker processes (1: in this process).
+    force : bool
+        Rerun up-to-date inputs.
+    stream : text stream or None
+        Where progress goes (None: stderr).
+
+    Returns
+    -------
+    int
+        0 when every input is ok or skipped, 6 (`EXIT_PARTIAL`) when some failed.
+
+    Raises
+    ------
+    OutputError
+        A folder cannot be created or written.
+    UsageProblem
+        Two inputs would write the same result file.
+
+    Examples
+    --------
+    >>> import io, os, shutil, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> bad = os.path.join(d, "bad.mrc")
+    >>> with open(bad, "wb") as f:
+    ...     _ = f.write(b"not an mrc")
+    >>> log = io.StringIO()
+    >>> run_batch(Job("lowmag", bad), [bad], os.path.join(d, "out"), stream=log)
+    6
+    >>> log.getvalue().splitlines()[-1].split(";")[0]
+    'ptolemy: 0 done, 0 skipped, 1 failed'
+    >>> shutil.rmtree(d)
+    """
     from .output import write_atomic
 
     fmt = job.output.fmt

@@ -501,8 +501,29 @@ def _mrc_bytes(image) -> bytes:
 
 
 def run(argv: list[str] | None = None) -> int:
-    """Run the command line with `argv` (default sys.argv[1:]); returns the exit code. Every
-    error becomes one line on stderr."""
+    """Run the command line with `argv` (default sys.argv[1:]); returns the exit code.
+
+    Every error becomes one line ``ptolemy: error: ...`` on stderr, never a traceback
+    (PTOLEMY_DEBUG=1 adds one for internal errors).
+
+    Parameters
+    ----------
+    argv : list of str or None
+        The arguments after the program name (None: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        The exit code (`errors`: 0 ok, 2 usage, 3 bad input, 4 model set, 5 output,
+        6 partial batch, 130 interrupted, 1 internal error).
+
+    Examples
+    --------
+    >>> run(["lowmag", "--no-such-option", "a.mrc"])  # stderr: ptolemy: error: No such option ...
+    2
+    >>> run(["lowmag", "/nonexistent/atlas.mrc"])  # stderr: ptolemy: error: ...: no such file
+    3
+    """
     click = _click()
     cmd = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)

@@ -69,8 +69,32 @@ def read_nav(path: str | os.PathLike) -> list[dict]:
 
     Returns one dict per ``[Item = LABEL]`` section, in file order: the item's keys with their
     raw string values, plus ``"_label"`` (the section name, str). Global lines before the
-    first section are ignored. Raises InputImageError (one line, naming the file) for a
-    missing/unreadable file or an XML navigator file.
+    first section are ignored.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The .nav file (autodoc text).
+
+    Returns
+    -------
+    list of dict
+        See `parse_nav_text`.
+
+    Raises
+    ------
+    InputImageError
+        (one line, naming the file) a missing/unreadable file or an XML navigator file.
+
+    Examples
+    --------
+    >>> import os, shutil, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> with open(os.path.join(d, "g.nav"), "w") as f:
+    ...     _ = f.write("AdocVersion = 2.00\\n[Item = 3]\\nType = 2\\n")
+    >>> read_nav(os.path.join(d, "g.nav"))
+    [{'_label': '3', 'Type': '2'}]
+    >>> shutil.rmtree(d)
     """
     p = Path(path)
     if not p.exists():
@@ -88,7 +112,23 @@ def read_nav(path: str | os.PathLike) -> list[dict]:
 
 
 def parse_nav_text(text: str) -> list[dict]:
-    """Parse autodoc Navigator text (see read_nav): one dict per [Item = LABEL] section."""
+    """Parse autodoc Navigator text (see read_nav): one dict per [Item = LABEL] section.
+
+    Parameters
+    ----------
+    text : str
+        The file's text; blank and ``#`` lines, global lines and other sections are skipped.
+
+    Returns
+    -------
+    list of dict
+        Per item, in text order: ``"_label"`` and each ``key = value`` as strings.
+
+    Examples
+    --------
+    >>> parse_nav_text("AdocVersion = 2.00\\n[Item = A1]\\nStageXYZ = 1.5 -2 0\\nNote = a = b\\n")
+    [{'_label': 'A1', 'StageXYZ': '1.5 -2 0', 'Note': 'a = b'}]
+    """
     items: list[dict] = []
     current: dict | None = None
     for line in text.splitlines():
@@ -114,7 +154,35 @@ def _floats(item: dict, key: str) -> list[float]:
 
 
 def find_item(items: Sequence[dict], label: str, nav_path: str | os.PathLike = "<nav>") -> dict:
-    """The item with section label `label` (exact match, then case-insensitive)."""
+    """The item with section label `label` (exact match, then case-insensitive).
+
+    Parameters
+    ----------
+    items : sequence of dict
+        From `read_nav` / `parse_nav_text`.
+    label : str
+    nav_path : str or os.PathLike
+        The file, for the message.
+
+    Returns
+    -------
+    dict
+
+    Raises
+    ------
+    InputImageError
+        No such label; the message lists the file's map items.
+
+    Examples
+    --------
+    >>> items = parse_nav_text("[Item = Map-a]\\nType = 2\\n[Item = 2]\\nType = 0\\n")
+    >>> find_item(items, "map-A")["_label"]
+    'Map-a'
+    >>> find_item(items, "9", "g.nav")
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.errors.InputImageError: g.nav: no navigator item labelled '9'; map items: Map-a
+    """
     for it in items:
         if it.get("_label") == label:
             return it
@@ -133,6 +201,16 @@ class MapTransform:
 
     stage = stage_center + inv_scale @ (scale_px * [x, y_sem] - map_center), with
     y_sem = image_height - y when flip_y (see the module docstring).
+
+    Examples
+    --------
+    The image centre maps to the map's stage position; ``inverse`` undoes it:
+
+    >>> nav = ("AdocVersion = 2.00\\n[Item = 7]\\nType = 2\\nMapID = 40\\nStageXYZ = 10 20 0\\n"
+    ...        "MapScaleMat = 1 0 0 1\\nMapWidthHeight = 100 80\\n")
+    >>> tr = map_transform(parse_nav_text(nav)[0], (40, 50))  # image binned by 2
+    >>> tr.scale_px, tr((25, 20)).tolist(), tr([[30, 15]]).tolist(), tr.inverse([20.0, 30.0]).tolist()
+    (2.0, [10.0, 20.0], [[20.0, 30.0]], [30.0, 15.0])
     """
 
     scale_mat: np.ndarray  # 2×2, stage µm → map px (MapScaleMat)
@@ -144,7 +222,7 @@ class MapTransform:
 
     @property
     def scale_px(self) -> float:
-        """Map pixels per analysed-image pixel."""
+        """Map pixels per analysed-image pixel (map width / image width)."""
         return float(self.map_size[0]) / float(self.image_size[0])
 
     def __call__(self, points_xy) -> np.ndarray:
@@ -179,10 +257,38 @@ def map_transform(
 ) -> MapTransform:
     """The pixel → stage transform of a map item (see the module docstring for conventions).
 
-    image_shape: (rows, cols) of the image ptolemy analysed (None: the map's own size).
-    Raises InputImageError when the item is not a map or lacks MapScaleMat / MapWidthHeight /
-    StageXYZ, when the matrix is singular, or when the image's aspect ratio differs from
-    the map's.
+    Parameters
+    ----------
+    map_item : dict
+        The map item (from `read_nav`).
+    image_shape : (int, int) or None
+        (rows, cols) of the image ptolemy analysed (None: the map's own size).
+    flip_y : bool
+        The image is stored bottom-up (SerialEM's MRC files).
+    nav_path : str or os.PathLike
+        The file, for messages.
+
+    Returns
+    -------
+    MapTransform
+
+    Raises
+    ------
+    InputImageError
+        The item is not a map or lacks MapScaleMat / MapWidthHeight / StageXYZ, the matrix
+        is singular, or the image's aspect ratio differs from the map's (> 2 %).
+
+    Examples
+    --------
+    >>> nav = ("AdocVersion = 2.00\\n[Item = 7]\\nType = 2\\nMapID = 40\\nStageXYZ = 10 20 0\\n"
+    ...        "MapScaleMat = 1 0 0 1\\nMapWidthHeight = 100 80\\n")
+    >>> tr = map_transform(parse_nav_text(nav)[0])
+    >>> tr.map_size, tr.image_size, tr.stage_center.tolist(), tr.stage_z
+    ((100.0, 80.0), (100.0, 80.0), [10.0, 20.0], 0.0)
+    >>> map_transform(parse_nav_text(nav)[0], (50, 50), nav_path="g.nav")
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.errors.InputImageError: g.nav: item '7' is a 100×80 px map but the image is 50×50 px (W×H); not the same field of view
     """
     label = map_item.get("_label", "?")
     missing = [k for k in ("MapScaleMat", "MapWidthHeight", "StageXYZ") if k not in map_item]
@@ -242,7 +348,22 @@ def _int_ids(items: Iterable[dict], key: str) -> list[int]:
 
 
 def next_free_label(items: Sequence[dict]) -> int:
-    """1 + the largest numeric item label in `items` (1 when there is none)."""
+    """1 + the largest numeric item label in `items` (1 when there is none).
+
+    Parameters
+    ----------
+    items : sequence of dict
+        From `read_nav`.
+
+    Returns
+    -------
+    int
+
+    Examples
+    --------
+    >>> next_free_label([{"_label": "3"}, {"_label": "12"}, {"_label": "A-7"}]), next_free_label([])
+    (13, 1)
+    """
     nums = []
     for it in items:
         try:
@@ -264,8 +385,38 @@ def nav_text(
 ) -> str:
     """The Navigator text: one point item per target, sorted by score (best first).
 
-    Labels: numbers start_label, start_label+1, ... (or "PREFIX-1", ... when start_label is a
-    non-numeric string). Item IDs (MapID) first_id, first_id+1, ...; one GroupID for all.
+    Parameters
+    ----------
+    targets : sequence of Target
+        Points (x, y) = (col, row) px of the analysed image.
+    transform : MapTransform
+        Image px → stage µm.
+    map_item : dict
+        The map the points are drawn on (its MapID becomes their DrawnID, its Regis theirs).
+    start_label : int or str
+        Labels start_label, start_label+1, ... (or "PREFIX-1", ... for a non-numeric string).
+    first_id : int
+        Item IDs (MapID) first_id, first_id+1, ...; GroupID first_id + len(targets) for all.
+    color : int
+        SerialEM colour index (0 red).
+    acquire_top : int
+        ``Acquire = 1`` on the best this many.
+    saved_as : str
+        The ``LastSavedAs`` line ("" for none).
+
+    Returns
+    -------
+    str
+        Autodoc text with "\\n" line ends; stage µm with 3 decimals.
+
+    Examples
+    --------
+    >>> nav = ("AdocVersion = 2.00\\n[Item = 7]\\nType = 2\\nMapID = 40\\nStageXYZ = 10 20 0\\n"
+    ...        "MapScaleMat = 1 0 0 1\\nMapWidthHeight = 100 80\\n")
+    >>> m = parse_nav_text(nav)[0]
+    >>> text = nav_text([Target(50, 40, 0.9)], map_transform(m), m, start_label=8, first_id=41)
+    >>> print(text.splitlines()[2:5], text.splitlines()[-3:])
+    ['[Item = 8]', 'Color = 0', 'StageXYZ = 10.000 20.000 0.000'] ['PtsX = 10.000', 'PtsY = 20.000', '']
     """
     order = sorted(range(len(targets)), key=lambda i: (-float(targets[i].score), i))
     drawn = str(map_item.get("MapID", "0")).split()[0] if map_item.get("MapID") else "0"
@@ -340,6 +491,17 @@ def write_nav(
     OutputError
         A label prefix with other characters than letters, digits, '_' and '-', or the file
         cannot be written (nothing is left behind).
+
+    Examples
+    --------
+    >>> import os, shutil, tempfile
+    >>> nav = ("AdocVersion = 2.00\\n[Item = 7]\\nType = 2\\nMapID = 40\\nStageXYZ = 10 20 0\\n"
+    ...        "MapScaleMat = 1 0 0 1\\nMapWidthHeight = 100 80\\n")
+    >>> d = tempfile.mkdtemp()
+    >>> write_nav(os.path.join(d, "t.nav"), [Target(50, 40, 0.9)], parse_nav_text(nav)[0], acquire_top=1)
+    >>> [(it["_label"], it["MapID"], it["DrawnID"], it["Acquire"], it["PtsX"]) for it in read_nav(os.path.join(d, "t.nav"))]
+    [('1', '41', '40', '1', '10.000')]
+    >>> shutil.rmtree(d)
     """
     if transform is None:
         transform = map_transform(map_item)
@@ -428,6 +590,23 @@ def targets_nav_text(
     InputImageError
         The nav file is missing or unreadable, the label is missing, the item has no map
         transform or another field of view.
+
+    Examples
+    --------
+    A hole box centred on image pixel (25, 20) of a 40 × 50 image (the map binned by 2):
+
+    >>> import os, shutil, tempfile
+    >>> from ptolemy_rt.results import Hole, HoleResult
+    >>> nav = ("AdocVersion = 2.00\\n[Item = 7]\\nType = 2\\nMapID = 40\\nStageXYZ = 10 20 0\\n"
+    ...        "MapScaleMat = 1 0 0 1\\nMapWidthHeight = 100 80\\n")
+    >>> d = tempfile.mkdtemp()
+    >>> with open(os.path.join(d, "g.nav"), "w") as f:
+    ...     _ = f.write(nav)
+    >>> box = ((24.0, 19.0), (26.0, 19.0), (26.0, 21.0), (24.0, 21.0))
+    >>> text, n = targets_nav_text(HoleResult([Hole(box, (25, 20), 4.0, 0.5)], (40, 50)), os.path.join(d, "g.nav"), "7")
+    >>> n, [it["StageXYZ"] for it in parse_nav_text(text)], parse_nav_text(text)[0]["_label"]
+    (1, ['10.000 20.000 0.000'], '8')
+    >>> shutil.rmtree(d)
     """
     items = read_nav(nav_path)
     item = find_item(items, item_label, nav_path)
@@ -468,6 +647,23 @@ def write_targets_nav(
         See `targets_nav_text`.
     OutputError
         The file cannot be written (nothing is left behind).
+
+    Examples
+    --------
+    >>> import os, shutil, tempfile
+    >>> from ptolemy_rt.results import Hole, HoleResult
+    >>> nav = ("AdocVersion = 2.00\\n[Item = 7]\\nType = 2\\nMapID = 40\\nStageXYZ = 10 20 0\\n"
+    ...        "MapScaleMat = 1 0 0 1\\nMapWidthHeight = 100 80\\n")
+    >>> d = tempfile.mkdtemp()
+    >>> with open(os.path.join(d, "g.nav"), "w") as f:
+    ...     _ = f.write(nav)
+    >>> box = ((29.0, 14.0), (31.0, 14.0), (31.0, 16.0), (29.0, 16.0))
+    >>> res = HoleResult([Hole(box, (30, 15), 4.0, 0.5)], (40, 50))
+    >>> write_targets_nav(os.path.join(d, "out.nav"), res, os.path.join(d, "g.nav"), "7")
+    1
+    >>> read_nav(os.path.join(d, "out.nav"))[0]["StageXYZ"]
+    '20.000 30.000 0.000'
+    >>> shutil.rmtree(d)
     """
     text, n = targets_nav_text(result, nav_path, item_label, flip_y, acquire_top, saved_as=out_path)
     write_atomic(out_path, text)

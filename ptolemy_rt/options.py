@@ -103,22 +103,85 @@ class CliSpec:
 def cli_option(*decls: str, help: str, metavar: str | None = None, choices: tuple[str, ...] | None = None,
                parse: Callable[[Any], Any] | None = None, cli_default: Any = None, **extra: Any) -> dict:
     """Field metadata declaring a command-line option (see `CliSpec`); use as
-    ``field(default=..., metadata=cli_option("--flag", help=...))``."""
+    ``field(default=..., metadata=cli_option("--flag", help=...))``.
+
+    Parameters
+    ----------
+    *decls : str
+        Flag names.
+    help, metavar, choices, parse, cli_default
+        See `CliSpec`.
+    **extra
+        Further typer.Option keywords (kept sorted by name).
+
+    Returns
+    -------
+    dict
+        ``{"cli": CliSpec(...)}``.
+
+    Examples
+    --------
+    >>> spec = cli_option("--nav-acquire", help="mark the best N", metavar="N", min=0)["cli"]
+    >>> spec.flag, spec.metavar, spec.extra
+    ('--nav-acquire', 'N', (('min', 0),))
+    """
     return {"cli": CliSpec(tuple(decls), help, metavar, choices, parse, cli_default, tuple(sorted(extra.items())))}
 
 
 def cli_fields(cls) -> list[tuple[Any, CliSpec]]:
     """(dataclass field, CliSpec) of each command-line option of an options class, in
-    declaration order."""
+    declaration order.
+
+    Parameters
+    ----------
+    cls : type
+        `LowmagOptions`, `MedmagOptions` or `OutputOptions`.
+
+    Returns
+    -------
+    list of (dataclasses.Field, CliSpec)
+
+    Examples
+    --------
+    >>> [(f.name, spec.flag) for f, spec in cli_fields(LowmagOptions)]
+    [('batchnorm', '--batchnorm'), ('crop_grid', '--crop-grid'), ('norm', '--norm')]
+    """
     return [(f, f.metadata["cli"]) for f in fields(cls) if "cli" in f.metadata]
 
 
 def from_cli(cls, values: dict[str, Any], **fixed: Any):
     """An options object of class `cls` from command-line values {field name: value as typer
     gives it (Enum members, text, numbers)}; the command-line fields of `cls` are taken from
-    `values` (others there are ignored), `fixed` gives further fields as they are. A bad
-    value raises UsageProblem whose message names the flag, e.g. ``--norm '1,0': std must
-    be > 0``."""
+    `values` (others there are ignored), `fixed` gives further fields as they are.
+
+    Parameters
+    ----------
+    cls : type
+        An options class.
+    values : dict
+        Command-line values by field name.
+    **fixed
+        Further fields, used as given.
+
+    Returns
+    -------
+    object
+        An instance of `cls`.
+
+    Raises
+    ------
+    UsageProblem
+        A bad value; the message names the flag.
+
+    Examples
+    --------
+    >>> from_cli(MedmagOptions, {"lattice": "auto", "batchnorm": "running"})
+    MedmagOptions(batchnorm='running', lattice=None, scale='auto', hole_pitch_um=None)
+    >>> from_cli(LowmagOptions, {"norm": "1,0"})
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.options.UsageProblem: --norm '1,0': std must be > 0
+    """
     kw = dict(fixed)
     specs = dict((f.name, s) for f, s in cli_fields(cls))
     for name, spec in specs.items():
@@ -149,9 +212,24 @@ def _cli_error(spec: CliSpec, raw: Any, e: OptionError) -> UsageProblem:
 # ---------------------------------------------------------------------------------- value checks
 
 def check_norm(norm) -> tuple[float, float]:
-    """Crop normalisation constants (mean, std), input pixel units: two finite numbers,
-    std > 0. Returns them as floats; raises OptionError (a ValueError) naming the problem.
+    """Crop normalisation constants (mean, std), input pixel units: two finite numbers, std > 0.
 
+    Parameters
+    ----------
+    norm : pair of numbers
+        (mean, std), input pixel units.
+
+    Returns
+    -------
+    (float, float)
+
+    Raises
+    ------
+    OptionError
+        (a ValueError) not two numbers, not finite, or std ≤ 0.
+
+    Examples
+    --------
     >>> check_norm((160, 27.5))
     (160.0, 27.5)
     """
@@ -167,9 +245,24 @@ def check_norm(norm) -> tuple[float, float]:
 
 
 def parse_norm(text: str) -> tuple[float, float]:
-    """--norm "MEAN,STD" → (mean, std) floats (checked by `check_norm` when the options are
-    built). Raises OptionError for text that is not two comma-separated numbers.
+    """--norm "MEAN,STD" → (mean, std) floats (checked by `check_norm` when the options are built).
 
+    Parameters
+    ----------
+    text : str
+        "MEAN,STD", input pixel units.
+
+    Returns
+    -------
+    (float, float)
+
+    Raises
+    ------
+    OptionError
+        The text is not two comma-separated numbers.
+
+    Examples
+    --------
     >>> parse_norm("160.8, 27.6")
     (160.8, 27.6)
     """
@@ -185,8 +278,25 @@ def parse_norm(text: str) -> tuple[float, float]:
 def parse_nav_map(spec) -> tuple[str, str]:
     """``NAVFILE:LABEL`` → (navigator file, map item label), split at the *last* colon
     (Windows drive letters keep theirs); the label holds no path separator. A (file, label)
-    pair is checked the same way. Raises OptionError (exit 2) otherwise.
+    pair is checked the same way.
 
+    Parameters
+    ----------
+    spec : str or (str, str)
+        "NAVFILE:LABEL" or (file, label).
+
+    Returns
+    -------
+    (str, str)
+        (navigator file, label stripped of blanks).
+
+    Raises
+    ------
+    OptionError
+        (exit 2) no colon, an empty part, or a label holding a path separator.
+
+    Examples
+    --------
     >>> parse_nav_map(r"C:\\data\\grid1.nav:12-A")
     ('C:\\\\data\\\\grid1.nav', '12-A')
     """
@@ -341,9 +451,29 @@ PIPELINE_OPTIONS = {"lowmag": LowmagOptions, "medmag": MedmagOptions}
 
 def pipeline_options(kind: str, options=None, **keywords):
     """The options object of pipeline `kind` ("lowmag" | "medmag"): `options` (None: the
-    defaults) with `keywords` replaced. Raises TypeError for a keyword the kind has no
-    option of, OptionError for a bad value.
+    defaults) with `keywords` replaced.
 
+    Parameters
+    ----------
+    kind : str
+        "lowmag" or "medmag" (`PIPELINE_OPTIONS`).
+    options : LowmagOptions, MedmagOptions or None
+    **keywords
+        Fields to replace.
+
+    Returns
+    -------
+    LowmagOptions or MedmagOptions
+
+    Raises
+    ------
+    TypeError
+        `options` of the other kind, or a keyword the kind has no option of.
+    OptionError
+        A bad value.
+
+    Examples
+    --------
     >>> pipeline_options("medmag", MedmagOptions(batchnorm="running"), lattice="square")
     MedmagOptions(batchnorm='running', lattice='square', scale='auto', hole_pitch_um=None)
     """

@@ -94,6 +94,13 @@ def targets(result: PipelineResult) -> list:
     -------
     list
         ``result.targets`` copied (the pipeline's order: best score first).
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import Hole, HoleResult
+    >>> box = ((0.0, 0.0), (2.0, 0.0), (2.0, 2.0), (0.0, 2.0))
+    >>> [t.score for t in targets(HoleResult([Hole(box, (1, 1), 4.0, 0.7)], (4, 4)))]
+    [0.7]
     """
     return list(result.targets)
 
@@ -220,6 +227,18 @@ def pixel_size_warning(report: Report) -> str | None:
     -------
     str or None
         One line for stderr; None when plausible, without a pixel size or without targets.
+
+    Examples
+    --------
+    A 100 px square side at 500 nm/px is 50 µm (plausible); at 5000 nm/px it is 500 µm:
+
+    >>> from ptolemy_rt.results import Square, SquareResult
+    >>> sq = Square(((0.0, 0.0), (100.0, 0.0), (100.0, 100.0), (0.0, 100.0)), (50, 50), 10000.0, 1.0, 0.9)
+    >>> r = SquareResult([sq], (200, 200))
+    >>> pixel_size_warning(Report("lowmag", "a.mrc", r, 500.0, "option")) is None
+    True
+    >>> pixel_size_warning(Report("lowmag", "a.mrc", r, 5000.0, "option"))
+    'pixel size 5000 nm (from --pixel-size) looks wrong for a lowmag image: median square side would be 500 µm (expected 10-350 µm)'
     """
     px = report.pixel_size_nm
     r = report.result
@@ -262,6 +281,13 @@ def physical_units(report: Report, d: dict, rank: int) -> tuple[float, float, fl
     ------
     PixelSizeError
         A value overflows (is not finite): the pixel size is absurd.
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import HoleResult
+    >>> rep = Report("medmag", "b.mrc", HoleResult([], (4, 4)), 10.0, "option")
+    >>> physical_units(rep, {"center": [100, 50], "area": 400.0}, 1)
+    (1.0, 0.5, 0.04)
     """
     px = report.pixel_size_nm
     try:
@@ -327,6 +353,14 @@ def full_object(report: Report) -> dict:
     ------
     PixelSizeError
         The physical units overflow.
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import Hole, HoleResult
+    >>> box = ((0.0, 0.0), (2.0, 0.0), (2.0, 2.0), (0.0, 2.0))
+    >>> obj = full_object(Report("medmag", "b.mrc", HoleResult([Hole(box, (1, 1), 4.0, 0.5)], (4, 6)), 10.0, "option"))
+    >>> obj["shape"], obj["count"], obj["items"][0]["center_um"], obj["items"][0]["area_um2"]
+    ([4, 6], 1, [0.01, 0.01], 0.0004)
     """
     r = report.result
     rows, cols = (int(v) for v in r.image_shape)
@@ -373,6 +407,14 @@ def format_json_full(report: Report) -> str:
     ------
     PixelSizeError
         The physical units overflow.
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import SquareResult
+    >>> import json
+    >>> text = format_json_full(Report("lowmag", "a.mrc", SquareResult([], (4, 4))))
+    >>> json.loads(text)["reason"], text.endswith("}\\n")
+    ('no squares found', True)
     """
     return json.dumps(full_object(report), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
@@ -478,6 +520,17 @@ def format_txt(report: Report) -> str:
     ------
     PixelSizeError
         The physical units overflow.
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import Hole, HoleResult
+    >>> box = ((0.0, 0.0), (2.0, 0.0), (2.0, 2.0), (0.0, 2.0))
+    >>> r = HoleResult([Hole(box, (1, 1), 4.0, 0.5)], (4, 4), models="m")
+    >>> print(format_txt(Report("medmag", "b.mrc", r)), end="")
+    # ptolemy medmag: b.mrc (4 x 4 px)
+    # 1 holes, models m, batchnorm published
+    rank       x       y    area_px2   score
+       1       1       1         4.0  0.5000
     """
     r = report.result
     rows, cols = (int(v) for v in r.image_shape)
@@ -534,6 +587,13 @@ def format_report(report: Report, fmt: str) -> str:
         Unknown format.
     PixelSizeError
         The physical units overflow (nothing should be written).
+
+    Examples
+    --------
+    >>> from ptolemy_rt.results import HoleResult
+    >>> print(format_report(Report("medmag", "b.mrc", HoleResult([], (4, 4))), "csv"), end="")
+    # reason: no holes found
+    rank,center_x,center_y,area,score,x0,y0,x1,y1,x2,y2,x3,y3
     """
     if fmt == "json":
         return format_json(report)
@@ -547,7 +607,23 @@ def format_report(report: Report, fmt: str) -> str:
 
 
 def format_from_suffix(path: str | os.PathLike | None) -> str:
-    """Default format for an output path: .csv → csv, .txt → txt, .nav → nav, else json."""
+    """Default format for an output path: .csv → csv, .txt → txt, .nav → nav, else json.
+
+    Parameters
+    ----------
+    path : str, os.PathLike or None
+        The output path (None: standard output). The suffix is compared case-insensitively.
+
+    Returns
+    -------
+    str
+        One of `FORMATS` ("json-full" is never guessed).
+
+    Examples
+    --------
+    >>> [format_from_suffix(p) for p in ("out.CSV", "t.txt", "s.nav", "r.json", None)]
+    ['csv', 'txt', 'nav', 'json', 'json']
+    """
     if path is None:
         return "json"
     s = Path(path).suffix.lower()

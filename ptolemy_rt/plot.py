@@ -30,7 +30,18 @@ class ResultFileError(PtolemyError):
 
 
 def require_pillow() -> None:
-    """Raise PlotUnavailableError (one line) when Pillow cannot be imported."""
+    """Check that Pillow can be imported.
+
+    Raises
+    ------
+    PlotUnavailableError
+        (one line, exit code 5) Pillow is not installed; the message names the extra.
+
+    Examples
+    --------
+    >>> import pytest; _ = pytest.importorskip("PIL")  # Pillow: the [plot] extra
+    >>> require_pillow()
+    """
     try:
         import PIL.Image  # noqa: F401
         import PIL.ImageDraw  # noqa: F401
@@ -41,7 +52,23 @@ def require_pillow() -> None:
 
 
 def score_colour(score: float) -> tuple[int, int, int]:
-    """RGB colour of a score in [0, 1]: red (0) → yellow (0.5) → green (1)."""
+    """RGB colour of a score in [0, 1]: red (0) → yellow (0.5) → green (1).
+
+    Parameters
+    ----------
+    score : float
+        Clipped to [0, 1]; NaN counts as 0.
+
+    Returns
+    -------
+    (int, int, int)
+        (red, green, blue), 0-255.
+
+    Examples
+    --------
+    >>> [score_colour(s) for s in (0.0, 0.25, 0.5, 1.0, float("nan"))]
+    [(230, 0, 0), (230, 115, 0), (230, 230, 0), (0, 230, 0), (230, 0, 0)]
+    """
     s = min(max(float(score), 0.0), 1.0) if score == score else 0.0
     if s <= 0.5:
         return 230, int(round(230 * s / 0.5)), 0
@@ -49,7 +76,25 @@ def score_colour(score: float) -> tuple[int, int, int]:
 
 
 def to_grey(pixels) -> "Any":
-    """uint8 [row, col] array: pixels stretched between their 1st and 99th percentiles."""
+    """Grey levels of an image: pixels stretched between their 1st and 99th percentiles.
+
+    Parameters
+    ----------
+    pixels : array_like
+        2-D image, [row, col]; non-finite pixels are shown as the 1st percentile.
+
+    Returns
+    -------
+    numpy.ndarray
+        uint8, same shape: 0 at or below the 1st percentile, 255 at or above the 99th
+        (min/max when those coincide; all 0 for a constant or all-NaN image).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> to_grey(np.array([[0.0, 1.0], [2.0, np.nan]])).tolist()
+    [[0, 128], [255, 0]]
+    """
     import numpy as np
 
     a = np.asarray(pixels, dtype=np.float64)
@@ -78,8 +123,37 @@ def _font(size: int):
 def render(pixels, items: list[dict], n_labels: int = N_LABELS):
     """PIL RGB image of `pixels` ([row, col]) with the targets' boxes and the best ranks.
 
-    items: dicts with "vertices" (4 × [x, y] px), "center" ([x, y] px) and "score", sorted best
-    first (rank = position + 1)."""
+    Parameters
+    ----------
+    pixels : array_like
+        2-D image, [row, col] (grey levels by `to_grey`).
+    items : list of dict
+        "vertices" (4 × [x, y] px), "center" ([x, y] px) and "score", sorted best first
+        (rank = position + 1); boxes coloured by `score_colour`.
+    n_labels : int
+        How many of the best ranks are written at their centres.
+
+    Returns
+    -------
+    PIL.Image.Image
+        Mode "RGB", size (width, height) = (cols, rows).
+
+    Raises
+    ------
+    PlotUnavailableError
+        Pillow is not installed.
+
+    Examples
+    --------
+    A box of score 1 (green) on a black image; pixels are addressed (x, y) = (col, row):
+
+    >>> import pytest; _ = pytest.importorskip("PIL")  # Pillow: the [plot] extra
+    >>> import numpy as np
+    >>> box = {"vertices": [[1, 1], [6, 1], [6, 6], [1, 6]], "center": [3, 3], "score": 1.0}
+    >>> img = render(np.zeros((8, 10)), [box], n_labels=0)
+    >>> img.size, img.getpixel((1, 1)), img.getpixel((4, 4))
+    ((10, 8), (0, 230, 0), (0, 0, 0))
+    """
     require_pillow()
     from PIL import Image, ImageDraw
 
@@ -108,7 +182,23 @@ def render(pixels, items: list[dict], n_labels: int = N_LABELS):
 
 
 def png_bytes(img) -> bytes:
-    """The PNG file of a PIL image (no optimisation pass: deterministic and fast)."""
+    """The PNG file of a PIL image (no optimisation pass: deterministic and fast).
+
+    Parameters
+    ----------
+    img : PIL.Image.Image
+
+    Returns
+    -------
+    bytes
+
+    Examples
+    --------
+    >>> import pytest; _ = pytest.importorskip("PIL")  # Pillow: the [plot] extra
+    >>> from PIL import Image
+    >>> png_bytes(Image.new("RGB", (2, 2)))[:8]
+    b'\\x89PNG\\r\\n\\x1a\\n'
+    """
     buf = io.BytesIO()
     img.save(buf, format="PNG", optimize=False)
     return buf.getvalue()
@@ -133,6 +223,14 @@ def overlay_png(pixels, items: list[dict]) -> bytes:
     ------
     PlotUnavailableError
         Pillow is not installed.
+
+    Examples
+    --------
+    >>> import pytest; _ = pytest.importorskip("PIL")  # Pillow: the [plot] extra
+    >>> import io, numpy as np
+    >>> from PIL import Image
+    >>> Image.open(io.BytesIO(overlay_png(np.zeros((8, 10)), []))).size
+    (10, 8)
     """
     return png_bytes(render(pixels, items))
 
@@ -140,12 +238,33 @@ def overlay_png(pixels, items: list[dict]) -> bytes:
 def write_overlay(pixels, items: list[dict], out: str | os.PathLike, protect: Iterable[str | os.PathLike] = ()) -> None:
     """Render and write the overlay PNG atomically (`files.write_atomic`).
 
+    Parameters
+    ----------
+    pixels : array_like
+        2-D image, [row, col].
+    items : list of dict
+        Targets as `render` takes them, best first.
+    out : str or os.PathLike
+        The PNG path.
+    protect : iterable of paths
+        Files `out` must not be (the inputs).
+
     Raises
     ------
     OutputError
         `out` cannot be written or names a protected input; nothing is left behind.
     PlotUnavailableError
         Pillow is not installed.
+
+    Examples
+    --------
+    >>> import pytest; _ = pytest.importorskip("PIL")  # Pillow: the [plot] extra
+    >>> import os, shutil, tempfile, numpy as np
+    >>> d = tempfile.mkdtemp()
+    >>> write_overlay(np.zeros((8, 10)), [], os.path.join(d, "o.png"))
+    >>> open(os.path.join(d, "o.png"), "rb").read(4)
+    b'\\x89PNG'
+    >>> shutil.rmtree(d)
     """
     from .files import write_atomic
 
@@ -172,6 +291,17 @@ def read_items(path: str | os.PathLike) -> list[dict]:
         (one line, exit code 3) the file is missing, unreadable, not JSON, not a list of
         targets, or a target lacks vertices/center/score or holds a non-finite number (the
         JSON reader accepts NaN and Infinity).
+
+    Examples
+    --------
+    >>> import os, shutil, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> with open(os.path.join(d, "r.json"), "w") as f:
+    ...     _ = f.write('[{"vertices": [[0, 0], [2, 0], [2, 2], [0, 2]], "center": [1, 1], "score": 0.2},'
+    ...                 ' {"vertices": [[4, 4], [6, 4], [6, 6], [4, 6]], "center": [5, 5], "score": 0.8}]')
+    >>> [(d_["center"], d_["score"]) for d_ in read_items(os.path.join(d, "r.json"))]
+    [([5.0, 5.0], 0.8), ([1.0, 1.0], 0.2)]
+    >>> shutil.rmtree(d)
     """
     p = Path(path)
     try:
