@@ -36,7 +36,25 @@ def _rot(angle_deg: float) -> np.ndarray:
 def rotated_shape(in_shape: tuple[int, int], angle_deg: float) -> tuple[int, int]:
     """(rows, cols) of `rotate_image` output for an input of shape (rows, cols), without
     rotating anything: the rounded extent of the rotated image rectangle (computed exactly
-    as scipy.ndimage.rotate does)."""
+    as scipy.ndimage.rotate does).
+
+    Parameters
+    ----------
+    in_shape : tuple of int
+        Input (rows, cols), px.
+    angle_deg : float
+        Rotation, degrees.
+
+    Returns
+    -------
+    tuple of int
+        Output (rows, cols), px.
+
+    Examples
+    --------
+    >>> rotated_shape((2, 4), 90), rotated_shape((10, 20), 45)
+    ((4, 2), (21, 21))
+    """
     return _rotation_transform((int(in_shape[0]), int(in_shape[1])), angle_deg)[2]
 
 
@@ -47,6 +65,26 @@ def rotate_image(image: np.ndarray, angle_deg: float) -> np.ndarray:
     cubic spline interpolation (order 3) and fill value 0 outside the input. The dtype is
     kept for float32/float64 input (other dtypes give float32). Output shape equals
     `rotated_shape(image.shape, angle_deg)`.
+
+    Parameters
+    ----------
+    image : array_like, 2-D, [row, col]
+        The image.
+    angle_deg : float
+        Rotation, degrees (positive: counter-clockwise as displayed with row 0 on top).
+
+    Returns
+    -------
+    ndarray, [row, col]
+        The rotated image, shape `rotated_shape(image.shape, angle_deg)`.
+
+    Examples
+    --------
+    A 3×4 ramp turned by 90°: the last column becomes the first row.
+
+    >>> im = np.arange(1.0, 13.0).reshape(3, 4)
+    >>> (np.round(rotate_image(im, 90), 3) + 0.0).tolist()
+    [[4.0, 8.0, 12.0], [3.0, 7.0, 11.0], [2.0, 6.0, 10.0], [1.0, 5.0, 9.0]]
     """
     a = np.asarray(image)
     if a.dtype not in (np.float32, np.float64):
@@ -85,6 +123,27 @@ def rotate_window(image: np.ndarray, angle_deg: float, bounds) -> np.ndarray:
     (float64, as scipy) and interpolated with the same affine map, cubic, fill 0. Equal to
     the whole-image rotation up to float64 rounding (≤ 1e-9 of the pixel values). Same dtype
     rule as `rotate_image`. Same as `rotate_window_at(image, angle_deg, (r0, c0), (r1 - r0, c1 - c0))`.
+
+    Parameters
+    ----------
+    image : array_like, 2-D, [row, col]
+        The unrotated image.
+    angle_deg : float
+        Rotation, degrees.
+    bounds : sequence of 4 int
+        (r0, c0, r1, c1), px, rotated-frame rows r0..r1−1 and cols c0..c1−1.
+
+    Returns
+    -------
+    ndarray, (r1 − r0, c1 − c0)
+        The block of the rotated image.
+
+    Examples
+    --------
+    >>> a = np.zeros((20, 20)); a[5:9, 6:12] = 1.0
+    >>> block = rotate_window(a, 30, (3, 4, 9, 12))
+    >>> block.shape, bool(np.abs(block - rotate_image(a, 30)[3:9, 4:12]).max() < 1e-9)
+    ((6, 8), True)
     """
     r0, c0, r1, c1 = (int(v) for v in bounds)
     return rotate_window_at(image, angle_deg, (r0, c0), (max(0, r1 - r0), max(0, c1 - c0)))
@@ -101,6 +160,31 @@ def rotate_window_at(image: np.ndarray, angle_deg: float, origin_rc, shape) -> n
     the rotated frame are sampled too, 0 outside the input). The input window the block
     samples plus `WINDOW_MARGIN_PX` is spline-prefiltered (float64), then cubic
     interpolation, fill 0 outside the input. Same dtype rule as `rotate_image`.
+
+    Parameters
+    ----------
+    image : array_like, 2-D, [row, col]
+        The unrotated image.
+    angle_deg : float
+        Rotation, degrees.
+    origin_rc : sequence of 2 float
+        Rotated-frame index coordinates (row, col), px, of out[0, 0].
+    shape : sequence of 2 int
+        (rows, cols) of the block; non-positive sizes give an empty block.
+
+    Returns
+    -------
+    ndarray, shape `shape`
+        The sampled block.
+
+    Examples
+    --------
+    Rotation by 0° and a half-pixel column shift: far from the edges (fill 0 beyond them),
+    a linear ramp is sampled exactly between its pixels.
+
+    >>> ramp = np.tile(np.arange(40.0), (40, 1))
+    >>> np.round(rotate_window_at(ramp, 0, (20.0, 20.5), (1, 4)), 6).tolist()
+    [[20.5, 21.5, 22.5, 23.5]]
     """
     a = np.asarray(image)
     if a.dtype not in (np.float32, np.float64):
@@ -131,6 +215,28 @@ def rotate_points(points_rc: np.ndarray, angle_deg: float, in_shape, out_shape) 
     in_shape) into the frame of `rotate_image(image, angle_deg)` (shape out_shape).
 
     points_rc: array (..., 2). Returns float64 (..., 2) (row, col). Exact for any shape.
+
+    Parameters
+    ----------
+    points_rc : array_like, (..., 2)
+        (row, col) points of the input frame, pixel-corner coordinates, px.
+    angle_deg : float
+        Rotation, degrees, as given to `rotate_image`.
+    in_shape, out_shape : sequence of int
+        (rows, cols) of the input and of the rotated frame (`rotated_shape`).
+
+    Returns
+    -------
+    ndarray, float64, (..., 2)
+        (row, col) in the rotated frame, px.
+
+    Examples
+    --------
+    The top-left corner of a 2×4 image turned by 90° is the bottom-left corner of the 4×2
+    result (the content of pixel (0, 0) ends up in pixel (3, 0), see `rotate_image`).
+
+    >>> (rotate_points([[0.0, 0.0], [0.5, 0.5]], 90, (2, 4), (4, 2)).round(6) + 0.0).tolist()
+    [[4.0, 0.0], [3.5, 0.5]]
     """
     p = np.asarray(points_rc, dtype=np.float64)
     c_in = np.asarray(in_shape[:2], dtype=np.float64) / 2.0
@@ -143,6 +249,25 @@ def unrotate_points(points_rc: np.ndarray, angle_deg: float, in_shape, out_shape
     rotated frame (shape out_shape) back to the input frame (shape in_shape).
 
     Same argument order as `rotate_points`. Returns float64 (..., 2) (row, col).
+
+    Parameters
+    ----------
+    points_rc : array_like, (..., 2)
+        (row, col) points of the rotated frame, pixel-corner coordinates, px.
+    angle_deg : float
+        The rotation that made the rotated frame, degrees.
+    in_shape, out_shape : sequence of int
+        (rows, cols) of the input and of the rotated frame.
+
+    Returns
+    -------
+    ndarray, float64, (..., 2)
+        (row, col) in the input frame, px.
+
+    Examples
+    --------
+    >>> (unrotate_points([[4.0, 0.0], [3.5, 0.5]], 90, (2, 4), (4, 2)).round(6) + 0.0).tolist()
+    [[0.0, 0.0], [0.5, 0.5]]
     """
     p = np.asarray(points_rc, dtype=np.float64)
     c_in = np.asarray(in_shape[:2], dtype=np.float64) / 2.0
@@ -165,6 +290,28 @@ def bounding_boxes(polygons, angle_deg: float, in_shape=(0, 0), out_shape=(0, 0)
     Returns float64 n×4 (row_min, col_min, row_max, col_max), px, in the rotated frame.
     With the default shapes (0, 0) the rotation is about the origin (only sizes matter).
     Empty polygons are skipped.
+
+    Parameters
+    ----------
+    polygons : sequence of array_like, (K, 2)
+        (row, col) vertices, px.
+    angle_deg : float
+        Rotation, degrees.
+    in_shape, out_shape : sequence of int, optional
+        Frames as in `rotate_points`.
+
+    Returns
+    -------
+    ndarray, float64, (n, 4)
+        (row_min, col_min, row_max, col_max) per non-empty polygon, px.
+
+    Examples
+    --------
+    A 1×2 (rows × cols) rectangle turned by 90° about the origin becomes 2×1.
+
+    >>> rect = [[0, 0], [0, 2], [1, 2], [1, 0]]
+    >>> (bounding_boxes([rect], 90).round(6) + 0.0).tolist()
+    [[-2.0, 0.0, 0.0, 1.0]]
     """
     pts, starts = _stack(polygons)
     if len(starts) == 0:
@@ -180,6 +327,26 @@ def grid_angle(hulls) -> float:
     axis-aligned bounding boxes of all polygons ((row, col) vertices) rotated by θ as
     `rotate_points` rotates them; bounded Brent (scipy minimize_scalar, method "bounded",
     bounds (0, 90), default tolerance) over the compiled cost `geometry_kernels.box_area_sum`. No polygons: 0.0.
+
+    Parameters
+    ----------
+    hulls : sequence of array_like, (K, 2)
+        Polygons' (row, col) vertices, px (e.g. `regions.region_hulls`).
+
+    Returns
+    -------
+    float
+        θ, degrees, in [0, 90].
+
+    Examples
+    --------
+    Two squares tilted by 20° (`rotate_points` at 20°): rotating by 70° (≡ −20° modulo 90°)
+    makes them axis-aligned.
+
+    >>> sq = np.array([[0, 0], [0, 4], [4, 4], [4, 0]], float)
+    >>> tilted = [rotate_points(p, 20, (0, 0), (0, 0)) for p in (sq, sq + 10)]
+    >>> round(grid_angle(tilted), 3), grid_angle([])
+    (70.0, 0.0)
     """
     pts, starts = _stack(hulls)
     if len(starts) == 0:

@@ -49,6 +49,14 @@ def compiled(fn):
     -------
     numba dispatcher
         Jitted on first call, cached on disk; ``.py_func`` is `fn` (what `aot` compiles).
+
+    Examples
+    --------
+    Every kernel keeps its plain Python function, runnable without compiling:
+
+    >>> from ptolemy_rt.lattice_kernels import shortest_vector2
+    >>> shortest_vector2.py_func(3.0, 0.0, 4.0, 2.0)
+    5.0
     """
     import numba
 
@@ -63,6 +71,12 @@ def source_digest() -> int:
     int
         First 60 bits of the sha256 over each file's name and bytes, in `SOURCES` order, as a
         non-negative int (fits the extension's int64).
+
+    Examples
+    --------
+    >>> d = source_digest()
+    >>> 0 <= d < 2 ** 60, d == source_digest()
+    (True, True)
     """
     h = hashlib.sha256()
     for name in SOURCES:
@@ -77,6 +91,11 @@ def kernel_modules() -> list:
     -------
     list of module
         ptolemy_rt.<name> for each name of `KERNEL_MODULES`.
+
+    Examples
+    --------
+    >>> [m.__name__ for m in kernel_modules()][-1]
+    'ptolemy_rt.lattice_kernels'
     """
     return [importlib.import_module(f"{__package__}.{m}") for m in KERNEL_MODULES]
 
@@ -94,6 +113,12 @@ def exports() -> dict:
     ValueError
         When two modules export the same name or define the same kernel name (the jit
         backend is one namespace, like the extension).
+
+    Examples
+    --------
+    >>> ex = exports()
+    >>> ex["shortest_vector2"][1:], list(ex)[:2]
+    (('shortest_vector2', 'f8(f8, f8, f8, f8)'), ['scan_pixels_f4', 'scan_pixels_f8'])
     """
     out = {}
     owner = {}
@@ -114,6 +139,12 @@ def jit_kernels() -> types.SimpleNamespace:
     types.SimpleNamespace
         One attribute per kernel function, named as in its module (``scan_pixels``, not the
         extension's per-dtype ``scan_pixels_f4``).
+
+    Examples
+    --------
+    >>> ns = jit_kernels()
+    >>> hasattr(ns, "scan_pixels"), hasattr(ns, "scan_pixels_f4")
+    (True, False)
     """
     return types.SimpleNamespace(**{fname: getattr(mod, fname) for mod, fname, _ in exports().values()})
 
@@ -163,6 +194,11 @@ def backend() -> str:
     -------
     str
         "aot" (the compiled extension) or "jit" (the kernel modules, numba at run time).
+
+    Examples
+    --------
+    >>> backend() in ("aot", "jit")
+    True
     """
     _load()
     return _BACKEND
@@ -229,6 +265,13 @@ def value_histogram(px: np.ndarray, scale: float, nbins: int) -> np.ndarray:
     -------
     ndarray, int64, (nbins,)
         Pixel count per bin.
+
+    Examples
+    --------
+    −3 counts as 0, 9 falls in the last bin.
+
+    >>> value_histogram(np.array([[0.5, 1.2], [-3.0, 9.0]]), 1.0, 4).tolist()
+    [2, 1, 0, 1]
     """
     a = _image(px)
     return _fn("value_histogram", a.dtype)(a, float(scale), int(nbins))
@@ -250,6 +293,13 @@ def lut_mask(px: np.ndarray, scale: float, lut: np.ndarray) -> np.ndarray:
     -------
     ndarray, bool, [row, col]
         px's shape.
+
+    Examples
+    --------
+    Values from 2 up are on (9 falls in the last bin).
+
+    >>> lut_mask(np.array([[0.5, 1.2], [2.7, 9.0]]), 1.0, [False, False, True]).tolist()
+    [[False, False], [True, True]]
     """
     a = _image(px)
     return _fn("lut_mask", a.dtype)(a, float(scale), np.ascontiguousarray(lut, dtype=np.bool_))
@@ -271,6 +321,14 @@ def poisson_em(values, counts, max_iter: int, tol: float):
     -------
     tuple of (float, float, float, int, float)
         pi_a, mu_a, mu_b, iterations, log-likelihood (nats, without −Σ log k!).
+
+    Examples
+    --------
+    40 pixels around 3 and 20 around 21:
+
+    >>> pi_a, mu_a, mu_b, it, ll = poisson_em([2, 3, 4, 20, 21, 22], [10, 20, 10, 5, 10, 5], 100, 1e-3)
+    >>> round(pi_a, 3), round(mu_a, 3), round(mu_b, 3)
+    (0.333, 21.0, 3.0)
     """
     pi, ma, mb, it, ll = _fn("poisson_em")(np.ascontiguousarray(values, np.float64),
                                            np.ascontiguousarray(counts, np.float64), int(max_iter), float(tol))
@@ -320,6 +378,12 @@ def row_extremes(labels: np.ndarray, n: int):
     tuple of ndarray
         rows, cmin, cmax (int32, one entry per pair, grouped by label, rows ascending) and
         starts (int64, n + 2): label i's entries are [starts[i], starts[i + 1]).
+
+    Examples
+    --------
+    >>> lab = np.array([[1, 1, 0], [0, 2, 2], [0, 2, 0]])
+    >>> [a.tolist() for a in row_extremes(lab, 2)]
+    [[0, 1, 2], [0, 1, 1], [1, 2, 1], [0, 0, 1, 3]]
     """
     return _fn("row_extremes")(np.ascontiguousarray(labels, np.int32), int(n))
 
@@ -338,6 +402,15 @@ def hulls_of_rows(rows, cmin, cmax, starts):
         (row, col) pixel-corner coordinates, px.
     offsets : ndarray, int64, (n + 1,)
         Label i's hull is vertices[offsets[i − 1]:offsets[i]].
+
+    Examples
+    --------
+    Label 1: pixels (0, 0) and (0, 1), a 1×2 rectangle of corners.
+
+    >>> lab = np.array([[1, 1, 0], [0, 2, 2], [0, 2, 0]])
+    >>> verts, offsets = hulls_of_rows(*row_extremes(lab, 2))
+    >>> verts[:offsets[1]].tolist(), offsets.tolist()
+    ([[0.0, 0.0], [1.0, 0.0], [1.0, 2.0], [0.0, 2.0]], [0, 4, 9])
     """
     return _fn("hulls_of_rows")(np.ascontiguousarray(rows, np.int32), np.ascontiguousarray(cmin, np.int32),
                                 np.ascontiguousarray(cmax, np.int32), np.ascontiguousarray(starts, np.int64))
@@ -359,6 +432,14 @@ def box_area_sum(pts: np.ndarray, starts: np.ndarray, theta_deg: float) -> float
     -------
     float
         px².
+
+    Examples
+    --------
+    A 2×2 square: box area 4 px² unrotated, 8 px² at 45°.
+
+    >>> sq = np.array([[0, 0], [0, 2], [2, 2], [2, 0]], float)
+    >>> box_area_sum(sq, [0], 0.0), round(box_area_sum(sq, [0], 45.0), 6)
+    (4.0, 8.0)
     """
     return float(_fn("box_area_sum")(np.ascontiguousarray(pts, np.float64),
                                      np.ascontiguousarray(starts, np.int64), float(theta_deg)))
@@ -379,6 +460,11 @@ def lattice_points(c0, c1, d0, d1, h, w, margin) -> np.ndarray:
     -------
     ndarray, float64, (n, 2)
         (row, col) points, a-major then b, ascending.
+
+    Examples
+    --------
+    >>> lattice_points(0, 0, 1, 0, 1, 1, 0).tolist()
+    [[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]]
     """
     return _fn("lattice_points")(float(c0), float(c1), float(d0), float(d1), float(h), float(w), float(margin))
 
@@ -397,6 +483,13 @@ def lattice_points2(c0, c1, u0, u1, v0, v1, h, w, margin) -> np.ndarray:
     -------
     ndarray, float64, (n, 2)
         (row, col) points, a-major then b, ascending.
+
+    Examples
+    --------
+    u = (2, 0), v = (1, 2) in a 2×2 image without margin:
+
+    >>> lattice_points2(0, 0, 2, 0, 1, 2, 2, 2, 0).tolist()
+    [[0.0, 0.0], [1.0, 2.0], [2.0, 0.0]]
     """
     return _fn("lattice_points2")(*(float(v) for v in (c0, c1, u0, u1, v0, v1, h, w, margin)))
 
@@ -449,6 +542,20 @@ def score_candidates(mask, centroids, neighbours, margin: float, box: int, obliq
     tuple of ndarray, int64
         Square costs (n, k), their point counts (n, k), oblique costs (n, k(k − 1)/2);
         −1 where there is no candidate (count −1: whole image covered, not enumerated).
+
+    Examples
+    --------
+    Four 10×10 holes on a 60 px grid: each square candidate has 36 points in the image
+    plus margin and costs 4 × 800 (box pixels outside the holes); no oblique pass.
+
+    >>> m = np.zeros((120, 120), bool)
+    >>> for r, c in [(20, 20), (20, 80), (80, 20), (80, 80)]:
+    ...     m[r - 5:r + 5, c - 5:c + 5] = True
+    >>> cen = [[20, 20], [20, 80], [80, 20], [80, 80]]
+    >>> nb = [[1, 2], [0, 3], [0, 3], [1, 2]]
+    >>> costs, counts, ob = score_candidates(m, cen, nb, 100.0, 30)
+    >>> costs.tolist(), counts[0].tolist(), ob.tolist()
+    ([[3200, 3200], [3200, 3200], [3200, 3200], [3200, 3200]], [36, 36], [[-1], [-1], [-1], [-1]])
     """
     m = np.asarray(mask)
     m = np.ascontiguousarray(m.view(np.uint8) if m.dtype == np.bool_ else m, np.uint8)

@@ -78,6 +78,13 @@ class Lattice:
     lattice points within the image plus the margin (before any edge filter);
     cost: its cost (see module docstring); i, j: indices of the centroids that made it;
     n_candidates: how many candidates were scored.
+
+    Examples
+    --------
+    >>> lat = Lattice(origin=np.zeros(2), d=np.array([3.0, 4.0]), points=np.empty((0, 2)),
+    ...               cost=0, i=0, j=1, n_candidates=1)
+    >>> lat.d2.tolist(), lat.spacing_px, round(lat.angle_deg, 3), lat.oblique
+    ([-4.0, 3.0], 5.0, 53.13, False)
     """
 
     origin: np.ndarray
@@ -122,7 +129,23 @@ class Lattice:
 
 
 def lattice_angle_deg(d) -> float:
-    """atan(d_col / d_row), degrees, in (−90, 90]; d = (row, col) px (d_row = 0 gives 90)."""
+    """atan(d_col / d_row), degrees, in (−90, 90]; d = (row, col) px (d_row = 0 gives 90).
+
+    Parameters
+    ----------
+    d : sequence of 2 float
+        Lattice vector (row, col), px.
+
+    Returns
+    -------
+    float
+        Angle, degrees, in (−90, 90].
+
+    Examples
+    --------
+    >>> lattice_angle_deg((10, 10)), lattice_angle_deg((10, -10)), lattice_angle_deg((0, 5))
+    (45.0, -45.0, 90.0)
+    """
     dr, dc = float(d[0]), float(d[1])
     if dr == 0.0:
         return 90.0
@@ -131,7 +154,28 @@ def lattice_angle_deg(d) -> float:
 
 def nearest_neighbours(centroids: np.ndarray, k: int = N_NEIGHBOURS) -> np.ndarray:
     """n×k int64: for each centroid the indices of its k nearest *other* centroids, nearest
-    first (cKDTree order); slots beyond n−1 others are −1."""
+    first (cKDTree order); slots beyond n−1 others are −1.
+
+    Parameters
+    ----------
+    centroids : array_like, (n, 2)
+        (row, col) points, px.
+    k : int, optional
+        Neighbours per point.
+
+    Returns
+    -------
+    ndarray, int64, (n, k)
+        Neighbour indices, nearest first; −1 where there are fewer than k others.
+
+    Examples
+    --------
+    >>> c = [[0, 0], [0, 1], [0, 3], [5, 0]]
+    >>> nearest_neighbours(c, 2).tolist()
+    [[1, 2], [0, 2], [1, 0], [0, 1]]
+    >>> nearest_neighbours([[0, 0], [0, 1]], 2).tolist()
+    [[1, -1], [0, -1]]
+    """
     c = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)
     n = len(c)
     out = np.full((n, k), -1, np.int64)
@@ -148,7 +192,27 @@ def nearest_neighbours(centroids: np.ndarray, k: int = N_NEIGHBOURS) -> np.ndarr
 
 def lattice_points(origin, d, shape, margin: float = MARGIN_PX) -> np.ndarray:
     """All points origin + a·d + b·d⊥ within the image of `shape` (rows, cols) plus `margin`
-    px; n×2 float64 (row, col), px, pixel-corner coordinates, a-major order."""
+    px; n×2 float64 (row, col), px, pixel-corner coordinates, a-major order.
+
+    Parameters
+    ----------
+    origin, d : sequence of 2 float
+        Origin and lattice vector (row, col), px; d non-zero (d⊥ = (−d_col, d_row)).
+    shape : sequence of int
+        Image (rows, cols).
+    margin : float, optional
+        px beyond the image edges where points are kept.
+
+    Returns
+    -------
+    ndarray, float64, (n, 2)
+        (row, col) points, px.
+
+    Examples
+    --------
+    >>> lattice_points((0, 0), (2, 0), (2, 2), margin=0).tolist()
+    [[0.0, 0.0], [0.0, 2.0], [2.0, 0.0], [2.0, 2.0]]
+    """
     return kernels.lattice_points(float(origin[0]), float(origin[1]), float(d[0]), float(d[1]),
                            float(shape[0]), float(shape[1]), float(margin))
 
@@ -157,7 +221,42 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
                  margin: float = MARGIN_PX, box: int = BOX_PX, oblique: bool = False) -> Lattice | None:
     """Cheapest candidate lattice (module docstring) for a bool [row, col] mask and n×2
     (row, col) centroids (px, pixel-corner coordinates); square candidates only (published)
-    unless oblique. None when fewer than 2 centroids (no candidate)."""
+    unless oblique. None when fewer than 2 centroids (no candidate).
+
+    Parameters
+    ----------
+    mask : array_like, bool, [row, col]
+        Hole mask.
+    centroids : array_like, (n, 2)
+        Hole centroids (row, col), px, pixel-corner coordinates.
+    k : int, optional
+        Neighbours per centroid that make candidates.
+    margin : float, optional
+        px beyond the image where lattice points still count.
+    box : int, optional
+        Side of each lattice point's box, px.
+    oblique : bool, optional
+        Also score oblique candidates (module docstring).
+
+    Returns
+    -------
+    Lattice or None
+        The cheapest candidate (first in enumeration order on ties).
+
+    Examples
+    --------
+    Four 10×10 px holes on a 60 px square grid in a 120×120 image: the lattice has
+    spacing 60 px along the rows; each 30×30 box covers its hole and 800 px outside it.
+
+    >>> m = np.zeros((120, 120), bool)
+    >>> for r, c in [(20, 20), (20, 80), (80, 20), (80, 80)]:
+    ...     m[r - 5:r + 5, c - 5:c + 5] = True
+    >>> lat = find_lattice(m, [[20, 20], [20, 80], [80, 20], [80, 80]])
+    >>> lat.origin.tolist(), lat.d.tolist(), lat.cost, lat.n_candidates, len(lat.points)
+    ([20.0, 20.0], [60.0, 0.0], 3200, 12, 36)
+    >>> find_lattice(m, [[20, 20]]) is None
+    True
+    """
     m = np.ascontiguousarray(np.asarray(mask, dtype=bool).view(np.uint8))
     c = np.ascontiguousarray(np.asarray(centroids, dtype=np.float64).reshape(-1, 2))
     if len(c) < 2:
@@ -208,7 +307,30 @@ def _pair(p: int, k: int) -> tuple[int, int]:
 
 def painted_cost(mask: np.ndarray, points: np.ndarray, box: int = BOX_PX) -> int:
     """Reference cost by painting every box into a full-image mask (numpy, slow); the same
-    definition as the fast kernels. points: n×2 (row, col) px."""
+    definition as the fast kernels. points: n×2 (row, col) px.
+
+    Parameters
+    ----------
+    mask : array_like, bool, [row, col]
+        Hole mask.
+    points : array_like, (n, 2)
+        Lattice points (row, col), px, pixel-corner coordinates.
+    box : int, optional
+        Box side, px.
+
+    Returns
+    -------
+    int
+        MISS_WEIGHT × (mask pixels not covered) + (covered pixels outside the mask).
+
+    Examples
+    --------
+    One box on one of two 10×10 holes: 100 px missed (×10) and 800 px covered outside.
+
+    >>> m = np.zeros((100, 100), bool); m[15:25, 15:25] = True; m[65:75, 65:75] = True
+    >>> painted_cost(m, [[20.0, 20.0]])
+    1800
+    """
     m = np.asarray(mask, dtype=bool)
     h, w = m.shape
     half = box // 2
@@ -227,7 +349,27 @@ def painted_cost(mask: np.ndarray, points: np.ndarray, box: int = BOX_PX) -> int
 def find_lattice_painted(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOURS,
                          margin: float = MARGIN_PX, box: int = BOX_PX) -> Lattice | None:
     """The same search as `find_lattice`, scoring every candidate with `painted_cost`
-    (reference and benchmark baseline; slow)."""
+    (reference and benchmark baseline; slow).
+
+    Parameters
+    ----------
+    mask, centroids, k, margin, box
+        As in `find_lattice` (square candidates only).
+
+    Returns
+    -------
+    Lattice or None
+        The cheapest candidate; None when fewer than 2 centroids or no candidate.
+
+    Examples
+    --------
+    >>> m = np.zeros((120, 120), bool)
+    >>> for r, c in [(20, 20), (20, 80), (80, 20), (80, 80)]:
+    ...     m[r - 5:r + 5, c - 5:c + 5] = True
+    >>> lat = find_lattice_painted(m, [[20, 20], [20, 80], [80, 20], [80, 80]])
+    >>> lat.d.tolist(), lat.cost, lat.n_candidates
+    ([60.0, 0.0], 3200, 12)
+    """
     m = np.asarray(mask, dtype=bool)
     c = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)
     if len(c) < 2:
@@ -255,7 +397,12 @@ def find_lattice_painted(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_
 
 
 def warmup() -> None:
-    """Compile (and cache) the kernels on a tiny input (both the SAT and the painting path)."""
+    """Compile (and cache) the kernels on a tiny input (both the SAT and the painting path).
+
+    Examples
+    --------
+    >>> warmup()
+    """
     m = np.zeros((40, 40), dtype=bool)
     m[5:8, 5:8] = True
     m[30:33, 30:33] = True

@@ -271,6 +271,24 @@ def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2
         its points were not enumerated.
     oblique_costs : ndarray, int64, (n, k·(k − 1)/2)
         Oblique candidates' costs; −1 where there is none (all −1 unless `oblique`).
+
+    Examples
+    --------
+    Four 10×10 holes on a 60 px grid (120×120 image, margin 100, box 30): each square
+    candidate has 36 points and costs 4 × 800 (box pixels outside the holes). With
+    `oblique`, the only pair of neighbours, (60, 0) and (0, 60), is square and scored too.
+    Run through the `kernels` wrapper (the ahead-of-time build when it is current: no
+    compiling here).
+
+    >>> from ptolemy_rt.kernels import score_candidates
+    >>> m = np.zeros((120, 120), np.uint8)
+    >>> for r, c in [(20, 20), (20, 80), (80, 20), (80, 80)]:
+    ...     m[r - 5:r + 5, c - 5:c + 5] = 1
+    >>> cen = np.array([[20, 20], [20, 80], [80, 20], [80, 80]], np.float64)
+    >>> nb = np.array([[2, 1], [3, 0], [0, 3], [1, 2]], np.int64)
+    >>> costs, counts, ob = score_candidates(m, cen, nb, 100.0, 30, True, 0.0, 1e9)
+    >>> costs[0].tolist(), counts[0].tolist(), ob.ravel().tolist()
+    ([3200, 3200], [36, 36], [3200, 3200, 3200, 3200])
     """
     h, w = mask.shape
     n, k = neighbours.shape

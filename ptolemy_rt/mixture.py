@@ -40,7 +40,7 @@ MAX_VALUE = 1 << 20  # larger values are rescaled to 0..65535
 
 @dataclass(frozen=True)
 class MixtureFit:
-    """Result of `fit_mixture`.
+    """Result of `fit_mixture` (see its example).
 
     mu_high, mu_low: component means in mixture units (integer values after `scale`).
     weight_high: mixing weight of the high (square) component, in [0, 1].
@@ -78,7 +78,28 @@ def _posterior_table(nbins, pi_hi, mu_hi, mu_lo):
 
 
 def mixture_scale(vmax: float, integer_valued: bool) -> float:
-    """Factor applied to pixel values before truncation to integers (see module doc)."""
+    """Factor applied to pixel values before truncation to integers (see module doc).
+
+    Parameters
+    ----------
+    vmax : float
+        Largest pixel value (negatives counted as 0), input units.
+    integer_valued : bool
+        Whether every pixel value is a whole number.
+
+    Returns
+    -------
+    float
+        Mixture units per input unit (1.0: values used as they are).
+
+    Examples
+    --------
+    A [0, 1] float image is spread over 0..4095; integer counts are kept; huge values are
+    brought to 0..65535.
+
+    >>> mixture_scale(1.0, False), mixture_scale(200.0, True), mixture_scale(65535.0 * 32, True)
+    (4095.0, 1.0, 0.03125)
+    """
     if vmax > MAX_VALUE:
         return 65535.0 / vmax
     if not integer_valued and 0.0 < vmax < RESCALE_MAX + 1:
@@ -106,6 +127,30 @@ def valley_ratio(hist: np.ndarray, threshold_bin: int, mu_high: float, mu_low: f
     lowest smoothed count between those two peaks divided by min(p_lo, p_hi). For any
     unimodal histogram it is ≈ 1 (a point between two others on both sides of the mode is
     at least as high as the lower of them); a clean two-population atlas gives ≈ 0.04.
+
+    Parameters
+    ----------
+    hist : array_like, (nbins,)
+        Pixel count per integer value (mixture units).
+    threshold_bin : int
+        First bin of the bright side (the mask threshold in mixture units).
+    mu_high, mu_low : float
+        The two component means, mixture units (set the smoothing width).
+
+    Returns
+    -------
+    float
+        Valley depth ratio, ≥ 0 (1.0 when the threshold is outside the histogram or a side
+        is empty).
+
+    Examples
+    --------
+    Two peaks with empty bins between them, then one single peak.
+
+    >>> valley_ratio([0, 5, 9, 5, 1, 0, 0, 1, 6, 10, 6, 0], 6, 9.0, 2.0)
+    0.0
+    >>> valley_ratio([1, 3, 6, 9, 6, 3, 1], 4, 5.0, 2.0)
+    1.0
     """
     h = np.asarray(hist, dtype=np.float64)
     t = int(threshold_bin)
@@ -124,8 +169,37 @@ def valley_ratio(hist: np.ndarray, threshold_bin: int, mu_high: float, mu_low: f
 def fit_mixture(pixels: np.ndarray, integer_valued: bool | None = None) -> MixtureFit:
     """Fit the two-component Poisson mixture to a 2-D [row, col] image and return the mask.
 
-    pixels: raw image (any real dtype; negatives count as 0; not modified).
-    integer_valued: whether all values are whole numbers (None: checked here).
+    Parameters
+    ----------
+    pixels : array_like, 2-D [row, col]
+        Raw image (any real dtype; negatives count as 0; not modified).
+    integer_valued : bool or None, optional
+        Whether all values are whole numbers (None: checked here).
+
+    Returns
+    -------
+    MixtureFit
+        Means, weight, mask (bool [row, col], pixels's shape), threshold (input units) and
+        fit diagnostics.
+
+    Raises
+    ------
+    ValueError
+        When the image is not 2-D.
+
+    Examples
+    --------
+    A 10×10 bright square (Poisson mean 50) on a 20×20 background (mean 5): the mask is the
+    square, every pixel of it and nothing else.
+
+    >>> rng = np.random.default_rng(0)
+    >>> img = rng.poisson(5, (20, 20)).astype(float)
+    >>> img[5:15, 5:15] = rng.poisson(50, (10, 10))
+    >>> fit = fit_mixture(img)
+    >>> round(fit.mu_low, 2), round(fit.mu_high, 2), round(fit.weight_high, 3), fit.threshold
+    (4.87, 50.41, 0.25, 20.0)
+    >>> int(fit.mask.sum()), bool(fit.mask[5:15, 5:15].all()), fit.valley_ratio
+    (100, True, 0.0)
     """
     a = np.asarray(pixels)
     if a.ndim != 2:
@@ -158,7 +232,12 @@ def fit_mixture(pixels: np.ndarray, integer_valued: bool | None = None) -> Mixtu
 
 
 def warmup() -> None:
-    """Run the fit once on tiny inputs (loads, and with the jit backend compiles, the kernels)."""
+    """Run the fit once on tiny inputs (loads, and with the jit backend compiles, the kernels).
+
+    Examples
+    --------
+    >>> warmup()
+    """
     img = np.zeros((4, 4), np.float32)
     img[:2] = 9.0
     img[0, 0] = 12.0

@@ -24,6 +24,26 @@ def dilate_mask(mask: np.ndarray, size: int) -> np.ndarray:
     Equals `scipy.signal.convolve2d(mask, ones((size, size)), mode="same") > 0`, including the
     offset of even sizes (pixel (r, c) spreads to rows r - (size-1)//2 ... r + size//2, same for
     columns); pixels outside the image count as 0. size ≤ 1: the mask itself.
+
+    Parameters
+    ----------
+    mask : array_like, bool, [row, col]
+        The mask.
+    size : int
+        Box side, px.
+
+    Returns
+    -------
+    ndarray, bool, [row, col]
+        The dilated mask (a new array).
+
+    Examples
+    --------
+    An even size spreads each pixel to itself and the next column (and row).
+
+    >>> m = np.zeros((1, 5), bool); m[0, 1] = m[0, 3] = True
+    >>> dilate_mask(m, 2).astype(int).tolist()
+    [[0, 1, 1, 1, 1]]
     """
     m = np.asarray(mask, dtype=bool)
     if size <= 1:
@@ -42,6 +62,37 @@ def label_regions(mask: np.ndarray, dilate: int = 0) -> tuple[np.ndarray, int]:
     least one mask pixel (a dilated component always contains the pixels that made it).
     Numbering follows the first pixel of each component in row-major order (as
     scipy.ndimage.label). One pass over the runs of each row (`regions_kernels.label_components`).
+
+    Parameters
+    ----------
+    mask : array_like, bool, 2-D [row, col]
+        The mask.
+    dilate : int, optional
+        Box side, px, of the dilation that joins nearby pixels (0 or 1: none).
+
+    Returns
+    -------
+    labels : ndarray, int32, [row, col]
+        Region number on mask pixels, 0 elsewhere.
+    n : int
+        Number of regions.
+
+    Raises
+    ------
+    ValueError
+        When mask is not 2-D.
+
+    Examples
+    --------
+    Two pixels one column apart: two regions, or one after a 3×3 dilation.
+
+    >>> m = np.zeros((3, 5), bool); m[1, 1] = m[1, 3] = True
+    >>> labels, n = label_regions(m)
+    >>> n, labels[1].tolist()
+    (2, [0, 1, 0, 2, 0])
+    >>> labels, n = label_regions(m, dilate=3)
+    >>> n, labels[1].tolist()
+    (1, [0, 1, 0, 1, 0])
     """
     m = np.asarray(mask, dtype=bool)
     if m.ndim != 2:
@@ -58,6 +109,27 @@ def region_hulls(labels: np.ndarray, n: int) -> list[np.ndarray]:
     (i.e. the shoelace sum is positive), without repeated or collinear vertices. A region
     with no pixels gives an empty 0×2 array. Two passes over the label image in all
     (`regions_kernels.row_extremes`), then one monotone chain per region (`hulls_of_rows`).
+
+    Parameters
+    ----------
+    labels : array_like, int, [row, col]
+        Label image (e.g. from `label_regions`).
+    n : int
+        Number of regions.
+
+    Returns
+    -------
+    list of ndarray, float64, (K, 2)
+        One hull per region 1..n, (row, col) pixel-corner vertices, px.
+
+    Examples
+    --------
+    A single pixel at (0, 5) (region 1: first in row-major order) and a 2×2 block at rows
+    1-2, cols 1-2 (region 2).
+
+    >>> m = np.zeros((4, 6), bool); m[1:3, 1:3] = True; m[0, 5] = True
+    >>> [h.tolist() for h in region_hulls(*label_regions(m))]
+    [[[0.0, 5.0], [1.0, 5.0], [1.0, 6.0], [0.0, 6.0]], [[1.0, 1.0], [3.0, 1.0], [3.0, 3.0], [1.0, 3.0]]]
     """
     if n <= 0:
         return []
@@ -67,7 +139,23 @@ def region_hulls(labels: np.ndarray, n: int) -> list[np.ndarray]:
 
 
 def polygon_area(poly: np.ndarray) -> float:
-    """Area (px²) of a simple polygon given as K×2 vertices (either order), shoelace formula."""
+    """Area (px²) of a simple polygon given as K×2 vertices (either order), shoelace formula.
+
+    Parameters
+    ----------
+    poly : array_like, (K, 2)
+        Vertices, (row, col) px (or any consistent pair of axes).
+
+    Returns
+    -------
+    float
+        Area, px² (0.0 for fewer than 3 vertices).
+
+    Examples
+    --------
+    >>> polygon_area([[0, 0], [0, 3], [2, 3], [2, 0]])
+    6.0
+    """
     p = np.asarray(poly, dtype=np.float64)
     if len(p) < 3:
         return 0.0
@@ -79,6 +167,26 @@ def polygon_centroid(poly: np.ndarray) -> tuple[float, float]:
     """Centre of mass (row, col), px, of a simple polygon given as K×2 (row, col) vertices.
 
     A degenerate polygon (area 0, or fewer than 3 vertices) gives the mean of its vertices.
+
+    Parameters
+    ----------
+    poly : array_like, (K, 2)
+        (row, col) vertices, px, either order.
+
+    Returns
+    -------
+    tuple of float
+        (row, col), px.
+
+    Raises
+    ------
+    ValueError
+        When the polygon has no vertices.
+
+    Examples
+    --------
+    >>> polygon_centroid([[0, 0], [0, 3], [2, 3], [2, 0]]), polygon_centroid([[1, 1], [3, 3]])
+    ((1.0, 1.5), (2.0, 2.0))
     """
     p = np.asarray(poly, dtype=np.float64)
     if len(p) == 0:
@@ -95,7 +203,12 @@ def polygon_centroid(poly: np.ndarray) -> tuple[float, float]:
 
 
 def warmup() -> None:
-    """Run labelling and hulls once on a tiny input (loads, or compiles, the kernels)."""
+    """Run labelling and hulls once on a tiny input (loads, or compiles, the kernels).
+
+    Examples
+    --------
+    >>> warmup()
+    """
     m = np.zeros((6, 6), dtype=bool)
     m[1:3, 1:4] = True
     m[4, 5] = True
