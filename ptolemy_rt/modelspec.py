@@ -88,6 +88,12 @@ def decl(default: Any = MISSING, *, default_factory: Any = MISSING, choices: tup
     Returns
     -------
     dataclasses.Field
+
+    Examples
+    --------
+    >>> f = decl(3, minimum=1, doc="tile size, px")
+    >>> f.default, f.metadata["minimum"], f.metadata["doc"]
+    (3, 1, 'tile size, px')
     """
     meta = {"choices": choices, "minimum": minimum, "omit_default": omit_default, "doc": doc}
     if default_factory is not MISSING:

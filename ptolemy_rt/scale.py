@@ -179,6 +179,16 @@ def robust_normalise(image: np.ndarray, clip: float | None = None) -> np.ndarray
     -------
     numpy.ndarray
         float32 [row, col], dimensionless.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> a = np.full((8, 8), 100.0); a[3:5, 3:5] = 200.0
+    >>> b = a * 3.0 + 7.0                      # offset and gain change nothing
+    >>> bool(np.allclose(robust_normalise(a), robust_normalise(b)))
+    True
+    >>> robust_normalise(np.full((4, 4), 5.0)).tolist()[0]
+    [0.0, 0.0, 0.0, 0.0]
     """
     clip = CLIP_SIGMA if clip is None else float(clip)
     a = np.asarray(image, dtype=np.float32)
