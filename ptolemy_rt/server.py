@@ -272,7 +272,23 @@ def parse_json_body(raw: bytes) -> dict:
 
 
 def looks_like_mrc(raw: bytes) -> bool:
-    """True for bytes with an MRC2014 header (map id "MAP " at byte 208)."""
+    """True for bytes with an MRC2014 header (map id "MAP " at byte 208).
+
+    Parameters
+    ----------
+    raw : bytes
+        A request body.
+
+    Returns
+    -------
+    bool
+        At least 1024 bytes (one header) and "MAP" at bytes 208-210.
+
+    Examples
+    --------
+    >>> looks_like_mrc(bytes(208) + b"MAP " + bytes(812)), looks_like_mrc(bytes(1024))
+    (True, False)
+    """
     return len(raw) >= 1024 and raw[208:211] == b"MAP"
 
 
@@ -355,7 +371,24 @@ def image_from_body(d: dict, raw_mrc: bytes | None, endpoint: str) -> np.ndarray
 
 
 def pixels_sha256(pix: np.ndarray) -> str:
-    """Digest of an image's float32 pixels and shape (identifies a retried push)."""
+    """Digest of an image's float32 pixels and shape (identifies a retried push).
+
+    Parameters
+    ----------
+    pix : numpy.ndarray
+        Image [row, col]; hashed as float32, so a float64 copy of the same values matches.
+
+    Returns
+    -------
+    str
+        64 hex digits of SHA-256 over the shape text and the pixel bytes.
+
+    Examples
+    --------
+    >>> a = np.zeros((2, 2), np.float32)
+    >>> pixels_sha256(a) == pixels_sha256(a.astype(np.float64)), pixels_sha256(a) == pixels_sha256(np.zeros((1, 4)))
+    (True, False)
+    """
     h = hashlib.sha256(str(pix.shape).encode())
     h.update(np.ascontiguousarray(pix, dtype=np.float32).tobytes())
     return h.hexdigest()
@@ -367,8 +400,26 @@ def pixels_sha256(pix: np.ndarray) -> str:
 def polygon_pixel_mask(vertices, shape) -> tuple[slice, slice, np.ndarray]:
     """Pixels whose centres lie inside a convex polygon.
 
-    vertices: (x, y) = (col, row) corners in pixel-corner coordinates, in order. Returns
-    (row slice, col slice, bool mask of that window)."""
+    Parameters
+    ----------
+    vertices : array-like, shape (N, 2)
+        Corners as (x, y) = (col, row) in pixel-corner coordinates (pixel (r, c) has its
+        centre at (c + 0.5, r + 0.5)), in order (either orientation).
+    shape : tuple of int
+        (rows, cols) of the image; the window is clipped to it.
+
+    Returns
+    -------
+    tuple
+        (row slice, col slice, bool mask [row, col] of that window); empty slices and a
+        (0, 0) mask when the polygon lies outside the image.
+
+    Examples
+    --------
+    >>> rs, cs, m = polygon_pixel_mask([(1, 1), (3, 1), (3, 3), (1, 3)], (5, 5))
+    >>> (rs.start, rs.stop), (cs.start, cs.stop), m.tolist()
+    ((1, 3), (1, 3), [[True, True], [True, True]])
+    """
     v = np.asarray(vertices, float)
     h, w = shape
     r0 = max(int(math.floor(v[:, 1].min())), 0)
@@ -389,7 +440,28 @@ def polygon_pixel_mask(vertices, shape) -> tuple[slice, slice, np.ndarray]:
 
 def square_features(pix: np.ndarray, vertices, area: float) -> np.ndarray:
     """The published four square features: [mean, max, variance, area] of the pixels inside
-    the square's box (image units; area px²)."""
+    the square's box (image units; area px²).
+
+    Parameters
+    ----------
+    pix : numpy.ndarray
+        Atlas image [row, col].
+    vertices : array-like, shape (N, 2)
+        The square's box corners, (x, y) = (col, row), as for `polygon_pixel_mask`.
+    area : float
+        The square's area, px² (passed through as the fourth feature).
+
+    Returns
+    -------
+    numpy.ndarray, shape (4,)
+        [mean, max, variance, area]; [0, 0, 0, area] when no pixel centre lies inside.
+
+    Examples
+    --------
+    >>> pix = np.zeros((5, 5)); pix[1:3, 1:3] = [[1, 2], [3, 4]]
+    >>> square_features(pix, [(1, 1), (3, 1), (3, 3), (1, 3)], 4.0).tolist()
+    [2.5, 4.0, 1.25, 4.0]
+    """
     rs, cs, m = polygon_pixel_mask(vertices, pix.shape)
     vals = pix[rs, cs][m]
     if vals.size == 0:
@@ -400,7 +472,27 @@ def square_features(pix: np.ndarray, vertices, area: float) -> np.ndarray:
 def hole_profile(pix: np.ndarray, center_xy, half: int):
     """Radial mean profile (1 px bins, r < half) of the pixels around a hole centre.
 
-    Returns (profile, counts) arrays indexed by integer radius."""
+    Parameters
+    ----------
+    pix : numpy.ndarray
+        Image [row, col].
+    center_xy : tuple of float
+        Hole centre (x, y) = (col, row), px.
+    half : int
+        Half-size of the window, px; radii 0 .. half - 1 are binned.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (profile, counts), both of length ``half``, indexed by integer radius (px): the mean
+        pixel value and the number of pixels in each bin (empty bins: mean 0).
+
+    Examples
+    --------
+    >>> p, n = hole_profile(np.ones((9, 9)), (4, 4), 3)
+    >>> p.tolist(), n.tolist()
+    ([1.0, 1.0, 1.0], [1, 8, 16])
+    """
     cx, cy = center_xy
     h, w = pix.shape
     r0, r1 = max(int(cy) - half, 0), min(int(cy) + half + 1, h)
@@ -457,7 +549,29 @@ def hole_features(pix: np.ndarray, center_xy, radius: float | None, half: int, p
 
 def consensus_radius(pix: np.ndarray, centers, half: int) -> float | None:
     """One hole radius (px) for the image, from the summed radial profiles of all its holes
-    (as the published server takes one consensus radius); None when no edge is seen."""
+    (as the published server takes one consensus radius); None when no edge is seen.
+
+    Parameters
+    ----------
+    pix : numpy.ndarray
+        Image [row, col].
+    centers : sequence of (x, y)
+        Hole centres, (col, row) px.
+    half : int
+        Profile half-size, px (as `hole_profile`); below 6, None.
+
+    Returns
+    -------
+    float or None
+        Edge radius, px, by `hole_radius` on the count-weighted mean profile.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> disk = np.where(np.hypot(yy - 32, xx - 32) < 10, 10.0, 2.0)  # bright disk of radius 10
+    >>> consensus_radius(disk, [(32, 32)], 30)  # last bin fully inside
+    9.0
+    """
     if not len(centers) or half < 6:
         return None
     tot = np.zeros(half)
