@@ -156,7 +156,28 @@ def gp_predict(x: np.ndarray, y: np.ndarray, xs: np.ndarray, p: GPParams, includ
 
 
 def neg_log_marginal_likelihood(x: np.ndarray, y: np.ndarray, p: GPParams) -> float:
-    """−log p(y | x, p) of the GP (the quantity `fit_gp` minimises)."""
+    """−log p(y | x, p) of the GP (the quantity `fit_gp` minimises).
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (N, D)
+        Training inputs (feature units).
+    y : numpy.ndarray, shape (N,)
+        Training targets.
+    p : GPParams
+        Hyper-parameters.
+
+    Returns
+    -------
+    float
+        Negative log marginal likelihood (nats).
+
+    Examples
+    --------
+    >>> # one point at the mean, variance outputscale + noise = 2: ½ log(2π·2)
+    >>> round(neg_log_marginal_likelihood(np.zeros((1, 1)), np.array([0.0]), GPParams(0.0, 1.0, 1.0, 1.0)), 6)
+    1.265512
+    """
     return _nlml_and_grad(np.asarray(x, float), np.asarray(y, float), _pack(p))[0]
 
 
@@ -250,7 +271,25 @@ def fit_gp(x: np.ndarray, y: np.ndarray, max_evals: int = FIT_MAX_EVALS, time_ca
 
 
 def zscore(all_x: np.ndarray, *parts: np.ndarray):
-    """Scale ``parts`` by the per-column mean / std of ``all_x`` (std 0 → 1)."""
+    """Scale ``parts`` by the per-column mean / std of ``all_x`` (std 0 → 1).
+
+    Parameters
+    ----------
+    all_x : numpy.ndarray, shape (N, D)
+        Rows that define the per-column mean and (population) std.
+    *parts : numpy.ndarray, shape (M, D)
+        Arrays to scale.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One scaled float array per part, in order.
+
+    Examples
+    --------
+    >>> zscore(np.array([[0.0, 5.0], [2.0, 5.0]]), np.array([[3.0, 6.0]]))[0].tolist()
+    [[2.0, 1.0]]
+    """
     all_x = np.asarray(all_x, float)
     mu = all_x.mean(0)
     sd = all_x.std(0)
