@@ -152,7 +152,23 @@ class HistoricalState:
 
 
 def features_blob(v) -> bytes:
-    """Feature vector → little-endian float64 bytes (stored in the ``features`` column)."""
+    """Feature vector → little-endian float64 bytes (stored in the ``features`` column).
+
+    Parameters
+    ----------
+    v : array-like
+        Feature values (flattened).
+
+    Returns
+    -------
+    bytes
+        8 bytes per value, little-endian float64; `blob_features` inverts it.
+
+    Examples
+    --------
+    >>> features_blob([1.0]).hex()
+    '000000000000f03f'
+    """
     return np.ascontiguousarray(np.asarray(v, dtype="<f8").ravel()).tobytes()
 
 
