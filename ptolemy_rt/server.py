@@ -295,7 +295,37 @@ def looks_like_mrc(raw: bytes) -> bool:
 def mrc_bytes_to_array(data: bytes, name: str = "<MRC body>") -> np.ndarray:
     """Pixels [row, col] of an MRC file given as bytes (first section of a stack of one).
 
-    Raises InputImageError naming ``name`` when the bytes are not a readable MRC."""
+    Parameters
+    ----------
+    data : bytes
+        The whole MRC file.
+    name : str
+        What to call it in the error message.
+
+    Returns
+    -------
+    numpy.ndarray
+        The pixels [row, col] in the file's dtype (a stack of one section is squeezed to 2-D).
+
+    Raises
+    ------
+    InputImageError
+        Naming ``name``, when the bytes are not a readable MRC.
+
+    Examples
+    --------
+    >>> import shutil, tempfile, mrcfile
+    >>> d = tempfile.mkdtemp()
+    >>> with mrcfile.new(d + "/a.mrc") as m:
+    ...     m.set_data(np.arange(6, dtype=np.float32).reshape(2, 3))
+    >>> data = open(d + "/a.mrc", "rb").read(); shutil.rmtree(d)
+    >>> mrc_bytes_to_array(data).tolist()
+    [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    >>> mrc_bytes_to_array(b"not an mrc", "tile.mrc")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.errors.InputImageError: tile.mrc: not a readable MRC file (...)
+    """
     import warnings
 
     import mrcfile.mrcinterpreter
