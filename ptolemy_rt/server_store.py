@@ -198,6 +198,18 @@ class Store:
     ------
     StateError
         The folder cannot be created / written, or holds a database of another schema.
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> st = Store(d)
+    >>> box = ((0, 0), (10, 0), (10, 10), (0, 10))  # (x, y) = (col, row) px
+    >>> ids = st.add_squares(1, 0, [SquareRow((5.0, 5.0), box, 0.9, 3.0, 100.0, np.zeros(4))])
+    >>> st.visit_square(ids[0])
+    >>> ids, st.lm_rows()[0]["visited"], st.counts()["squares"]
+    ([1], True, 1)
+    >>> st.close(); shutil.rmtree(d)
     """
 
     def __init__(self, state_dir: str | os.PathLike):
