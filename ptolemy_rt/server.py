@@ -380,7 +380,37 @@ def _list(d: dict, key: str, endpoint: str) -> list:
 def image_from_body(d: dict, raw_mrc: bytes | None, endpoint: str) -> np.ndarray:
     """The image of a push request as a validated float32 array [row, col] (see module doc).
 
-    Raises BadRequest (no image) or InputImageError (unusable image)."""
+    Parameters
+    ----------
+    d : dict
+        The JSON body: ``image`` (2-D list of numbers, or an MRC path) or ``image_path``.
+    raw_mrc : bytes or None
+        An MRC request body (takes precedence over ``d``).
+    endpoint : str
+        Named in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 pixels [row, col], validated as the CLI's inputs are (at least 64×64 px).
+
+    Raises
+    ------
+    BadRequest
+        No image field, or one that is not a 2-D list of numbers.
+    InputImageError
+        An unusable image (too small, not finite, unreadable MRC).
+
+    Examples
+    --------
+    >>> a = image_from_body({"image": np.eye(64).tolist()}, None, "push_lm")
+    >>> str(a.dtype), a.shape, float(a.sum())
+    ('float32', (64, 64), 64.0)
+    >>> image_from_body({}, None, "push_lm")
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.server.BadRequest: push_lm: missing field 'image'
+    """
     from .io import read_mrc, validate_array
 
     if raw_mrc is not None:
@@ -563,7 +593,36 @@ def hole_features(pix: np.ndarray, center_xy, radius: float | None, half: int, p
                   median: float) -> np.ndarray:
     """Feature vector of one hole (module docstring; pixel units as ``pix``). ``radius``: the
     image's consensus hole radius, px (None: a third of ``half``). The inner level is the
-    median of the pixels within 0.7 radius (robust to small contamination)."""
+    median of the pixels within 0.7 radius (robust to small contamination).
+
+    Parameters
+    ----------
+    pix : numpy.ndarray
+        Image [row, col].
+    center_xy : tuple of float
+        Hole centre (x, y) = (col, row), px (truncated to whole pixels).
+    radius : float or None
+        Consensus hole radius, px.
+    half : int
+        Profile half-size, px (the radius feature is radius / half).
+    prior : float
+        The hole's prior score in [0, 1].
+    i0 : float
+        Empty-hole intensity I0 (image units).
+    median : float
+        The image's median (image units).
+
+    Returns
+    -------
+    numpy.ndarray, shape (5,)
+        [log(i0 / inner), std / inner, inner / median, radius / half, prior].
+
+    Examples
+    --------
+    >>> f = hole_features(np.full((20, 20), 4.0), (10, 10), 6.0, 12, 0.7, 8.0, 4.0)
+    >>> np.round(f, 6).tolist()  # log(8 / 4) = 0.693147
+    [0.693147, 0.0, 1.0, 0.5, 0.7]
+    """
     cx, cy = int(center_xy[0]), int(center_xy[1])
     lim = max(int(0.7 * radius), 2) if radius else max(int(half) // 3, 2)
     h, w = pix.shape
@@ -654,10 +713,26 @@ def read_saved_state(path) -> HistoricalState:
     write; features matched to rows by position): visited squares with their count of
     visited holes with ctf < 5 Å, and visited holes with ctf and ice thickness.
 
+    Parameters
+    ----------
+    path : str
+        The saved-state folder.
+
+    Returns
+    -------
+    HistoricalState
+
     Raises
     ------
     BadRequest
         Naming the folder and the problem (missing file, bad column, row/feature mismatch).
+
+    Examples
+    --------
+    >>> read_saved_state("/nonexistent-ptolemy-state")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.server.BadRequest: /nonexistent-ptolemy-state: not a saved Ptolemy state (...)
     """
     if not isinstance(path, str) or not path:
         raise BadRequest(f"historical state path must be a folder path, got {path!r}")
