@@ -156,7 +156,28 @@ def gp_predict(x: np.ndarray, y: np.ndarray, xs: np.ndarray, p: GPParams, includ
 
 
 def neg_log_marginal_likelihood(x: np.ndarray, y: np.ndarray, p: GPParams) -> float:
-    """−log p(y | x, p) of the GP (the quantity `fit_gp` minimises)."""
+    """−log p(y | x, p) of the GP (the quantity `fit_gp` minimises).
+
+    Parameters
+    ----------
+    x : numpy.ndarray, shape (N, D)
+        Training inputs (feature units).
+    y : numpy.ndarray, shape (N,)
+        Training targets.
+    p : GPParams
+        Hyper-parameters.
+
+    Returns
+    -------
+    float
+        Negative log marginal likelihood (nats).
+
+    Examples
+    --------
+    >>> # one point at the mean, variance outputscale + noise = 2: ½ log(2π·2)
+    >>> round(neg_log_marginal_likelihood(np.zeros((1, 1)), np.array([0.0]), GPParams(0.0, 1.0, 1.0, 1.0)), 6)
+    1.265512
+    """
     return _nlml_and_grad(np.asarray(x, float), np.asarray(y, float), _pack(p))[0]
 
 
@@ -250,7 +271,25 @@ def fit_gp(x: np.ndarray, y: np.ndarray, max_evals: int = FIT_MAX_EVALS, time_ca
 
 
 def zscore(all_x: np.ndarray, *parts: np.ndarray):
-    """Scale ``parts`` by the per-column mean / std of ``all_x`` (std 0 → 1)."""
+    """Scale ``parts`` by the per-column mean / std of ``all_x`` (std 0 → 1).
+
+    Parameters
+    ----------
+    all_x : numpy.ndarray, shape (N, D)
+        Rows that define the per-column mean and (population) std.
+    *parts : numpy.ndarray, shape (M, D)
+        Arrays to scale.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One scaled float array per part, in order.
+
+    Examples
+    --------
+    >>> zscore(np.array([[0.0, 5.0], [2.0, 5.0]]), np.array([[3.0, 6.0]]))[0].tolist()
+    [[2.0, 1.0]]
+    """
     all_x = np.asarray(all_x, float)
     mu = all_x.mean(0)
     sd = all_x.std(0)
@@ -335,6 +374,21 @@ def rank_squares(train_x, train_y, cand_x, all_x, all_prior, cand_prior=None, tr
     UCB = m + GP mean + κ σ with κ = ``FITTED_KAPPA`` (0.5: the prior mean already ranks the
     unexplored squares, so less exploration pays). With no visited square: the prior scores
     over their maximum.
+
+    Raises
+    ------
+    ValueError
+        ``rule`` is not one of ``RULES``.
+
+    Examples
+    --------
+    >>> none = np.zeros((0, 1))  # no visited square yet
+    >>> rank_squares(none, np.zeros(0), np.zeros((4, 1)), np.zeros((4, 1)), np.ones(4)).tolist()
+    [0.25, 0.25, 0.25, 0.25]
+    >>> prior = np.array([0.2, 0.8])
+    >>> rank_squares(none, np.zeros(0), np.zeros((2, 1)), np.zeros((2, 1)), prior, cand_prior=prior,
+    ...              rule="fitted").tolist()
+    [0.25, 1.0]
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
@@ -376,9 +430,25 @@ def multitask_predict(x, y2, xs, mean2, lengthscale, task_covar, noise2):
     """Intrinsic-coregionalisation GP with 2 tasks: cov((x,i),(x',j)) = B_ij k(x, x'),
     observation noise per task. y2 is (N, 2) with every task observed at every x.
 
+    Parameters
+    ----------
+    x : (N, D) training inputs; y2 : (N, 2) their values, column i = task i.
+    xs : (M, D) inputs to predict. mean2 : (2,) constant mean per task.
+    lengthscale : float or (D,) RBF lengthscale(s), feature units.
+    task_covar : (2, 2) task covariance B. noise2 : (2,) observation noise variance per task.
+
     Returns
     -------
     mean (M, 2), var (M, 2): predictive, noise included.
+
+    Examples
+    --------
+    >>> # one point observed as (2, 4), independent tasks of unit variance and unit noise:
+    >>> # the prediction there halves the values; variance 1 − ½ + 1 noise
+    >>> m, v = multitask_predict(np.zeros((1, 1)), np.array([[2.0, 4.0]]), np.zeros((1, 1)),
+    ...                          [0.0, 0.0], 1.0, np.eye(2), [1.0, 1.0])
+    >>> np.round(m, 9).tolist(), np.round(v, 9).tolist()
+    ([[1.0, 2.0]], [[1.5, 1.5]])
     """
     x = np.asarray(x, float)
     xs = np.asarray(xs, float)
@@ -415,6 +485,17 @@ def predict_holes(train_f, train_ice, train_ctf, cand_f, rule: str = "published"
     training hole, the constants of ``HOLE_COLD`` (as published). Only the last
     ``MAX_TRAIN_POINTS`` training holes are used (the published server drops the oldest
     points past its 5 s soft cap; a count keeps the answer deterministic).
+
+    Raises
+    ------
+    ValueError
+        ``rule`` is not one of ``RULES``.
+
+    Examples
+    --------
+    >>> out = predict_holes(np.zeros((1, 5)), [80.0], [4.0], np.zeros((2, 5)))  # one hole: cold
+    >>> out["ice_pred"].tolist(), out["ctf_pred"].tolist(), out["ice_var"].tolist()
+    ([50.0, 50.0], [2.0, 2.0], [20.0, 20.0])
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")

@@ -272,14 +272,60 @@ def parse_json_body(raw: bytes) -> dict:
 
 
 def looks_like_mrc(raw: bytes) -> bool:
-    """True for bytes with an MRC2014 header (map id "MAP " at byte 208)."""
+    """True for bytes with an MRC2014 header (map id "MAP " at byte 208).
+
+    Parameters
+    ----------
+    raw : bytes
+        A request body.
+
+    Returns
+    -------
+    bool
+        At least 1024 bytes (one header) and "MAP" at bytes 208-210.
+
+    Examples
+    --------
+    >>> looks_like_mrc(bytes(208) + b"MAP " + bytes(812)), looks_like_mrc(bytes(1024))
+    (True, False)
+    """
     return len(raw) >= 1024 and raw[208:211] == b"MAP"
 
 
 def mrc_bytes_to_array(data: bytes, name: str = "<MRC body>") -> np.ndarray:
     """Pixels [row, col] of an MRC file given as bytes (first section of a stack of one).
 
-    Raises InputImageError naming ``name`` when the bytes are not a readable MRC."""
+    Parameters
+    ----------
+    data : bytes
+        The whole MRC file.
+    name : str
+        What to call it in the error message.
+
+    Returns
+    -------
+    numpy.ndarray
+        The pixels [row, col] in the file's dtype (a stack of one section is squeezed to 2-D).
+
+    Raises
+    ------
+    InputImageError
+        Naming ``name``, when the bytes are not a readable MRC.
+
+    Examples
+    --------
+    >>> import shutil, tempfile, mrcfile
+    >>> d = tempfile.mkdtemp()
+    >>> with mrcfile.new(d + "/a.mrc") as m:
+    ...     m.set_data(np.arange(6, dtype=np.float32).reshape(2, 3))
+    >>> data = open(d + "/a.mrc", "rb").read(); shutil.rmtree(d)
+    >>> mrc_bytes_to_array(data).tolist()
+    [[0.0, 1.0, 2.0], [3.0, 4.0, 5.0]]
+    >>> mrc_bytes_to_array(b"not an mrc", "tile.mrc")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.errors.InputImageError: tile.mrc: not a readable MRC file (...)
+    """
     import warnings
 
     import mrcfile.mrcinterpreter
@@ -334,7 +380,37 @@ def _list(d: dict, key: str, endpoint: str) -> list:
 def image_from_body(d: dict, raw_mrc: bytes | None, endpoint: str) -> np.ndarray:
     """The image of a push request as a validated float32 array [row, col] (see module doc).
 
-    Raises BadRequest (no image) or InputImageError (unusable image)."""
+    Parameters
+    ----------
+    d : dict
+        The JSON body: ``image`` (2-D list of numbers, or an MRC path) or ``image_path``.
+    raw_mrc : bytes or None
+        An MRC request body (takes precedence over ``d``).
+    endpoint : str
+        Named in error messages.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 pixels [row, col], validated as the CLI's inputs are (at least 64×64 px).
+
+    Raises
+    ------
+    BadRequest
+        No image field, or one that is not a 2-D list of numbers.
+    InputImageError
+        An unusable image (too small, not finite, unreadable MRC).
+
+    Examples
+    --------
+    >>> a = image_from_body({"image": np.eye(64).tolist()}, None, "push_lm")
+    >>> str(a.dtype), a.shape, float(a.sum())
+    ('float32', (64, 64), 64.0)
+    >>> image_from_body({}, None, "push_lm")
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.server.BadRequest: push_lm: missing field 'image'
+    """
     from .io import read_mrc, validate_array
 
     if raw_mrc is not None:
@@ -355,7 +431,24 @@ def image_from_body(d: dict, raw_mrc: bytes | None, endpoint: str) -> np.ndarray
 
 
 def pixels_sha256(pix: np.ndarray) -> str:
-    """Digest of an image's float32 pixels and shape (identifies a retried push)."""
+    """Digest of an image's float32 pixels and shape (identifies a retried push).
+
+    Parameters
+    ----------
+    pix : numpy.ndarray
+        Image [row, col]; hashed as float32, so a float64 copy of the same values matches.
+
+    Returns
+    -------
+    str
+        64 hex digits of SHA-256 over the shape text and the pixel bytes.
+
+    Examples
+    --------
+    >>> a = np.zeros((2, 2), np.float32)
+    >>> pixels_sha256(a) == pixels_sha256(a.astype(np.float64)), pixels_sha256(a) == pixels_sha256(np.zeros((1, 4)))
+    (True, False)
+    """
     h = hashlib.sha256(str(pix.shape).encode())
     h.update(np.ascontiguousarray(pix, dtype=np.float32).tobytes())
     return h.hexdigest()
@@ -367,8 +460,26 @@ def pixels_sha256(pix: np.ndarray) -> str:
 def polygon_pixel_mask(vertices, shape) -> tuple[slice, slice, np.ndarray]:
     """Pixels whose centres lie inside a convex polygon.
 
-    vertices: (x, y) = (col, row) corners in pixel-corner coordinates, in order. Returns
-    (row slice, col slice, bool mask of that window)."""
+    Parameters
+    ----------
+    vertices : array-like, shape (N, 2)
+        Corners as (x, y) = (col, row) in pixel-corner coordinates (pixel (r, c) has its
+        centre at (c + 0.5, r + 0.5)), in order (either orientation).
+    shape : tuple of int
+        (rows, cols) of the image; the window is clipped to it.
+
+    Returns
+    -------
+    tuple
+        (row slice, col slice, bool mask [row, col] of that window); empty slices and a
+        (0, 0) mask when the polygon lies outside the image.
+
+    Examples
+    --------
+    >>> rs, cs, m = polygon_pixel_mask([(1, 1), (3, 1), (3, 3), (1, 3)], (5, 5))
+    >>> (rs.start, rs.stop), (cs.start, cs.stop), m.tolist()
+    ((1, 3), (1, 3), [[True, True], [True, True]])
+    """
     v = np.asarray(vertices, float)
     h, w = shape
     r0 = max(int(math.floor(v[:, 1].min())), 0)
@@ -389,7 +500,28 @@ def polygon_pixel_mask(vertices, shape) -> tuple[slice, slice, np.ndarray]:
 
 def square_features(pix: np.ndarray, vertices, area: float) -> np.ndarray:
     """The published four square features: [mean, max, variance, area] of the pixels inside
-    the square's box (image units; area px²)."""
+    the square's box (image units; area px²).
+
+    Parameters
+    ----------
+    pix : numpy.ndarray
+        Atlas image [row, col].
+    vertices : array-like, shape (N, 2)
+        The square's box corners, (x, y) = (col, row), as for `polygon_pixel_mask`.
+    area : float
+        The square's area, px² (passed through as the fourth feature).
+
+    Returns
+    -------
+    numpy.ndarray, shape (4,)
+        [mean, max, variance, area]; [0, 0, 0, area] when no pixel centre lies inside.
+
+    Examples
+    --------
+    >>> pix = np.zeros((5, 5)); pix[1:3, 1:3] = [[1, 2], [3, 4]]
+    >>> square_features(pix, [(1, 1), (3, 1), (3, 3), (1, 3)], 4.0).tolist()
+    [2.5, 4.0, 1.25, 4.0]
+    """
     rs, cs, m = polygon_pixel_mask(vertices, pix.shape)
     vals = pix[rs, cs][m]
     if vals.size == 0:
@@ -400,7 +532,27 @@ def square_features(pix: np.ndarray, vertices, area: float) -> np.ndarray:
 def hole_profile(pix: np.ndarray, center_xy, half: int):
     """Radial mean profile (1 px bins, r < half) of the pixels around a hole centre.
 
-    Returns (profile, counts) arrays indexed by integer radius."""
+    Parameters
+    ----------
+    pix : numpy.ndarray
+        Image [row, col].
+    center_xy : tuple of float
+        Hole centre (x, y) = (col, row), px.
+    half : int
+        Half-size of the window, px; radii 0 .. half - 1 are binned.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        (profile, counts), both of length ``half``, indexed by integer radius (px): the mean
+        pixel value and the number of pixels in each bin (empty bins: mean 0).
+
+    Examples
+    --------
+    >>> p, n = hole_profile(np.ones((9, 9)), (4, 4), 3)
+    >>> p.tolist(), n.tolist()
+    ([1.0, 1.0, 1.0], [1, 8, 16])
+    """
     cx, cy = center_xy
     h, w = pix.shape
     r0, r1 = max(int(cy) - half, 0), min(int(cy) + half + 1, h)
@@ -441,7 +593,36 @@ def hole_features(pix: np.ndarray, center_xy, radius: float | None, half: int, p
                   median: float) -> np.ndarray:
     """Feature vector of one hole (module docstring; pixel units as ``pix``). ``radius``: the
     image's consensus hole radius, px (None: a third of ``half``). The inner level is the
-    median of the pixels within 0.7 radius (robust to small contamination)."""
+    median of the pixels within 0.7 radius (robust to small contamination).
+
+    Parameters
+    ----------
+    pix : numpy.ndarray
+        Image [row, col].
+    center_xy : tuple of float
+        Hole centre (x, y) = (col, row), px (truncated to whole pixels).
+    radius : float or None
+        Consensus hole radius, px.
+    half : int
+        Profile half-size, px (the radius feature is radius / half).
+    prior : float
+        The hole's prior score in [0, 1].
+    i0 : float
+        Empty-hole intensity I0 (image units).
+    median : float
+        The image's median (image units).
+
+    Returns
+    -------
+    numpy.ndarray, shape (5,)
+        [log(i0 / inner), std / inner, inner / median, radius / half, prior].
+
+    Examples
+    --------
+    >>> f = hole_features(np.full((20, 20), 4.0), (10, 10), 6.0, 12, 0.7, 8.0, 4.0)
+    >>> np.round(f, 6).tolist()  # log(8 / 4) = 0.693147
+    [0.693147, 0.0, 1.0, 0.5, 0.7]
+    """
     cx, cy = int(center_xy[0]), int(center_xy[1])
     lim = max(int(0.7 * radius), 2) if radius else max(int(half) // 3, 2)
     h, w = pix.shape
@@ -457,7 +638,29 @@ def hole_features(pix: np.ndarray, center_xy, radius: float | None, half: int, p
 
 def consensus_radius(pix: np.ndarray, centers, half: int) -> float | None:
     """One hole radius (px) for the image, from the summed radial profiles of all its holes
-    (as the published server takes one consensus radius); None when no edge is seen."""
+    (as the published server takes one consensus radius); None when no edge is seen.
+
+    Parameters
+    ----------
+    pix : numpy.ndarray
+        Image [row, col].
+    centers : sequence of (x, y)
+        Hole centres, (col, row) px.
+    half : int
+        Profile half-size, px (as `hole_profile`); below 6, None.
+
+    Returns
+    -------
+    float or None
+        Edge radius, px, by `hole_radius` on the count-weighted mean profile.
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:64, :64]
+    >>> disk = np.where(np.hypot(yy - 32, xx - 32) < 10, 10.0, 2.0)  # bright disk of radius 10
+    >>> consensus_radius(disk, [(32, 32)], 30)  # last bin fully inside
+    9.0
+    """
     if not len(centers) or half < 6:
         return None
     tot = np.zeros(half)
@@ -510,10 +713,26 @@ def read_saved_state(path) -> HistoricalState:
     write; features matched to rows by position): visited squares with their count of
     visited holes with ctf < 5 Å, and visited holes with ctf and ice thickness.
 
+    Parameters
+    ----------
+    path : str
+        The saved-state folder.
+
+    Returns
+    -------
+    HistoricalState
+
     Raises
     ------
     BadRequest
         Naming the folder and the problem (missing file, bad column, row/feature mismatch).
+
+    Examples
+    --------
+    >>> read_saved_state("/nonexistent-ptolemy-state")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.server.BadRequest: /nonexistent-ptolemy-state: not a saved Ptolemy state (...)
     """
     if not isinstance(path, str) or not path:
         raise BadRequest(f"historical state path must be a folder path, got {path!r}")

@@ -152,7 +152,23 @@ class HistoricalState:
 
 
 def features_blob(v) -> bytes:
-    """Feature vector → little-endian float64 bytes (stored in the ``features`` column)."""
+    """Feature vector → little-endian float64 bytes (stored in the ``features`` column).
+
+    Parameters
+    ----------
+    v : array-like
+        Feature values (flattened).
+
+    Returns
+    -------
+    bytes
+        8 bytes per value, little-endian float64; `blob_features` inverts it.
+
+    Examples
+    --------
+    >>> features_blob([1.0]).hex()
+    '000000000000f03f'
+    """
     return np.ascontiguousarray(np.asarray(v, dtype="<f8").ravel()).tobytes()
 
 
@@ -182,6 +198,18 @@ class Store:
     ------
     StateError
         The folder cannot be created / written, or holds a database of another schema.
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> st = Store(d)
+    >>> box = ((0, 0), (10, 0), (10, 10), (0, 10))  # (x, y) = (col, row) px
+    >>> ids = st.add_squares(1, 0, [SquareRow((5.0, 5.0), box, 0.9, 3.0, 100.0, np.zeros(4))])
+    >>> st.visit_square(ids[0])
+    >>> ids, st.lm_rows()[0]["visited"], st.counts()["squares"]
+    ([1], True, 1)
+    >>> st.close(); shutil.rmtree(d)
     """
 
     def __init__(self, state_dir: str | os.PathLike):
