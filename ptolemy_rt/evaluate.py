@@ -39,8 +39,28 @@ LATTICE_BOX_PX = 30
 # ------------------------------------------------------------------------------ metrics
 
 def roc_auc(y, s) -> float:
-    """Area under the ROC curve of scores s for binary labels y (ties count one half).
-    NaN when only one class is present."""
+    """Area under the ROC curve of scores `s` for binary labels `y` (ties count one half).
+
+    Parameters
+    ----------
+    y : array_like of bool
+        True for a positive (any shape, flattened).
+    s : array_like of float
+        One score per label; higher means more likely positive.
+
+    Returns
+    -------
+    float
+        The probability that a random positive scores above a random negative (0..1);
+        NaN when only one class is present.
+
+    Examples
+    --------
+    One of the four positive/negative pairs is ranked the wrong way round:
+
+    >>> roc_auc([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    0.75
+    """
     y = np.asarray(y, dtype=bool).ravel()
     s = np.asarray(s, dtype=np.float64).ravel()
     npos, nneg = int(y.sum()), int((~y).sum())
@@ -62,7 +82,27 @@ def roc_auc(y, s) -> float:
 
 def average_precision(y, s) -> float:
     """Average precision: mean over positives of the precision at their rank (scores
-    sorted descending; tied scores are taken together). NaN without positives."""
+    sorted descending; tied scores are taken together).
+
+    Parameters
+    ----------
+    y : array_like of bool
+        True for a positive.
+    s : array_like of float
+        One score per label.
+
+    Returns
+    -------
+    float
+        0..1; NaN without positives.
+
+    Examples
+    --------
+    Positives at ranks 1 and 3: (1/1 + 2/3) / 2:
+
+    >>> round(average_precision([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]), 4)
+    0.8333
+    """
     y = np.asarray(y, dtype=bool).ravel()
     s = np.asarray(s, dtype=np.float64).ravel()
     npos = int(y.sum())
@@ -81,21 +121,84 @@ def average_precision(y, s) -> float:
 
 
 def accuracy(y, s, threshold: float = 0.5) -> float:
-    """Fraction with (s ≥ threshold) == y. NaN when empty."""
+    """Fraction of the items whose decision (s ≥ threshold) equals the label y.
+
+    Parameters
+    ----------
+    y : array_like of bool
+        True for a positive.
+    s : array_like of float
+        One score per label.
+    threshold : float
+        Scores at or above it are called positive.
+
+    Returns
+    -------
+    float
+        0..1; NaN when empty.
+
+    Examples
+    --------
+    >>> accuracy([0, 0, 1, 1], [0.1, 0.5, 0.35, 0.8])
+    0.5
+    """
     y = np.asarray(y, dtype=bool).ravel()
     s = np.asarray(s, dtype=np.float64).ravel()
     return float(((s >= threshold) == y).mean()) if len(y) else float("nan")
 
 
 def classification_metrics(y, s) -> dict:
+    """The classification metrics of scores `s` for labels `y`, as a dict.
+
+    Parameters
+    ----------
+    y : array_like of bool
+        True for a positive.
+    s : array_like of float
+        One score per label.
+
+    Returns
+    -------
+    dict
+        n (items), positives, roc_auc (`roc_auc`), ap (`average_precision`) and
+        accuracy (`accuracy` at threshold 0.5).
+
+    Examples
+    --------
+    >>> m = classification_metrics([0, 1, 1], [0.2, 0.9, 0.4])
+    >>> m["n"], m["positives"], m["roc_auc"], m["ap"], round(m["accuracy"], 3)
+    (3, 2, 1.0, 1.0, 0.667)
+    """
     y = np.asarray(y, dtype=bool)
     return {"n": int(len(y)), "positives": int(y.sum()), "roc_auc": roc_auc(y, s),
             "ap": average_precision(y, s), "accuracy": accuracy(y, s)}
 
 
 def points_in_polygon(points_xy, poly_xy) -> np.ndarray:
-    """bool per (x, y) point: inside (or on the edge of) the polygon (k×2 (x, y), any
-    orientation, convex or not; even-odd rule plus an edge tolerance of 1e-9 px)."""
+    """Which points lie inside (or on the edge of) a polygon.
+
+    Even-odd rule plus an edge tolerance of 1e-9 px; the polygon may have any
+    orientation, convex or not.
+
+    Parameters
+    ----------
+    points_xy : array_like, shape (n, 2)
+        Points (x, y) = (col, row), px.
+    poly_xy : array_like, shape (k, 2)
+        Vertices (x, y) px, in order around the polygon (not repeated at the end).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (n,)
+
+    Examples
+    --------
+    A 10 px square: a point inside, one on its right edge, one outside:
+
+    >>> square = [[0, 0], [10, 0], [10, 10], [0, 10]]
+    >>> points_in_polygon([[5, 5], [10, 5], [15, 5]], square).tolist()
+    [True, True, False]
+    """
     p = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
     v = np.asarray(poly_xy, dtype=np.float64).reshape(-1, 2)
     x, y = p[:, 0], p[:, 1]
@@ -125,8 +228,35 @@ def match_points_to_discs(pred_xy, centres_xy, radii, ignore_xy=None, ignore_rad
     A prediction belongs to the nearest labelled disc containing it. Holes with exactly one
     prediction → TP; holes with 0 or 2+ → FN; predictions in no disc or sharing a disc → FP.
     Predictions inside an `ignore` disc (holes not labelled, e.g. centre outside the image)
-    are dropped. Returns counts, precision, recall, f1 (an empty image with no prediction
-    scores 1.0) and per prediction the hole index or -1 (`assign`).
+    are dropped.
+
+    Parameters
+    ----------
+    pred_xy : array_like, shape (n, 2)
+        Predicted hole centres (x, y) = (col, row), px.
+    centres_xy : array_like, shape (m, 2)
+        Labelled hole centres (x, y) px.
+    radii : float or array_like, shape (m,)
+        Labelled hole radii, px.
+    ignore_xy, ignore_radii : array_like or None
+        Discs (x, y, radius px) whose predictions are dropped (unless they also lie
+        within the largest labelled radius of a labelled centre).
+
+    Returns
+    -------
+    dict
+        tp, fp, fn (int), precision, recall, f1 (float; an empty image with no prediction
+        scores 1.0) and `assign`: per kept prediction the index of its hole, or -1.
+
+    Examples
+    --------
+    Three holes of radius 20 px: the first gets one prediction (TP), the second two
+    (FN, and both predictions FP), the third none (FN); one prediction hits no hole (FP):
+
+    >>> r = match_points_to_discs([[10, 10], [52, 50], [48, 50], [200, 200]],
+    ...                           [[10, 10], [50, 50], [100, 100]], 20)
+    >>> r["tp"], r["fp"], r["fn"], r["precision"], round(r["recall"], 3), r["assign"].tolist()
+    (1, 3, 2, 0.25, 0.333, [0, 1, 1, -1])
     """
     pred = np.asarray(pred_xy, dtype=np.float64).reshape(-1, 2)
     cen = np.asarray(centres_xy, dtype=np.float64).reshape(-1, 2)
@@ -173,7 +303,26 @@ def _square_targets(item, mode):
 
 
 def evaluate_lowmag(models, ds, log=None) -> dict:
-    """Square metrics of a model set on a lowmag labelled dataset."""
+    """Square metrics of a model set on a lowmag labelled dataset.
+
+    Runs `lowmag.find_squares` on every image (no doctest here: that takes the pipeline;
+    see `evaluate`).
+
+    Parameters
+    ----------
+    models : ModelSet or str or None
+        As `lowmag.find_squares` takes it.
+    ds : labels.Dataset
+        A dataset of kind "lowmag".
+    log : callable or None
+        Called with one line of text per image.
+
+    Returns
+    -------
+    dict
+        images, square_localisation {found, labelled, recall}, square_classification
+        (`classification_metrics`), seconds.
+    """
     from .lowmag import find_squares
 
     found = total = 0
@@ -225,7 +374,26 @@ def _hole_prob_at(prob, points_rc, box=LATTICE_BOX_PX) -> np.ndarray:
 def evaluate_medmag(models, ds, log=None) -> dict:
     """Hole metrics of a model set on a medmag labelled dataset, measured on what
     `medmag.find_holes` (default options) computes: its U-Net logits and mask-region
-    centroids (`intermediates`) and its reported holes."""
+    centroids (`intermediates`) and its reported holes.
+
+    No doctest: it runs the U-Net on every image (about a second per image).
+
+    Parameters
+    ----------
+    models : ModelSet or str or None
+        A loaded model set, or a name for `models.load_model_set` (None: the default).
+    ds : labels.Dataset
+        A dataset of kind "medmag".
+    log : callable or None
+        Called with one line of text per image.
+
+    Returns
+    -------
+    dict
+        images, hole_localisation {unet, unet_lattice, unet_lattice_threshold: precision,
+        recall, f1 (means over images), tp, fp, fn (sums)}, hole_classification
+        (`classification_metrics`), seconds.
+    """
     from .medmag import find_holes
     from .models import ModelSet, load_model_set
 
@@ -268,9 +436,32 @@ def evaluate_medmag(models, ds, log=None) -> dict:
 
 
 def evaluate(models, data_dir, log=None) -> dict:
-    """docs/ALGORITHM.md#evaluation-metrics metrics of a model set (name, None = default set, or a loaded ModelSet) on a
-    labelled folder, or a folder holding lowmag/ and medmag/ labelled folders.
-    Returns {"models": name, "lowmag": {...}, "medmag": {...}} (keys present per kind)."""
+    """docs/ALGORITHM.md#evaluation-metrics metrics of a model set on a labelled folder, or
+    on a folder holding lowmag/ and medmag/ labelled folders.
+
+    No doctest: it runs the pipeline on every image (tested in tests/, on the synthetic
+    evaluation set).
+
+    Parameters
+    ----------
+    models : ModelSet or str or None
+        A loaded model set, or a name for `models.load_model_set` (None: the default).
+    data_dir : str or PathLike
+        A labelled folder (`labels`), or a folder holding lowmag/ and/or medmag/ ones.
+    log : callable or None
+        Called with one line of text per image.
+
+    Returns
+    -------
+    dict
+        {"models": name, "data": data_dir, "lowmag": {...}, "medmag": {...}} (keys
+        present per kind; see `evaluate_lowmag`, `evaluate_medmag`).
+
+    Raises
+    ------
+    labels.LabelDataError
+        No dataset.json in data_dir or its lowmag/ or medmag/, or a malformed folder.
+    """
     from .labels import read_dataset
     from .models import ModelSet, load_model_set
 
@@ -293,7 +484,25 @@ def evaluate(models, data_dir, log=None) -> dict:
 
 
 def format_table(result: dict) -> str:
-    """The metrics of `evaluate` as a plain-text table (one metric a line)."""
+    """The metrics of `evaluate` as a plain-text table (one metric a line).
+
+    Parameters
+    ----------
+    result : dict
+        As `evaluate` returns it (the "lowmag" and "medmag" parts are optional).
+
+    Returns
+    -------
+    str
+        Header line, blank line, column titles, one line per metric; ends with a newline.
+
+    Examples
+    --------
+    >>> low = {"square_localisation": {"found": 9, "labelled": 10, "recall": 0.9},
+    ...        "square_classification": {"roc_auc": 0.8, "ap": 0.75, "accuracy": 0.7}}
+    >>> print(format_table({"models": "m", "data": "d", "lowmag": low}).splitlines()[-1])
+    square classification ROC AUC / AP / accuracy        0.800 / 0.750 / 0.700
+    """
     lines = [f"model set: {result.get('models')}   data: {result.get('data')}", ""]
     lines.append(f"{'metric':<52} {'value':>24}")
     low = result.get("lowmag")
@@ -323,7 +532,25 @@ def format_table(result: dict) -> str:
 # ------------------------------------------------------------------------------ reference checks
 
 def spearman(a, b) -> float:
-    """Spearman rank correlation (average ranks for ties). NaN for fewer than 2 pairs."""
+    """Spearman rank correlation (average ranks for ties).
+
+    Parameters
+    ----------
+    a, b : array_like of float
+        Paired values, same length.
+
+    Returns
+    -------
+    float
+        -1..1; NaN for fewer than 2 pairs or when either side is constant.
+
+    Examples
+    --------
+    Ranks (1, 2, 3, 4) against (1, 2, 4, 3):
+
+    >>> round(spearman([1, 2, 3, 4], [10, 20, 40, 30]), 3)
+    0.8
+    """
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     if len(a) < 2:
@@ -350,9 +577,28 @@ def spearman(a, b) -> float:
 
 
 def compare_centres(found_xy, reference_xy, tol_px: float = 10.0) -> dict:
-    """One-to-one comparison of found centres with reference centres (x, y) px: greedy
-    nearest pairs within tol_px. Returns matched, missing (reference unmatched), extra
-    (found unmatched) and the pairs (i_found, j_reference)."""
+    """One-to-one comparison of found centres with reference centres: greedy nearest
+    pairs within `tol_px`.
+
+    Parameters
+    ----------
+    found_xy, reference_xy : array_like, shape (n, 2) and (m, 2)
+        Centres (x, y) = (col, row), px.
+    tol_px : float
+        Largest distance of a pair, px.
+
+    Returns
+    -------
+    dict
+        matched, missing (reference unmatched), extra (found unmatched), reference (m),
+        found (n) and pairs: list of (i_found, j_reference), nearest first.
+
+    Examples
+    --------
+    >>> r = compare_centres([[0, 0], [100, 3], [300, 300]], [[2, 0], [100, 0], [200, 200]])
+    >>> r["matched"], r["missing"], r["extra"], r["pairs"]
+    (2, 1, 1, [(0, 0), (1, 1)])
+    """
     f = np.asarray(found_xy, dtype=np.float64).reshape(-1, 2)
     r = np.asarray(reference_xy, dtype=np.float64).reshape(-1, 2)
     pairs = []

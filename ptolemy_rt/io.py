@@ -83,6 +83,8 @@ def choose_section(path: str | os.PathLike, n: int, section: int | None) -> int:
         A stack without `section`, a section out of range, or a section other than 0 of a
         single image.
 
+    Examples
+    --------
     >>> choose_section("a.mrc", 3, 2), choose_section("a.mrc", 1, None)
     (2, 0)
     """
@@ -119,6 +121,25 @@ def read_mrc(path: str | os.PathLike, section: int | None = None) -> LoadedImage
     ------
     InputImageError
         One line naming the file and the problem.
+
+    Examples
+    --------
+    A 2-section int16 stack with 25 Å/px (= 2.5 nm/px) in its header, written in a
+    temporary folder; section 1 has one bright pixel at row 10, col 20:
+
+    >>> import os, tempfile, mrcfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "stack.mrc")
+    >>> stack = np.zeros((2, 64, 64), np.int16); stack[1, 10, 20] = 7
+    >>> with mrcfile.new(path) as m:
+    ...     m.set_data(stack); m.voxel_size = 25.0
+    >>> im = read_mrc(path, section=1)
+    >>> im.pixels.shape, float(im.pixels[10, 20]), im.pixel_size_nm, im.integer_valued, im.section
+    ((64, 64), 7.0, 2.5, True, 1)
+    >>> read_mrc(path)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.errors.InputImageError: ...stack.mrc: is a stack of 2 sections; choose one with --section 0..1
+    >>> os.remove(path); os.rmdir(os.path.dirname(path))
     """
     from . import mrc
 
@@ -154,6 +175,28 @@ def read_image(path: str | os.PathLike, section: int | None = None) -> LoadedIma
     ------
     InputImageError
         One line naming the file and the problem (exit code 3).
+
+    Examples
+    --------
+    An MRC file and a file named .png that holds no picture, in a temporary folder:
+
+    >>> import os, tempfile, mrcfile
+    >>> folder = tempfile.mkdtemp()
+    >>> path = os.path.join(folder, "a.mrc")
+    >>> image = np.zeros((64, 80), np.float32); image[3, 5] = 200.0
+    >>> with mrcfile.new(path) as m:
+    ...     m.set_data(image)
+    >>> im = read_image(path)
+    >>> im.pixels.shape, float(im.pixels[3, 5]), im.pixel_size_nm, im.section
+    ((64, 80), 200.0, None, None)
+    >>> fake = os.path.join(folder, "b.png")
+    >>> with open(fake, "wb") as f:
+    ...     _ = f.write(b"hello")
+    >>> read_image(fake)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.errors.InputImageError: ...b.png: is named like a PNG picture but its content is not one
+    >>> os.remove(path); os.remove(fake); os.rmdir(folder)
     """
     from . import pictures
 
@@ -199,8 +242,17 @@ def validate_array(
     InputImageError
         Not 2-D, complex, too small, NaN/Inf or constant.
 
-    >>> validate_array(np.arange(64 * 64).reshape(64, 64)).pixels.dtype
-    dtype('float32')
+    Examples
+    --------
+    A 64×64 integer ramp becomes float32 [row, col] (pixel [1, 0] = 64):
+
+    >>> im = validate_array(np.arange(64 * 64).reshape(64, 64))
+    >>> im.pixels.dtype == np.float32, float(im.pixels[1, 0]), im.integer_valued, im.path
+    (True, 64.0, True, '<array>')
+    >>> validate_array(np.zeros((64, 64)))
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.errors.InputImageError: <array>: image is constant (every pixel is 0); nothing to find
     """
     arr = np.asarray(data)
     used_section = None
@@ -237,7 +289,28 @@ def _validate_2d(arr: np.ndarray, path, used_section: int | None, pixel_size_nm:
 
 def as_loaded_image(image) -> LoadedImage:
     """Accept what the public API takes as an image: a path (read with `read_image`: MRC,
-    TIFF, PNG or JPEG), a LoadedImage (returned as is) or a 2-D [row, col] array (validated)."""
+    TIFF, PNG or JPEG), a LoadedImage (returned as is) or a 2-D [row, col] array (validated).
+
+    Parameters
+    ----------
+    image : str, PathLike, LoadedImage or array_like
+
+    Returns
+    -------
+    LoadedImage
+
+    Raises
+    ------
+    InputImageError
+        As `read_image` or `validate_array`.
+
+    Examples
+    --------
+    >>> a = np.zeros((64, 64), np.uint8); a[3, 5] = 200
+    >>> im = as_loaded_image(a)
+    >>> float(im.pixels[3, 5]), as_loaded_image(im) is im
+    (200.0, True)
+    """
     if isinstance(image, LoadedImage):
         return image
     if isinstance(image, (str, os.PathLike)):

@@ -75,7 +75,17 @@ class LabelledImage:
     polygons: list = field(default_factory=list)
 
     def load(self):
-        """The validated image (`io.LoadedImage`)."""
+        """The validated image, read from `image_path` with `io.read_mrc`.
+
+        Returns
+        -------
+        io.LoadedImage
+
+        Raises
+        ------
+        InputImageError
+            When the MRC file cannot be read or is not a valid image.
+        """
         from .io import read_mrc
 
         return read_mrc(self.image_path)
@@ -179,9 +189,44 @@ def _parse_points(path: Path, raw, shape) -> tuple:
 def read_dataset(root: str | os.PathLike) -> Dataset:
     """Read and validate a labelled folder (format in the module docstring).
 
-    Raises LabelDataError naming the file on: missing or bad dataset.json, unknown kind or
-    points mode, a label file with bad JSON or wrong types, a missing image, a point
-    outside its image, an image without a label file.
+    Parameters
+    ----------
+    root : str or PathLike
+        The folder holding dataset.json, images/ and labels/.
+
+    Returns
+    -------
+    Dataset
+        Images sorted by name; points (x, y) = (col, row) px.
+
+    Raises
+    ------
+    LabelDataError
+        Naming the file, on: missing or bad dataset.json, unknown kind or points mode, a
+        label file with bad JSON or wrong types, a missing image, a point outside its
+        image, an image without a label file, no label file at all.
+
+    Examples
+    --------
+    A one-image medmag folder written in a temporary folder, with one hole labelled at
+    (x, y) = (30, 20), read back; then a point outside the 64×64 image:
+
+    >>> import json, os, shutil, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> image = np.zeros((64, 64), np.float32); image[20, 30] = 1.0
+    >>> root = write_dataset(os.path.join(folder, "set"), "medmag",
+    ...                      [("a", image, [{"x": 30.0, "y": 20.0, "radius": 5.0}])], pixel_size_nm=2.0)
+    >>> ds = read_dataset(root)
+    >>> ds.kind, ds.pixel_size_nm, ds.points_mode, [it.name for it in ds.images], ds.images[0].shape
+    ('medmag', 2.0, 'selected', ['a'], (64, 64))
+    >>> ds.images[0].points.tolist(), ds.images[0].good.tolist(), ds.images[0].radius.tolist()
+    ([[30.0, 20.0]], [True], [5.0])
+    >>> _ = (root / "labels" / "a.json").write_text(json.dumps({"points": [{"x": 70, "y": 1}]}))
+    >>> read_dataset(root)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.labels.LabelDataError: ...a.json: point 0 (x=70, y=1) is outside the 64×64 image
+    >>> shutil.rmtree(folder)
     """
     root = Path(root)
     if not root.is_dir():
@@ -238,11 +283,48 @@ def read_dataset(root: str | os.PathLike) -> Dataset:
 
 def write_dataset(root: str | os.PathLike, kind: str, items, *, pixel_size_nm: float | None = None,
                   points: str = "selected", description: str = "", dtype=np.float32) -> Path:
-    """Write a labelled folder.
+    """Write a labelled folder (format in the module docstring; existing files of the same
+    names are overwritten).
 
-    items: iterable of (name, image 2-D [row, col] array, list of point dicts as in the
-    format: {"x", "y", optional "label", "good", "radius", "polygon"}). Images are written as
-    MRC with `dtype` (float32, float16 or int16). Returns the folder path.
+    Parameters
+    ----------
+    root : str or PathLike
+        The folder (created with images/ and labels/ when missing).
+    kind : str
+        "lowmag" or "medmag".
+    items : iterable of (str, array_like, list of dict)
+        (name, 2-D [row, col] image, points): point dicts as in the format, {"x", "y"
+        (px, x = col, y = row), optional "label", "good", "radius", "polygon"}.
+    pixel_size_nm : float or None
+        nm/px, written in dataset.json and in each MRC header.
+    points : str
+        "selected" or "all" (see the module docstring).
+    description : str
+        Free text for dataset.json.
+    dtype : numpy dtype
+        Type of the MRC images (float32, float16 or int16).
+
+    Returns
+    -------
+    pathlib.Path
+        The folder.
+
+    Raises
+    ------
+    ValueError
+        Unknown kind or points mode.
+
+    Examples
+    --------
+    >>> import os, shutil, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> root = write_dataset(os.path.join(folder, "set"), "lowmag",
+    ...                      [("a", np.eye(64, dtype=np.float32), [{"x": 10.0, "y": 10.0, "good": False}])])
+    >>> sorted(os.listdir(root)), os.listdir(root / "images")
+    (['dataset.json', 'images', 'labels'], ['a.mrc'])
+    >>> print((root / "labels" / "a.json").read_text().strip())
+    {"image": "images/a.mrc", "points": [{"x": 10.0, "y": 10.0, "good": false}]}
+    >>> shutil.rmtree(folder)
     """
     import mrcfile
 

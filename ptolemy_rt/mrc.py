@@ -99,6 +99,21 @@ def header_is_plausible(nx: int, ny: int, nz: int, mode: int) -> bool:
     """IMOD's sanity test of a header read in one byte order: sizes not negative, not all
     three above 65535, and a known mode.
 
+    Parameters
+    ----------
+    nx, ny, nz : int
+        Columns, rows and sections (px), words 1-3 of the header.
+    mode : int
+        Word 4 of the header.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    Mode 2 read in the wrong byte order is 33554432:
+
     >>> header_is_plausible(512, 512, 1, 2), header_is_plausible(512, 512, 1, 33554432)
     (True, False)
     """
@@ -131,6 +146,15 @@ def choose_byte_order(raw: bytes, file_bytes: int) -> str:
     MrcFormatError
         When the header makes sense in neither byte order (an unknown mode in a header
         that has the MAP word and sane sizes is named as such).
+
+    Examples
+    --------
+    A big-endian header of a 4×3 float32 image (no MAP word, no stamp): read
+    little-endian its sizes would be 67108864, 50331648, 16777216:
+
+    >>> import struct
+    >>> choose_byte_order(struct.pack(">4i", 4, 3, 1, 2) + bytes(1008), 1024 + 4 * 3 * 4)
+    '>'
     """
     fits = {}
     for order in "<>":
@@ -171,6 +195,17 @@ def leading_text(start: bytes) -> str | None:
     """The first line (at most 40 characters) of `start` when it is UTF-8 text (an XML,
     .mdoc, .nav or notes file given instead of an image), else None.
 
+    Parameters
+    ----------
+    start : bytes
+        The first bytes of a file (a multi-byte character cut at the end is allowed).
+
+    Returns
+    -------
+    str or None
+
+    Examples
+    --------
     >>> leading_text(b"PixelSpacing = 5.4\\nImageFile = a.mrc"), leading_text(bytes(range(64)))
     ('PixelSpacing = 5.4', None)
     """
@@ -196,6 +231,22 @@ def mode0_is_signed(nversion: int, imod_stamp: int, imod_flags: int, dmin: float
     dmax >= 128: unsigned); otherwise an MRC2014 file (nversion 20140 or 20141) is signed and
     any other (IMOD and SerialEM write nversion 0 for unsigned bytes) is unsigned.
 
+    Parameters
+    ----------
+    nversion : int
+        Header word 28 (20140 or 20141 for MRC2014).
+    imod_stamp, imod_flags : int
+        Header words 39 and 40 (`IMOD_STAMP` when IMOD or SerialEM wrote the file).
+    dmin, dmax : float
+        The header's minimum and maximum value (words 20 and 21).
+
+    Returns
+    -------
+    bool
+        True: read the bytes as int8; False: as uint8.
+
+    Examples
+    --------
     >>> mode0_is_signed(0, 0, 0, 0.0, 255.0), mode0_is_signed(20140, 0, 0, -12.0, 100.0)
     (False, True)
     >>> mode0_is_signed(20140, 0, 0, 0.0, 0.0), mode0_is_signed(0, 0, 0, 0.0, 0.0)
@@ -218,6 +269,22 @@ def header_pixel_size_nm(nx: int, mx: int, cella_x: float) -> float | None:
     and for the "unknown" placeholder of Leginon and many other writers: cella.x = nx (or
     = mx), i.e. exactly 1 Å/px, a size no low- or medium-magnification image has.
 
+    Parameters
+    ----------
+    nx : int
+        Columns of the image (px).
+    mx : int
+        Sampling along x (header word 8).
+    cella_x : float
+        Cell length along x, Å (header word 11).
+
+    Returns
+    -------
+    float or None
+        nm/px.
+
+    Examples
+    --------
     >>> header_pixel_size_nm(512, 512, 512.0) is None, header_pixel_size_nm(100, 100, 2500.0)
     (True, 2.5)
     >>> header_pixel_size_nm(4096, 4096, 0.0) is None
@@ -235,6 +302,18 @@ def fei_pixel_size_nm(ext: bytes) -> float | None:
     """Pixel size X (nm/px) from the first record of an FEI1/FEI2 extended header (float64,
     little-endian, metres, at byte 156 of the record), or None when absent or not positive.
 
+    Parameters
+    ----------
+    ext : bytes
+        The extended header (at least its first 164 bytes).
+
+    Returns
+    -------
+    float or None
+        nm/px, rounded to 9 decimals; None for values not in 0 < v < 1 mm.
+
+    Examples
+    --------
     >>> import struct
     >>> fei_pixel_size_nm(bytes(156) + struct.pack("<d", 6.6655e-11))
     0.066655
@@ -264,6 +343,20 @@ def read_header(path: str | os.PathLike) -> MrcHeader:
         extended header or data block not wholly in the file, image too large.
     OSError
         When the file cannot be opened or read.
+
+    Examples
+    --------
+    An old-style big-endian 4×3 int16 file (no MAP word, zero machine stamp, no pixel
+    size), written by hand in a temporary folder:
+
+    >>> import os, struct, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "old.mrc")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(struct.pack(">4i", 4, 3, 1, 1) + bytes(1008) + np.arange(12, dtype=">i2").tobytes())
+    >>> h = read_header(path)
+    >>> h.nx, h.ny, h.nz, h.mode, h.byte_order, h.has_map, h.pixel_size_nm, h.data_offset
+    (4, 3, 1, 1, '>', False, None, 1024)
+    >>> os.remove(path); os.rmdir(os.path.dirname(path))
     """
     file_bytes = os.stat(path).st_size
     if file_bytes < HEADER_BYTES:
@@ -330,6 +423,19 @@ def rgb_to_luminance(rgb: np.ndarray) -> np.ndarray:
     """Luminance of an [row, col, 3] RGB array as float32 [row, col] (BT.601 weights); a grey
     pixel (R = G = B) keeps its grey value exactly.
 
+    Parameters
+    ----------
+    rgb : numpy.ndarray, shape (rows, cols, 3)
+        Any real type; channels R, G, B.
+
+    Returns
+    -------
+    numpy.ndarray of float32, shape (rows, cols)
+
+    Examples
+    --------
+    A grey pixel and a pure red one (0.299 × 255):
+
     >>> [round(float(v), 3) for v in rgb_to_luminance(np.array([[[10, 10, 10], [255, 0, 0]]], np.uint8))[0]]
     [10.0, 76.245]
     """
@@ -355,11 +461,27 @@ def read_section(path: str | os.PathLike, header: MrcHeader, k: int) -> np.ndarr
     Returns
     -------
     numpy.ndarray, shape (ny, nx)
+        Row 0 is the first row stored in the file.
 
     Raises
     ------
     MrcFormatError
         When the section cannot be read whole (the file changed since the header was read).
+    IndexError
+        When k is outside 0..nz - 1.
+
+    Examples
+    --------
+    The big-endian int16 file of `read_header`, returned in native byte order, rows as
+    stored:
+
+    >>> import os, struct, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "old.mrc")
+    >>> with open(path, "wb") as f:
+    ...     _ = f.write(struct.pack(">4i", 4, 3, 1, 1) + bytes(1008) + np.arange(12, dtype=">i2").tobytes())
+    >>> read_section(path, read_header(path), 0).tolist()
+    [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    >>> os.remove(path); os.rmdir(os.path.dirname(path))
     """
     if not 0 <= k < header.nz:
         raise IndexError(f"section {k} outside 0..{header.nz - 1}")

@@ -42,6 +42,17 @@ def picture_format(head: bytes) -> str | None:
     """"PNG", "JPEG" or "TIFF" when `head` (the first bytes of a file) starts with that
     format's signature, else None.
 
+    Parameters
+    ----------
+    head : bytes
+        The first bytes of a file (8 are enough).
+
+    Returns
+    -------
+    str or None
+
+    Examples
+    --------
     >>> picture_format(b"\\x89PNG\\r\\n\\x1a\\n...."), picture_format(b"MAP ")
     ('PNG', None)
     """
@@ -55,10 +66,32 @@ def frame_to_array(im) -> np.ndarray:
     """One Pillow frame as a 2-D [row, col] array: grey modes as stored, colour → float32
     luminance, palette expanded, alpha dropped.
 
+    Parameters
+    ----------
+    im : PIL.Image.Image
+        An opened (loaded) frame.
+
+    Returns
+    -------
+    numpy.ndarray
+        2-D [row, col]: uint8, uint16, int32 or float32 as stored for grey modes; float32
+        luminance (BT.601) for colour modes.
+
     Raises
     ------
     PictureError
         For a picture mode this reader does not handle.
+
+    Examples
+    --------
+    A 1×2 pure red RGB picture (0.299 × 255 each) and a grey one kept as stored
+    (needs Pillow, the ``[plot]`` extra):
+
+    >>> import pytest; Image = pytest.importorskip("PIL.Image")
+    >>> [round(v, 3) for v in frame_to_array(Image.new("RGB", (2, 1), (255, 0, 0)))[0].tolist()]
+    [76.245, 76.245]
+    >>> frame_to_array(Image.fromarray(np.array([[1, 2]], np.uint8))).tolist()
+    [[1, 2]]
     """
     mode = im.mode
     if mode == "P":
@@ -99,6 +132,24 @@ def read_picture(path: str | os.PathLike, section: int | None, fmt: str) -> tupl
     ------
     PictureError
         Pillow missing, undecodable or truncated file, frame out of range, unsupported mode.
+
+    Examples
+    --------
+    A 64×64 8-bit PNG with one bright pixel at row 3, col 5, written in a temporary
+    folder (needs Pillow, the ``[plot]`` extra):
+
+    >>> import os, tempfile, pytest; Image = pytest.importorskip("PIL.Image")
+    >>> path = os.path.join(tempfile.mkdtemp(), "a.png")
+    >>> a = np.zeros((64, 64), np.uint8); a[3, 5] = 200
+    >>> Image.fromarray(a).save(path)
+    >>> pixels, used = read_picture(path, None, "PNG")
+    >>> pixels.shape, pixels.dtype == np.uint8, int(pixels[3, 5]), used
+    ((64, 64), True, 200, None)
+    >>> read_picture(path, 2, "PNG")
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.pictures.PictureError: is a single PNG picture; --section 2 does not exist
+    >>> os.remove(path); os.rmdir(os.path.dirname(path))
     """
     try:
         from PIL import Image

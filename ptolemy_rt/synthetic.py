@@ -196,17 +196,70 @@ def _atlas_params(rng, shape, params):
 def atlas(seed: int, shape=(1024, 1024), **params):
     """Synthetic low-magnification atlas.
 
-    Returns (image float32 [row, col] of integer Poisson counts, truth: list[SquareTruth]).
-    Parameters (all optional, random from `seed` when omitted): pitch (px), side_fraction,
-    angle_deg (degrees), corner_fraction, bar_level (counts), tiles, seam_gain,
-    label_probs (dict label -> probability), hole_dots.
+    Parameters
+    ----------
+    seed : int
+        Same seed and parameters: identical pixels and truth.
+    shape : (int, int)
+        (rows, cols) px.
+    **params
+        All optional, random from `seed` when omitted: pitch (px, centre to centre),
+        side_fraction (square side / pitch), angle_deg (grid rotation, degrees),
+        corner_fraction, bar_level (counts), tiles, seam_gain, label_probs (dict label ->
+        probability), hole_dots.
+
+    Returns
+    -------
+    image : numpy.ndarray of float32, shape `shape`
+        [row, col], integer Poisson counts.
+    truth : list of SquareTruth
+        Every square that touches the image; centres (x, y) = (col, row) px.
+
+    Examples
+    --------
+    An unrotated grid of pitch 100 px and squares of side 60 px: neighbouring centres
+    are exactly one pitch apart along y (rows):
+
+    >>> image, truth = atlas(0, (256, 256), pitch=100.0, angle_deg=0.0, side_fraction=0.6)
+    >>> len(truth), truth[0].side, [round(abs(b - a), 6) for a, b in zip(truth[0].center, truth[1].center)]
+    (9, 60.0, [0.0, 100.0])
+    >>> bool((image == np.round(image)).all()), [t.label for t in truth if t.visible_fraction == 1.0]
+    (True, ['good', 'good', 'good', 'good'])
     """
     img, truth, _, _ = atlas_with_ids(seed, shape, **params)
     return img, truth
 
 
 def atlas_with_ids(seed: int, shape=(1024, 1024), **params):
-    """As `atlas`, plus the ID map (int32 [row, col]) and the parameters used (dict)."""
+    """As `atlas`, plus the ID map and the parameters used.
+
+    Parameters
+    ----------
+    seed, shape, **params
+        As `atlas`.
+
+    Returns
+    -------
+    image : numpy.ndarray of float32
+        As `atlas`.
+    truth : list of SquareTruth
+        As `atlas`.
+    ids : numpy.ndarray of int32, shape `shape`
+        [row, col]: the `id` of the square drawn over the pixel, 0 elsewhere.
+    params : dict
+        Every parameter used (given or drawn from `seed`).
+
+    Examples
+    --------
+    Each truth id has pixels in the map, e.g. under the centre (x, y) of square 2:
+
+    >>> image, truth, ids, p = atlas_with_ids(0, (256, 256), pitch=100.0, angle_deg=0.0)
+    >>> np.unique(ids).tolist(), p["pitch"], p["angle_deg"]
+    ([0, 1, 2, 3, 4, 5, 6, 7, 8, 9], 100.0, 0.0)
+    >>> x, y = truth[1].center
+    >>> int(ids[round(y), round(x)]), truth[1].id
+    (2, 2)
+    """
     rng = np.random.default_rng([int(seed), 1])
     h, w = int(shape[0]), int(shape[1])
     p = _atlas_params(rng, (h, w), params)
@@ -443,18 +496,71 @@ def _medmag_params(rng, shape, params):
 def medmag_image(seed: int, shape=(1024, 1440), **params):
     """Synthetic medium-magnification image of a holey film.
 
-    Returns (image float32 [row, col], truth: list[HoleTruth]).
-    Parameters (optional, random from `seed` when omitted): pixel_nm (nm/px), film (key of
-    HOLE_FILMS, e.g. "R2/2"), film_material ("carbon"|"gold"), angle_deg, tilt_deg,
-    tilt_axis_deg (degrees), invert, dose (counts/px), scale, offset, blur_sigma (px),
-    label_probs, broken, bars, lambda_nm.
+    Parameters
+    ----------
+    seed : int
+        Same seed and parameters: identical pixels and truth.
+    shape : (int, int)
+        (rows, cols) px.
+    **params
+        Optional, random from `seed` when omitted: pixel_nm (nm/px), film (key of
+        HOLE_FILMS, e.g. "R2/2": 2 µm holes 2 µm apart edge to edge), film_material
+        ("carbon"|"gold"), angle_deg, tilt_deg, tilt_axis_deg (degrees), invert, dose
+        (counts/px), scale, offset, blur_sigma (px), label_probs, broken, bars, lambda_nm.
+
+    Returns
+    -------
+    image : numpy.ndarray of float32, shape `shape`
+        [row, col].
+    truth : list of HoleTruth
+        Every hole that touches the image; centres (x, y) = (col, row) px.
+
+    Examples
+    --------
+    R2/2 film at 20 nm/px, untilted, unrotated: holes of radius about 50 px on a lattice
+    of pitch (2 + 2) µm / 20 nm = 200 px:
+
+    >>> image, truth = medmag_image(0, (256, 256), pixel_nm=20.0, film="R2/2", angle_deg=0.0, tilt_deg=0.0)
+    >>> len(truth), [round(abs(b - a), 6) for a, b in zip(truth[0].center, truth[1].center)]
+    (4, [0.0, 200.0])
+    >>> [round(h.radius) for h in truth], [h.label for h in truth]
+    ([51, 50, 50, 51], ['edge', 'edge', 'edge', 'good'])
     """
     img, truth, _, _ = medmag_with_ids(seed, shape, **params)
     return img, truth
 
 
 def medmag_with_ids(seed: int, shape=(1024, 1440), **params):
-    """As `medmag_image`, plus the ID map (int32 [row, col]) and the parameters used."""
+    """As `medmag_image`, plus the ID map and the parameters used.
+
+    Parameters
+    ----------
+    seed, shape, **params
+        As `medmag_image`.
+
+    Returns
+    -------
+    image : numpy.ndarray of float32
+        As `medmag_image`.
+    truth : list of HoleTruth
+        As `medmag_image`.
+    ids : numpy.ndarray of int32, shape `shape`
+        [row, col]: the `id` of the hole drawn over the pixel, 0 elsewhere.
+    params : dict
+        Every parameter used (given or drawn from `seed`).
+
+    Examples
+    --------
+    The last hole's centre (x, y) lies in the image, on pixels of its own id:
+
+    >>> image, truth, ids, p = medmag_with_ids(0, (256, 256), pixel_nm=20.0, film="R2/2",
+    ...                                        angle_deg=0.0, tilt_deg=0.0)
+    >>> np.unique(ids).tolist(), p["film"], p["pixel_nm"]
+    ([0, 1, 2, 3, 4], 'R2/2', 20.0)
+    >>> x, y = truth[-1].center
+    >>> int(ids[round(y), round(x)]), truth[-1].id
+    (4, 4)
+    """
     rng = np.random.default_rng([int(seed), 2])
     h, w = int(shape[0]), int(shape[1])
     p = _medmag_params(rng, (h, w), params)
