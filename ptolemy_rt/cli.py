@@ -420,10 +420,15 @@ def models_convert_published(
             raise _usage(f"--weights {weights}: no NOTICE.md beside the checkpoints; name it with --notice")
     dest = Path(out) if out is not None else user_models_dir() / PUBLISHED_SET
     with _stdout_to_stderr():
+        import importlib.util
+
+        # the converter's own dependencies (the [export] extra): looked up, never imported here
+        missing = [m for m in ("torch", "onnx") if importlib.util.find_spec(m) is None]
+        if missing:
+            raise ModelSetError(f"converting the published checkpoints needs {' and '.join(missing)}: "
+                                "install it with `pip install 'ptolemy-rt[export]'`")
         try:
             convert = _export_module("convert")
-            import torch  # noqa: F401 - the converter's dependency, named in the message below
-            import onnx  # noqa: F401
         except ImportError as e:
             raise ModelSetError(f"converting the published checkpoints needs {e.name or 'torch and onnx'}: "
                                 "install it with `pip install 'ptolemy-rt[export]'`") from None
