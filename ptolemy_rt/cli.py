@@ -218,7 +218,9 @@ def _typer_parameters(cls) -> list[inspect.Parameter]:
         kw = dict(spec.extra)
         if spec.choices:
             ann = _choices_enum("".join(w.title() for w in f.name.split("_")), spec.choices)
-            default = ann(default)
+            default = None if default is None else ann(default)
+            if default is None:
+                ann = Optional[ann]
             kw["case_sensitive"] = False
         elif spec.parse is not None:
             ann = Optional[str]

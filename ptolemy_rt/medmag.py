@@ -493,11 +493,11 @@ MAX_RESAMPLED_PIXELS = 64_000_000
 
 def scale_decision(pix: np.ndarray, models, opts: MedmagOptions, pixel_size_nm: float | None):
     """The scale stage's `scale.ScaleDecision` for an image [row, col] (None when
-    ``opts.scale`` is "off"): the model set's declared hole pitch and tolerance
+    ``opts.scale_mode`` is "off"): the model set's declared hole pitch and tolerance
     (`modelspec.PipelineSpec`), the measured lattice, and ``opts.hole_pitch_um`` with the pixel
     size (nm/px) when both are known. The factor is capped so that the resampled image has at
     most `MAX_RESAMPLED_PIXELS`."""
-    if opts.scale == "off":
+    if opts.scale_mode == "off":
         return None
     p = models.spec.pipeline
     use_metadata = opts.hole_pitch_um is not None and pixel_size_nm is not None

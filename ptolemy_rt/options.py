@@ -46,6 +46,13 @@ LATTICE_SEARCHES = LATTICE_MODES  # the model-set declaration's values (modelspe
 #: it to the model set's pitch when it is off by more than the set's tolerance) or "off" (the
 #: published pipeline: the image as it is).
 SCALE_MODES = ("auto", "off")
+#: Compatibility mode of both pipelines: "robust" (the default: the pipeline that works on any
+#: facility's images, docs/ALGORITHM.md) or "published" (the published tool's algorithms
+#: exactly, its quirks included: no scale stage, the Poisson mixture on raw counts, the
+#: published lattice cost's box rule; docs/ALGORITHM.md#compat-published).
+COMPAT_MODES = ("robust", "published")
+_COMPAT_HELP = ("robust: the pipeline for any facility's images (default); published: the published "
+                "Ptolemy tool's algorithms exactly, its quirks included (no scale stage).")
 #: Output formats of the command line (see `output`).
 FORMATS = ("json", "json-full", "csv", "txt", "nav")
 
@@ -144,7 +151,7 @@ def cli_fields(cls) -> list[tuple[Any, CliSpec]]:
     Examples
     --------
     >>> [(f.name, spec.flag) for f, spec in cli_fields(LowmagOptions)]
-    [('batchnorm', '--batchnorm'), ('crop_grid', '--crop-grid'), ('norm', '--norm')]
+    [('batchnorm', '--batchnorm'), ('crop_grid', '--crop-grid'), ('norm', '--norm'), ('compat', '--compat')]
     """
     return [(f, f.metadata["cli"]) for f in fields(cls) if "cli" in f.metadata]
 
@@ -176,7 +183,7 @@ def from_cli(cls, values: dict[str, Any], **fixed: Any):
     Examples
     --------
     >>> from_cli(MedmagOptions, {"lattice": "auto", "batchnorm": "running"})
-    MedmagOptions(batchnorm='running', lattice=None, scale='auto', hole_pitch_um=None)
+    MedmagOptions(batchnorm='running', lattice=None, scale=None, hole_pitch_um=None, compat='robust')
     >>> from_cli(LowmagOptions, {"norm": "1,0"})
     Traceback (most recent call last):
     ...
@@ -324,6 +331,7 @@ class LowmagOptions:
     crop_grid: "image" (published) | "square" (`CROP_GRIDS`; see `lowmag`).
     norm: None (crops normalised by the image's square-mask pixels) or (mean, std) in input
     pixel units (finite, std > 0), e.g. a full atlas's `SquareResult.norm`.
+    compat: "robust" (default) | "published" (`COMPAT_MODES`).
 
     >>> LowmagOptions(norm=(1, 2)).norm
     (1.0, 2.0)
@@ -345,10 +353,12 @@ class LowmagOptions:
         help="Normalise crops with these constants (input units) instead of the image's square pixels; "
              "use the full atlas's values (reported in -f json-full) to score tiles or cut-outs of one "
              "atlas identically."))
+    compat: str = field(default="robust", metadata=cli_option("--compat", choices=COMPAT_MODES, help=_COMPAT_HELP))
 
     def __post_init__(self):
         _choice("batchnorm", self.batchnorm, BATCHNORMS)
         _choice("crop_grid", self.crop_grid, CROP_GRIDS)
+        _choice("compat", self.compat, COMPAT_MODES)
         if self.norm is not None:
             object.__setattr__(self, "norm", check_norm(self.norm))
 
@@ -360,12 +370,21 @@ class MedmagOptions:
     batchnorm: "published" | "running" (`BATCHNORMS`).
     lattice: "square" (published) | "oblique" (also oblique lattices: grids imaged at a stage
     tilt) | None (what the model set declares, `medmag.lattice_mode`).
-    scale: "auto" | "off" (`SCALE_MODES`). hole_pitch_um: the grid's hole pitch (µm, centre to
-    centre, e.g. 2.5 for R1.2/1.3) or None; with a known pixel size it sets the scale, and the
-    measured lattice only cross-checks it.
+    scale: "auto" | "off" (`SCALE_MODES`) | None (the compat mode's: "auto" when robust, "off"
+    when published; `scale_mode` is the value in force). hole_pitch_um: the grid's hole pitch
+    (µm, centre to centre, e.g. 2.5 for R1.2/1.3) or None; with a known pixel size it sets the
+    scale, and the measured lattice only cross-checks it.
+    compat: "robust" (default) | "published" (`COMPAT_MODES`): the published tool has no scale
+    stage, so "published" refuses ``scale="auto"`` and ``hole_pitch_um``.
 
     >>> MedmagOptions(lattice="oblique").lattice
     'oblique'
+    >>> MedmagOptions().scale_mode, MedmagOptions(compat="published").scale_mode
+    ('auto', 'off')
+    >>> MedmagOptions(compat="published", scale="auto")
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.options.OptionError: scale 'auto': the published pipeline has no scale stage (leave it out or use 'off')
     """
 
     batchnorm: str = field(default="published", metadata=cli_option(
@@ -376,20 +395,29 @@ class MedmagOptions:
         help="square: the published square-lattice search; oblique: also oblique lattices "
              "(grids imaged at a stage tilt up to ~45°); auto: what the model set declares "
              "(published set: square; own set: oblique)."))
-    scale: str = field(default="auto", metadata=cli_option(
+    scale: str | None = field(default=None, metadata=cli_option(
         "--scale", choices=SCALE_MODES,
         help="auto: measure the hole lattice and resample the image to the model set's scale when "
-             "it differs (any magnification); off: the image as it is (the published pipeline)."))
+             "it differs (any magnification; the default); off: the image as it is (the published "
+             "pipeline; the default with --compat published)."))
     hole_pitch_um: float | None = field(default=None, metadata=cli_option(
         "--hole-pitch-um", metavar="UM",
         help="The grid's hole pitch in µm (e.g. 2.5 for R1.2/1.3): with the pixel size (header or "
              "--pixel-size) it sets the scale; the measured lattice cross-checks it."))
+    compat: str = field(default="robust", metadata=cli_option("--compat", choices=COMPAT_MODES, help=_COMPAT_HELP))
 
     def __post_init__(self):
         _choice("batchnorm", self.batchnorm, BATCHNORMS)
         if self.lattice is not None:
             _choice("lattice", self.lattice, LATTICE_SEARCHES)
-        _choice("scale", self.scale, SCALE_MODES)
+        _choice("compat", self.compat, COMPAT_MODES)
+        if self.scale is not None:
+            _choice("scale", self.scale, SCALE_MODES)
+        if self.compat == "published" and self.scale == "auto":
+            raise OptionError("scale", self.scale, "the published pipeline has no scale stage (leave it out or use 'off')")
+        if self.compat == "published" and self.hole_pitch_um is not None:
+            raise OptionError("hole_pitch_um", self.hole_pitch_um,
+                              "the published pipeline has no scale stage (leave it out, or use --compat robust)")
         if self.hole_pitch_um is not None:
             try:
                 um = float(self.hole_pitch_um)
@@ -398,6 +426,14 @@ class MedmagOptions:
             if not (math.isfinite(um) and 0.1 <= um <= 100.0):
                 raise OptionError("hole_pitch_um", self.hole_pitch_um, "must be a hole pitch of 0.1-100 µm")
             object.__setattr__(self, "hole_pitch_um", um)
+
+    @property
+    def scale_mode(self) -> str:
+        """The scale stage in force: `scale`, or when None the compat mode's ("auto" when
+        robust, "off" when published)."""
+        if self.scale is not None:
+            return self.scale
+        return "off" if self.compat == "published" else "auto"
 
 
 @dataclass(frozen=True)
@@ -475,7 +511,7 @@ def pipeline_options(kind: str, options=None, **keywords):
     Examples
     --------
     >>> pipeline_options("medmag", MedmagOptions(batchnorm="running"), lattice="square")
-    MedmagOptions(batchnorm='running', lattice='square', scale='auto', hole_pitch_um=None)
+    MedmagOptions(batchnorm='running', lattice='square', scale=None, hole_pitch_um=None, compat='robust')
     """
     cls = PIPELINE_OPTIONS[kind]
     if options is None:
