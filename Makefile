@@ -50,6 +50,7 @@ test: venv kernels
 
 bench: venv kernels
 	$(BIN)/python bench/run_bench.py
+	$(BIN)/python bench/scale_bench.py
 
 # Own model set from synthetic data: the exact steps that made the committed
 # onnx_models/ptolemy-rt-synth-v1 (docs/OWN_MODELS.md; about 1.9 h on one CPU thread).
