@@ -167,33 +167,52 @@ def centre_mask(shape, centres_xy, radius) -> np.ndarray:
     return m
 
 
-def hole_groups(img: np.ndarray, centres_xy, label_of_points) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Crops exactly as the runtime makes them, from a mask of hole centres.
+def hole_groups(img: np.ndarray, centres_xy, label_of_points, models=None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Hole-classifier training crops, cut by the shipped medium-mag pipeline.
 
-    label_of_points(points n×2 (row, col) px) -> labels (float32, NaN = unknown, dropped).
-    Returns [(crops float16 n×h×w, labels)] per crop shape.
+    models None (the recipe): the hole mask is made from the known hole centres (discs of
+    10 px, `centre_mask`) and `medmag.holes_from_mask` (everything find_holes does after its
+    U-Net: regions, lattice, edge filter, rotated frame, crop boxes) lays the holes out; the
+    crops are cut from its rotated frame and prepared as `medmag.score_holes` prepares them
+    (`medmag.prepare_crop`, image normalisation when ARCH declares it). With a model set,
+    `medmag.find_holes(..., intermediates=True)` runs the whole pipeline (its U-Net mask, the
+    scale stage) and its "crops" are taken as the classifier saw them (the set's own crop
+    normalisation); centres_xy is then unused.
+
+    label_of_points(points n×2 (row, col) px of the input image) -> labels (float32, NaN =
+    unknown, dropped). Boxes under 8 px a side are dropped. Returns [(crops float16 n×h×w,
+    labels)] per crop shape, shapes in order of first appearance.
     """
     from ptolemy_rt import geometry, medmag
     from ptolemy_rt.core import clamp_negatives
 
     pix = clamp_negatives(img)
-    mask = centre_mask(pix.shape, centres_xy, 10.0)
-    lay = medmag.layout_holes(mask, lattice_mode=PIPELINE["lattice"])
+    if models is None:
+        kept: dict = {}
+        medmag.holes_from_mask(pix, centre_mask(pix.shape, centres_xy, 10.0), lattice=PIPELINE["lattice"],
+                               scale="off", intermediates=kept)
+        lay, points = kept["layout"], kept["layout"].points
+        crops = None
+    else:
+        kept = medmag.find_holes(img, models=models, intermediates=True).intermediates
+        lay, crops = kept["layout"], kept["crops"]
+        points = lay.points
+        if kept.get("resampling") is not None and len(points):  # layout in the resampled frame
+            points = kept["resampling"].to_input_xy(points[:, ::-1], corner=True)[:, ::-1]
     if lay.reason is not None or len(lay.points) == 0:
         return []
-    lab = np.asarray(label_of_points(lay.points), np.float32)
-    rot = geometry.rotate_image(pix, -lay.angle_deg)
-    norm = medmag.image_norm(pix) if ARCH["hole_classifier"].get("crop_normalisation") == "image" else None
+    lab = np.asarray(label_of_points(points), np.float32)
     groups: dict[tuple, list] = {}
     for k, (r0, c0, r1, c1) in enumerate(lay.boxes):
         if np.isnan(lab[k]) or r1 - r0 < 8 or c1 - c0 < 8:
             continue
         groups.setdefault((int(r1 - r0), int(c1 - c0)), []).append(k)
-    out = []
-    for shp, idx in groups.items():
-        crops = np.stack([medmag.prepare_crop(rot[b[0]:b[2], b[1]:b[3]], norm) for b in lay.boxes[idx]])
-        out.append((crops.astype(np.float16), lab[idx]))
-    return out
+    if crops is None and groups:
+        rot = geometry.rotate_image(pix, -lay.angle_deg)
+        norm = medmag.image_norm(pix) if ARCH["hole_classifier"].get("crop_normalisation") == "image" else None
+        crops = {k: medmag.prepare_crop(rot[b[0]:b[2], b[1]:b[3]], norm)
+                 for idx in groups.values() for k, b in zip(idx, lay.boxes[idx])}
+    return [(np.stack([crops[k] for k in idx]).astype(np.float16), lab[idx]) for idx in groups.values()]
 
 
 def hole_data_synthetic(seeds) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -141,6 +141,26 @@ def logits(models: ModelSet, key: str, n: int, get_crop: Callable[[int], np.ndar
     ValueError
         Unknown regime, ``key`` is not a classifier, a crop too small for the network or
         (published regime) crops of different shapes.
+
+    Examples
+    --------
+    ``score_crops`` is the sigmoid of these logits:
+
+    >>> from ptolemy_rt.models import load_model_set
+    >>> ms = load_model_set("ptolemy-rt-synth-v1")
+    >>> rng = np.random.default_rng(0)
+    >>> crops = [rng.standard_normal((63, 63)).astype(np.float32) for _ in range(3)]
+    >>> z = logits(ms, "hole_classifier", 3, crops.__getitem__, "running")
+    >>> z.shape, z.dtype, bool(np.allclose(1 / (1 + np.exp(-z)), score_crops(ms, "hole_classifier", 3, crops.__getitem__, "running")))
+    ((3,), dtype('float64'), True)
+    >>> logits(ms, "hole_classifier", 2, lambda i: np.zeros((63 + i, 63), np.float32), "published")
+    Traceback (most recent call last):
+    ...
+    ValueError: hole_classifier: batchnorm='published' needs crops of one shape; crop 1 is 64×63 px, crop 0 is 63×63 px
+    >>> logits(ms, "hole_unet", 1, crops.__getitem__, "running")
+    Traceback (most recent call last):
+    ...
+    ValueError: hole_unet: not a classifier (architecture family 'unet')
     """
     if batchnorm not in REGIMES:
         raise ValueError(f"batchnorm must be one of {REGIMES}, got {batchnorm!r}")
@@ -161,12 +181,56 @@ def score_crops(models: ModelSet, key: str, n: int, get_crop: Callable[[int], np
                 *, pooled_ram_budget: int | None = None, run_budget: int | None = None) -> np.ndarray:
     """Scores (float64 sigmoid of the logit), shape (n,), of crops ``get_crop(0..n-1)``.
 
-    key: ``"square_classifier"`` or ``"hole_classifier"``. get_crop(i): 2-D float32 crop
-    [row, col] (px), prepared by the caller. batchnorm: ``"published"`` (BN statistics of
-    all n crops together; all crops must have one shape) or ``"running"`` (stored
-    statistics, each crop alone; shapes may differ). Memory is bounded: at most one
-    stage's pooled tensors of all crops (beyond ``pooled_ram_budget`` bytes, default 64 MB,
-    in a temporary file) plus one run of ≤ ``run_budget`` bytes of activations.
+    Memory is bounded: at most one stage's pooled tensors of all crops (beyond
+    ``pooled_ram_budget`` bytes, default 64 MB, in a temporary file) plus one run of
+    ≤ ``run_budget`` bytes of activations.
+
+    Parameters
+    ----------
+    models : models.ModelSet
+    key : str
+        ``"square_classifier"`` or ``"hole_classifier"``.
+    n : int
+        Number of crops (0 gives an empty array).
+    get_crop : callable
+        get_crop(i) → 2-D float32 crop [row, col] (px), prepared by the caller (`lowmag.prepared_crop`,
+        `medmag.prepare_crop`).
+    batchnorm : str
+        ``"published"`` (BN statistics of all n crops together; all crops must have one shape)
+        or ``"running"`` (stored statistics, each crop alone; shapes may differ).
+    pooled_ram_budget, run_budget : int or None
+        Bytes; None: POOLED_RAM_BUDGET_BYTES, RUN_BUDGET_BYTES.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 scores in [0, 1], shape (n,).
+
+    Raises
+    ------
+    ValueError
+        As `logits`.
+
+    Examples
+    --------
+    The 9 square crops of a synthetic atlas (`lowmag.locate_squares`): the own set ranks the
+    4 squares fully inside the image (candidates 3, 4, 6, 7) above the 5 cut by the edge.
+    Published BatchNorm statistics depend on the whole batch, running ones do not:
+
+    >>> from ptolemy_rt import lowmag, synthetic
+    >>> from ptolemy_rt.models import load_model_set
+    >>> ms = load_model_set("ptolemy-rt-synth-v1")
+    >>> image, truth = synthetic.atlas(0, (256, 256), pitch=100.0, angle_deg=0.0, side_fraction=0.6)
+    >>> cand = lowmag.locate_squares(image)
+    >>> crop = lambda i: lowmag.prepared_crop(cand, i)
+    >>> s = score_crops(ms, "square_classifier", cand.n, crop, "published")
+    >>> sorted(np.argsort(-s)[:4].tolist()), [t.visible_fraction == 1.0 for t in truth].count(True)
+    ([3, 4, 6, 7], 4)
+    >>> run = score_crops(ms, "square_classifier", cand.n, crop, "running")
+    >>> bool(np.array_equal(score_crops(ms, "square_classifier", 3, crop, "running"), run[:3]))
+    True
+    >>> bool(np.array_equal(score_crops(ms, "square_classifier", 3, crop, "published"), s[:3]))
+    False
     """
     z = logits(models, key, n, get_crop, batchnorm, pooled_ram_budget=pooled_ram_budget, run_budget=run_budget)
     return np.exp(-np.logaddexp(0.0, -z))

@@ -132,7 +132,29 @@ def fit_to_side(crop: np.ndarray, side: int = CROP_PX) -> np.ndarray:
     shorter crop is placed at offset side//2 − s//2 (an odd margin puts the extra pixel
     *before* the crop), a longer one keeps [s//2 − side//2, s//2 − side//2 + side). This
     placement reproduces the published scores (the other choice moves them by up to 0.03).
-    Returns a new float32 array.
+
+    Parameters
+    ----------
+    crop : numpy.ndarray
+        2-D [row, col].
+    side : int
+        Output side, px (default CROP_PX = 240).
+
+    Returns
+    -------
+    numpy.ndarray
+        A new float32 side×side array.
+
+    Examples
+    --------
+    A 3×3 crop in 6×6: its middle (1, 1) lands on (3, 3), two zero rows/columns before it:
+
+    >>> fit_to_side(np.ones((3, 3)), 6).sum(axis=1).tolist(), bool(fit_to_side(np.ones((3, 3)), 6)[2:5, 2:5].all())
+    ([0.0, 0.0, 3.0, 3.0, 3.0, 0.0], True)
+    >>> fit_to_side(np.arange(25.0).reshape(5, 5), 2).tolist()  # middle 2×2 of a 5×5: rows/cols 1, 2
+    [[6.0, 7.0], [11.0, 12.0]]
+    >>> fit_to_side(np.ones((300, 100))).shape
+    (240, 240)
     """
     out = np.zeros((side, side), np.float32)
     src = []
@@ -161,8 +183,47 @@ def _region_sums(labels: np.ndarray, px: np.ndarray, n: int) -> tuple[np.ndarray
 
 
 def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidates:
-    """Steps 1-7 of docs/ALGORITHM.md#lowmag without the classifier: mask, regions, polygons, grid angle,
-    rotated image, boxes and vertices. image: path, LoadedImage or 2-D array."""
+    """Steps 1-7 of docs/ALGORITHM.md#lowmag without the classifier: mask, regions, polygons, grid
+    angle, rotated frame, boxes and vertices.
+
+    Parameters
+    ----------
+    image : str, pathlib.Path, io.LoadedImage or numpy.ndarray
+        An MRC path, a loaded image or a 2-D [row, col] array (the caller's array is never
+        modified).
+    integer_valued : bool or None
+        Whether the pixels are integer counts (rounds the rotated crop pixels as the published
+        tool); None: as `io` found.
+
+    Returns
+    -------
+    SquareCandidates
+        Candidates in region order (row-major); `reason` set and no boxes when none is found.
+
+    Raises
+    ------
+    InputImageError
+        The image cannot be read.
+
+    Examples
+    --------
+    A synthetic atlas with squares of side 60 px on a 100 px grid (4 fully inside, 5 cut by
+    the edge): 9 regions, grid angle 0°, boxes centred on the true squares:
+
+    >>> from ptolemy_rt import synthetic
+    >>> image, truth = synthetic.atlas(0, (256, 256), pitch=100.0, angle_deg=0.0, side_fraction=0.6)
+    >>> cand = locate_squares(image)
+    >>> cand.n, round(cand.angle_deg, 3), cand.reason, cand.vertices.shape
+    (9, 0.0, None, (9, 4, 2))
+    >>> full = [t.center for t in truth if t.visible_fraction == 1.0]
+    >>> centres = cand.vertices.mean(axis=1)  # (x, y) px
+    >>> [round(float(np.hypot(*(centres - c).T).min()), 1) for c in full]
+    [0.6, 0.6, 0.6, 0.6]
+    >>> locate_squares(np.zeros((64, 64)))
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.errors.InputImageError: <array>: image is constant (every pixel is 0); nothing to find
+    """
     sw = Stopwatch()
     loaded = io.as_loaded_image(image)
     if integer_valued is None:
@@ -241,10 +302,39 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
 
 def prepared_crop(cand: SquareCandidates, i: int, crop_grid: str = "image",
                   norm: tuple[float, float] | None = None) -> np.ndarray:
-    """Crop i from the rotated image, fitted to 240×240 then normalised (docs/ALGORITHM.md#lowmag-crops), float32.
-    crop_grid "image": `crop_bounds[i]` of the whole rotated image (published); "square":
-    `SquareCandidates.square_block(i)` (see the module docstring). norm: (mean, std), input
-    units, to normalise with; None = `cand.norm` (the image's square-mask pixels)."""
+    """Crop i from the rotated image, fitted to 240×240 then normalised (docs/ALGORITHM.md#lowmag-crops).
+
+    Parameters
+    ----------
+    cand : SquareCandidates
+        From `locate_squares`.
+    i : int
+        Candidate index.
+    crop_grid : str
+        "image": `crop_bounds[i]` of the whole rotated image (published); "square":
+        `SquareCandidates.square_block(i)` (see the module docstring).
+    norm : (float, float) or None
+        (mean, std), input units, to normalise with; None = `cand.norm` (the image's
+        square-mask pixels).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 240×240 [row, col].
+
+    Examples
+    --------
+    The zero padding around a small crop becomes −mean/std after normalising:
+
+    >>> from ptolemy_rt import synthetic
+    >>> cand = locate_squares(synthetic.atlas(0, (256, 256), pitch=100.0, angle_deg=0.0, side_fraction=0.6)[0])
+    >>> c = prepared_crop(cand, 4)
+    >>> mean, std = cand.norm
+    >>> c.shape, c.dtype, bool(np.isclose(c[0, 0], -mean / std))
+    ((240, 240), dtype('float32'), True)
+    >>> bool(np.allclose(prepared_crop(cand, 4, norm=(0.0, 1.0)), fit_to_side(cand.rotated_block(tuple(cand.crop_bounds[4])))))
+    True
+    """
     if crop_grid == "square":
         blk = cand.square_block(i)
     else:
@@ -293,6 +383,24 @@ def find_squares(image, options: LowmagOptions | None = None, *, models=None, in
     ------
     OptionError (a ValueError) for a bad option value, TypeError for an unknown keyword,
     InputImageError (bad image), ModelSetError (model set missing or corrupt).
+
+    Examples
+    --------
+    A synthetic atlas (100 px grid, squares of side 60 px): all 9 regions are scored, and
+    the own set ranks the 4 squares fully inside the image first; their boxes are 60×60 px:
+
+    >>> from ptolemy_rt import synthetic
+    >>> image, truth = synthetic.atlas(0, (256, 256), pitch=100.0, angle_deg=0.0, side_fraction=0.6)
+    >>> res = find_squares(image, models="ptolemy-rt-synth-v1")
+    >>> len(res.squares), res.reason, res.norm_source
+    (9, None, 'image')
+    >>> full = sorted((round(t.center[0]), round(t.center[1])) for t in truth if t.visible_fraction == 1.0)
+    >>> sorted(s.center for s in res.squares[:4]) == full, [round(s.area) for s in res.squares[:4]]
+    (True, [3600, 3600, 3600, 3600])
+    >>> find_squares(image, models="ptolemy-rt-synth-v1", crop_grid="diagonal")
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.options.OptionError: crop_grid 'diagonal': must be one of 'image', 'square'
     """
     opts = pipeline_options("lowmag", options, **keywords)
     batchnorm, crop_grid, norm = opts.batchnorm, opts.crop_grid, opts.norm

@@ -56,8 +56,26 @@ HOLE_KEY = "hole_classifier"
 def normalise(pixels: np.ndarray) -> np.ndarray:
     """Negative pixels → 0, then zero mean and unit population std (docs/ALGORITHM.md#medmag-normalise).
 
-    pixels: 2-D [row, col]. Returns float32 [row, col] (statistics computed in float64).
-    A constant image gives all zeros.
+    Parameters
+    ----------
+    pixels : numpy.ndarray
+        2-D [row, col], any real dtype, input units.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 [row, col], same shape (statistics computed in float64). A constant image gives
+        all zeros.
+
+    Examples
+    --------
+    The negative pixel counts as 0, so the values are 0, 1, 2, 3 (mean 1.5, std √1.25):
+
+    >>> out = normalise(np.array([[-5.0, 1.0], [2.0, 3.0]]))
+    >>> out.dtype, out.astype(float).round(4).tolist()
+    (dtype('float32'), [[-1.3416, -0.4472], [0.4472, 1.3416]])
+    >>> normalise(np.full((2, 3), 7.0)).tolist()
+    [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     """
     a = clamp_negatives(pixels, np.float64)
     mean, std = mean_std(a)
@@ -68,10 +86,31 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
 
 
 def unet_padded_shape(height: int, width: int) -> tuple[int, int]:
-    """(rows, cols) the U-Net input is padded to (docs/ALGORITHM.md#medmag-padding): a side below its minimum
-    (1024 rows, 1440 cols) goes up to that minimum, any other side up to the next multiple
-    of 512 px (unchanged when already a multiple). No upper limit: the published tool refused
-    images above 2048 px, this runtime processes any size."""
+    """(rows, cols) the U-Net input is padded to (docs/ALGORITHM.md#medmag-padding).
+
+    A side below its minimum (1024 rows, 1440 cols) goes up to that minimum, any other side up
+    to the next multiple of 512 px (unchanged when already a multiple). No upper limit: the
+    published tool refused images above 2048 px, this runtime processes any size.
+
+    Parameters
+    ----------
+    height, width : int
+        Image rows and columns, px.
+
+    Returns
+    -------
+    (int, int)
+        Padded (rows, cols), px.
+
+    Examples
+    --------
+    >>> unet_padded_shape(256, 256)  # small images go up to the minimum
+    (1024, 1440)
+    >>> unet_padded_shape(1024, 1440)  # 1440 is not below its minimum: next multiple of 512
+    (1024, 1536)
+    >>> unet_padded_shape(2048, 3000)
+    (2048, 3072)
+    """
 
     def side(n: int, minimum: int) -> int:
         if n < minimum:
@@ -82,9 +121,27 @@ def unet_padded_shape(height: int, width: int) -> tuple[int, int]:
 
 
 def pad_for_unet(norm: np.ndarray) -> np.ndarray:
-    """Pad a normalised [row, col] image at the bottom and right to `unet_padded_shape`,
-    filling with the normalised image's mean. Returns float32 (the input itself if no
-    padding is needed)."""
+    """Pad a normalised [row, col] image at the bottom and right to `unet_padded_shape`, filling
+    with the normalised image's mean.
+
+    Parameters
+    ----------
+    norm : numpy.ndarray
+        2-D [row, col], normally the output of `normalise`.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 [row, col] of the padded shape, the image in its top-left corner (the input
+        itself, as float32, if no padding is needed).
+
+    Examples
+    --------
+    >>> a = np.arange(12, dtype=np.float32).reshape(3, 4)
+    >>> p = pad_for_unet(a)
+    >>> p.shape, bool((p[:3, :4] == a).all()), float(p[1000, 1000])  # fill = mean of 0..11
+    ((1024, 1440), True, 5.5)
+    """
     h, w = norm.shape
     ph, pw = unet_padded_shape(h, w)
     if (ph, pw) == (h, w):
@@ -95,18 +152,59 @@ def pad_for_unet(norm: np.ndarray) -> np.ndarray:
 
 
 def mask_from_logits(logits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """bool [row, col] mask sigmoid(logits) > 1e-4 (compared as logits > logit(1e-4)), cut
-    back to `shape` (rows, cols) of the input image."""
+    """Hole mask sigmoid(logits) > 1e-4 (compared as logits > logit(1e-4) ≈ −9.21), cut back to
+    the input image.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        2-D float [row, col] U-Net logits of the padded image.
+    shape : (int, int)
+        (rows, cols) of the input image (≤ the logits' shape).
+
+    Returns
+    -------
+    numpy.ndarray
+        bool [row, col] of `shape`.
+
+    Examples
+    --------
+    >>> logits = np.array([[-10.0, -9.0, 0.0], [5.0, -20.0, -9.2]], np.float32)
+    >>> mask_from_logits(logits, (2, 2)).tolist()
+    [[False, True], [True, False]]
+    """
     thr = np.float32(math.log(MASK_THRESHOLD / (1.0 - MASK_THRESHOLD)))
     return np.asarray(logits[: shape[0], : shape[1]]) > thr
 
 
 def drop_small_regions(mask: np.ndarray, min_px: int) -> np.ndarray:
-    """The mask without its 8-connected components of fewer than `min_px` pixels (px²).
-    min_px ≤ 1 returns the mask unchanged. Used only when a model set asks for it
-    (`hole_unet.architecture.mask_min_region_px`): the published pipeline has no such
-    filter, and small own U-Nets leave speckles that pull the lattice search to a wrong
-    spacing."""
+    """The mask without its 8-connected components of fewer than `min_px` pixels.
+
+    Used only when a model set asks for it (`hole_unet.architecture.mask_min_region_px`): the
+    published pipeline has no such filter, and small own U-Nets leave speckles that pull the
+    lattice search to a wrong spacing.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        bool [row, col].
+    min_px : int
+        Smallest component kept, px²; ≤ 1 returns the mask unchanged (the same object).
+
+    Returns
+    -------
+    numpy.ndarray
+        bool [row, col], same shape.
+
+    Examples
+    --------
+    A 3×3 block (9 px²) survives ``min_px=5``, a lone pixel does not:
+
+    >>> m = np.zeros((10, 10), bool); m[1:4, 1:4] = True; m[7, 7] = True
+    >>> kept = drop_small_regions(m, 5)
+    >>> int(kept.sum()), bool(kept[7, 7]), drop_small_regions(m, 1) is m
+    (9, False, True)
+    """
     if min_px <= 1:
         return mask
     import scipy.ndimage as ndi
@@ -121,7 +219,23 @@ def drop_small_regions(mask: np.ndarray, min_px: int) -> np.ndarray:
 
 def mask_min_region_px(models) -> int:
     """Speckle filter size (px²) a model set declares for its U-Net mask
-    (`modelspec.UnetArch.mask_min_region_px`); 0 = none."""
+    (`modelspec.UnetArch.mask_min_region_px`); 0 = none.
+
+    Parameters
+    ----------
+    models : models.ModelSet
+
+    Returns
+    -------
+    int
+        px²; `drop_small_regions` removes smaller components.
+
+    Examples
+    --------
+    >>> from ptolemy_rt.models import load_model_set
+    >>> mask_min_region_px(load_model_set("ptolemy-rt-synth-v1"))
+    200
+    """
     return models.model("hole_unet").architecture.mask_min_region_px
 
 
@@ -157,8 +271,31 @@ class HoleLayout:
 
 
 def mask_centroids(mask: np.ndarray) -> np.ndarray:
-    """Regions of a bool [row, col] mask (6×6 dilation, 8-connected, docs/ALGORITHM.md#medmag-regions, no area
-    filter) → m×2 (row, col) px polygon centres of mass of their convex hulls."""
+    """Regions of a hole mask → the centres of mass of their convex hulls.
+
+    Regions: 6×6 dilation, 8-connected, no area filter (docs/ALGORITHM.md#medmag-regions).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        bool [row, col].
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 m×2 (row, col) px, pixel-corner coordinates, one per region (m×2 empty when
+        the mask is empty).
+
+    Examples
+    --------
+    Two 10×10 squares covering rows 10..19 / 50..59: centres at their pixel-corner middles:
+
+    >>> m = np.zeros((100, 100), bool); m[10:20, 10:20] = True; m[50:60, 30:40] = True
+    >>> mask_centroids(m).tolist()
+    [[15.0, 15.0], [55.0, 35.0]]
+    >>> mask_centroids(np.zeros((5, 5), bool)).shape
+    (0, 2)
+    """
     labels, n = regions.label_regions(np.asarray(mask, dtype=bool), REGION_DILATE)
     hulls = regions.region_hulls(labels, n)
     if not hulls:
@@ -167,8 +304,27 @@ def mask_centroids(mask: np.ndarray) -> np.ndarray:
 
 
 def inside_points(points: np.ndarray, shape: tuple[int, int], edge: float = EDGE_PX) -> np.ndarray:
-    """bool per (row, col) point: at least `edge` px inside the image of `shape` (rows, cols),
-    i.e. edge ≤ row ≤ rows − edge and edge ≤ col ≤ cols − edge (pixel-corner coordinates)."""
+    """Which points are at least `edge` px inside an image (pixel-corner coordinates).
+
+    Parameters
+    ----------
+    points : array-like
+        n×2 (row, col) px.
+    shape : (int, int)
+        (rows, cols) of the image.
+    edge : float
+        px; a point is inside when edge ≤ row ≤ rows − edge and edge ≤ col ≤ cols − edge.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, one per point.
+
+    Examples
+    --------
+    >>> inside_points([[5, 50], [10, 10], [50, 90], [50, 91]], (100, 100)).tolist()
+    [False, True, True, False]
+    """
     p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     h, w = shape
     return (p[:, 0] >= edge) & (p[:, 0] <= h - edge) & (p[:, 1] >= edge) & (p[:, 1] <= w - edge)
@@ -184,6 +340,27 @@ def published_frame_shift(angle_deg: float, in_shape, out_shape) -> np.ndarray:
     axis, which decides which pixel a crop starts on (found from the published scores: for
     the 1024×1440 example the rotated frame is 1765×1644, so rows shift by −0.5 px). The
     reported vertices are mapped back with the inverse of the same map, so they are exact.
+
+    Parameters
+    ----------
+    angle_deg : float
+        Rotation of the image, degrees (as given to `geometry.rotate_points`).
+    in_shape, out_shape : (int, int)
+        (rows, cols) of the input and the rotated frame.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (row, col) shift, px.
+
+    Examples
+    --------
+    Even input sides: only the odd sides of the rotated frame shift, by −0.5 px:
+
+    >>> published_frame_shift(-30.0, (1024, 1440), (1607, 1759)).tolist()
+    [-0.5, -0.5]
+    >>> published_frame_shift(0.0, (5, 4), (5, 4)).tolist()
+    [0.0, 0.0]
     """
     i = np.asarray(in_shape[:2], dtype=np.float64)
     o = np.asarray(out_shape[:2], dtype=np.float64)
@@ -193,23 +370,93 @@ def published_frame_shift(angle_deg: float, in_shape, out_shape) -> np.ndarray:
 
 
 def lattice_mode(models) -> str:
-    """The lattice search a model set asks for (`modelspec.PipelineSpec.lattice`): "square"
-    (the published search; default, also for models None) or "oblique" (square and oblique
-    candidates)."""
+    """The lattice search a model set asks for (`modelspec.PipelineSpec.lattice`).
+
+    Parameters
+    ----------
+    models : models.ModelSet or None
+        None: the default of the manifest declaration.
+
+    Returns
+    -------
+    str
+        "square" (the published search; the default) or "oblique" (square and oblique
+        candidates).
+
+    Examples
+    --------
+    >>> from ptolemy_rt.models import load_model_set
+    >>> lattice_mode(None), lattice_mode(load_model_set("ptolemy-rt-synth-v1"))
+    ('square', 'oblique')
+    """
     return models.spec.pipeline.lattice if models is not None else default(PipelineSpec, "lattice")
 
 
 def crop_half_size(d) -> int:
-    """Crop half-size h = floor(|d| / 2) − 10 px for a lattice vector d (row, col) px."""
+    """Crop half-size h = floor(|d| / 2) − 10 px for a lattice vector d.
+
+    Parameters
+    ----------
+    d : sequence of 2 floats
+        Lattice vector (row, col), px.
+
+    Returns
+    -------
+    int
+        h, px (crops are 2h × 2h).
+
+    Examples
+    --------
+    >>> crop_half_size((200, 0)), crop_half_size((120.0, 160.0)), crop_half_size((-41, 0))
+    (90, 90, 10)
+    """
     return int(math.floor(math.hypot(float(d[0]), float(d[1])) / 2.0)) - CROP_SHRINK_PX
 
 
 def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None, lattice_mode: str = "square") -> HoleLayout:
-    """Regions → centroids → lattice → holes → crop boxes, for the bool [row, col] mask of
-    an input image (same shape). Only the mask is read; the rotated frame is the one of
-    `geometry.rotate_image(image, -angle_deg)`. lattice_mode: "square" (published) or
-    "oblique" (also oblique lattices: tilted collection; `lattice.find_lattice`). Adds the
-    stages regions and lattice to `timings` (seconds)."""
+    """Regions → centroids → lattice → holes → crop boxes, for the hole mask of an input image.
+
+    Only the mask is read; the rotated frame is the one of
+    `geometry.rotate_image(image, -angle_deg)`.
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        bool [row, col] U-Net hole mask, the input image's shape.
+    timings : dict or None
+        The stages "regions" and "lattice" are added to it (seconds).
+    lattice_mode : str
+        "square" (published) or "oblique" (also oblique lattices: tilted collection;
+        `lattice.find_lattice`).
+
+    Returns
+    -------
+    HoleLayout
+        With `reason` set (and no points) when no lattice or no hole fits.
+
+    Raises
+    ------
+    ValueError
+        Unknown `lattice_mode`.
+
+    Examples
+    --------
+    A 4×4 lattice of discs of radius 15 px, pitch 60 px: 16 holes, crops of half-size
+    60/2 − 10 = 20 px; the axis-aligned lattice has angle 90° (atan(d_col / d_row)):
+
+    >>> rr, cc = np.mgrid[:240, :240]
+    >>> m = np.zeros((240, 240), bool)
+    >>> for r in range(30, 240, 60):
+    ...     for c in range(30, 240, 60):
+    ...         m |= (rr - r) ** 2 + (cc - c) ** 2 <= 15 ** 2
+    >>> lay = layout_holes(m)
+    >>> len(lay.centroids), lay.lattice.spacing_px, lay.angle_deg, lay.half, len(lay.points), lay.reason
+    (16, 60.0, 90.0, 20, 16, None)
+    >>> lay.boxes[0].tolist(), lay.rotated_shape  # (row0, col0, row1, col1) in the rotated frame
+    ([10, 9, 50, 49], (240, 240))
+    >>> layout_holes(m[:60, :60]).reason
+    'fewer than 2 hole regions in the U-Net mask (1 found): no lattice'
+    """
     sw = Stopwatch(timings)
     m = np.asarray(mask, dtype=bool)
     shape = (int(m.shape[0]), int(m.shape[1]))
@@ -257,12 +504,39 @@ def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray, lattice_mo
 
 def prepare_crop(crop: np.ndarray, norm: tuple[float, float] | None = None,
                  min_side: int = MIN_CROP_PX) -> np.ndarray:
-    """Normalise one crop [row, col] (float32): by its own mean and population std (norm None:
-    the published pipeline), or by norm = (mean, std) of the whole image (`image_norm`, for
-    model sets declaring crop_normalisation "image"). A side below min_side (px: the hole
-    classifier's `min_input`; default MIN_CROP_PX; only for tiny lattices) is padded
+    """Normalise one hole crop for the classifier.
+
+    By its own mean and population std (norm None: the published pipeline), or by
+    norm = (mean, std) of the whole image (`image_norm`, for model sets declaring
+    crop_normalisation "image"). A side below min_side (only for tiny lattices) is padded
     symmetrically with zeros after normalising (= the crop or image mean) so the classifier
-    can run."""
+    can run.
+
+    Parameters
+    ----------
+    crop : numpy.ndarray
+        2-D [row, col], input units.
+    norm : (float, float) or None
+        (mean, std) to normalise with, input units; None: the crop's own.
+    min_side : int
+        px: the hole classifier's `min_input` (default MIN_CROP_PX = 63).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 [row, col], at least min_side × min_side.
+
+    Examples
+    --------
+    >>> c = np.arange(4.0).reshape(2, 2)
+    >>> prepare_crop(c, min_side=2).astype(float).round(4).tolist()
+    [[-1.3416, -0.4472], [0.4472, 1.3416]]
+    >>> prepare_crop(c, norm=(1.0, 2.0), min_side=2).tolist()
+    [[-0.5, 0.0], [0.5, 1.0]]
+    >>> p = prepare_crop(c, min_side=4)
+    >>> p.shape, p[0].tolist(), p[1].astype(float).round(4).tolist()
+    ((4, 4), [0.0, 0.0, 0.0, 0.0], [0.0, -1.3416, -0.4472, 0.0])
+    """
     a = np.asarray(crop, dtype=np.float64)
     if norm is None:
         mean, std = mean_std(a) if a.size else (0.0, 0.0)
@@ -278,16 +552,49 @@ def prepare_crop(crop: np.ndarray, norm: tuple[float, float] | None = None,
 
 
 def image_norm(pixels: np.ndarray) -> tuple[float, float]:
-    """(mean, population std) of a whole [row, col] image in float64, input units."""
+    """(mean, population std) of a whole image, computed in float64.
+
+    Parameters
+    ----------
+    pixels : numpy.ndarray
+        2-D [row, col], input units.
+
+    Returns
+    -------
+    (float, float)
+        (mean, std) in input units; (0.0, 0.0) for an empty array.
+
+    Examples
+    --------
+    >>> image_norm(np.array([[1, 2], [3, 4]]))
+    (2.5, 1.118033988749895)
+    """
     a = np.asarray(pixels)
     return mean_std(a) if a.size else (0.0, 0.0)
 
 
 def bn_batches(models) -> str:
     """How a model set's hole classifier groups an image's crops into BatchNorm batches in the
-    published regime (`hole_classifier.architecture.bn_batches`): "published" (one batch when
-    all crops share a shape, else each crop alone: the published tool; default) or "shape"
-    (one batch per crop shape, as `export/train.py` trains)."""
+    published regime (`hole_classifier.architecture.bn_batches`).
+
+    Parameters
+    ----------
+    models : models.ModelSet or None
+        None: the manifest default.
+
+    Returns
+    -------
+    str
+        "published" (one batch when all crops share a shape, else each crop alone: the
+        published tool; default) or "shape" (one batch per crop shape, as `export/train.py`
+        trains).
+
+    Examples
+    --------
+    >>> from ptolemy_rt.models import load_model_set
+    >>> bn_batches(None), bn_batches(load_model_set("ptolemy-rt-synth-v1"))
+    ('published', 'shape')
+    """
     if models is None:
         return default(HoleClassifierArch, "bn_batches")
     return models.model(HOLE_KEY).architecture.bn_batches
@@ -295,25 +602,78 @@ def bn_batches(models) -> str:
 
 def crop_normalisation(models) -> str:
     """How a model set's hole classifier wants its crops normalised
-    (`hole_classifier.architecture.crop_normalisation`): "crop" (each crop by its own mean and
-    std; the published pipeline and the default) or "image" (every crop by the whole image's
-    mean and std, so the classifier sees how bright a hole is compared with the rest of the
-    image: empty holes bright, thick ice dark)."""
+    (`hole_classifier.architecture.crop_normalisation`).
+
+    Parameters
+    ----------
+    models : models.ModelSet
+
+    Returns
+    -------
+    str
+        "crop" (each crop by its own mean and std; the published pipeline and the default) or
+        "image" (every crop by the whole image's mean and std, so the classifier sees how bright
+        a hole is compared with the rest of the image: empty holes bright, thick ice dark).
+
+    Examples
+    --------
+    >>> from ptolemy_rt.models import load_model_set
+    >>> crop_normalisation(load_model_set("ptolemy-rt-synth-v1"))
+    'image'
+    """
     return models.model(HOLE_KEY).architecture.crop_normalisation
 
 
 def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str = "published",
                 norm: tuple[float, float] | None = None, crops: dict | None = None) -> np.ndarray:
-    """Hole classifier scores (float64, one per box) of the crops `boxes` (n×4 row0, col0,
-    row1, col1 px) of the rotated image [row, col], each crop normalised by `prepare_crop`
-    (norm: the image's (mean, std) for "image" crop normalisation, None for per crop).
+    """Hole classifier scores of the crops `boxes` of the rotated image.
 
     Published regime, as the published tool batches them (verified on the example: every
     crop there matches the published score only when scored alone): when all crops have the
     same shape they are scored in one batch (shared BatchNorm statistics); otherwise each crop
     is scored alone. A model set declaring `bn_batches` "shape" (`bn_batches`) gets one batch
     per crop shape instead, as it was trained. Running regime: crops are independent; equal
-    shapes share a call. crops: a dict to which each prepared crop is added, by box index.
+    shapes share a call.
+
+    Parameters
+    ----------
+    models : models.ModelSet or None
+        The set whose "hole_classifier" scores (None only for its minimum crop size default).
+    rotated : numpy.ndarray
+        2-D [row, col], the image rotated so the lattice is axis-aligned.
+    boxes : array-like
+        n×4 int (row0, col0, row1, col1) px in `rotated`.
+    batchnorm : str
+        "published" or "running".
+    norm : (float, float) or None
+        The image's (mean, std) for "image" crop normalisation, None for per crop
+        (`prepare_crop`).
+    crops : dict or None
+        Each prepared crop is added to it, by box index.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 scores in [0, 1], one per box.
+
+    Examples
+    --------
+    Running statistics: a crop's score does not depend on the other crops; crops smaller than
+    the classifier's 63 px minimum are padded to it:
+
+    >>> from ptolemy_rt.models import load_model_set
+    >>> ms = load_model_set("ptolemy-rt-synth-v1")
+    >>> rr, cc = np.mgrid[:120, :120]
+    >>> image = np.where((rr % 60 - 30) ** 2 + (cc % 60 - 30) ** 2 <= 225, 1.0, -1.0)
+    >>> boxes = np.array([[10, 10, 50, 50], [70, 70, 110, 110], [0, 0, 30, 40]])
+    >>> together = score_holes(ms, image, boxes, "running")
+    >>> alone = [score_holes(ms, image, b[None], "running")[0] for b in boxes]
+    >>> bool(np.array_equal(together, alone)), bool(((together > 0) & (together < 1)).all())
+    (True, True)
+    >>> crops = {}
+    >>> _ = score_holes(ms, image, boxes, crops=crops)
+    >>> sorted((k, v.shape) for k, v in crops.items())
+    [(0, (63, 63)), (1, (63, 63)), (2, (63, 63))]
     """
     from .classifier import score_crops
 
@@ -357,27 +717,49 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
 
     Parameters
     ----------
-    image, mask : the raw image and its bool U-Net hole mask, [row, col], same shape.
-    options, **keywords : `MedmagOptions` and keywords replacing its fields, as `find_holes`
+    image, mask : numpy.ndarray
+        The raw image and its bool U-Net hole mask, [row, col], same shape.
+    options, **keywords : MedmagOptions and keywords replacing its fields, as `find_holes`
         (lattice None: what the model set declares, `lattice_mode`).
-    models : a ModelSet scoring the crops; None leaves every score at 0.0 (geometry only,
-        for tests).
-    timings : dict to which the stages regions, lattice, rotate, classify are added (s).
-    model_name : the result's `models`.
-    intermediates : a dict to fill (and return as `HoleResult.intermediates`) with "mask",
-        "centroids" (m×2 (row, col) px of the mask regions), "layout" (the `HoleLayout`:
-        lattice, points, rotated frame), "boxes" (n×4 crop boxes, rotated frame) and
-        "crops" ({hole index: the prepared float32 crop the classifier saw}; empty without
-        models); None: keep nothing.
+    models : models.ModelSet or None
+        Scores the crops; None leaves every score at 0.0 (geometry only, for tests).
+    timings : dict or None
+        The stages regions, lattice, rotate, classify are added to it (s).
+    model_name : str
+        The result's `models`.
+    intermediates : dict or None
+        A dict to fill (and return as `HoleResult.intermediates`) with "mask", "centroids"
+        (m×2 (row, col) px of the mask regions), "layout" (the `HoleLayout`: lattice, points,
+        rotated frame), "boxes" (n×4 crop boxes, rotated frame) and "crops" ({hole index: the
+        prepared float32 crop the classifier saw}; empty without models); None: keep nothing.
 
     Returns
     -------
-    HoleResult, holes sorted by score (ties: row, then column of the lattice point).
+    HoleResult
+        Holes sorted by score (ties: row, then column of the lattice point); centres and
+        vertices (x, y) = (col, row) px, area px².
 
     Raises
     ------
-    ValueError when the mask's shape differs from the image's; OptionError (a ValueError)
-    for a bad option.
+    ValueError
+        The mask's shape differs from the image's; OptionError (a ValueError) for a bad option.
+
+    Examples
+    --------
+    A 4×4 lattice of discs, pitch 60 px, geometry only (no models): 16 holes at the lattice
+    points, crops 2h = 40 px wide (area 1600 px²), in row-major order as all scores are 0:
+
+    >>> rr, cc = np.mgrid[:240, :240]
+    >>> mask = (rr % 60 - 30) ** 2 + (cc % 60 - 30) ** 2 <= 15 ** 2
+    >>> res = holes_from_mask(np.where(mask, 100.0, 20.0), mask, intermediates={})
+    >>> len(res.holes), res.lattice_spacing_px, [h.center for h in res.holes[:3]]
+    (16, 60.0, [(30, 30), (90, 30), (150, 30)])
+    >>> res.holes[0].area, res.holes[0].score, sorted(res.intermediates)
+    (1600.0, 0.0, ['boxes', 'centroids', 'crops', 'layout', 'mask'])
+    >>> holes_from_mask(np.zeros((240, 240)), mask[:100])
+    Traceback (most recent call last):
+    ...
+    ValueError: mask shape (100, 240) differs from image shape (240, 240)
     """
     opts = pipeline_options("medmag", options, **keywords)
     sw = Stopwatch(timings)
@@ -455,6 +837,28 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     ------
     OptionError (a ValueError) for a bad option value, TypeError for an unknown keyword,
     InputImageError (bad image), ModelSetError (model set missing or corrupt).
+
+    Examples
+    --------
+    A synthetic R2/2 film at 20 nm/px: holes on a 200 px lattice, centres (x, y) px known
+    exactly. The own set finds the 6 holes fully inside a 512×512 image (the other 3 touch
+    the edge: no lattice point 10 px inside), each within 3 px of a true centre:
+
+    >>> from ptolemy_rt import synthetic
+    >>> image, truth = synthetic.medmag_image(0, (512, 512), pixel_nm=20.0, film="R2/2",
+    ...                                       angle_deg=0.0, tilt_deg=0.0)
+    >>> res = find_holes(image, models="ptolemy-rt-synth-v1", intermediates=True)
+    >>> len(res.holes), round(res.lattice_spacing_px / 200.0, 1), res.reason
+    (6, 1.0, None)
+    >>> true_xy = np.array([h.center for h in truth])
+    >>> max(float(np.hypot(*(true_xy - h.center).T).min()) for h in res.holes) < 3.0
+    True
+    >>> bool(all(0.0 < h.score < 1.0 for h in res.holes)), res.intermediates["logits"].shape
+    (True, (512, 512))
+    >>> find_holes(image, models="ptolemy-rt-synth-v1", lattice="hexagonal")
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.options.OptionError: lattice 'hexagonal': must be one of 'square', 'oblique'
     """
     from .io import as_loaded_image
     from .models import ModelSet, load_model_set
@@ -492,11 +896,42 @@ MAX_RESAMPLED_PIXELS = 64_000_000
 
 
 def scale_decision(pix: np.ndarray, models, opts: MedmagOptions, pixel_size_nm: float | None):
-    """The scale stage's `scale.ScaleDecision` for an image [row, col] (None when
-    ``opts.scale_mode`` is "off"): the model set's declared hole pitch and tolerance
-    (`modelspec.PipelineSpec`), the measured lattice, and ``opts.hole_pitch_um`` with the pixel
-    size (nm/px) when both are known. The factor is capped so that the resampled image has at
-    most `MAX_RESAMPLED_PIXELS`."""
+    """The scale stage's `scale.ScaleDecision` for an image (None when ``opts.scale_mode`` is
+    "off").
+
+    It uses the model set's declared hole pitch and tolerance (`modelspec.PipelineSpec`), the
+    measured lattice, and ``opts.hole_pitch_um`` with the pixel size when both are known. The
+    factor is capped so that the resampled image has at most `MAX_RESAMPLED_PIXELS`.
+
+    Parameters
+    ----------
+    pix : numpy.ndarray
+        2-D [row, col], negatives already clamped.
+    models : models.ModelSet
+    opts : MedmagOptions
+    pixel_size_nm : float or None
+        nm/px (used only with ``opts.hole_pitch_um``).
+
+    Returns
+    -------
+    scale.ScaleDecision or None
+
+    Examples
+    --------
+    A synthetic R2/2 film at 20 nm/px (pitch 200 px) is within the own set's tolerance of its
+    275 px: measured, factor 1; a hole pitch without a pixel size is ignored, and says so:
+
+    >>> from ptolemy_rt import synthetic
+    >>> from ptolemy_rt.models import load_model_set
+    >>> from ptolemy_rt.options import MedmagOptions
+    >>> ms = load_model_set("ptolemy-rt-synth-v1")
+    >>> image, _ = synthetic.medmag_image(0, (512, 512), pixel_nm=20.0, film="R2/2", angle_deg=0.0, tilt_deg=0.0)
+    >>> scale_decision(image, ms, MedmagOptions(scale="off"), None) is None
+    True
+    >>> d = scale_decision(image, ms, MedmagOptions(hole_pitch_um=4.0), None)
+    >>> d.factor, d.source, round(d.period_px), d.note.endswith("--hole-pitch-um ignored: no pixel size (header or --pixel-size)")
+    (1.0, 'measured', 200, True)
+    """
     if opts.scale_mode == "off":
         return None
     p = models.spec.pipeline
@@ -515,9 +950,37 @@ def scale_decision(pix: np.ndarray, models, opts: MedmagOptions, pixel_size_nm: 
 
 
 def to_input_frame(res: HoleResult, resampling, input_shape: tuple[int, int]) -> HoleResult:
-    """A result found on a resampled image, in the input image's frame: box corners mapped
-    back (pixel-corner coordinates, `scale.Resampling.to_input_xy`), centres and areas
-    recomputed from them (px, px²), the lattice spacing divided by the mean zoom factor."""
+    """A result found on a resampled image, in the input image's frame.
+
+    Box corners are mapped back (pixel-corner coordinates, `scale.Resampling.to_input_xy`),
+    centres and areas recomputed from them (px, px²), the lattice spacing divided by the mean
+    zoom factor. The result is changed in place and returned.
+
+    Parameters
+    ----------
+    res : HoleResult
+        Found on the resampled image.
+    resampling : scale.Resampling
+    input_shape : (int, int)
+        (rows, cols) of the input image.
+
+    Returns
+    -------
+    HoleResult
+        `res`, in the input frame.
+
+    Examples
+    --------
+    Holes found on a 2× upsampled image come back at half the coordinates, a quarter of the
+    area:
+
+    >>> from ptolemy_rt.scale import Resampling
+    >>> rr, cc = np.mgrid[:240, :240]
+    >>> mask = (rr % 60 - 30) ** 2 + (cc % 60 - 30) ** 2 <= 15 ** 2
+    >>> res = to_input_frame(holes_from_mask(mask * 1.0, mask), Resampling((120, 120), (240, 240)), (120, 120))
+    >>> res.holes[0].center, res.holes[0].area, res.lattice_spacing_px, res.image_shape
+    ((15, 15), 400.0, 30.0, (120, 120))
+    """
     n = len(res.holes)
     if n:
         v = np.array([h.vertices for h in res.holes], dtype=np.float64).reshape(-1, 2)
@@ -532,5 +995,17 @@ def to_input_frame(res: HoleResult, resampling, input_shape: tuple[int, int]) ->
 
 
 def warmup() -> None:
-    """Compile the lattice kernels (the regions kernels warm up in `regions`)."""
+    """Compile (or load) the lattice kernels (the regions kernels warm up in `regions`).
+
+    Returns
+    -------
+    None
+
+    Examples
+    --------
+    >>> warmup()
+    >>> m = np.zeros((120, 120), bool); m[15:25, 15:25] = m[15:25, 75:85] = m[75:85, 15:25] = m[75:85, 75:85] = True
+    >>> layout_holes(m).lattice.spacing_px  # the kernels are ready
+    60.0
+    """
     lattice.warmup()

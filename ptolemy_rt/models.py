@@ -35,16 +35,41 @@ _LOCK = threading.Lock()
 
 
 def package_models_dir() -> Path:
-    """The package's own model sets: ``ptolemy_rt/model_sets`` in an installed wheel, else
-    (a checkout) ``<repo>/onnx_models``."""
+    """The package's own model sets: ``ptolemy_rt/model_sets`` in an installed wheel, else (a
+    checkout) ``<repo>/onnx_models``.
+
+    Returns
+    -------
+    pathlib.Path
+        Absolute folder (it may not exist).
+
+    Examples
+    --------
+    >>> root = package_models_dir()
+    >>> root.name in ("model_sets", "onnx_models"), (root / OWN_SET / "manifest.json").is_file()
+    (True, True)
+    """
     here = Path(__file__).resolve().parent
     packaged = here / "model_sets"
     return packaged if packaged.is_dir() else here.parent / "onnx_models"
 
 
 def user_models_dir() -> Path:
-    """Per-user model-set folder: %LOCALAPPDATA%\\ptolemy-rt\\models on Windows, else
-    $XDG_DATA_HOME/ptolemy-rt/models (XDG default ~/.local/share)."""
+    r"""Per-user model-set folder: %LOCALAPPDATA%\ptolemy-rt\models on Windows, else
+    $XDG_DATA_HOME/ptolemy-rt/models (XDG default ~/.local/share).
+
+    Returns
+    -------
+    pathlib.Path
+        The folder (not created here; ``ptolemy models convert-published`` writes there).
+
+    Examples
+    --------
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"XDG_DATA_HOME": "/data", "LOCALAPPDATA": "/data"}):
+    ...     user_models_dir() == Path("/data") / "ptolemy-rt" / "models"
+    True
+    """
     if os.name == "nt" and os.environ.get("LOCALAPPDATA"):
         base = Path(os.environ["LOCALAPPDATA"])
     else:
@@ -53,7 +78,26 @@ def user_models_dir() -> Path:
 
 
 def models_roots() -> list[Path]:
-    """The folders searched for model sets, in order (module docstring)."""
+    """The folders searched for model sets, in order (module docstring).
+
+    Returns
+    -------
+    list of pathlib.Path
+        [PTOLEMY_MODELS_DIR] when that variable is set; else [`package_models_dir`,
+        `user_models_dir`].
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from unittest import mock
+    >>> with tempfile.TemporaryDirectory() as d, mock.patch.dict(os.environ, {"PTOLEMY_MODELS_DIR": d}):
+    ...     models_roots() == [Path(d).resolve()]
+    True
+    >>> with mock.patch.dict(os.environ):
+    ...     _ = os.environ.pop("PTOLEMY_MODELS_DIR", None)
+    ...     models_roots() == [package_models_dir().resolve(), user_models_dir()]
+    True
+    """
     env = os.environ.get("PTOLEMY_MODELS_DIR")
     if env:
         return [Path(env).expanduser().resolve()]
@@ -61,18 +105,58 @@ def models_roots() -> list[Path]:
 
 
 def models_root() -> Path:
-    """The first folder searched (PTOLEMY_MODELS_DIR when set, else the package's own sets)."""
+    """The first folder searched (PTOLEMY_MODELS_DIR when set, else the package's own sets).
+
+    Returns
+    -------
+    pathlib.Path
+
+    Examples
+    --------
+    >>> models_root() == models_roots()[0]
+    True
+    """
     return models_roots()[0]
 
 
 def in_checkout() -> bool:
-    """True when running from a source checkout (a Makefile and export/ beside the package)."""
+    """True when running from a source checkout (a Makefile and export/ beside the package).
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    A checkout keeps its sets in ``onnx_models``, an installed wheel in ``model_sets``:
+
+    >>> in_checkout() == (package_models_dir().name == "onnx_models")
+    True
+    """
     repo = Path(__file__).resolve().parent.parent
     return (repo / "Makefile").is_file() and (repo / "export").is_dir()
 
 
 def build_command(name: str) -> str:
-    """The command that (re)builds model set ``name`` where the user is (checkout or install)."""
+    """The command that (re)builds model set ``name`` where the user is (checkout or install).
+
+    Parameters
+    ----------
+    name : str
+        A model-set name.
+
+    Returns
+    -------
+    str
+        A shell command, or for the own set outside a checkout how to reinstall it.
+
+    Examples
+    --------
+    In a checkout (`in_checkout`):
+
+    >>> build_command(PUBLISHED_SET), build_command(OWN_SET)
+    ('make models', 'make train')
+    """
     if in_checkout():
         return "make models" if name == PUBLISHED_SET else "make train"
     if name == PUBLISHED_SET:
@@ -81,8 +165,30 @@ def build_command(name: str) -> str:
 
 
 def available_sets(root: Path | None = None) -> list[str]:
-    """Names of the model sets found (under ``root``, or under every folder of `models_roots`),
-    sorted: folders holding a manifest.json."""
+    """Names of the model sets found, sorted: folders holding a manifest.json.
+
+    Parameters
+    ----------
+    root : pathlib.Path or None
+        The one folder to list; None: every folder of `models_roots`.
+
+    Returns
+    -------
+    list of str
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     for name in ("b-set", "a-set", "no-manifest"):
+    ...         (Path(d) / name).mkdir()
+    ...     _ = (Path(d) / "b-set" / "manifest.json").write_text("{}")
+    ...     _ = (Path(d) / "a-set" / "manifest.json").write_text("{}")
+    ...     available_sets(Path(d))
+    ['a-set', 'b-set']
+    >>> OWN_SET in available_sets(package_models_dir())
+    True
+    """
     roots = models_roots() if root is None else [Path(root)]
     names = set()
     for r in roots:
@@ -92,7 +198,26 @@ def available_sets(root: Path | None = None) -> list[str]:
 
 
 def find_set_folder(name: str) -> Path | None:
-    """The folder of model set ``name``: the first ``<root>/<name>`` that is a folder, or None."""
+    """The folder of model set ``name``: the first ``<root>/<name>`` of `models_roots` that is a
+    folder, or None.
+
+    Parameters
+    ----------
+    name : str
+
+    Returns
+    -------
+    pathlib.Path or None
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from unittest import mock
+    >>> with tempfile.TemporaryDirectory() as d, mock.patch.dict(os.environ, {"PTOLEMY_MODELS_DIR": d}):
+    ...     (Path(d) / "mine").mkdir()
+    ...     find_set_folder("mine") == Path(d).resolve() / "mine", find_set_folder("other")
+    (True, None)
+    """
     for r in models_roots():
         if (r / name).is_dir():
             return r / name
@@ -333,6 +458,27 @@ def load_model_set(name: str | None = None) -> ModelSet:
     ModelSetError
         Unknown name; manifest missing, unreadable or invalid (the message names the file
         and the key); a part missing or corrupt.
+
+    Examples
+    --------
+    >>> ms = load_model_set(OWN_SET)
+    >>> ms.name, ms.spec.pipeline.lattice, load_model_set(OWN_SET) is ms  # cached
+    ('ptolemy-rt-synth-v1', 'oblique', True)
+
+    A folder with an invalid manifest, and a name that is not there:
+
+    >>> import tempfile
+    >>> from unittest import mock
+    >>> with tempfile.TemporaryDirectory() as d, mock.patch.dict(os.environ, {"PTOLEMY_MODELS_DIR": d}):
+    ...     (Path(d) / "broken").mkdir()
+    ...     _ = (Path(d) / "broken" / "manifest.json").write_text("{}")
+    ...     for name in ("broken", "absent"):
+    ...         try:
+    ...             load_model_set(name)
+    ...         except ModelSetError as e:
+    ...             print(str(e).replace(str(Path(d).resolve()), "DIR"))
+    DIR/broken/manifest.json: format_version: missing; rebuild it with `make train`
+    DIR/absent: unknown model set 'absent' (available: broken; searched DIR); check the name (`ptolemy models list`)
     """
     if name is None:
         name = OWN_SET if find_set_folder(OWN_SET) is not None else PUBLISHED_SET

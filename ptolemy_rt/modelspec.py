@@ -630,17 +630,27 @@ def to_json(obj: Any) -> Any:
 
 
 def manifest_text(spec: ModelSetSpec) -> str:
-    """``manifest.json`` text of a set: JSON, indent 1, sorted keys, ASCII, final newline
+    r"""``manifest.json`` text of a set: JSON, indent 1, sorted keys, ASCII, final newline
     (same spec, same bytes).
 
     Parameters
     ----------
-    spec
+    spec : ModelSetSpec
         The set.
 
     Returns
     -------
     str
+
+    Examples
+    --------
+    Reading the committed own set's manifest and writing it again gives the same bytes:
+
+    >>> from ptolemy_rt.models import OWN_SET, package_models_dir
+    >>> path = package_models_dir() / OWN_SET / "manifest.json"
+    >>> text = manifest_text(read_manifest(path))
+    >>> text == path.read_text(encoding="utf-8"), text.startswith('{\n "citation"'), text.endswith("}\n")
+    (True, True, True)
     """
     return json.dumps(to_json(spec), indent=1, sort_keys=True) + "\n"
 
@@ -650,9 +660,9 @@ def read_manifest(path: str | Path, hint: str = "") -> ModelSetSpec:
 
     Parameters
     ----------
-    path
+    path : str or pathlib.Path
         The manifest file.
-    hint
+    hint : str
         Appended to error messages (how to rebuild the set).
 
     Returns
@@ -664,6 +674,27 @@ def read_manifest(path: str | Path, hint: str = "") -> ModelSetSpec:
     ModelSetError
         Missing, unreadable, not JSON, not a manifest, or any key invalid; one line naming
         the file (and the key).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from ptolemy_rt.models import OWN_SET, package_models_dir
+    >>> spec = read_manifest(package_models_dir() / OWN_SET / "manifest.json")
+    >>> spec.name, spec.pipeline.lattice, spec.models.hole_classifier.architecture.min_input
+    ('ptolemy-rt-synth-v1', 'oblique', 63)
+
+    A bad value is refused at load, naming the file and the key:
+
+    >>> doc = json.loads(manifest_text(spec))
+    >>> doc["pipeline"]["lattice"] = "hex"
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     bad = Path(d) / "manifest.json"
+    ...     _ = bad.write_text(json.dumps(doc))
+    ...     try:
+    ...         read_manifest(bad, "; rebuild it")
+    ...     except ModelSetError as e:
+    ...         print(str(e).replace(d, "DIR"))
+    DIR/manifest.json: pipeline.lattice: 'hex' is not one of 'square', 'oblique'; rebuild it
     """
     path = Path(path)
     try:

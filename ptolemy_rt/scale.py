@@ -239,6 +239,15 @@ def hole_feature(x: np.ndarray) -> np.ndarray:
     -------
     numpy.ndarray
         float32 [row, col], zero mean.
+
+    Examples
+    --------
+    A bright and a dark hole (±2) on film (0) give the same feature; so does the inverted
+    image:
+
+    >>> x = np.array([[-2.0, 0.0], [2.0, 0.0]])
+    >>> hole_feature(x).tolist(), hole_feature(-x).tolist(), hole_feature(x).dtype
+    ([[1.0, -1.0], [1.0, -1.0]], [[1.0, -1.0], [1.0, -1.0]], dtype('float32'))
     """
     m = np.abs(np.asarray(x, np.float32))
     return m - np.float32(m.mean(dtype=np.float64))
@@ -989,6 +998,25 @@ def choose_scale(image: np.ndarray, model_period: float | None, *, pixel_size_nm
     ------
     ValueError
         For a non-positive pixel size or hole pitch, or a non-2-D image.
+
+    Examples
+    --------
+    A synthetic R2/2 film at 20 nm/px has a 200 px hole lattice: for a model trained at
+    400 px the image is upsampled ×2, from the measurement or from the metadata
+    ((2 + 2) µm / 20 nm = 200 px), which the measurement then confirms; noise has no
+    confident lattice and is left alone:
+
+    >>> from ptolemy_rt import synthetic
+    >>> image, _ = synthetic.medmag_image(0, (512, 512), pixel_nm=20.0, film="R2/2", angle_deg=0.0, tilt_deg=0.0)
+    >>> d = choose_scale(image, 400.0, tolerance=0.1)
+    >>> round(d.factor, 2), round(d.period_px), d.source
+    (2.0, 200, 'measured')
+    >>> d = choose_scale(image, 400.0, pixel_size_nm=20.0, hole_pitch_um=4.0, tolerance=0.1)
+    >>> d.factor, d.period_px, d.source, d.agrees
+    (2.0, 200.0, 'metadata', True)
+    >>> d = choose_scale(np.random.default_rng(0).standard_normal((256, 256)), 400.0)
+    >>> d.factor, d.source, d.note.endswith("not resampled")
+    (1.0, 'none', True)
     """
     m = measured if measured is not None else measure_hole_lattice(image)
     expected = None

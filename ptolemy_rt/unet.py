@@ -146,6 +146,29 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
     ------
     ValueError
         ``image`` is not 2-D.
+
+    Examples
+    --------
+    On a synthetic R2/2 image (holes of radius 50 px, `synthetic.medmag_with_ids` marks
+    their pixels), the mask of the own set's logits lies inside the true holes and covers
+    the centre of the hole at (x, y) = (215, 175); strips of 64 rows give the same logits:
+
+    >>> from ptolemy_rt import synthetic
+    >>> from ptolemy_rt.medmag import mask_from_logits, normalise
+    >>> from ptolemy_rt.models import load_model_set
+    >>> ms = load_model_set("ptolemy-rt-synth-v1")
+    >>> image, truth, ids, _ = synthetic.medmag_with_ids(0, (256, 256), pixel_nm=20.0, film="R2/2",
+    ...                                                  angle_deg=0.0, tilt_deg=0.0)
+    >>> logits = unet_logits(ms, normalise(image))
+    >>> mask = mask_from_logits(logits, image.shape)
+    >>> logits.shape, logits.dtype, bool(mask.any()), bool((ids[mask] > 0).all()), bool(mask[175, 215])
+    ((256, 256), dtype('float32'), True, True, True)
+    >>> bool(np.array_equal(unet_logits(ms, normalise(image), strip_rows=64), logits))
+    True
+    >>> unet_logits(ms, np.zeros((2, 8, 8)))
+    Traceback (most recent call last):
+    ...
+    ValueError: unet_logits expects a 2-D image [row, col], got shape (2, 8, 8)
     """
     arch = models.model(UNET_KEY).architecture
     img = np.ascontiguousarray(image, dtype=np.float32)
@@ -211,7 +234,30 @@ def _shrink_options():
 def unet_logits_whole(models, image: np.ndarray) -> np.ndarray:
     """U-Net logits through the single ``whole`` graph (reference; memory grows with size).
 
-    image: 2-D [row, col] float32, normalised and padded. Returns float32 [row, col].
+    Parameters
+    ----------
+    models : models.ModelSet
+        Its ``hole_unet`` part ``whole``.
+    image : numpy.ndarray
+        2-D [row, col] float32, normalised and padded (docs/ALGORITHM.md#medmag-normalise).
+
+    Returns
+    -------
+    numpy.ndarray
+        float32 logits [row, col], same shape as ``image``.
+
+    Examples
+    --------
+    The strip-wise `unet_logits` computes the same logits (to float32 rounding):
+
+    >>> from ptolemy_rt import synthetic
+    >>> from ptolemy_rt.medmag import normalise
+    >>> from ptolemy_rt.models import load_model_set
+    >>> ms = load_model_set("ptolemy-rt-synth-v1")
+    >>> image, _ = synthetic.medmag_image(0, (256, 256), pixel_nm=20.0, film="R2/2", angle_deg=0.0, tilt_deg=0.0)
+    >>> whole = unet_logits_whole(ms, normalise(image))
+    >>> whole.shape, whole.dtype, float(np.abs(whole - unet_logits(ms, normalise(image))).max()) < 1e-4
+    ((256, 256), dtype('float32'), True)
     """
     img = np.ascontiguousarray(image, dtype=np.float32)
     y = models.session(UNET_KEY, "whole").run(None, {"image": img[None, None]})[0]
@@ -219,5 +265,25 @@ def unet_logits_whole(models, image: np.ndarray) -> np.ndarray:
 
 
 def logits_to_mask(logits: np.ndarray, threshold: float = 1e-4) -> np.ndarray:
-    """Boolean mask [row, col]: sigmoid(logits) > threshold, computed as logits > logit(threshold)."""
+    """Boolean mask sigmoid(logits) > threshold, computed as logits > logit(threshold).
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        Float array, any shape (normally [row, col]).
+    threshold : float
+        Probability in (0, 1); default 1e-4 (logit ≈ −9.21), the pipeline's.
+
+    Returns
+    -------
+    numpy.ndarray
+        bool, same shape.
+
+    Examples
+    --------
+    >>> logits_to_mask(np.array([-10.0, -9.0, 0.0], np.float32)).tolist()
+    [False, True, True]
+    >>> logits_to_mask(np.array([-1.0, 0.0, 1.0]), 0.5).tolist()
+    [False, False, True]
+    """
     return logits > np.float32(math.log(threshold / (1.0 - threshold)))

@@ -3,6 +3,7 @@ relative link in the README, the changelog and docs/ resolves (file and anchor),
 name no machine paths."""
 from __future__ import annotations
 
+import ast
 import re
 from pathlib import Path
 
@@ -127,3 +128,73 @@ def test_no_citation_of_a_file_outside_the_repository():
         text = md.read_text(encoding="utf-8")
         hits += [f"{md.relative_to(REPO)}:{text.count(chr(10), 0, m.start()) + 1}" for m in old.finditer(text)]
     assert not hits, "citations of a file outside the repository:\n" + "\n".join(hits)
+
+
+# ---------------------------------------------------------------------------------------
+# one doctest per public function (docs/DEVELOPING.md "Rules"; run by `pytest --doctest-modules`)
+# ---------------------------------------------------------------------------------------
+
+RUNTIME = REPO / "ptolemy_rt"
+
+#: Public functions that cannot have a meaningful doctest, each with the reason. Typer
+#: command functions of cli.py (decorated ``@<app>.command``) are exempt by rule, see
+#: `is_cli_command`: they are documented by ``--help`` and tested through the CLI.
+NO_DOCTEST = {
+    "cli.main": "console-script entry point: parses sys.argv and exits (tests/test_cli*.py)",
+    "aot.build": "compiles every kernel with a C compiler (tens of seconds, writes an extension)",
+    "aot.main": "`python -m ptolemy_rt.aot`: build() plus one line on stderr",
+    "warmup.main": "`python -m ptolemy_rt.warmup`: compiles or loads every kernel (slow, no result)",
+}
+
+#: TEMPORARY (remove after merging the branches that own them): modules whose docstrings
+#: other engineers are writing now. Their missing doctests are printed, not failed.
+OWNED_ELSEWHERE = {"mdoc", "montage", "epu", "batch", "server", "server_store", "active_learning",
+                   "io", "mrc", "cli"}
+
+
+def is_cli_command(fn) -> bool:
+    """A function decorated ``@something.command(...)`` or ``@something.callback(...)`` (typer)."""
+    for d in fn.decorator_list:
+        call = d.func if isinstance(d, ast.Call) else d
+        if isinstance(call, ast.Attribute) and call.attr in ("command", "callback"):
+            return True
+    return False
+
+
+def public_functions() -> list[tuple[str, bool]]:
+    """("module.function", has a ``>>>`` example) for every public module-level function of the
+    runtime (name without a leading underscore, defined in the module itself)."""
+    out = []
+    for p in sorted(RUNTIME.glob("*.py")):
+        tree = ast.parse(p.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+                if is_cli_command(node):
+                    continue
+                out.append((f"{p.stem}.{node.name}", ">>>" in (ast.get_docstring(node) or "")))
+    return out
+
+
+def test_every_public_function_has_a_doctest(capsys):
+    funcs = public_functions()
+    assert len(funcs) > 200, "the walk over ptolemy_rt/*.py found too few functions"
+    names = {n for n, _ in funcs}
+    stale = sorted(set(NO_DOCTEST) - names)
+    assert not stale, f"NO_DOCTEST names functions that do not exist: {stale}"
+    missing = [n for n, ok in funcs if not ok and n not in NO_DOCTEST]
+    elsewhere = [n for n in missing if n.split(".")[0] in OWNED_ELSEWHERE]
+    mine = [n for n in missing if n.split(".")[0] not in OWNED_ELSEWHERE]
+    with capsys.disabled():
+        if elsewhere:
+            print(f"\n{len(elsewhere)} public functions without a doctest in modules owned elsewhere "
+                  f"(OWNED_ELSEWHERE, temporary): " + ", ".join(elsewhere))
+    assert not mine, (f"{len(mine)} public functions without a '>>>' example "
+                      "(add one, or an entry with its reason in NO_DOCTEST):\n" + "\n".join(mine))
+
+
+def test_the_doctest_walk_sees_decorators_and_docstrings():
+    tree = ast.parse('@app.command("x")\ndef a():\n    """>>> 1\n    1"""\n\n@models_app.command\n'
+                     'def b():\n    pass\n\ndef c():\n    """no example"""\n')
+    a, b, c = tree.body
+    assert is_cli_command(a) and is_cli_command(b) and not is_cli_command(c)
+    assert ">>>" in ast.get_docstring(a) and ">>>" not in ast.get_docstring(c)
