@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, OutputError, PtolemyError
-from .options import PIPELINE_OPTIONS, LowmagOptions, MedmagOptions, OutputOptions, UsageProblem, pipeline_options
+from .options import (PIPELINE_OPTIONS, InputOptions, LowmagOptions, MedmagOptions, OutputOptions, UsageProblem,
+                      pipeline_options)
 from .output import EXTENSIONS, Report, format_report, items, pixel_size_warning, resolve_pixel_size, result_reason
 
 SUMMARY_NAME = "summary.csv"
@@ -34,7 +35,8 @@ class Job:
     returned instead); plot: overlay PNG path or None; models: model-set name (None: the
     default set); section: MRC stack section or None; options: the kind's pipeline options
     (`options.LowmagOptions` / `MedmagOptions`; None: their defaults); output: what to write
-    (`options.OutputOptions`)."""
+    (`options.OutputOptions`); reading: how to read the input (`options.InputOptions`:
+    SerialEM .mdoc, montage binning; `sources.load_image`)."""
 
     kind: str
     input: str
@@ -44,6 +46,7 @@ class Job:
     section: int | None = None
     options: LowmagOptions | MedmagOptions | None = None
     output: OutputOptions = field(default_factory=OutputOptions)
+    reading: InputOptions = field(default_factory=InputOptions)
 
     def __post_init__(self):
         if self.kind not in PIPELINE_OPTIONS:
@@ -183,18 +186,18 @@ def analyse(job: Job) -> Outcome:
         A subclass for a bad input, model set, option or output (anything else is a bug).
         `run_one` shows a failing input.
     """
-    from .io import read_image
+    from .sources import load_image
 
     t0 = time.perf_counter()
     output = job.output
-    image = read_image(job.input, section=job.section)
-    px, src, note = resolve_pixel_size(job.kind, output.pixel_size_nm, image.pixel_size_nm)
+    image = load_image(job.input, job.section, job.reading, job.kind)
+    px, src, note = resolve_pixel_size(job.kind, output.pixel_size_nm, image.pixel_size_nm,
+                                       image.pixel_size_source)
     if px is not None and px != image.pixel_size_nm:  # the scale stage's --hole-pitch-um uses it
-        from dataclasses import replace
-
         image = replace(image, pixel_size_nm=px)
     result = run_pipeline(job.kind, image, job.models, job.options)
-    report = Report(job.kind, job.input, result, px, src, image.section, time.perf_counter() - t0)
+    report = Report(job.kind, job.input, result, px, src, image.section, time.perf_counter() - t0,
+                    stage=image.stage, origin=image.origin)
     notes = [f"{job.input}: {note}"] if note else []
     warn = pixel_size_warning(report)
     if warn:
@@ -270,7 +273,8 @@ def run_one(job: Job) -> Outcome:
 
 
 def expand_inputs(paths: list[str]) -> tuple[list[str], bool]:
-    """Files as given, folders replaced by their *.mrc files (sorted by name, not recursive).
+    """Files as given, folders replaced by their *.mrc files (sorted by name, not recursive);
+    a folder holding an EPU ``Atlas.dm`` is one input (the atlas).
 
     Parameters
     ----------
@@ -303,7 +307,9 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], bool]:
     any_folder = False
     for p in paths:
         pp = Path(p)
-        if pp.is_dir():
+        if pp.is_dir() and (pp / "Atlas.dm").is_file():
+            found = [str(p)]  # an EPU atlas folder is one input (sources.load_image)
+        elif pp.is_dir():
             any_folder = True
             found = sorted(str(c) for c in pp.iterdir() if c.suffix.lower() == ".mrc" and c.is_file())
             if not found:
