@@ -287,18 +287,17 @@ def load_epu_image(path: str | os.PathLike, xml: str | os.PathLike, section: int
     meta = epu.read_epu_image_xml(xml)
     rows, cols = image.pixels.shape
     full_w, full_h = meta.readout_size or (cols, rows)
-    factor = 1.0
-    if (full_w, full_h) != (cols, rows):
-        fx, fy = full_w / cols, full_h / rows
-        if abs(fx - fy) > 0.02 * max(fx, fy):
-            raise InputImageError(f"{path}: is {cols}×{rows} px but {xml} describes a {full_w}×{full_h} px image "
-                                  "(W×H); not the same field of view")
-        factor = fx
+    fx, fy = full_w / cols, full_h / rows  # this image spans the full one: (x, y) → (fx·x, fy·y)
+    if abs(fx - fy) > 0.02 * max(fx, fy):
+        raise InputImageError(f"{path}: is {cols}×{rows} px but {xml} describes a {full_w}×{full_h} px image "
+                              "(W×H); not the same field of view")
+    factor = math.sqrt(fx * fy)
     st = epu.image_stage_transform(path, (full_h, full_w)) if meta.stage_m is not None else None
-    if st is not None and factor != 1.0:
-        st = StageTransform(tuple(v * factor for v in st.matrix), st.offset, st.method, st.rms_um, st.n_points)
+    if st is not None and (fx, fy) != (1.0, 1.0):
+        a, b, c, d = st.matrix
+        st = StageTransform((a * fx, b * fy, c * fx, d * fy), st.offset, st.method, st.rms_um, st.n_points)
     origin = {"kind": "epu-image", "xml": str(xml), "full_shape": [int(full_h), int(full_w)],
-              "scale_to_full": factor}
+              "scale_to_full": [fx, fy]}
     return replace(image, pixel_size_nm=meta.pixel_size_nm * factor, pixel_size_source="epu-xml",
                    stage=st, origin=origin)
 
