@@ -126,6 +126,12 @@ def model_set(name: str | None):
     ------
     ModelSetError
         The set is missing or corrupt.
+
+    Examples
+    --------
+    >>> ms = model_set("ptolemy-rt-synth-v1")
+    >>> ms.name, model_set("ptolemy-rt-synth-v1") is ms
+    ('ptolemy-rt-synth-v1', True)
     """
     if name not in _MODEL_SETS:
         from .models import load_model_set
@@ -157,6 +163,17 @@ def run_pipeline(kind: str, image, models: str | None, options):
     ------
     PtolemyError
         A bad image or model set.
+
+    Examples
+    --------
+    A synthetic 512×512 atlas (grid pitch 150 px) through the own model set:
+
+    >>> from ptolemy_rt import synthetic
+    >>> from ptolemy_rt.io import validate_array
+    >>> img, truth = synthetic.atlas(1, shape=(512, 512), pitch=150.0, angle_deg=5.0)
+    >>> r = run_pipeline("lowmag", validate_array(img), "ptolemy-rt-synth-v1", LowmagOptions())
+    >>> r.kind, r.image_shape, len(r.squares) > 0, r.squares[0].score >= r.squares[-1].score
+    ('lowmag', (512, 512), True, True)
     """
     ms = model_set(models)
     if kind == "lowmag":
@@ -185,6 +202,22 @@ def analyse(job: Job) -> Outcome:
     PtolemyError
         A subclass for a bad input, model set, option or output (anything else is a bug).
         `run_one` shows a failing input.
+
+    Examples
+    --------
+    A synthetic atlas written as MRC in a temporary folder, its result as CSV text:
+
+    >>> import tempfile, mrcfile
+    >>> from ptolemy_rt import synthetic
+    >>> d = Path(tempfile.mkdtemp())
+    >>> img, _ = synthetic.atlas(1, shape=(512, 512), pitch=150.0, angle_deg=5.0)
+    >>> with mrcfile.new(d / "atlas.mrc") as m:
+    ...     m.set_data(img)
+    >>> o = analyse(Job("lowmag", str(d / "atlas.mrc"), models="ptolemy-rt-synth-v1",
+    ...                 output=OutputOptions(fmt="csv")))
+    >>> o.status, o.n_targets > 0, o.text.splitlines()[0].split(",")[:4]
+    ('ok', True, ['rank', 'center_x', 'center_y', 'area'])
+    >>> (d / "atlas.mrc").unlink(); d.rmdir()
     """
     from .sources import load_image
 
