@@ -80,10 +80,13 @@ def bench_inputs(only: str | None, skip_large: bool, montage_pitch: float) -> li
     out = []
     for s in specs:
         if s.pop("serialem_montage", False):
-            from synth_inputs import make_serialem_montage
-
+            # made in a child process: a forked CLI child inherits this process's peak RSS in
+            # its rusage, so this process must stay small
             t0 = time.perf_counter()
-            s["path"], s["input"] = make_serialem_montage(INPUTS, s["name"])
+            made = subprocess.run([sys.executable, str(HERE / "synth_inputs.py"), "serialem-montage", str(INPUTS),
+                                   s["name"]], capture_output=True, text=True, check=True)
+            s["path"] = Path(made.stdout.strip().splitlines()[-1])
+            s["input"] = json.loads((s["path"].parent / "info.json").read_text())
             s["input"]["prepare_s"] = round(time.perf_counter() - t0, 2)
         elif "gen" in s:
             kind, seed, shape, proj_kw, own_kw = s.pop("gen")

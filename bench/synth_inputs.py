@@ -228,3 +228,13 @@ def make_serialem_montage(cache_dir: Path, name: str, seed: int = 13, n: int = 6
             **_jsonable(truth)}
     meta.write_text(json.dumps(info, indent=1))
     return path, info
+
+
+if __name__ == "__main__":  # `python synth_inputs.py serialem-montage CACHE_DIR NAME`: in a child process
+    import sys
+
+    if len(sys.argv) == 4 and sys.argv[1] == "serialem-montage":
+        p, _ = make_serialem_montage(Path(sys.argv[2]), sys.argv[3])
+        print(p)
+    else:
+        raise SystemExit("usage: synth_inputs.py serialem-montage CACHE_DIR NAME")
