@@ -169,3 +169,72 @@ def make_input(cache_dir: Path, name: str, kind: str, seed: int, shape, project_
             "params": kw, **_jsonable(truth)}
     meta.write_text(json.dumps(info, indent=1))
     return path, info
+
+
+def make_serialem_montage(cache_dir: Path, name: str, seed: int = 13, n: int = 6, piece: int = 2048,
+                          step: int = 1844, draw_bin: int = 4, pixel_spacing_a: float = 2312.0,
+                          angle_deg: float = 8.0, pitch: float = 140.0) -> tuple[Path, dict]:
+    """A SerialEM-style stage montage: an int16 MRC stack of n×n pieces of piece² px at
+    `step` px spacing (x outer, y inner, as SerialEM orders them) and its ``.mdoc``
+    (PieceCoordinates, StagePosition = 0.1·pixel spacing µm/px × piece centre, rotated 3°,
+    PixelSpacing Å, MontSection MoveStage = 1). The pixels are an atlas drawn by
+    ``ptolemy_rt.synthetic.atlas`` at 1/`draw_bin` of the size and repeated draw_bin × draw_bin,
+    so the montage binned by draw_bin (the lowmag auto binning at 2312 Å/px) is that atlas
+    exactly. Written piece by piece (memory: one piece). Returns (stack path, info)."""
+    import mrcfile
+
+    from ptolemy_rt import synthetic
+
+    full = (n - 1) * step + piece
+    assert piece % draw_bin == 0 and step % draw_bin == 0
+    key = hashlib.sha1(json.dumps(["serialem-montage", seed, n, piece, step, draw_bin, pixel_spacing_a, angle_deg,
+                                   pitch, STORE_VERSION], sort_keys=True).encode()).hexdigest()[:8]
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    folder = cache_dir / f"{name}-{key}"
+    path = folder / "map.mrc"
+    meta = folder / "info.json"
+    if path.exists() and meta.exists() and (folder / "map.mrc.mdoc").exists():
+        return path, json.loads(meta.read_text())
+    folder.mkdir(exist_ok=True)
+    small, truth = synthetic.atlas(seed, shape=(full // draw_bin, full // draw_bin), pitch=pitch, angle_deg=angle_deg)
+    small = np.rint(small).astype(np.int16)
+    offs = [(ix * step, iy * step) for ix in range(n) for iy in range(n)]
+    px_um = pixel_spacing_a * 1e-4
+    a = math.radians(3.0)
+    rot = px_um * np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    tmp = folder / "map.tmp"
+    m = mrcfile.new_mmap(tmp, shape=(len(offs), piece, piece), mrc_mode=1, overwrite=True)
+    try:
+        k, pk = draw_bin, piece // draw_bin
+        for z, (x, y) in enumerate(offs):
+            blk = small[y // k:y // k + pk, x // k:x // k + pk]
+            m.data[z] = np.repeat(np.repeat(blk, k, axis=0), k, axis=1)
+        m.voxel_size = pixel_spacing_a
+        m.update_header_stats()
+    finally:
+        m.close()
+    lines = [f"PixelSpacing = {pixel_spacing_a}", f"ImageSize = {piece} {piece}", "Montage = 1", "DataMode = 1", "",
+             "[T = SerialEM: bench montage (synthetic)]", ""]
+    for z, (x, y) in enumerate(offs):
+        sx, sy = rot @ np.array([x + piece / 2 - full / 2, y + piece / 2 - full / 2])
+        lines += [f"[ZValue = {z}]", f"PieceCoordinates = {x} {y} 0", f"StagePosition = {sx:.3f} {sy:.3f}",
+                  f"PixelSpacing = {pixel_spacing_a}", ""]
+    lines += ["[MontSection = 0]", "MoveStage = 1", f"FullMontSize = {full} {full}", ""]
+    (folder / "map.mrc.mdoc").write_text("\n".join(lines))
+    tmp.replace(path)
+    info = {"source": "bench.synth_inputs.make_serialem_montage (ptolemy_rt.synthetic.atlas)", "seed": seed,
+            "pieces": len(offs), "piece": piece, "step": step, "shape": [full, full], "draw_bin": draw_bin,
+            "pixel_spacing_A": pixel_spacing_a, "params": {"pitch": pitch, "angle_deg": angle_deg},
+            **_jsonable(truth)}
+    meta.write_text(json.dumps(info, indent=1))
+    return path, info
+
+
+if __name__ == "__main__":  # `python synth_inputs.py serialem-montage CACHE_DIR NAME`: in a child process
+    import sys
+
+    if len(sys.argv) == 4 and sys.argv[1] == "serialem-montage":
+        p, _ = make_serialem_montage(Path(sys.argv[2]), sys.argv[3])
+        print(p)
+    else:
+        raise SystemExit("usage: synth_inputs.py serialem-montage CACHE_DIR NAME")

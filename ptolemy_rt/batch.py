@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_PARTIAL, OutputError, PtolemyError
-from .options import PIPELINE_OPTIONS, LowmagOptions, MedmagOptions, OutputOptions, UsageProblem, pipeline_options
+from .options import (PIPELINE_OPTIONS, InputOptions, LowmagOptions, MedmagOptions, OutputOptions, UsageProblem,
+                      pipeline_options)
 from .output import EXTENSIONS, Report, format_report, items, pixel_size_warning, resolve_pixel_size, result_reason
 
 SUMMARY_NAME = "summary.csv"
@@ -34,7 +35,8 @@ class Job:
     returned instead); plot: overlay PNG path or None; models: model-set name (None: the
     default set); section: MRC stack section or None; options: the kind's pipeline options
     (`options.LowmagOptions` / `MedmagOptions`; None: their defaults); output: what to write
-    (`options.OutputOptions`)."""
+    (`options.OutputOptions`); reading: how to read the input (`options.InputOptions`:
+    SerialEM .mdoc, montage binning; `sources.load_image`)."""
 
     kind: str
     input: str
@@ -44,6 +46,7 @@ class Job:
     section: int | None = None
     options: LowmagOptions | MedmagOptions | None = None
     output: OutputOptions = field(default_factory=OutputOptions)
+    reading: InputOptions = field(default_factory=InputOptions)
 
     def __post_init__(self):
         if self.kind not in PIPELINE_OPTIONS:
@@ -123,6 +126,12 @@ def model_set(name: str | None):
     ------
     ModelSetError
         The set is missing or corrupt.
+
+    Examples
+    --------
+    >>> ms = model_set("ptolemy-rt-synth-v1")
+    >>> ms.name, model_set("ptolemy-rt-synth-v1") is ms
+    ('ptolemy-rt-synth-v1', True)
     """
     if name not in _MODEL_SETS:
         from .models import load_model_set
@@ -154,6 +163,17 @@ def run_pipeline(kind: str, image, models: str | None, options):
     ------
     PtolemyError
         A bad image or model set.
+
+    Examples
+    --------
+    A synthetic 512×512 atlas (grid pitch 150 px) through the own model set:
+
+    >>> from ptolemy_rt import synthetic
+    >>> from ptolemy_rt.io import validate_array
+    >>> img, truth = synthetic.atlas(1, shape=(512, 512), pitch=150.0, angle_deg=5.0)
+    >>> r = run_pipeline("lowmag", validate_array(img), "ptolemy-rt-synth-v1", LowmagOptions())
+    >>> r.kind, r.image_shape, len(r.squares) > 0, r.squares[0].score >= r.squares[-1].score
+    ('lowmag', (512, 512), True, True)
     """
     ms = model_set(models)
     if kind == "lowmag":
@@ -182,19 +202,35 @@ def analyse(job: Job) -> Outcome:
     PtolemyError
         A subclass for a bad input, model set, option or output (anything else is a bug).
         `run_one` shows a failing input.
+
+    Examples
+    --------
+    A synthetic atlas written as MRC in a temporary folder, its result as CSV text:
+
+    >>> import tempfile, mrcfile
+    >>> from ptolemy_rt import synthetic
+    >>> d = Path(tempfile.mkdtemp())
+    >>> img, _ = synthetic.atlas(1, shape=(512, 512), pitch=150.0, angle_deg=5.0)
+    >>> with mrcfile.new(d / "atlas.mrc") as m:
+    ...     m.set_data(img)
+    >>> o = analyse(Job("lowmag", str(d / "atlas.mrc"), models="ptolemy-rt-synth-v1",
+    ...                 output=OutputOptions(fmt="csv")))
+    >>> o.status, o.n_targets > 0, o.text.splitlines()[0].split(",")[:4]
+    ('ok', True, ['rank', 'center_x', 'center_y', 'area'])
+    >>> (d / "atlas.mrc").unlink(); d.rmdir()
     """
-    from .io import read_image
+    from .sources import load_image
 
     t0 = time.perf_counter()
     output = job.output
-    image = read_image(job.input, section=job.section)
-    px, src, note = resolve_pixel_size(job.kind, output.pixel_size_nm, image.pixel_size_nm)
+    image = load_image(job.input, job.section, job.reading, job.kind)
+    px, src, note = resolve_pixel_size(job.kind, output.pixel_size_nm, image.pixel_size_nm,
+                                       image.pixel_size_source)
     if px is not None and px != image.pixel_size_nm:  # the scale stage's --hole-pitch-um uses it
-        from dataclasses import replace
-
         image = replace(image, pixel_size_nm=px)
     result = run_pipeline(job.kind, image, job.models, job.options)
-    report = Report(job.kind, job.input, result, px, src, image.section, time.perf_counter() - t0)
+    report = Report(job.kind, job.input, result, px, src, image.section, time.perf_counter() - t0,
+                    stage=image.stage, origin=image.origin)
     notes = [f"{job.input}: {note}"] if note else []
     warn = pixel_size_warning(report)
     if warn:
@@ -270,7 +306,8 @@ def run_one(job: Job) -> Outcome:
 
 
 def expand_inputs(paths: list[str]) -> tuple[list[str], bool]:
-    """Files as given, folders replaced by their *.mrc files (sorted by name, not recursive).
+    """Files as given, folders replaced by their *.mrc files (sorted by name, not recursive);
+    a folder holding an EPU ``Atlas.dm`` is one input (the atlas).
 
     Parameters
     ----------
@@ -303,7 +340,9 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], bool]:
     any_folder = False
     for p in paths:
         pp = Path(p)
-        if pp.is_dir():
+        if pp.is_dir() and (pp / "Atlas.dm").is_file():
+            found = [str(p)]  # an EPU atlas folder is one input (sources.load_image)
+        elif pp.is_dir():
             any_folder = True
             found = sorted(str(c) for c in pp.iterdir() if c.suffix.lower() == ".mrc" and c.is_file())
             if not found:

@@ -37,7 +37,7 @@ import typer
 
 from . import __version__
 from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, PtolemyError
-from .options import FORMATS, PIPELINE_OPTIONS, OutputOptions, cli_fields, from_cli
+from .options import FORMATS, PIPELINE_OPTIONS, InputOptions, OutputOptions, cli_fields, from_cli
 
 PROG = "ptolemy"
 
@@ -132,7 +132,9 @@ def _write_stdout(text: str) -> None:
 
 
 # Shared options of lowmag / medmag
-_IMAGES = typer.Argument(..., metavar="IMAGE", help="MRC file(s) (or TIFF, PNG, JPEG pictures), or folder(s) of *.mrc files.", show_default=False)
+_IMAGES = typer.Argument(..., metavar="IMAGE", help="MRC file(s) (or TIFF, PNG, JPEG pictures), or folder(s) of *.mrc files; "
+                         "a SerialEM montage stack with its .mdoc, an EPU image with its .xml, an EPU Atlas.dm "
+                         "or its folder (docs/SERIALEM.md).", show_default=False)
 _FORMAT = typer.Option(None, "-f", "--format", case_sensitive=False,
                        help="Output format: json (the published schema), json-full (with metadata), csv, txt, "
                             "nav (SerialEM Navigator points; needs --nav-map and -o). "
@@ -158,6 +160,7 @@ def _analyse_command(kind: str, images, fmt, out, models, section, jobs, plot, f
     if fmt is None and values.get("nav_map") is not None:
         fmt_s = "nav"
     output = from_cli(OutputOptions, values, fmt=fmt_s)
+    reading = from_cli(InputOptions, values)
     if plot is not None:
         from .plot import require_pillow
 
@@ -165,9 +168,12 @@ def _analyse_command(kind: str, images, fmt, out, models, section, jobs, plot, f
     inputs, any_folder = batch.expand_inputs([str(p) for p in images])
     out_is_dir = out not in (None, "-") and (Path(out).is_dir() or str(out).endswith(("/", os.sep)))
     many = len(inputs) > 1 or any_folder or out_is_dir
-    job = batch.Job(kind, inputs[0], models=models, section=section, options=options, output=output)
+    job = batch.Job(kind, inputs[0], models=models, section=section, options=options, output=output,
+                    reading=reading)
 
     if many:
+        if reading.mdoc is not None:
+            raise batch.UsageProblem("--mdoc takes one image (the montage stack it describes)")
         if fmt_s == "nav":
             raise batch.UsageProblem("-f nav takes one image (the image of the --nav-map item)")
         if out in (None, "-"):
@@ -234,7 +240,7 @@ def _typer_parameters(cls) -> list[inspect.Parameter]:
 def _pipeline_command(kind: str, doc: str) -> None:
     """Register ``ptolemy <kind>``: images and the run's options (-f, -o, --models, --section,
     -j, --plot, --force) declared here, then every command-line field of the kind's pipeline
-    options and of `OutputOptions` (declared in `options`)."""
+    options, of `InputOptions` and of `OutputOptions` (declared in `options`)."""
     P = inspect.Parameter
     head = [P("images", P.KEYWORD_ONLY, default=_IMAGES, annotation=List[Path]),
             P("fmt", P.KEYWORD_ONLY, default=_FORMAT, annotation=Optional[Format]),
@@ -244,7 +250,8 @@ def _pipeline_command(kind: str, doc: str) -> None:
             P("jobs", P.KEYWORD_ONLY, default=_JOBS, annotation=int),
             P("plot", P.KEYWORD_ONLY, default=_PLOT, annotation=Optional[str]),
             P("force", P.KEYWORD_ONLY, default=_FORCE, annotation=bool)]
-    params = head + _typer_parameters(PIPELINE_OPTIONS[kind]) + tail + _typer_parameters(OutputOptions)
+    params = (head + _typer_parameters(PIPELINE_OPTIONS[kind]) + tail + _typer_parameters(InputOptions)
+              + _typer_parameters(OutputOptions))
 
     def command(**values) -> int:
         return _analyse_command(kind, **values)

@@ -180,6 +180,15 @@ class EpuImageMeta:
         -------
         tuple (numpy.ndarray, str)
             L and how it was obtained: "reference-matrix" or "assumed" (see the module doc).
+
+        Examples
+        --------
+        >>> meta = parse_epu_image_xml(
+        ...     "<MicroscopeImage><SpatialScale><pixelSize><x><numericValue>2e-9</numericValue></x>"
+        ...     "</pixelSize></SpatialScale></MicroscopeImage>")
+        >>> lin, how = meta.stage_matrix()
+        >>> lin.tolist(), how
+        ([[-0.002, 0.0], [0.0, 0.002]], 'assumed')
         """
         s_um = self.pixel_size_nm * 1e-3
         m = self.reference_matrix
@@ -228,7 +237,38 @@ class EpuImageMeta:
 
 
 def parse_epu_image_xml(text: str | bytes, path: str | os.PathLike = "<xml>") -> EpuImageMeta:
-    """Parse the text of an EPU image `.xml` (see `read_epu_image_xml`)."""
+    """Parse the text of an EPU image `.xml` (see `read_epu_image_xml`).
+
+    Parameters
+    ----------
+    text : str or bytes
+        The XML.
+    path : str or PathLike
+        Named in error messages.
+
+    Returns
+    -------
+    EpuImageMeta
+
+    Raises
+    ------
+    InputImageError
+        As `read_epu_image_xml`.
+
+    Examples
+    --------
+    >>> xml = ("<MicroscopeImage><SpatialScale><pixelSize><x><numericValue>4.156e-8</numericValue></x>"
+    ...        "<y><numericValue>4.156e-8</numericValue></y></pixelSize></SpatialScale><microscopeData>"
+    ...        "<stage><Position><X>-9.88e-5</X><Y>-1.647e-4</Y><Z>0</Z></Position></stage>"
+    ...        "</microscopeData></MicroscopeImage>")
+    >>> meta = parse_epu_image_xml(xml)
+    >>> round(meta.pixel_size_nm, 6), [round(v, 6) for v in meta.stage_um]
+    (41.56, [-98.8, -164.7])
+    >>> parse_epu_image_xml("<EpuSessionXml/>", "s.xml")
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.errors.InputImageError: s.xml: not an EPU image .xml (its root element is <EpuSessionXml>, not <MicroscopeImage>)
+    """
     return _image_meta(_parse(text, path), path)
 
 
@@ -293,6 +333,19 @@ def read_epu_image_xml(path: str | os.PathLike) -> EpuImageMeta:
     InputImageError
         Missing/unreadable file, not XML, not a ``MicroscopeImage``, no or implausible
         pixel size, a non-numeric value.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> xml = ("<MicroscopeImage><SpatialScale><pixelSize><x><numericValue>4.156e-8</numericValue></x>"
+    ...        "<y><numericValue>4.156e-8</numericValue></y></pixelSize></SpatialScale><microscopeData>"
+    ...        "<stage><Position><X>-9.88e-5</X><Y>-1.647e-4</Y><Z>0</Z></Position></stage>"
+    ...        "</microscopeData></MicroscopeImage>")
+    >>> p = Path(tempfile.mkdtemp()) / "GridSquare_1.xml"
+    >>> _ = p.write_text(xml)
+    >>> round(read_epu_image_xml(p).pixel_size_nm, 6), read_epu_image_xml(p).reference_matrix
+    (41.56, None)
+    >>> p.unlink(); p.parent.rmdir()
     """
     return _image_meta(_read_root(path, "MicroscopeImage"), path)
 
@@ -451,6 +504,24 @@ def read_atlas_dm(path: str | os.PathLike) -> EpuAtlas:
     InputImageError
         Missing/unreadable file, not XML, not an ``AtlasSessionXml``, a tile without
         position or stage, a non-numeric value.
+
+    Examples
+    --------
+    One tile of 100×80 atlas px at stage (0, 0), in a temporary folder:
+
+    >>> import tempfile
+    >>> dm = ("<AtlasSessionXml><Atlas><Id>7</Id><AtlasImageReference><BaseFileName>Atlas_7</BaseFileName>"
+    ...       "<FileFormat>Mrc</FileFormat></AtlasImageReference><TilesEfficient><_items>"
+    ...       "<TileXml><Id>1</Id><AtlasPixelPosition><x>0</x><y>0</y><width>100</width><height>80</height>"
+    ...       "</AtlasPixelPosition><StagePosition><X>0</X><Y>0</Y><Z>0</Z></StagePosition>"
+    ...       "<TileImageReference><BaseFileName>Tile_1_0_7</BaseFileName></TileImageReference></TileXml>"
+    ...       "</_items></TilesEfficient></Atlas></AtlasSessionXml>")
+    >>> p = Path(tempfile.mkdtemp()) / "Atlas.dm"
+    >>> _ = p.write_text(dm)
+    >>> a = read_atlas_dm(p)
+    >>> a.atlas_id, a.image_name, a.tiles[0].center_px, a.tiles[0].image_name, a.stage_transform()
+    (7, 'Atlas_7', (50.0, 40.0), 'Tile_1_0_7', None)
+    >>> p.unlink(); p.parent.rmdir()
     """
     root = _read_root(path, "AtlasSessionXml")
     atlas = _child(root, "Atlas")
@@ -575,6 +646,21 @@ def read_gridsquare_dm(path: str | os.PathLike) -> EpuGridSquareTargets:
     ------
     InputImageError
         Missing/unreadable file, not XML, not a ``GridSquareXml``, a non-numeric value.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> dm = ("<GridSquareXml><Id>5</Id><Image><BaseFileName>GridSquare_1</BaseFileName></Image>"
+    ...       "<TargetLocations><KeyValuePairOfintTargetLocationXmlabc><key>9</key><value><Id>9</Id>"
+    ...       "<PixelCenter><x>10</x><y>20</y></PixelCenter><PixelWidthHeight><width>4</width>"
+    ...       "</PixelWidthHeight><Selected>true</Selected></value></KeyValuePairOfintTargetLocationXmlabc>"
+    ...       "</TargetLocations></GridSquareXml>")
+    >>> p = Path(tempfile.mkdtemp()) / "GridSquare_5.dm"
+    >>> _ = p.write_text(dm)
+    >>> t = read_gridsquare_dm(p)
+    >>> t.square_id, t.image_name, [(h.id, h.center_px, h.diameter_px, h.selected) for h in t.holes]
+    (5, 'GridSquare_1', [(9, (10.0, 20.0), 4.0, True)])
+    >>> p.unlink(); p.parent.rmdir()
     """
     root = _read_root(path, "GridSquareXml")
     holes = []
@@ -615,6 +701,23 @@ def image_stage_transform(image_path: str | os.PathLike, image_shape: tuple[int,
     ------
     InputImageError
         The ``.xml`` or ``.dm`` exists but is unreadable or malformed.
+
+    Examples
+    --------
+    A 100×80 px image of 1 µm pixels centred on stage (10, 0) µm; without a
+    ReferenceTransformation the axes are the assumed EPU ones (x mirrored, y as is):
+
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "GridSquare_1.xml").write_text(
+    ...     "<MicroscopeImage><SpatialScale><pixelSize><x><numericValue>1e-6</numericValue></x>"
+    ...     "<y><numericValue>1e-6</numericValue></y></pixelSize></SpatialScale><microscopeData>"
+    ...     "<stage><Position><X>1e-5</X><Y>0</Y><Z>0</Z></Position></stage></microscopeData>"
+    ...     "</MicroscopeImage>")
+    >>> st = image_stage_transform(d / "GridSquare_1.mrc", (80, 100))
+    >>> st.method, st([[50.0, 40.0], [60.0, 50.0]]).tolist()
+    ('assumed', [[10.0, 0.0], [0.0, 10.0]])
+    >>> (d / "GridSquare_1.xml").unlink(); d.rmdir()
     """
     from .montage import StageTransform
 

@@ -31,6 +31,14 @@ class LoadedImage:
     integer_valued: True when every stored value is an integer (int MRC modes, or float
         data holding whole numbers); the low-magnification mixture model uses it.
     section: which section of a 3-D stack was used (None for a 2-D file).
+    pixel_size_source: where pixel_size_nm comes from: "header" (the file's header: checked
+        for plausibility, `output.resolve_pixel_size`), or metadata the microscope software
+        wrote beside the image, trusted as is: "mdoc" (SerialEM), "epu-xml" (EPU image .xml),
+        "epu-atlas" (EPU Atlas.dm tile positions).
+    stage: a `montage.StageTransform` mapping image points (x, y) = (col, row), px, corner
+        coordinates, to stage (x, y) µm, or None when unknown (see `sources.load_image`).
+    origin: what the image was made from (a JSON-able dict for ``-f json-full``: kind,
+        files, binning, stage-mapping method), or None for a plain image file.
     """
 
     path: str
@@ -38,6 +46,9 @@ class LoadedImage:
     pixel_size_nm: float | None
     integer_valued: bool
     section: int | None
+    pixel_size_source: str = "header"
+    stage: object | None = None
+    origin: dict | None = None
 
 
 def _fail(path: str | os.PathLike, problem: str) -> InputImageError:

@@ -351,6 +351,21 @@ def read_mdoc(path: str | os.PathLike) -> Mdoc:
     ------
     InputImageError
         Missing or unreadable file, binary content, or any problem of `parse_mdoc_text`.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> p = Path(tempfile.mkdtemp()) / "map.mrc.mdoc"
+    >>> _ = p.write_text("PixelSpacing = 2312\\nImageSize = 2048 2048\\nMontage = 1\\n\\n"
+    ...                  "[ZValue = 0]\\nPieceCoordinates = 0 0 0\\nStagePosition = -310.5 22.25\\n")
+    >>> m = read_mdoc(p)
+    >>> m.montage, m.pixel_spacing_A, m.images[0].stage_position, m.montage_numbers()
+    (True, 2312.0, (-310.5, 22.25), (0,))
+    >>> read_mdoc(p.with_name("none.mdoc"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.errors.InputImageError: ...none.mdoc: no such file
+    >>> p.unlink(); p.parent.rmdir()
     """
     p = Path(path)
     if not p.exists():
@@ -382,6 +397,15 @@ def find_mdoc(image_path: str | os.PathLike) -> Path | None:
     -------
     pathlib.Path or None
         ``image_path + ".mdoc"`` if it exists, else ``<stem>.mdoc`` if it exists, else None.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "map.mrc.mdoc").write_text("Montage = 1\\n")
+    >>> find_mdoc(d / "map.mrc").name, find_mdoc(d / "other.mrc")
+    ('map.mrc.mdoc', None)
+    >>> (d / "map.mrc.mdoc").unlink(); d.rmdir()
     """
     p = Path(image_path)
     for cand in (p.with_name(p.name + ".mdoc"), p.with_suffix(".mdoc")):

@@ -306,6 +306,19 @@ def fit_stage_transform(layout: MontageLayout) -> StageTransform | None:
         None when no piece has a StagePosition. See `StageTransform.method` for the three
         cases. The fit is made in the piece frame (y up) and composed with the atlas
         orientation, so both row orders give the same stage for the same specimen point.
+
+    Examples
+    --------
+    Three 10×10 px pieces whose StagePosition is 0.5 µm/px × their centre, plus (100, 0) µm:
+
+    >>> from ptolemy_rt.mdoc import parse_mdoc_text
+    >>> m = parse_mdoc_text("ImageSize = 10 10\\n"
+    ...     "[ZValue = 0]\\nPieceCoordinates = 0 0 0\\nStagePosition = 102.5 2.5\\n"
+    ...     "[ZValue = 1]\\nPieceCoordinates = 8 0 0\\nStagePosition = 106.5 2.5\\n"
+    ...     "[ZValue = 2]\\nPieceCoordinates = 0 8 0\\nStagePosition = 102.5 6.5\\n")
+    >>> st = fit_stage_transform(montage_layout(m))
+    >>> st.method, [round(v, 9) + 0.0 for v in st.matrix], [round(v, 9) + 0.0 for v in st.offset]
+    ('affine-fit', [0.5, 0.0, 0.0, 0.5], [100.0, 0.0])
     """
     use = [(i, p) for i, p in enumerate(layout.pieces) if p.stage_xy_um is not None]
     if not use:
@@ -558,6 +571,23 @@ def assemble_montage(
     InputImageError
         Missing/unreadable MRC or `.mdoc`, or any problem of `montage_layout` /
         `assemble_pieces`.
+
+    Examples
+    --------
+    Two 4×6 px pieces side by side (2 px overlap), 25 Å/px, in a temporary folder:
+
+    >>> import tempfile, mrcfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> with mrcfile.new(d / "map.mrc") as m:
+    ...     m.set_data(np.stack([np.full((4, 6), 1, np.int16), np.full((4, 6), 3, np.int16)]))
+    >>> _ = (d / "map.mrc.mdoc").write_text(
+    ...     "PixelSpacing = 25\\nImageSize = 6 4\\nMontage = 1\\n[ZValue = 0]\\nPieceCoordinates = 0 0 0\\n"
+    ...     "[ZValue = 1]\\nPieceCoordinates = 4 0 0\\n")
+    >>> mont = assemble_montage(d / "map.mrc")
+    >>> mont.pixels.tolist()[0], mont.pixel_size_nm, mont.stage
+    ([1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 3.0, 3.0, 3.0, 3.0], 2.5, None)
+    >>> for f in d.iterdir(): f.unlink()
+    >>> d.rmdir()
     """
     import mrcfile
 

@@ -1,9 +1,11 @@
 """Options of the two pipelines and of the output: frozen dataclasses, validated on creation.
 
-Every option is declared once, as a field of one of three classes:
+Every option is declared once, as a field of one of four classes:
 
 - `LowmagOptions`: how `lowmag.find_squares` scores squares (batchnorm, crop_grid, norm);
 - `MedmagOptions`: how `medmag.find_holes` finds and scores holes (batchnorm, lattice);
+- `InputOptions`: how the command line reads what the microscope wrote (SerialEM montage
+  .mdoc, montage binning; `sources.load_image`);
 - `OutputOptions`: what the command line writes (format, pixel size, navigator output).
 
 A field's `metadata` may hold a `CliSpec` (made by `cli_option`): the command line then
@@ -479,6 +481,72 @@ class OutputOptions:
             raise UsageProblem("-f nav needs --nav-map NAVFILE:LABEL (the map item the image shows)")
         if self.fmt != "nav" and self.nav_map is not None:
             raise UsageProblem(f"--nav-map goes with -f nav, not -f {self.fmt}")
+
+
+def parse_montage_bin(value) -> int | None:
+    """--montage-bin "auto" | N → None (auto) or the integer N ≥ 1.
+
+    Parameters
+    ----------
+    value : str, int or None
+        "auto" (or None) or a whole number ≥ 1.
+
+    Returns
+    -------
+    int or None
+
+    Raises
+    ------
+    OptionError
+        Not "auto" nor a whole number ≥ 1.
+
+    Examples
+    --------
+    >>> parse_montage_bin("auto"), parse_montage_bin("4")
+    (None, 4)
+    """
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    try:
+        b = int(str(value).strip())
+    except ValueError:
+        raise OptionError("montage_bin", value, "must be 'auto' or a whole number >= 1") from None
+    if b < 1:
+        raise OptionError("montage_bin", value, "must be 'auto' or a whole number >= 1")
+    return b
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """How the command line reads an input (see `sources.load_image`).
+
+    mdoc: the SerialEM ``.mdoc`` of a montage stack (None: ``IMAGE.mdoc`` beside the image
+    when there is one). montage_bin: binning of an assembled montage (or an EPU atlas
+    assembled from its tiles), an int ≥ 1, or None ("auto": `sources.auto_bin`).
+
+    >>> InputOptions(mdoc="map.mrc.mdoc", montage_bin=2).montage_bin
+    2
+    >>> InputOptions(montage_bin=0)
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.options.OptionError: montage_bin 0: must be 'auto' or a whole number >= 1
+    """
+
+    mdoc: str | None = field(default=None, metadata=cli_option(
+        "--mdoc", metavar="PATH",
+        help="The SerialEM .mdoc of a montage (default: IMAGE.mdoc beside the image, when present); "
+             "the pieces are assembled into one atlas and targets get stage coordinates (µm)."))
+    montage_bin: int | None = field(default=None, metadata=cli_option(
+        "--montage-bin", metavar="auto|N", parse=parse_montage_bin, cli_default="auto",
+        help="Binning of an assembled montage or EPU tile atlas (auto: lowmag to about 1 µm/px, "
+             "and at most 4096×4096 px)."))
+
+    def __post_init__(self):
+        if self.mdoc is not None:
+            object.__setattr__(self, "mdoc", str(self.mdoc))
+        if self.montage_bin is not None:
+            if isinstance(self.montage_bin, bool) or not isinstance(self.montage_bin, int) or self.montage_bin < 1:
+                raise OptionError("montage_bin", self.montage_bin, "must be 'auto' or a whole number >= 1")
 
 
 #: The pipeline options class of each command / `batch.Job.kind`.

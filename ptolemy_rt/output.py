@@ -5,7 +5,11 @@ Pure Python (no numpy) so that the command line starts fast.
 Coordinates: every point written is (x, y) = (col, row) in pixels of the input image, as in
 `results.py` and in the published tool's JSON. Optional physical units (when the pixel size
 is known): centre in µm and area in µm², measured in the image frame from the image's
-top-left corner (not stage coordinates).
+top-left corner (not stage coordinates). Stage coordinates (when the input's metadata give
+them: a SerialEM montage's .mdoc, an EPU .xml or Atlas.dm; `sources.load_image`):
+``stage_x_um``, ``stage_y_um`` of each target's box centre (the mean of its vertices, in
+continuous pixel coordinates) through `Report.stage`, in json-full, csv and txt; without
+them these outputs are unchanged, and ``json`` (the published schema) never has them.
 
 Formats
 -------
@@ -68,6 +72,10 @@ class Report:
     pixel_size_nm: nm per pixel, or None when unknown; pixel_size_source: "option" | "header".
     section: section of a stack used, or None.
     seconds: wall time of the whole analysis (reading included), s.
+    stage: image (x, y) px → stage (x, y) µm: an object with ``matrix`` (4 floats, row-major
+    2×2, µm/px), ``offset`` (2 floats, µm), ``method``, ``rms_um``, ``n_points``
+    (`montage.StageTransform`), or None when unknown.
+    origin: what the image was made from (`io.LoadedImage.origin`), or None.
     """
 
     kind: str
@@ -78,6 +86,8 @@ class Report:
     section: int | None = None
     seconds: float | None = None
     notes: list[str] = field(default_factory=list)
+    stage: Any = None
+    origin: dict | None = None
 
 
 # --------------------------------------------------------------------------- items
@@ -168,8 +178,15 @@ def result_reason(report: Report) -> str | None:
 # ------------------------------------------------------------------- pixel size
 
 
-def resolve_pixel_size(kind: str, option_nm: float | None, header_nm: float | None) -> tuple[float | None, str | None, str | None]:
-    """Pick the pixel size: the --pixel-size option, else the header's value when plausible.
+#: How the outputs name each pixel-size source (`Report.pixel_size_source`).
+PIXEL_SIZE_SOURCES = {"option": "--pixel-size", "header": "MRC header", "mdoc": "SerialEM .mdoc",
+                      "epu-xml": "EPU .xml", "epu-atlas": "EPU Atlas.dm tile positions"}
+
+
+def resolve_pixel_size(kind: str, option_nm: float | None, header_nm: float | None,
+                       header_source: str = "header") -> tuple[float | None, str | None, str | None]:
+    """Pick the pixel size: the --pixel-size option, else the image's value (an MRC header's
+    only when plausible; the microscope software's metadata as they are).
 
     Parameters
     ----------
@@ -178,13 +195,16 @@ def resolve_pixel_size(kind: str, option_nm: float | None, header_nm: float | No
     option_nm : float or None
         The --pixel-size value, nm/px.
     header_nm : float or None
-        The MRC header's pixel size, nm/px.
+        The image's pixel size, nm/px (`io.LoadedImage.pixel_size_nm`).
+    header_source : str
+        Where `header_nm` comes from (`io.LoadedImage.pixel_size_source`): "header" (checked
+        against `HEADER_PIXEL_RANGE_NM`) or a key of `PIXEL_SIZE_SOURCES` (used as it is).
 
     Returns
     -------
     (value, source, note)
-        value in nm/px or None; source "option" / "header" / None; note explains an ignored
-        header value (for stderr), else None.
+        value in nm/px or None; source "option" / "header" / `header_source` / None; note
+        explains an ignored header value (for stderr), else None.
 
     Raises
     ------
@@ -195,6 +215,8 @@ def resolve_pixel_size(kind: str, option_nm: float | None, header_nm: float | No
     --------
     >>> resolve_pixel_size("lowmag", None, 250.0)
     (250.0, 'header', None)
+    >>> resolve_pixel_size("medmag", None, 0.0666, "epu-xml")
+    (0.0666, 'epu-xml', None)
     """
     if option_nm is not None:
         if not (math.isfinite(option_nm) and option_nm > 0):
@@ -202,6 +224,8 @@ def resolve_pixel_size(kind: str, option_nm: float | None, header_nm: float | No
         return float(option_nm), "option", None
     if header_nm is None or not (header_nm > 0) or not math.isfinite(header_nm):
         return None, None, None
+    if header_source != "header":
+        return float(header_nm), header_source, None
     if abs(header_nm - UNSET_HEADER_NM) < 1e-9:
         return None, None, None  # the usual placeholder of headers nobody filled in
     lo, hi = HEADER_PIXEL_RANGE_NM[kind]
@@ -249,11 +273,17 @@ def pixel_size_warning(report: Report) -> str | None:
     lo, hi = TARGET_SIZE_RANGE_UM[r.kind]
     if lo <= size_um <= hi:
         return None
-    src = "--pixel-size" if report.pixel_size_source == "option" else "the MRC header"
+    src = _source_words(report.pixel_size_source)
     return (
         f"pixel size {px:g} nm (from {src}) looks wrong for a {r.kind} image: "
         f"median {what} would be {size_um:.3g} µm (expected {lo:g}-{hi:g} µm)"
     )
+
+
+def _source_words(source: str | None) -> str:
+    """"--pixel-size" or "the MRC header" / "the SerialEM .mdoc" ... for messages."""
+    words = PIXEL_SIZE_SOURCES.get(source or "header", str(source))
+    return words if source == "option" else "the " + words
 
 
 def _um(v_px: float, px_nm: float) -> float:
@@ -295,10 +325,50 @@ def physical_units(report: Report, d: dict, rank: int) -> tuple[float, float, fl
     except OverflowError:
         vals = (math.inf,)
     if not all(math.isfinite(v) for v in vals):
-        src = "--pixel-size" if report.pixel_size_source == "option" else f"{report.image}: MRC header pixel size"
+        src = "--pixel-size" if report.pixel_size_source == "option" else \
+            f"{report.image}: {PIXEL_SIZE_SOURCES.get(report.pixel_size_source or 'header', 'MRC header')} pixel size"
         raise PixelSizeError(f"{src} {px:g} nm: the physical units of target {rank} overflow; "
                              "give the pixel size in nm")
     return vals
+
+
+def stage_point(report: Report, d: dict) -> tuple[float, float] | None:
+    """Stage (x, y) µm of one item's box centre (the mean of its ``vertices``), or None.
+
+    Parameters
+    ----------
+    report : Report
+        Its `stage` maps image (x, y) px to stage µm (None: unknown).
+    d : dict
+        One of `items`.
+
+    Returns
+    -------
+    tuple of 2 float or None
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> from ptolemy_rt.results import HoleResult
+    >>> st = SimpleNamespace(matrix=(0.5, 0.0, 0.0, -0.5), offset=(100.0, 20.0))
+    >>> rep = Report("medmag", "b.mrc", HoleResult([], (4, 4)), stage=st)
+    >>> stage_point(rep, {"vertices": [[0.0, 0.0], [4.0, 0.0], [4.0, 2.0], [0.0, 2.0]]})
+    (101.0, 19.5)
+    """
+    st = report.stage
+    if st is None:
+        return None
+    vs = d["vertices"]
+    x = sum(v[0] for v in vs) / len(vs)
+    y = sum(v[1] for v in vs) / len(vs)
+    a, b, c, e = (float(v) for v in st.matrix)
+    return (a * x + b * y + float(st.offset[0]), c * x + e * y + float(st.offset[1]))
+
+
+def _stage_dict(report: Report) -> dict:
+    st = report.stage
+    return {"matrix_um_per_px": [float(v) for v in st.matrix], "offset_um": [float(v) for v in st.offset],
+            "method": str(st.method), "rms_um": float(st.rms_um), "n_points": int(st.n_points)}
 
 
 def _items_with_units(report: Report) -> list[tuple[dict, tuple[float, float, float] | None]]:
@@ -346,8 +416,10 @@ def full_object(report: Report) -> dict:
     dict
         Keys in order: ptolemy_rt_version, command, image, section, shape ([rows, cols]),
         models, batchnorm, the result's `metadata` keys (in its order), reason,
-        pixel_size_nm, pixel_size_source, timings_s (s, with "total"), count, items (with
-        ``center_um`` / ``area_um2`` when the pixel size is known).
+        pixel_size_nm, pixel_size_source, [source (`Report.origin`), stage (the pixel →
+        stage map: matrix_um_per_px, offset_um, method, rms_um, n_points) when known],
+        timings_s (s, with "total"), count, items (with ``center_um`` / ``area_um2`` when the
+        pixel size is known, ``stage_x_um`` / ``stage_y_um`` when the stage map is).
 
     Raises
     ------
@@ -379,6 +451,10 @@ def full_object(report: Report) -> dict:
     obj["reason"] = result_reason(report)
     obj["pixel_size_nm"] = report.pixel_size_nm
     obj["pixel_size_source"] = report.pixel_size_source
+    if report.origin is not None:
+        obj["source"] = report.origin
+    if report.stage is not None:
+        obj["stage"] = _stage_dict(report)
     obj["timings_s"] = {str(k): float(v) for k, v in (r.timings_s or {}).items()}
     if report.seconds is not None:
         obj["timings_s"]["total"] = float(report.seconds)
@@ -386,6 +462,9 @@ def full_object(report: Report) -> dict:
         if units is not None:
             d["center_um"] = [units[0], units[1]]
             d["area_um2"] = units[2]
+        sp = stage_point(report, d)
+        if sp is not None:
+            d["stage_x_um"], d["stage_y_um"] = sp
     obj["count"] = len(its)
     obj["items"] = [d for d, _ in its]
     return obj
@@ -419,7 +498,7 @@ def format_json_full(report: Report) -> str:
     return json.dumps(full_object(report), indent=1, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-def csv_columns(result: PipelineResult, with_um: bool) -> list[str]:
+def csv_columns(result: PipelineResult, with_um: bool, with_stage: bool = False) -> list[str]:
     """CSV header of a result.
 
     Parameters
@@ -428,12 +507,14 @@ def csv_columns(result: PipelineResult, with_um: bool) -> list[str]:
         Gives the per-target fields (``brightness`` for squares).
     with_um : bool
         Whether the physical-unit columns are written (the pixel size is known).
+    with_stage : bool
+        Whether the stage columns are written (the stage map is known).
 
     Returns
     -------
     list of str
         rank, center_x, center_y (px), area (px²), the target fields, score,
-        [center_x_um, center_y_um, area_um2], x0, y0 .. x3, y3 (px).
+        [center_x_um, center_y_um, area_um2], [stage_x_um, stage_y_um], x0, y0 .. x3, y3 (px).
 
     Examples
     --------
@@ -444,6 +525,8 @@ def csv_columns(result: PipelineResult, with_um: bool) -> list[str]:
     cols = ["rank", "center_x", "center_y", "area", *result.target_fields, "score"]
     if with_um:
         cols += ["center_x_um", "center_y_um", "area_um2"]
+    if with_stage:
+        cols += ["stage_x_um", "stage_y_um"]
     for i in range(4):
         cols += [f"x{i}", f"y{i}"]
     return cols
@@ -457,6 +540,9 @@ def _rows(report: Report) -> Iterable[list[str]]:
         row.append(repr(d["score"]))
         if units is not None:
             row += [repr(v) for v in units]
+        sp = stage_point(report, d)
+        if sp is not None:
+            row += [repr(v) for v in sp]
         for x, y in d["vertices"]:
             row += [repr(x), repr(y)]
         yield row
@@ -493,7 +579,7 @@ def format_csv(report: Report) -> str:
     reason = result_reason(report)
     if reason is not None:
         lines.append("# reason: " + _one_line(reason))
-    lines.append(",".join(csv_columns(report.result, report.pixel_size_nm is not None)))
+    lines.append(",".join(csv_columns(report.result, report.pixel_size_nm is not None, report.stage is not None)))
     lines += [",".join(row) for row in rows]  # numbers only: no quoting needed
     return "\n".join(lines) + "\n"
 
@@ -544,7 +630,11 @@ def format_txt(report: Report) -> str:
     out += ["# " + m.text for m in meta if m.own_line]
     px = report.pixel_size_nm
     if px is not None:
-        out.append(f"# pixel size {px:g} nm ({'--pixel-size' if report.pixel_size_source == 'option' else 'MRC header'})")
+        out.append(f"# pixel size {px:g} nm ({PIXEL_SIZE_SOURCES.get(report.pixel_size_source or 'header', 'MRC header')})")
+    st = report.stage
+    if st is not None:
+        out.append(f"# stage coordinates (µm): {st.method} from {_origin_words(report.origin)}, "
+                   f"rms {float(st.rms_um):.3g} µm over {int(st.n_points)} points")
     reason = result_reason(report)
     if reason is not None:
         out.append("# reason: " + _one_line(reason))
@@ -554,6 +644,8 @@ def format_txt(report: Report) -> str:
     head += f" {'score':>7}"
     if px is not None:
         head += f" {'x_um':>9} {'y_um':>9} {'area_um2':>10}"
+    if st is not None:
+        head += f" {'stage_x_um':>11} {'stage_y_um':>11}"
     out.append(head)
     for rank, (d, units) in enumerate(its, start=1):
         line = f"{rank:>4} {d['center'][0]:>7d} {d['center'][1]:>7d} {d['area']:>11.1f}"
@@ -563,6 +655,9 @@ def format_txt(report: Report) -> str:
         line += f" {d['score']:>7.4f}"
         if units is not None:
             line += f" {units[0]:>9.2f} {units[1]:>9.2f} {units[2]:>10.3f}"
+        sp = stage_point(report, d)
+        if sp is not None:
+            line += f" {sp[0]:>11.3f} {sp[1]:>11.3f}"
         out.append(line)
     return "\n".join(out) + "\n"
 
@@ -631,6 +726,12 @@ def format_from_suffix(path: str | os.PathLike | None) -> str:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def _origin_words(origin: dict | None) -> str:
+    kind = (origin or {}).get("kind")
+    return {"serialem-montage": "the .mdoc pieces' StagePosition", "epu-image": "the EPU .xml",
+            "epu-atlas": "the Atlas.dm tiles' StagePosition"}.get(kind, "the image's metadata")
 
 
 def _one_line(s: str) -> str:
