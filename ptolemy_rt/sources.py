@@ -361,6 +361,29 @@ def load_epu_atlas(dm: str | os.PathLike, montage_bin: int | None = None, kind: 
     ------
     InputImageError
         A bad Atlas.dm, no stitched image and a tile image missing, or unreadable images.
+
+    Examples
+    --------
+    An Atlas.dm listing one tile, with EPU's stitched ``Atlas_7.mrc`` beside it: the stitched
+    image is read as it is (one tile gives no stage fit):
+
+    >>> import tempfile, mrcfile
+    >>> from pathlib import Path
+    >>> d = Path(tempfile.mkdtemp())
+    >>> _ = (d / "Atlas.dm").write_text(
+    ...     "<AtlasSessionXml><Atlas><Id>7</Id><AtlasImageReference><BaseFileName>Atlas_7</BaseFileName>"
+    ...     "<FileFormat>Mrc</FileFormat></AtlasImageReference><TilesEfficient><_items>"
+    ...     "<TileXml><Id>1</Id><AtlasPixelPosition><x>0</x><y>0</y><width>96</width><height>80</height>"
+    ...     "</AtlasPixelPosition><StagePosition><X>0</X><Y>0</Y><Z>0</Z></StagePosition>"
+    ...     "<TileImageReference><BaseFileName>Tile_1_0_7</BaseFileName></TileImageReference></TileXml>"
+    ...     "</_items></TilesEfficient></Atlas></AtlasSessionXml>")
+    >>> with mrcfile.new(d / "Atlas_7.mrc") as m:
+    ...     m.set_data(np.arange(80 * 96, dtype=np.int16).reshape(80, 96))
+    >>> img = load_epu_atlas(d / "Atlas.dm")
+    >>> img.pixels.shape, img.origin["kind"], img.origin["tiles"], img.stage is None
+    ((80, 96), 'epu-atlas', 1, True)
+    >>> for f in d.iterdir(): f.unlink()
+    >>> d.rmdir()
     """
     from .montage import MontageLayout, Piece, StageTransform, assemble_pieces
 
