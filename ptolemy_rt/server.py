@@ -796,8 +796,8 @@ class PtolemyService:
     ----------
     state_dir : path
         Folder of the durable state (`server_store.Store`).
-    models : str or None
-        Model set name (None: the default set).
+    models : str, ModelSet or None
+        Model set name (None: the default set) or a loaded set.
     rule : "published" or "fitted"
         Active-learning rule (`active_learning`).
     """
@@ -809,7 +809,7 @@ class PtolemyService:
         if rule not in al.RULES:
             raise ValueError(f"rule must be one of {al.RULES}, got {rule!r}")
         self.store = Store(state_dir)
-        self.models = load_model_set(models)
+        self.models = models if models is not None and not isinstance(models, str) else load_model_set(models)
         self.rule = rule
         self._compute = threading.BoundedSemaphore(max(1, int(compute_slots)))
         self._tl = threading.local()
