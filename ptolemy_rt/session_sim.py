@@ -216,6 +216,12 @@ def make_grid(seed: int, shape=(1536, 1536), models=None) -> SimGrid:
     Returns
     -------
     SimGrid
+
+    Examples
+    --------
+    >>> g = make_grid(1, (512, 512))
+    >>> len(g.squares) > 5, {s.label for s in g.squares} <= set(HOLE_MIX)
+    (True, True)
     """
     from . import synthetic
     from .lowmag import find_squares
@@ -277,6 +283,12 @@ def render_square(sq: SimSquare, shape=(1024, 1440)):
     -------
     image : numpy.ndarray, float32 [row, col]
     truth_of : callable((x, y)) -> SimHole
+
+    Examples
+    --------
+    >>> img, truth_of = render_square(SimSquare(None, "good", 50.0, 1.0, 4), (512, 512))
+    >>> img.shape, truth_of((-1000.0, -1000.0)).label  # far from every drawn hole: junk
+    ((512, 512), 'junk')
     """
     from . import synthetic
 
@@ -340,6 +352,13 @@ def run_session(grid: SimGrid, rule: str, n_exposures: int = 200, threshold: flo
     ------
     ValueError
         Unknown rule or mode.
+
+    Examples
+    --------
+    >>> g = make_grid(1, (512, 512))
+    >>> ctfs = run_session(g, "ours", n_exposures=20)
+    >>> len(ctfs) <= 20, all(c > 0 for c in ctfs)
+    (True, True)
     """
     if rule not in RULES:
         raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
@@ -447,6 +466,12 @@ def benchmark(seeds=range(10), rules=RULES, n_exposures: int = 200, threshold: f
     dict
         {"rules": {rule: {"mean": {n: fraction}, "good": {n: [count per seed]}}}, "seeds":
         [...], "grid_s": s, "session_s": {rule: s}, "squares": [per seed]}
+
+    Examples
+    --------
+    >>> r = benchmark([1], ("prior", "gp"), n_exposures=20, shape=(512, 512))
+    >>> sorted(r["rules"]), 0.0 <= r["rules"]["prior"]["mean"][50] <= 1.0
+    (['gp', 'prior'], True)
     """
     from .models import load_model_set
 
@@ -473,7 +498,15 @@ def benchmark(seeds=range(10), rules=RULES, n_exposures: int = 200, threshold: f
 
 
 def format_table(res: dict) -> str:
-    """Markdown table of `benchmark` results (fractions of good exposures, mean over seeds)."""
+    """Markdown table of `benchmark` results (fractions of good exposures, mean over seeds).
+
+    Examples
+    --------
+    >>> print(format_table({"rules": {"prior": {"mean": {50: 0.5, 100: 0.25, 200: 0.125}}}}))
+    | rule | first 50 | first 100 | first 200 |
+    | --- | --- | --- | --- |
+    | prior only | 0.500 | 0.250 | 0.125 |
+    """
     lines = ["| rule | first 50 | first 100 | first 200 |", "| --- | --- | --- | --- |"]
     for r, v in res["rules"].items():
         lines.append(f"| {RULE_NAMES[r]} | " + " | ".join(f"{v['mean'][n]:.3f}" for n in CHECKPOINTS) + " |")
@@ -481,7 +514,8 @@ def format_table(res: dict) -> str:
 
 
 def main(argv=None) -> int:
-    """``python -m ptolemy_rt.session_sim [--seeds N] [--models NAME]``: print the table."""
+    """``python -m ptolemy_rt.session_sim [--seeds N] [--models NAME] [--json FILE]``: print the
+    per-seed counts and the table; returns the exit code (0)."""
     import argparse
     import json
 
