@@ -4,9 +4,11 @@ on 127.0.0.1, driven as Leginon drives it (JSON text bodies, no Content-Type).
 
 - latency, both model sets, warm server: ``push_and_evaluate_mm`` of a 1024×1440 synthetic
   image sent as a nested-list JSON body (client clock, from the first byte sent to the
-  reply parsed) against ``find_holes`` on the same image in a warm process of its own
-  (target ≤ 1.15×); each push carries a new ``mm_img_id`` so the server recomputes;
-  medians of ``--runs`` interleaved runs;
+  reply parsed: reading, parsing, pipeline, features, hole GP, SQLite, CSV) against
+  ``find_holes`` on the same image in a warm worker process of its own (target ≤ 1.15×);
+  both warmed with 2 runs, then ``--runs`` runs interleaved (one each, in turn, so both see
+  the same machine load), medians; each push carries a new ``mm_img_id`` so the server
+  recomputes;
 - ``select_next_square`` with 500 squares and 300 visited holes (state written beforehand),
   both learning rules (target ≤ 0.1 s);
 - soak: 20 grids × 40 squares × 30 holes, 10 visits per square, ``select_next_square``
@@ -109,21 +111,22 @@ def pct(xs, q) -> float:
 
 
 # ----------------------------------------------------------------------------- latency
-def inproc_holes_main(models: str, runs: int) -> int:
-    """Child: warm find_holes on the bench image; prints the compute times as JSON."""
+def inproc_holes_main(models: str, warm: int) -> int:
+    """Child: a warm process running find_holes on the bench image once per line read from
+    stdin, printing each compute time (s); ``warm`` runs first, untimed."""
     from ptolemy_rt import synthetic
     from ptolemy_rt.medmag import find_holes
     from ptolemy_rt.models import load_model_set
 
     ms = load_model_set(models)
     img, _ = synthetic.medmag_image(3, shape=(1024, 1440))
-    find_holes(img, models=ms)
-    ts = []
-    for _ in range(runs):
+    for _ in range(warm):
+        find_holes(img, models=ms)
+    print("ready", flush=True)
+    for _ in sys.stdin:
         t0 = time.perf_counter()
         find_holes(img, models=ms)
-        ts.append(time.perf_counter() - t0)
-    print(json.dumps(ts))
+        print(time.perf_counter() - t0, flush=True)
     return 0
 
 
@@ -137,25 +140,31 @@ def latency(models: str, runs: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="ptolemy-srv-bench-") as d:
         port = free_port()
         srv = start_server(Path(d), port, models)
+        worker = subprocess.Popen([sys.executable, str(HERE / "server_bench.py"), "--_inproc", models or "-", "2"],
+                                  env=ENV, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         try:
+            assert worker.stdout.readline().strip() == "ready"
             atlas, _ = synthetic.atlas(3, shape=(512, 512))
             request(port, "POST", "/push_lm", json.dumps({"image": atlas.tolist(), "grid_id": 1, "tile_id": 1}).encode())
             st, text, _ = request(port, "GET", "/current_lm_state")
             sq = int(text.splitlines()[1].split(",")[0])
             body = lambda k: json.dumps({"image": nested, "grid_id": 1, "tile_id": 1, "square_id": sq,  # noqa: E731
                                          "mm_img_id": k})
-            request(port, "POST", "/push_and_evaluate_mm", body(0).encode())  # warm-up
+            for k in range(2):  # warm-up (as the worker's 2 untimed runs)
+                request(port, "POST", "/push_and_evaluate_mm", body(-1 - k).encode())
             http_s, inproc_s = [], []
             for k in range(runs):  # interleaved with the in-process runs: same machine load
                 data = body(k + 1).encode()
                 st, _, t = request(port, "POST", "/push_and_evaluate_mm", data)
                 assert st == 200, st
                 http_s.append(t)
-                r = subprocess.run([sys.executable, str(HERE / "server_bench.py"), "--_inproc", models or "-", "1"],
-                                   env=ENV, capture_output=True, text=True, check=True)
-                inproc_s += json.loads(r.stdout.strip().splitlines()[-1])
+                worker.stdin.write("\n")
+                worker.stdin.flush()
+                inproc_s.append(float(worker.stdout.readline()))
         finally:
             stop(srv)
+            worker.stdin.close()
+            worker.wait(timeout=60)
     h, i = statistics.median(http_s), statistics.median(inproc_s)
     return {"models": models, "body_mb": len(data) / 1e6, "http_s": http_s, "inproc_s": inproc_s,
             "http_median_s": h, "inproc_median_s": i, "ratio": h / i}
