@@ -15,7 +15,9 @@ bench/inputs/):
   nothing to compile) and with the jit fallback forced (PTOLEMY_KERNELS=jit: numba compiles).
 
 Prints a table and writes bench/results/bench.json. Options: --quick, --models NAME,
---only lowmag|medmag, --runs N, --skip-large.
+--only lowmag|medmag|server, --runs N, --skip-large. ``--only server`` runs the server row
+alone (bench/server_bench.py: ``ptolemy serve`` latency, select_next_square, soak, session
+simulator; its own options follow, e.g. ``--only server --parts soak --grids 5``).
 """
 from __future__ import annotations
 
@@ -290,7 +292,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 measured run per input")
     ap.add_argument("--models", default=None, help="model set (default: ptolemy-2022 when built)")
-    ap.add_argument("--only", choices=["lowmag", "medmag"], default=None)
+    ap.add_argument("--only", choices=["lowmag", "medmag", "server"], default=None,
+                    help="one section (server: bench/server_bench.py, ptolemy serve latency / soak / simulator)")
     ap.add_argument("--runs", type=int, default=5, help="measured warm runs per input (default 5)")
     ap.add_argument("--inputs", default=None, help="comma-separated input names to run (default: all)")
     ap.add_argument("--quick-large", action="store_true",
@@ -303,7 +306,13 @@ def main(argv=None) -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per process before it is killed")
     ap.add_argument("--out", default=str(RESULTS / "bench.json"))
     ap.add_argument("--_inproc", nargs=3, metavar=("MODE", "IMAGE", "MODELS"), help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
+    a, rest = ap.parse_known_args(argv)
+    if a.only == "server":  # the server row: options after --only server go to server_bench.py
+        import server_bench
+
+        return server_bench.main(rest)
+    if rest:
+        ap.error(f"unrecognized arguments: {' '.join(rest)}")
     if a._inproc:
         mode, image, models = a._inproc
         return inproc_main(mode, image, None if models == "-" else models)
@@ -440,6 +449,10 @@ def main(argv=None) -> int:
     for f in tmpdir.iterdir():
         f.unlink()
     tmpdir.rmdir()
+    if a.only is None:  # make bench: the server row too
+        import server_bench
+
+        server_bench.main([])
     return 0
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 CTF_CUTOFF_A = 5.0  # Å: a hole is "good" when its CTF fit resolution is below this
 KAPPA = 2.0  # UCB mean + κ σ (published)
-FITTED_KAPPA = 0.5  # κ of the fitted rule (synthetic session simulator: seeds 0-9 chosen, 100-109 checked)
+FITTED_KAPPA = 1.0  # κ of the fitted rule (ptolemy_rt.session_sim: chosen on seeds 0-9 among 0, 0.25, 0.5, 1; checked on 100-109)
 SQUARE_MEAN = 20.0  # lm_gp_mean_constant
 SQUARE_OUTPUTSCALE = 500.0  # lm_gp_outputscale
 SQUARE_NOISE_RAW = 15.0  # lm_gp_noise_constant (raw; variance = softplus(raw) + 1e-4)
@@ -232,6 +232,16 @@ def fit_gp(x: np.ndarray, y: np.ndarray, max_evals: int = FIT_MAX_EVALS, time_ca
     Returns
     -------
     GPParams
+
+    Examples
+    --------
+    A smooth function of the first input only: its lengthscale comes out far shorter than
+    the second input's.
+
+    >>> x = np.linspace(-2, 2, 30)[:, None] * np.ones((1, 2)); x[:, 1] = np.cos(7 * x[:, 1])
+    >>> p = fit_gp(x, np.sin(x[:, 0]), time_cap_s=30)
+    >>> bool(p.lengthscale[0] < p.lengthscale[1]), bool(p.noise < 0.01)
+    (True, True)
     """
     from scipy.optimize import minimize
 
@@ -315,8 +325,28 @@ def square_targets(square_ids, hole_square_ids, hole_ctfs, cutoff: float = CTF_C
 
 
 def published_square_params(all_features: np.ndarray, all_prior: np.ndarray) -> GPParams:
-    """The published fixed hyper-parameters; lengthscales from the squares of the session
-    (all grids, visited or not) with prior_score > 0.2 (all squares when none is)."""
+    """The published fixed hyper-parameters of the square GP (LEGINON_PTOLEMY_SERVER.md §3.1).
+
+    Parameters
+    ----------
+    all_features : numpy.ndarray, shape (N, D)
+        Features of every square of the session (all grids, visited or not).
+    all_prior : numpy.ndarray, shape (N,)
+        Their prior scores.
+
+    Returns
+    -------
+    GPParams
+        mean 20, output scale 500, noise softplus(15) + 1e-4, lengthscale per dimension
+        softplus(25th percentile) of the features of the squares with prior_score > 0.2
+        (all squares when none is).
+
+    Examples
+    --------
+    >>> p = published_square_params(np.array([[10.0], [20.0], [30.0], [1e6]]), [0.9, 0.5, 0.3, 0.1])
+    >>> round(float(p.lengthscale[0]), 6), p.mean, p.outputscale, round(p.noise, 4)
+    (15.0, 20.0, 500.0, 15.0001)
+    """
     f = np.asarray(all_features, float)
     keep = np.asarray(all_prior, float) > SQUARE_PRIOR_MIN
     f = f[keep] if keep.any() else f
@@ -371,9 +401,9 @@ def rank_squares(train_x, train_y, cand_x, all_x, all_prior, cand_prior=None, tr
     squares (good holes per unit of prior). A GP on the residual y − m, over the z-scored
     features plus the prior score, has hyper-parameters fitted to the session (`fit_gp`;
     below ``MIN_FIT_POINTS`` squares: ℓ = 1, output scale and noise from the targets' scale).
-    UCB = m + GP mean + κ σ with κ = ``FITTED_KAPPA`` (0.5: the prior mean already ranks the
-    unexplored squares, so less exploration pays). With no visited square: the prior scores
-    over their maximum.
+    UCB = m + GP mean + κ σ with κ = ``FITTED_KAPPA`` (1.0, chosen with `session_sim` on
+    seeds 0-9 among 0, 0.25, 0.5 and 1, checked on seeds 100-109). With no visited square:
+    the prior scores over their maximum.
 
     Raises
     ------

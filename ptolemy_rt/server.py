@@ -22,7 +22,8 @@ GP training data (saved states with another feature layout are ignored by the GP
 supported: ``new_state_path`` / ``overwrite_current_state`` / ``append_current_state``
 (ids of a loaded state could not keep their meaning); an image with no hole returns no hole; unknown ids get a 404
 naming the id and write nothing; ``visit_holes`` works before any medium-mag image; bad bodies
-get a 422 with a one-line ``detail``; ``save_state`` works on empty tables.
+get a 422 with a one-line ``detail``; ``save_state`` works on empty tables; ice thicknesses
+Appion posts 1e9 times too large are stored in nm (`ice_thickness_nm`).
 
 Features (for the active learning, `active_learning`): a square's are the published four
 [mean, max, variance, area] of the pixels inside its box (input image units, px²); a hole's
@@ -55,6 +56,41 @@ PRED_COLUMNS = ("ctf_pred", "ice_pred", "ctf_var", "ice_var")
 MRC_TYPES = ("application/octet-stream", "application/x-mrc", "image/x-mrc")
 #: columns written as integers when the value is integral (pandas writes the id columns so)
 _INT_COLUMNS = {"square_id", "tile_id", "grid_id", "hole_id", "mm_img_id", "center_x", "center_y"}
+
+
+#: ice thicknesses above this (nm) cannot be real (1 mm): they are Appion's ×1e9 of a value already in nm
+ICE_NM_LIMIT = 1e6
+
+
+def ice_thickness_nm(value: float | None) -> float | None:
+    """An ``ice_thicknesses`` value of ``visit_holes`` in nm.
+
+    Appion's ``looplearn.py`` posts ``ObjIceThicknessData.thickness × 1e9`` (comment "#??? nm"),
+    but Leginon computes that thickness as mean free path × ln(I0 / I) with the mean free path
+    in nm (default 300 nm), so the value is already in nm and the post is 1e9 times too large
+    (LEGINON_PTOLEMY_SERVER.md §4); a site that entered the mean free path in metres posts nm.
+    The published server stores whatever arrives, and its hole GP (mean 76.7 nm) then sees
+    10^10-nm ice. Here a value above ``ICE_NM_LIMIT`` (1 mm, impossible ice) is divided by
+    1e9; anything else is kept as nm.
+
+    Parameters
+    ----------
+    value : float or None
+        As posted.
+
+    Returns
+    -------
+    float or None
+        Ice thickness, nm (None stays None).
+
+    Examples
+    --------
+    >>> ice_thickness_nm(45.0), ice_thickness_nm(45.0 * 1e9), ice_thickness_nm(None)
+    (45.0, 45.0, None)
+    """
+    if value is None:
+        return None
+    return value / 1e9 if abs(value) > ICE_NM_LIMIT else value
 
 
 class BadRequest(ValueError):
@@ -796,10 +832,20 @@ class PtolemyService:
     ----------
     state_dir : path
         Folder of the durable state (`server_store.Store`).
-    models : str or None
-        Model set name (None: the default set).
+    models : str, ModelSet or None
+        Model set name (None: the default set) or a loaded set.
     rule : "published" or "fitted"
         Active-learning rule (`active_learning`).
+
+    Examples
+    --------
+    >>> import shutil, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> svc = PtolemyService(d)
+    >>> svc.visit_holes({"hole_ids": [], "ctfs": [], "ice_thicknesses": []})  # before any image: fine
+    >>> svc.current_lm_state()
+    'square_id,tile_id,grid_id,center_x,center_y,prior_score,visited,vert_1_x,vert_1_y,vert_2_x,vert_2_y,vert_3_x,vert_3_y,vert_4_x,vert_4_y,brightness,area\\n'
+    >>> svc.store.close(); shutil.rmtree(d)
     """
 
     def __init__(self, state_dir, models: str | None = None, rule: str = "published",
@@ -809,7 +855,7 @@ class PtolemyService:
         if rule not in al.RULES:
             raise ValueError(f"rule must be one of {al.RULES}, got {rule!r}")
         self.store = Store(state_dir)
-        self.models = load_model_set(models)
+        self.models = models if models is not None and not isinstance(models, str) else load_model_set(models)
         self.rule = rule
         self._compute = threading.BoundedSemaphore(max(1, int(compute_slots)))
         self._tl = threading.local()
@@ -996,7 +1042,7 @@ class PtolemyService:
         ep = "visit_holes"
         ids = [_int({"i": v}, "i", True, ep + ": hole_ids") for v in _list(d, "hole_ids", ep)]
         ctfs = [_float(v, ep + ": ctfs") for v in _list(d, "ctfs", ep)]
-        ices = [_float(v, ep + ": ice_thicknesses") for v in _list(d, "ice_thicknesses", ep)]
+        ices = [ice_thickness_nm(_float(v, ep + ": ice_thicknesses")) for v in _list(d, "ice_thicknesses", ep)]
         try:
             self.store.visit_holes(ids, ctfs, ices)
         except ValueError as e:
@@ -1066,6 +1112,21 @@ def create_app(state_dir, models: str | None = None, rule: str = "published", se
     Returns
     -------
     starlette.applications.Starlette
+
+    Examples
+    --------
+    An empty state answers a header-only CSV inside a JSON string (the published server: a 500):
+
+    >>> import shutil, tempfile
+    >>> from starlette.testclient import TestClient
+    >>> d = tempfile.mkdtemp()
+    >>> c = TestClient(create_app(d))
+    >>> r = c.post("/select_next_square", content='{"value": -1}')  # no Content-Type, as Leginon
+    >>> r.status_code, r.json().splitlines()[0].split(",")[-1]
+    (200, 'GP_probs')
+    >>> c.post("/visit_holes", content='{"hole_ids": [7], "ctfs": [3.0], "ice_thicknesses": [40.0]}').json()
+    {'detail': 'unknown hole_id 7'}
+    >>> c.app.state.service.store.close(); shutil.rmtree(d)
     """
     from starlette.applications import Starlette
     from starlette.concurrency import run_in_threadpool
@@ -1145,8 +1206,18 @@ SERVER_EXTRA_HINT = "pip install 'ptolemy-rt[server]'"
 
 
 def require_server_extra() -> None:
-    """Raise PtolemyError (exit 2) naming the install command when Starlette or uvicorn is
-    missing."""
+    """Check that the ``[server]`` extra is installed.
+
+    Raises
+    ------
+    PtolemyError
+        Exit code 2 (usage), naming ``pip install 'ptolemy-rt[server]'``, when Starlette or
+        uvicorn cannot be imported.
+
+    Examples
+    --------
+    >>> require_server_extra()  # installed here: nothing happens
+    """
     try:
         import starlette  # noqa: F401
         import uvicorn  # noqa: F401
@@ -1195,6 +1266,15 @@ def serve(host: str = "127.0.0.1", port: int = 8000, state_dir: str = "ptolemy-s
     PtolemyError
         Before listening: the extra is missing or the address is unusable (exit 2), the
         models (ModelSetError, 4) or the state folder (StateError, 5) cannot be used.
+
+    Examples
+    --------
+    An unusable port is refused before anything starts:
+
+    >>> serve(port=0)
+    Traceback (most recent call last):
+    ...
+    ptolemy_rt.errors.PtolemyError: --port 0: not a TCP port (1..65535)
     """
     require_server_extra()
     _check_listen(host, port)

@@ -23,7 +23,8 @@ id Leginon stored earlier keeps meaning the same square or hole (it is never reu
 
 Coordinates: as the published server's tables, ``center_x`` = column and ``center_y`` = row
 of the image that was sent (px); vertices likewise (x = col, y = row). Units: ``ctf`` Å
-(CTF-fit resolution), ``ice_thickness`` as sent by the client (nm, or whatever Appion sends).
+(CTF-fit resolution), ``ice_thickness`` nm (the server converts Appion's ×1e9 values,
+`server.ice_thickness_nm`).
 """
 from __future__ import annotations
 

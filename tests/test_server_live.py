@@ -18,7 +18,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import REPO
+from conftest import LOWMAG_MRC, MEDMAG_MRC, REPO, needs_shared
 from ptolemy_rt import synthetic
 
 pytest.importorskip("starlette")
@@ -61,9 +61,10 @@ class Replay:
         return list(csv.DictReader(io.StringIO(text)))
 
 
-def _start(state, port) -> subprocess.Popen:
+def _start(state, port, *extra: str) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    p = subprocess.Popen([sys.executable, "-m", "ptolemy_rt.cli", "serve", "--port", str(port), "--state", str(state)],
+    p = subprocess.Popen([sys.executable, "-m", "ptolemy_rt.cli", "serve", "--port", str(port), "--state", str(state),
+                          *extra],
                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t_end = time.time() + 90
     while time.time() < t_end:
@@ -259,3 +260,93 @@ def test_serve_errors_and_fast_help(tmp_path):
                         str(_free_port()), "--state", str(tmp_path / "s")], env=env, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 4 and "nope" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def fitted_server(tmp_path_factory):
+    """One `ptolemy serve --learning fitted` on loopback for the replay tests below."""
+    port = _free_port()
+    srv = _start(tmp_path_factory.mktemp("state"), port, "--learning", "fitted")
+    yield Replay(port)
+    if srv.poll() is None:
+        _kill(srv)
+
+
+def test_replay_a_whole_simulated_session(fitted_server):
+    """The session simulator's operator over HTTP, as Leginon and Appion make the calls of
+    LEGINON_PTOLEMY_SERVER.md §5: images as nested lists, one visit_holes per exposure, CSV
+    replies read with csv.DictReader; the holes come from rendered med-mag images through the
+    server's real pipelines."""
+    from ptolemy_rt import session_sim as ss
+
+    c = fitted_server
+    calls = []
+
+    def client(method, path, body=None):
+        calls.append(path)
+        if body is not None and isinstance(body.get("image"), np.ndarray):
+            body = dict(body, image=body["image"].tolist())  # imagedata['image'].tolist()
+        st, out = c.post(path, body) if method == "POST" else c.get(path)
+        assert st == 200, (path, st, out)
+        return out
+
+    g = ss.make_grid(5, (768, 768))
+    ctfs = ss.run_session(g, "ours", n_exposures=25, mode="render", client=client)
+    assert len(ctfs) == 25
+    n_mm = calls.count("/push_and_evaluate_mm")
+    assert n_mm >= 2 and calls.count("/select_next_square") >= n_mm - 1
+    assert calls.count("/visit_holes") == 25
+    st, text = c.get("/current_mm_state")
+    mm = c.rows(text)
+    assert sum(r["visited"] == "True" for r in mm) == 25
+    vis = [r for r in mm if r["visited"] == "True"]
+    assert sorted(float(r["ctf"]) for r in vis) == pytest.approx(sorted(ctfs))
+    st, h = c.get("/health")
+    assert h["rule"] == "fitted" and h["visited_holes"] == 25
+
+
+def _cli_json(mode: str, image) -> list:
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-m", "ptolemy_rt.cli", mode, str(image), "-f", "json", "-o", "-"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout)
+
+
+@needs_shared
+def test_replay_real_images_give_the_cli_targets(fitted_server):
+    """The published example images, sent as Leginon sends them (the MRC array's tolist()),
+    give the same squares and holes (centres, scores) as the CLI on the same files."""
+    import mrcfile
+
+    c = fitted_server
+    assert c.post("/initialize_new_session", {"historical_state_paths": []}) == (200, None)
+    with mrcfile.open(LOWMAG_MRC, permissive=True) as m:
+        lm_img = np.asarray(m.data).squeeze()
+    with mrcfile.open(MEDMAG_MRC, permissive=True) as m:
+        mm_img = np.asarray(m.data).squeeze()
+    assert c.post("/push_lm", {"image": lm_img.tolist(), "grid_id": 1, "tile_id": 10}) == (200, None)
+    st, text = c.get("/current_lm_state")
+    squares = c.rows(text)
+    cli = _cli_json("lowmag", LOWMAG_MRC)
+    assert st == 200 and len(squares) == len(cli) > 10
+    got = sorted((int(r["center_x"]), int(r["center_y"]), round(float(r["prior_score"]), 6)) for r in squares)
+    want = sorted((s["center"][0], s["center"][1], round(s["score"], 6)) for s in cli)
+    assert got == want
+    sq = int(squares[0]["square_id"])
+    assert c.post("/set_noice_hole_intensity", {"value": 1000.0}) == (200, None)
+    st, text = c.post("/push_and_evaluate_mm", {"image": mm_img.tolist(), "grid_id": 1, "tile_id": 10,
+                                                "square_id": sq, "mm_img_id": 20})
+    holes = c.rows(text)
+    cli = _cli_json("medmag", MEDMAG_MRC)
+    assert st == 200 and len(holes) == len(cli) == 17
+    got = sorted((int(r["center_x"]), int(r["center_y"]), round(float(r["prior_score"]), 6)) for r in holes)
+    want = sorted((h["center"][0], h["center"][1], round(h["score"], 6)) for h in cli)
+    assert got == want
+    assert all(r["ctf_pred"] and r["ice_pred"] for r in holes)
+    # the exposures' feedback, ×1e9 as Appion's looplearn posts ice: stored in nm
+    h = int(holes[0]["hole_id"])
+    assert c.post("/visit_holes", {"hole_ids": [h], "ctfs": [3.2], "ice_thicknesses": [42.0 * 1e9]}) == (200, None)
+    st, text = c.get("/current_mm_state")
+    row = [r for r in c.rows(text) if int(r["hole_id"]) == h][0]
+    assert float(row["ice_thickness"]) == pytest.approx(42.0) and row["visited"] == "True"
