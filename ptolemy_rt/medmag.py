@@ -35,7 +35,7 @@ import numpy as np
 
 from . import geometry, lattice, regions, scale
 from .core import Stopwatch, clamp_negatives, mean_std, targets_from_boxes
-from .options import LATTICE_SEARCHES, MedmagOptions, pipeline_options
+from .options import COMPAT_MODES, LATTICE_SEARCHES, MedmagOptions, pipeline_options
 from .modelspec import LATTICE_MODES, HoleClassifierArch, PipelineSpec, default, hole_cnn_min_input
 from .results import Hole, HoleResult
 
@@ -204,11 +204,14 @@ def crop_half_size(d) -> int:
     return int(math.floor(math.hypot(float(d[0]), float(d[1])) / 2.0)) - CROP_SHRINK_PX
 
 
-def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None, lattice_mode: str = "square") -> HoleLayout:
+def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None, lattice_mode: str = "square",
+                 compat: str = "robust") -> HoleLayout:
     """Regions → centroids → lattice → holes → crop boxes, for the bool [row, col] mask of
     an input image (same shape). Only the mask is read; the rotated frame is the one of
     `geometry.rotate_image(image, -angle_deg)`. lattice_mode: "square" (published) or
-    "oblique" (also oblique lattices: tilted collection; `lattice.find_lattice`). Adds the
+    "oblique" (also oblique lattices: tilted collection; `lattice.find_lattice`). compat:
+    "robust" (rounded, clipped lattice boxes, 6 sorted neighbours) or "published" (the
+    published tool's lattice search exactly, docs/ALGORITHM.md#published-box-rule). Adds the
     stages regions and lattice to `timings` (seconds)."""
     sw = Stopwatch(timings)
     m = np.asarray(mask, dtype=bool)
@@ -216,15 +219,18 @@ def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None, latt
     with sw.stage("regions"):
         cents = mask_centroids(m)
     with sw.stage("lattice"):
-        return _layout(m, shape, cents, lattice_mode)
+        return _layout(m, shape, cents, lattice_mode, compat)
 
 
-def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray, lattice_mode: str = "square") -> HoleLayout:
+def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray, lattice_mode: str = "square",
+            compat: str = "robust") -> HoleLayout:
     if lattice_mode not in LATTICE_MODES:
         raise ValueError(f"lattice mode must be one of {LATTICE_MODES}, got {lattice_mode!r}")
+    if compat not in COMPAT_MODES:
+        raise ValueError(f"compat mode must be one of {COMPAT_MODES}, got {compat!r}")
     if len(cents) < 2:
         return HoleLayout(cents, reason=f"fewer than 2 hole regions in the U-Net mask ({len(cents)} found): no lattice")
-    lat = lattice.find_lattice(m, cents, oblique=lattice_mode == "oblique")
+    lat = lattice.find_lattice(m, cents, oblique=lattice_mode == "oblique", published=compat == "published")
     if lat is None:
         return HoleLayout(cents, reason="no lattice candidate (coincident hole centroids)")
     pts = lat.points[inside_points(lat.points, shape)]
@@ -387,11 +393,11 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
     if m.shape != pix.shape:
         raise ValueError(f"mask shape {m.shape} differs from image shape {pix.shape}")
     mode = opts.lattice or lattice_mode(models)
-    layout = layout_holes(m, t, mode)
+    layout = layout_holes(m, t, mode, opts.compat)
     if intermediates is not None:
         intermediates.update(mask=m, centroids=layout.centroids, layout=layout, boxes=layout.boxes, crops={})
     res = HoleResult(holes=[], image_shape=tuple(pix.shape), batchnorm=opts.batchnorm, models=model_name,
-                     timings_s=t, lattice_search=mode, intermediates=intermediates)
+                     timings_s=t, lattice_search=mode, intermediates=intermediates, compat=opts.compat)
     if layout.lattice is not None:
         res.lattice_angle_deg = layout.angle_deg
         res.lattice_spacing_px = layout.lattice.spacing_px
