@@ -451,7 +451,15 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
         grid) or None (the model set's choice, `lattice_mode`).
         scale: "auto" (measure the hole lattice; resample the image to the model set's
         `pipeline.hole_pitch_px` when it is outside the set's tolerance; results come back in
-        input pixels) or "off" (the published pipeline). hole_pitch_um: grid hole pitch, µm.
+        input pixels), "off" (the published pipeline) or None (the compat mode's: "auto"
+        when robust, "off" when published). hole_pitch_um: the grid's hole pitch, µm (e.g.
+        2.5 for R1.2/1.3); with a pixel size (``pixel_size_nm`` or the header) it sets the
+        scale and the measured lattice cross-checks it.
+        compat: "robust" (default: the pipeline for any facility's images) or "published"
+        (the published tool exactly, its quirks included: no scale stage, the published
+        lattice search with truncated, wrapping boxes and 5 argpartition neighbours;
+        docs/ALGORITHM.md#compat-published). "published" refuses ``scale="auto"`` and
+        ``hole_pitch_um``. The mode used is `HoleResult.compat`.
 
     Returns
     -------
@@ -461,6 +469,20 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     ------
     OptionError (a ValueError) for a bad option value, TypeError for an unknown keyword,
     InputImageError (bad image), ModelSetError (model set missing or corrupt).
+
+    Examples
+    --------
+    A synthetic R1.2/1.3 film at 9 nm/px (hole pitch 2.5 µm = 278 px), default model set:
+
+    >>> from ptolemy_rt import synthetic
+    >>> image, truth = synthetic.medmag_image(3, (600, 800), pixel_nm=9.0, film="R1.2/1.3",
+    ...                                       angle_deg=0.0, tilt_deg=0.0)
+    >>> res = find_holes(image, compat="published")
+    >>> len(res.holes), res.compat, res.scale is None
+    (6, 'published', True)
+    >>> res = find_holes(image, hole_pitch_um=2.5, pixel_size_nm=9.0)
+    >>> len(res.holes), res.compat, res.scale["source"], res.scale["factor"]
+    (6, 'robust', 'metadata', 1.0)
     """
     from .io import as_loaded_image
     from .models import ModelSet, load_model_set

@@ -252,3 +252,23 @@ def test_cli_json_full_records_published_mode():
                 "--models", "ptolemy-rt-synth-v1")
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["compat"] == "published"
+
+
+def test_python_api_compat_and_hole_pitch():
+    """ptolemy_rt.find_squares / find_holes take compat= (and find_holes hole_pitch_um=):
+    the mode is recorded, published has no scale stage and refuses a hole pitch."""
+    import ptolemy_rt
+    from ptolemy_rt import synthetic
+    from ptolemy_rt.options import OptionError
+
+    image, _ = synthetic.medmag_image(3, (600, 800), pixel_nm=9.0, film="R1.2/1.3", angle_deg=0.0, tilt_deg=0.0)
+    pub = ptolemy_rt.find_holes(image, compat="published")
+    assert pub.compat == "published" and pub.scale is None and len(pub.holes) == 6
+    rob = ptolemy_rt.find_holes(image, hole_pitch_um=2.5, pixel_size_nm=9.0)
+    assert rob.compat == "robust" and rob.scale["source"] == "metadata" and len(rob.holes) == 6
+    with pytest.raises(OptionError, match="hole_pitch_um"):
+        ptolemy_rt.find_holes(image, compat="published", hole_pitch_um=2.5)
+    with pytest.raises(OptionError, match="scale"):
+        ptolemy_rt.find_holes(image, compat="published", scale="auto")
+    atlas, _ = synthetic.atlas(5, (384, 512))
+    assert ptolemy_rt.find_squares(atlas, compat="published").compat == "published"
