@@ -1,5 +1,6 @@
 """Test-only oracle: a literal, slow transcription of the published tool's lattice search,
-written from the facts in ../shared/SPEC.md §5.5 (not from ptolemy_rt's kernels).
+written from the published facts (the shared specification's lattice search, summarised in
+docs/ALGORITHM.md#published-box-rule), not from ptolemy_rt's kernels.
 
 - Candidates: centroids i in ascending order; for each, ``np.argpartition(dist[i], 6)[:6]``
   (dist: Euclidean distances between centroids) in the order numpy returns it; the entry

@@ -1,6 +1,6 @@
 """`--compat published` (issue 15 items 6-7, docs/ALGORITHM.md#compat-published): the
 published lattice search reproduced exactly, checked against a literal transcription of
-SPEC §5.5 (tests/published_oracle.py) on synthetic masks and on transforms of the README
+the published facts (docs/ALGORITHM.md#published-box-rule; tests/published_oracle.py) on synthetic masks and on transforms of the README
 medium-mag image (made here from ../shared, never stored); the other published behaviours
 of both pipelines; the Python API and the recorded mode.
 """
@@ -106,9 +106,9 @@ TRANSFORMS = {
     "crop": lambda a: a[37:, 53:],
     "pad_reflect": lambda a: np.pad(a, ((45, 0), (70, 0)), mode="reflect"),
 }
-#: SPEC §5.5: published cost of the published winner and of the robust rule's winner,
-#: measured with the published tool (mirror: U-Net masks of torch and ONNX Runtime differ
-#: in a few pixels, hence the tolerance; on this machine both agree exactly)
+#: Published cost of the published winner and of the robust rule's winner, measured with
+#: the published tool (docs/ALGORITHM.md#published-box-rule). The U-Net masks of torch and
+#: ONNX Runtime may differ in a few pixels, hence the tolerance (here they agree exactly).
 SPEC_COSTS = {"mirror_lr": (102_143, 103_377), "rescaled_1536x2048": (557_636, 558_101)}
 #: where the two rules pick different lattices (measured; the others pick the same)
 RULES_DIFFER = {"mirror_lr", "rot90", "rescaled_1536x2048"}
