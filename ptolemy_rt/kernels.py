@@ -517,7 +517,7 @@ def shortest_vector2(u0, u1, v0, v1) -> float:
 
 
 def score_candidates(mask, centroids, neighbours, margin: float, box: int, oblique: bool = False,
-                     min_len2: float = 0.0, max_len2: float = float("inf")):
+                     min_len2: float = 0.0, max_len2: float = float("inf"), published: bool = False):
     """Costs of every candidate lattice (`lattice_kernels.score_candidates`).
 
     Parameters
@@ -536,6 +536,9 @@ def score_candidates(mask, centroids, neighbours, margin: float, box: int, obliq
         Also score oblique candidates.
     min_len2, max_len2 : float
         Squared-length range of oblique basis vectors, px².
+    published : bool
+        The published tool's box rule (truncated coordinates, Python slice semantics;
+        docs/ALGORITHM.md#published-box-rule) instead of rounded, clipped boxes.
 
     Returns
     -------
@@ -556,9 +559,14 @@ def score_candidates(mask, centroids, neighbours, margin: float, box: int, obliq
     >>> costs, counts, ob = score_candidates(m, cen, nb, 100.0, 30)
     >>> costs.tolist(), counts[0].tolist(), ob.tolist()
     ([[3200, 3200], [3200, 3200], [3200, 3200], [3200, 3200]], [36, 36], [[-1], [-1], [-1], [-1]])
+
+    Origins 7.5 px off the holes: the published rule truncates and wraps boxes around.
+
+    >>> [int(score_candidates(m, np.add(cen, 7.5), nb, 100.0, 30, published=p)[0][0, 0]) for p in (False, True)]
+    [3200, 3444]
     """
     m = np.asarray(mask)
     m = np.ascontiguousarray(m.view(np.uint8) if m.dtype == np.bool_ else m, np.uint8)
     return _fn("score_candidates")(m, np.ascontiguousarray(centroids, np.float64),
                                    np.ascontiguousarray(neighbours, np.int64), float(margin), int(box),
-                                   bool(oblique), float(min_len2), float(max_len2))
+                                   bool(oblique), float(min_len2), float(max_len2), bool(published))

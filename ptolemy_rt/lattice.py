@@ -48,6 +48,15 @@ The candidate loop is a compiled kernel (`lattice_kernels.score_candidates`, loa
 Winner: the cheapest candidate; ties go to the first in enumeration order (centroid i
 ascending, then neighbours nearest first; all square candidates before oblique ones).
 Deterministic.
+
+Published rule (`published=True`, `--compat published`; docs/ALGORITHM.md#published-box-rule):
+the published tool's search exactly. Neighbours are `published_neighbours` (the six
+entries of ``argpartition(dist[i], 6)[:6]``, centroid i itself among them and skipped, so
+five, in argpartition order), and each lattice point (r, c) covers
+``mask[int(r) − 15 : int(r) + 15, int(c) − 15 : int(c) + 15]`` with Python slice
+semantics: truncated coordinates, boxes above or left of the image wrapped to the far edge
+or empty. The cheapest candidate wins, the first on ties (the published loop replaces the
+best only when strictly cheaper).
 """
 from __future__ import annotations
 
@@ -190,6 +199,47 @@ def nearest_neighbours(centroids: np.ndarray, k: int = N_NEIGHBOURS) -> np.ndarr
     return out
 
 
+def published_neighbours(centroids: np.ndarray) -> np.ndarray:
+    """The published tool's neighbour slots (docs/ALGORITHM.md#published-box-rule): row i
+    holds ``argpartition(dist[i], 6)[:6]`` in the order numpy returns it, dist[i] the
+    Euclidean distances (sqrt of the summed squared (row, col) differences, px) from centroid
+    i to every centroid, with i itself (distance 0) replaced by −1. So five neighbours are
+    tried, not sorted by distance. With fewer than 7 centroids (where the published call
+    would fail: kth out of bounds) every centroid is taken, in ``argpartition(dist[i], n − 1)``
+    order.
+
+    Parameters
+    ----------
+    centroids : array_like, (n, 2)
+        (row, col) points, px.
+
+    Returns
+    -------
+    ndarray, int64, (n, min(n, 6))
+        Neighbour indices in argpartition order; −1 in the slot of i itself (when i is not
+        among the six, at coincident centroids, every slot holds another index).
+
+    Examples
+    --------
+    >>> c = [[0, 0], [0, 1], [0, 3], [5, 0]]
+    >>> nb = published_neighbours(c)
+    >>> nb.shape, sorted(nb[0].tolist()), sorted(nb[3].tolist())
+    ((4, 4), [-1, 1, 2, 3], [-1, 0, 1, 2])
+    """
+    c = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)
+    n = len(c)
+    k = min(n, N_NEIGHBOURS)
+    out = np.full((n, k), -1, np.int64)
+    if n < 2:
+        return out
+    diff = c[:, None, :] - c[None, :, :]
+    dist = np.sqrt(diff[..., 0] * diff[..., 0] + diff[..., 1] * diff[..., 1])
+    for i in range(n):
+        idx = np.argpartition(dist[i], min(N_NEIGHBOURS, n - 1))[:k]
+        out[i] = np.where(idx == i, -1, idx)
+    return out
+
+
 def lattice_points(origin, d, shape, margin: float = MARGIN_PX) -> np.ndarray:
     """All points origin + a·d + b·d⊥ within the image of `shape` (rows, cols) plus `margin`
     px; n×2 float64 (row, col), px, pixel-corner coordinates, a-major order.
@@ -218,7 +268,8 @@ def lattice_points(origin, d, shape, margin: float = MARGIN_PX) -> np.ndarray:
 
 
 def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOURS,
-                 margin: float = MARGIN_PX, box: int = BOX_PX, oblique: bool = False) -> Lattice | None:
+                 margin: float = MARGIN_PX, box: int = BOX_PX, oblique: bool = False,
+                 published: bool = False) -> Lattice | None:
     """Cheapest candidate lattice (module docstring) for a bool [row, col] mask and n×2
     (row, col) centroids (px, pixel-corner coordinates); square candidates only (published)
     unless oblique. None when fewer than 2 centroids (no candidate).
@@ -237,6 +288,11 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
         Side of each lattice point's box, px.
     oblique : bool, optional
         Also score oblique candidates (module docstring).
+    published : bool, optional
+        The published tool's search (`--compat published`): its neighbours
+        (`published_neighbours`; k is then ignored) and box rule
+        (docs/ALGORITHM.md#published-box-rule). False: k sorted neighbours, rounded and
+        clipped boxes (docs/ALGORITHM.md#medmag-lattice-cost).
 
     Returns
     -------
@@ -256,19 +312,27 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
     ([20.0, 20.0], [60.0, 0.0], 3200, 12, 36)
     >>> find_lattice(m, [[20, 20]]) is None
     True
+
+    The published rule tries 3 neighbours of each of the 4 centroids here too (all others:
+    fewer than 7 centroids) and finds the same lattice.
+
+    >>> lat = find_lattice(m, [[20, 20], [20, 80], [80, 20], [80, 80]], published=True)
+    >>> lat.origin.tolist(), lat.cost, lat.n_candidates
+    ([20.0, 20.0], 3200, 12)
     """
     m = np.ascontiguousarray(np.asarray(mask, dtype=bool).view(np.uint8))
     c = np.ascontiguousarray(np.asarray(centroids, dtype=np.float64).reshape(-1, 2))
     if len(c) < 2:
         return None
-    nb = nearest_neighbours(c, k)
-    costs, _, costs2 = kernels.score_candidates(m, c, nb, float(margin), int(box), False)
+    nb = published_neighbours(c) if published else nearest_neighbours(c, k)
+    costs, _, costs2 = kernels.score_candidates(m, c, nb, float(margin), int(box), False, published=published)
     big = np.iinfo(np.int64).max
     if oblique and (costs >= 0).any():  # second pass: shapes near the square winner's spacing
         i, s = divmod(int(np.argmin(np.where(costs >= 0, costs, big))), nb.shape[1])
         d2sq = float(np.sum((c[nb[i, s]] - c[i]) ** 2))
         r2 = OBLIQUE_LENGTH_RATIO ** 2
-        _, _, costs2 = kernels.score_candidates(m, c, nb, float(margin), int(box), True, r2 * d2sq, d2sq / r2)
+        _, _, costs2 = kernels.score_candidates(m, c, nb, float(margin), int(box), True, r2 * d2sq, d2sq / r2,
+                                                published)
     flat = np.concatenate([np.where(costs >= 0, costs, big).ravel(), np.where(costs2 >= 0, costs2, big).ravel()])
     n_valid = int((costs >= 0).sum() + (costs2 >= 0).sum())
     if n_valid == 0:

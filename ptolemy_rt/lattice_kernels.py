@@ -9,6 +9,14 @@ the exported kernels with their signatures. The constants come from
 
 Coordinates: masks are [row, col] arrays; points and vectors are (row, col) float64 in
 pixel-corner coordinates (pixel (r, c) covers [r, r+1) × [c, c+1)), px.
+
+Two box rules (`score_candidates(..., published)`): the robust one (rounded, clipped boxes;
+docs/ALGORITHM.md#medmag-lattice-cost) and the published tool's (truncated coordinates and
+Python slice semantics, `_slice_bounds`; docs/ALGORITHM.md#published-box-rule). Under the
+published rule a box can wrap to the opposite edge, so the summed-area shortcut does not
+apply: every candidate is painted (`_cost_paint`), or, for lattices so dense that painting
+would touch every pixel many times, counted with a difference array (`_cost_cover`); both
+are exact.
 """
 from __future__ import annotations
 
@@ -165,6 +173,51 @@ def _box_bounds(pr, pc, box, h, w):
 
 
 @compiled
+def _slice_bounds(start, stop, n):
+    """[lo, hi) indices that the Python slice ``a[start:stop]`` selects on an axis of n
+    elements (step 1): a negative bound counts from the end (+ n), then both are clipped to
+    [0, n]; hi ≤ lo is an empty slice (returned as lo = hi)."""
+    if start < 0:
+        start += n
+        if start < 0:
+            start = 0
+    elif start > n:
+        start = n
+    if stop < 0:
+        stop += n
+        if stop < 0:
+            stop = 0
+    elif stop > n:
+        stop = n
+    if stop < start:
+        stop = start
+    return start, stop
+
+
+@compiled
+def _box_bounds_published(pr, pc, box, h, w):
+    """The published tool's box of lattice point (pr, pc): ``mask[int(pr) − box//2 :
+    int(pr) + box//2, int(pc) − box//2 : int(pc) + box//2]`` with int() truncating toward
+    zero and Python slice semantics (`_slice_bounds`: a box above or left of the image wraps
+    to the opposite edge or is empty; docs/ALGORITHM.md#published-box-rule). Returns
+    r0, c0, r1, c1 (rows r0..r1−1, cols c0..c1−1)."""
+    half = box // 2
+    tr = int(pr)
+    tc = int(pc)
+    r0, r1 = _slice_bounds(tr - half, tr + half, h)
+    c0, c1 = _slice_bounds(tc - half, tc + half, w)
+    return r0, c0, r1, c1
+
+
+@compiled
+def _bounds(pr, pc, box, h, w, published):
+    """Box of a lattice point under the published rule or the robust one (`_box_bounds`)."""
+    if published:
+        return _box_bounds_published(pr, pc, box, h, w)
+    return _box_bounds(pr, pc, box, h, w)
+
+
+@compiled
 def _summed_area(mask):
     """SAT int64 [(H+1), (W+1)]: sat[r, c] = number of mask pixels in rows < r, cols < c."""
     h, w = mask.shape
@@ -192,20 +245,51 @@ def _cost_sat(points, sat, h, w, box, total):
 
 
 @compiled
-def _cost_paint(points, mask, stamp, tag, box, total):
+def _cost_paint(points, mask, stamp, tag, box, total, published):
     """Exact union cost by painting into `stamp` (int32 [H, W]); pixels equal to tag are
-    already covered by this candidate, so the buffer never needs clearing."""
+    already covered by this candidate, so the buffer never needs clearing. Boxes by the
+    published or the robust rule (`_bounds`)."""
     h, w = mask.shape
     covered = 0
     inside = 0
     for k in range(points.shape[0]):
-        r0, c0, r1, c1 = _box_bounds(points[k, 0], points[k, 1], box, h, w)
+        r0, c0, r1, c1 = _bounds(points[k, 0], points[k, 1], box, h, w, published)
         for r in range(r0, r1):
             for c in range(c0, c1):
                 if stamp[r, c] != tag:
                     stamp[r, c] = tag
                     covered += 1
                     inside += mask[r, c]
+    return MISS_WEIGHT * (total - inside) + (covered - inside)
+
+
+@compiled
+def _cost_cover(points, mask, box, total, published):
+    """Exact union cost from a difference array of the boxes (O(points + H·W); for lattices
+    dense enough that painting would touch each pixel many times): +1/−1 at the four
+    corners of every non-empty box, a 2-D prefix sum gives each pixel's box count, and a
+    pixel is covered when it is > 0. Boxes by `_bounds`."""
+    h, w = mask.shape
+    diff = np.zeros((h + 1, w + 1), np.int32)
+    for k in range(points.shape[0]):
+        r0, c0, r1, c1 = _bounds(points[k, 0], points[k, 1], box, h, w, published)
+        if r1 <= r0 or c1 <= c0:
+            continue
+        diff[r0, c0] += 1
+        diff[r0, c1] -= 1
+        diff[r1, c0] -= 1
+        diff[r1, c1] += 1
+    acc = np.zeros(w, np.int64)
+    covered = 0
+    inside = 0
+    for r in range(h):
+        run = 0
+        for c in range(w):
+            run += diff[r, c]
+            acc[c] += run
+            if acc[c] > 0:
+                covered += 1
+                inside += mask[r, c]
     return MISS_WEIGHT * (total - inside) + (covered - inside)
 
 
@@ -219,21 +303,26 @@ def _tilted_square(nu, nv, dot):
 
 
 @compiled
-def _lattice_cost(pts, mask, sat, stamp, tag, box, total, short2):
-    """Cost of one candidate's points: summed-area table when no two boxes can overlap
-    (shortest lattice vector² short2 ≥ 2·box²), else exact painting into `stamp` (allocated
-    [H, W] int32 on first use; tag advanced). Returns (cost, stamp, tag)."""
+def _lattice_cost(pts, mask, sat, stamp, tag, box, total, short2, published):
+    """Cost of one candidate's points. Robust rule: summed-area table when no two boxes can
+    overlap (shortest lattice vector² short2 ≥ 2·box²), else exact painting into `stamp`
+    (allocated [H, W] int32 on first use; tag advanced). Published rule (boxes may wrap, so
+    they may overlap at any spacing): painting, or `_cost_cover` when the boxes hold more
+    than twice the image's pixels. Returns (cost, stamp, tag)."""
     h, w = mask.shape
-    if short2 >= 2.0 * box * box:
+    if published:
+        if pts.shape[0] * box * box > 2 * h * w:
+            return _cost_cover(pts, mask, box, total, True), stamp, tag
+    elif short2 >= 2.0 * box * box:
         return _cost_sat(pts, sat, h, w, box, total), stamp, tag
     if stamp.shape[0] != h:
         stamp = np.zeros((h, w), np.int32)
     tag += 1
-    return _cost_paint(pts, mask, stamp, tag, box, total), stamp, tag
+    return _cost_paint(pts, mask, stamp, tag, box, total, published), stamp, tag
 
 
 @compiled
-def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2, max_len2):
+def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2, max_len2, published):
     """Costs of every candidate lattice (the `lattice` module docstring defines them).
 
     Square candidates (i, s): d = c[neighbours[i, s]] − c[i] and d⊥. With `oblique`, also
@@ -243,7 +332,11 @@ def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2
     candidates within the covering bound (shortest vector ≤ (box/2 − 1.5)·√2) are left out:
     the square candidate of the same neighbour has that cost. A candidate's cost uses the
     summed-area table when its shortest vector² ≥ 2·box² (no two boxes overlap), else exact
-    painting.
+    painting. With `published`, boxes follow the published tool's slice rule
+    (`_box_bounds_published`) and are always painted (or counted, `_cost_cover`); the
+    covering shortcut then applies only to square lattices with |d|² < 1/2 on images of
+    ≥ 16 px per side (every unit cell holds a point, and the points with int(coord) in
+    [15, side − 1] alone paint the whole image).
 
     Parameters
     ----------
@@ -261,6 +354,9 @@ def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2
         Whether to score the oblique candidates too.
     min_len2, max_len2 : float
         Range of the oblique basis vectors' squared lengths, px².
+    published : bool
+        Paint boxes by the published tool's rule (docs/ALGORITHM.md#published-box-rule)
+        instead of the robust one.
 
     Returns
     -------
@@ -289,6 +385,16 @@ def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2
     >>> costs, counts, ob = score_candidates(m, cen, nb, 100.0, 30, True, 0.0, 1e9)
     >>> costs[0].tolist(), counts[0].tolist(), ob.ravel().tolist()
     ([3200, 3200], [36, 36], [3200, 3200, 3200, 3200])
+
+    Under the published rule the boxes of the points at −100 wrap to rows (columns) 5-34,
+    those at −40 to 65-94: the union is the same here. Move the origins by 7.5 px and the
+    rules differ: int(27.5) − 15 = 12 is not round(27.5) − 15 = 13, and the boxes of the
+    points at −32.5 wrap onto the far edge.
+
+    >>> score_candidates(m, cen, nb, 100.0, 30, False, 0.0, 1e9, True)[0][0].tolist()
+    [3200, 3200]
+    >>> [score_candidates(m, cen + 7.5, nb, 100.0, 30, False, 0.0, 1e9, p)[0][0].tolist() for p in (False, True)]
+    [[3200, 3200], [3444, 3444]]
     """
     h, w = mask.shape
     n, k = neighbours.shape
@@ -304,6 +410,9 @@ def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2
     tag = 0
     cover_d2 = 2.0 * (box / 2.0 - 1.5) ** 2
     can_cover = margin >= box and box % 2 == 0
+    if published:  # docstring: every unit cell holds a point, the image is >= 16 px a side
+        cover_d2 = 0.5
+        can_cover = h >= box // 2 + 1 and w >= box // 2 + 1 and margin >= 0.0
     for i in range(n):
         for s in range(k):
             j = neighbours[i, s]
@@ -314,13 +423,13 @@ def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2
             d2 = d0 * d0 + d1 * d1
             if d2 == 0.0:
                 continue
-            if d2 <= cover_d2 and can_cover:
+            if can_cover and (d2 < cover_d2 if published else d2 <= cover_d2):
                 costs[i, s] = h * w - total
                 counts[i, s] = -1
                 continue
             pts = lattice_points(centroids[i, 0], centroids[i, 1], d0, d1, float(h), float(w), margin)
             counts[i, s] = pts.shape[0]
-            costs[i, s], stamp, tag = _lattice_cost(pts, mask, sat, stamp, tag, box, total, d2)
+            costs[i, s], stamp, tag = _lattice_cost(pts, mask, sat, stamp, tag, box, total, d2, published)
         if not oblique:
             continue
         p = -1
@@ -345,7 +454,7 @@ def score_candidates(mask, centroids, neighbours, margin, box, oblique, min_len2
                 if short2 <= cover_d2:
                     continue
                 pts = lattice_points2(centroids[i, 0], centroids[i, 1], u0, u1, v0, v1, float(h), float(w), margin)
-                costs2[i, p], stamp, tag = _lattice_cost(pts, mask, sat, stamp, tag, box, total, short2)
+                costs2[i, p], stamp, tag = _lattice_cost(pts, mask, sat, stamp, tag, box, total, short2, published)
     return costs, counts, costs2
 
 
@@ -355,5 +464,5 @@ EXPORTS = {
     "shortest_vector2": ("shortest_vector2", "f8(f8, f8, f8, f8)"),
     "lattice_points2": ("lattice_points2", "f8[:, ::1](f8, f8, f8, f8, f8, f8, f8, f8, f8)"),
     "score_candidates": ("score_candidates", "Tuple((i8[:, ::1], i8[:, ::1], i8[:, ::1]))"
-                         "(u1[:, ::1], f8[:, ::1], i8[:, ::1], f8, i8, b1, f8, f8)"),
+                         "(u1[:, ::1], f8[:, ::1], i8[:, ::1], f8, i8, b1, f8, f8, b1)"),
 }

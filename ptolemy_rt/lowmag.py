@@ -182,7 +182,45 @@ def _region_sums(labels: np.ndarray, px: np.ndarray, n: int) -> tuple[np.ndarray
     return counts, sums
 
 
-def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidates:
+def published_box_shift(angle_deg: float, in_shape, out_shape) -> np.ndarray:
+    """(row, col) px that the published tool's point map adds to the exact one
+    (`geometry.rotate_points`) for a rotation by angle_deg from in_shape to out_shape
+    (docs/ALGORITHM.md#lowmag-boxes): it rotates about (m//2, m//2), m = min(rows, cols), in
+    both frames, instead of the exact centres shape / 2. Zero for square images with an even
+    side whose rotated frame has an even side too (the README atlas: 1024² → 1448²).
+
+    Parameters
+    ----------
+    angle_deg : float
+        Grid angle, degrees.
+    in_shape, out_shape : sequence of int
+        (rows, cols) of the input and of the rotated frame.
+
+    Returns
+    -------
+    ndarray, float64, (2,)
+        Shift (row, col), px.
+
+    Examples
+    --------
+    >>> published_box_shift(45.0, (1024, 1024), (1448, 1448)).tolist()
+    [0.0, 0.0]
+
+    A 100×300 atlas turned by 90°: the published boxes lie 200 px too high in the 300×100
+    rotated frame (its crops miss the squares; the vertices, mapped back by the same map,
+    are right).
+
+    >>> (published_box_shift(90.0, (100, 300), (300, 100)).round(9) + 0.0).tolist()
+    [-200.0, 0.0]
+    """
+    i = np.asarray(in_shape[:2], dtype=np.float64)
+    o = np.asarray(out_shape[:2], dtype=np.float64)
+    ci_pub = np.full(2, float(int(min(i)) // 2))
+    co_pub = np.full(2, float(int(min(o)) // 2))
+    return geometry.rotate_points(i / 2.0 - ci_pub, angle_deg, (0, 0), (0, 0)) + co_pub - o / 2.0
+
+
+def locate_squares(image, integer_valued: bool | None = None, compat: str = "robust") -> SquareCandidates:
     """Steps 1-7 of docs/ALGORITHM.md#lowmag without the classifier: mask, regions, polygons, grid
     angle, rotated frame, boxes and vertices.
 
@@ -194,6 +232,10 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     integer_valued : bool or None
         Whether the pixels are integer counts (rounds the rotated crop pixels as the published
         tool); None: as `io` found.
+    compat : str
+        "robust" or "published" (docs/ALGORITHM.md#compat-published: the published integer
+        conversion of the mixture, no valley gate, crops cut with the published point map
+        `published_box_shift`).
 
     Returns
     -------
@@ -231,7 +273,8 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     px = clamp_negatives(loaded.pixels)  # docs/ALGORITHM.md#lowmag-clamp (a copy: never modify the caller's array)
     sw.lap("load")
 
-    fit = mixture.fit_mixture(px, integer_valued)
+    published = compat == "published"
+    fit = mixture.fit_mixture(px, integer_valued, compat)
     mask = fit.mask
     sw.lap("mixture")
 
@@ -252,7 +295,7 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     if not mask.any():
         cand.reason = "the mixture model found no bright (square) pixels"
         return cand
-    if fit.valley_ratio > MAX_VALLEY_RATIO:
+    if fit.valley_ratio > MAX_VALLEY_RATIO and not published:
         cand.reason = (
             "the pixel histogram has no dark/bright valley (valley ratio "
             f"{fit.valley_ratio:.2f} > {MAX_VALLEY_RATIO}): no squares (noise or smooth background?)"
@@ -271,7 +314,11 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     rshape = geometry.rotated_shape(px.shape, angle)
     sw.lap("rotate")
 
-    boxes = geometry.bounding_boxes(hulls, angle, px.shape, rshape)
+    exact = geometry.bounding_boxes(hulls, angle, px.shape, rshape)
+    # published: the crops are cut where the published point map puts the boxes; the
+    # vertices map back with its inverse, which gives the exact corners again
+    shift = published_box_shift(angle, px.shape, rshape) if published else np.zeros(2)
+    boxes = exact + np.concatenate([shift, shift])
     rh, rw = rshape
     lo = np.trunc(boxes[:, :2]).astype(np.int64)
     hi = np.trunc(boxes[:, 2:]).astype(np.int64)
@@ -282,7 +329,7 @@ def locate_squares(image, integer_valued: bool | None = None) -> SquareCandidate
     bounds = np.stack([r0, c0, np.maximum(r1, r0), np.maximum(c1, c0)], axis=1)
     # box corners (float, untruncated) back in the input frame: (row, col) -> (x, y)
     corners = np.stack(
-        [boxes[:, [0, 1]], boxes[:, [2, 1]], boxes[:, [2, 3]], boxes[:, [0, 3]]], axis=1
+        [exact[:, [0, 1]], exact[:, [2, 1]], exact[:, [2, 3]], exact[:, [0, 3]]], axis=1
     )
     verts_rc = geometry.unrotate_points(corners, angle, px.shape, rshape)
     vertices = verts_rc[..., ::-1].copy()
@@ -372,6 +419,10 @@ def find_squares(image, options: LowmagOptions | None = None, *, models=None, in
         e.g. another image's `SquareResult.norm`. The constants used are in
         `SquareResult.norm` (None when no crop was scored) and `norm_source` ("image" |
         "given").
+        compat: "robust" (default) or "published" (the published tool exactly: every image
+        truncated to integers for the mixture, no valley gate, crops cut where the published
+        point map puts them, `published_box_shift`; docs/ALGORITHM.md#compat-published).
+        The mode used is `SquareResult.compat`.
 
     Returns
     -------
@@ -401,6 +452,16 @@ def find_squares(image, options: LowmagOptions | None = None, *, models=None, in
     Traceback (most recent call last):
     ...
     ptolemy_rt.options.OptionError: crop_grid 'diagonal': must be one of 'image', 'square'
+
+    The compat modes on a synthetic 384×512 atlas with 10 squares, default model set:
+
+    >>> from ptolemy_rt import synthetic
+    >>> atlas, truth = synthetic.atlas(5, (384, 512))
+    >>> res = find_squares(atlas, compat="published")
+    >>> len(truth), len(res.squares), res.compat
+    (10, 10, 'published')
+    >>> [len(find_squares(atlas, compat=c).squares) for c in ("robust", "published")]
+    [10, 10]
     """
     opts = pipeline_options("lowmag", options, **keywords)
     batchnorm, crop_grid, norm = opts.batchnorm, opts.crop_grid, opts.norm
@@ -412,7 +473,7 @@ def find_squares(image, options: LowmagOptions | None = None, *, models=None, in
     mset = models if isinstance(models, ModelSet) else load_model_set(models)
     t_models = time.perf_counter() - t0
 
-    cand = locate_squares(image)
+    cand = locate_squares(image, compat=opts.compat)
     sw = Stopwatch(dict(cand.timings_s))
     tm = sw.timings
     tm["models"] = t_models
@@ -422,7 +483,7 @@ def find_squares(image, options: LowmagOptions | None = None, *, models=None, in
             "crop_bounds": cand.crop_bounds, "vertices": cand.vertices, "crops": {}} if intermediates else None
     if cand.n == 0:
         return SquareResult([], shape, cand.angle_deg, batchnorm, mset.name, cand.reason, tm, crop_grid,
-                            used, source, intermediates=kept)
+                            used, source, intermediates=kept, compat=opts.compat)
 
     def get_crop(i: int) -> np.ndarray:
         with sw.stage("crops"):
@@ -444,4 +505,4 @@ def find_squares(image, options: LowmagOptions | None = None, *, models=None, in
         kept["order"] = order
     tm["total"] = time.perf_counter() - t0
     return SquareResult(squares, shape, cand.angle_deg, batchnorm, mset.name, None, tm, crop_grid, used, source,
-                        intermediates=kept)
+                        intermediates=kept, compat=opts.compat)

@@ -35,7 +35,7 @@ import numpy as np
 
 from . import geometry, lattice, regions, scale
 from .core import Stopwatch, clamp_negatives, mean_std, targets_from_boxes
-from .options import LATTICE_SEARCHES, MedmagOptions, pipeline_options
+from .options import COMPAT_MODES, LATTICE_SEARCHES, MedmagOptions, pipeline_options
 from .modelspec import LATTICE_MODES, HoleClassifierArch, PipelineSpec, default, hole_cnn_min_input
 from .results import Hole, HoleResult
 
@@ -413,7 +413,8 @@ def crop_half_size(d) -> int:
     return int(math.floor(math.hypot(float(d[0]), float(d[1])) / 2.0)) - CROP_SHRINK_PX
 
 
-def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None, lattice_mode: str = "square") -> HoleLayout:
+def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None, lattice_mode: str = "square",
+                 compat: str = "robust") -> HoleLayout:
     """Regions → centroids → lattice → holes → crop boxes, for the hole mask of an input image.
 
     Only the mask is read; the rotated frame is the one of
@@ -428,6 +429,9 @@ def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None, latt
     lattice_mode : str
         "square" (published) or "oblique" (also oblique lattices: tilted collection;
         `lattice.find_lattice`).
+    compat : str
+        "robust" (rounded, clipped lattice boxes, 6 sorted neighbours) or "published" (the
+        published tool's lattice search exactly, docs/ALGORITHM.md#published-box-rule).
 
     Returns
     -------
@@ -463,15 +467,18 @@ def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None, latt
     with sw.stage("regions"):
         cents = mask_centroids(m)
     with sw.stage("lattice"):
-        return _layout(m, shape, cents, lattice_mode)
+        return _layout(m, shape, cents, lattice_mode, compat)
 
 
-def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray, lattice_mode: str = "square") -> HoleLayout:
+def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray, lattice_mode: str = "square",
+            compat: str = "robust") -> HoleLayout:
     if lattice_mode not in LATTICE_MODES:
         raise ValueError(f"lattice mode must be one of {LATTICE_MODES}, got {lattice_mode!r}")
+    if compat not in COMPAT_MODES:
+        raise ValueError(f"compat mode must be one of {COMPAT_MODES}, got {compat!r}")
     if len(cents) < 2:
         return HoleLayout(cents, reason=f"fewer than 2 hole regions in the U-Net mask ({len(cents)} found): no lattice")
-    lat = lattice.find_lattice(m, cents, oblique=lattice_mode == "oblique")
+    lat = lattice.find_lattice(m, cents, oblique=lattice_mode == "oblique", published=compat == "published")
     if lat is None:
         return HoleLayout(cents, reason="no lattice candidate (coincident hole centroids)")
     pts = lat.points[inside_points(lat.points, shape)]
@@ -769,11 +776,11 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
     if m.shape != pix.shape:
         raise ValueError(f"mask shape {m.shape} differs from image shape {pix.shape}")
     mode = opts.lattice or lattice_mode(models)
-    layout = layout_holes(m, t, mode)
+    layout = layout_holes(m, t, mode, opts.compat)
     if intermediates is not None:
         intermediates.update(mask=m, centroids=layout.centroids, layout=layout, boxes=layout.boxes, crops={})
     res = HoleResult(holes=[], image_shape=tuple(pix.shape), batchnorm=opts.batchnorm, models=model_name,
-                     timings_s=t, lattice_search=mode, intermediates=intermediates)
+                     timings_s=t, lattice_search=mode, intermediates=intermediates, compat=opts.compat)
     if layout.lattice is not None:
         res.lattice_angle_deg = layout.angle_deg
         res.lattice_spacing_px = layout.lattice.spacing_px
@@ -827,7 +834,15 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
         grid) or None (the model set's choice, `lattice_mode`).
         scale: "auto" (measure the hole lattice; resample the image to the model set's
         `pipeline.hole_pitch_px` when it is outside the set's tolerance; results come back in
-        input pixels) or "off" (the published pipeline). hole_pitch_um: grid hole pitch, µm.
+        input pixels), "off" (the published pipeline) or None (the compat mode's: "auto"
+        when robust, "off" when published). hole_pitch_um: the grid's hole pitch, µm (e.g.
+        2.5 for R1.2/1.3); with a pixel size (``pixel_size_nm`` or the header) it sets the
+        scale and the measured lattice cross-checks it.
+        compat: "robust" (default: the pipeline for any facility's images) or "published"
+        (the published tool exactly, its quirks included: no scale stage, the published
+        lattice search with truncated, wrapping boxes and 5 argpartition neighbours;
+        docs/ALGORITHM.md#compat-published). "published" refuses ``scale="auto"`` and
+        ``hole_pitch_um``. The mode used is `HoleResult.compat`.
 
     Returns
     -------
@@ -859,6 +874,18 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     Traceback (most recent call last):
     ...
     ptolemy_rt.options.OptionError: lattice 'hexagonal': must be one of 'square', 'oblique'
+
+    The compat modes on a synthetic R1.2/1.3 film at 9 nm/px (hole pitch 2.5 µm = 278 px), default model set:
+
+    >>> from ptolemy_rt import synthetic
+    >>> image, truth = synthetic.medmag_image(3, (600, 800), pixel_nm=9.0, film="R1.2/1.3",
+    ...                                       angle_deg=0.0, tilt_deg=0.0)
+    >>> res = find_holes(image, compat="published")
+    >>> len(res.holes), res.compat, res.scale is None
+    (6, 'published', True)
+    >>> res = find_holes(image, hole_pitch_um=2.5, pixel_size_nm=9.0)
+    >>> len(res.holes), res.compat, res.scale["source"], res.scale["factor"]
+    (6, 'robust', 'metadata', 1.0)
     """
     from .io import as_loaded_image
     from .models import ModelSet, load_model_set

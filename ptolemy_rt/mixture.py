@@ -21,6 +21,8 @@ Integer conversion (the only deviation from the published tool, documented):
   v = trunc(x · 4095 / max(x)), for the mixture only.
 - any image with values above 2**20: rescaled the same way to 0..65535 (bounded histogram).
 - other non-integer images (max ≥ 4096): truncated, as published (loses < 1/4096 of the range).
+With ``compat="published"`` (`--compat published`) every image up to 2**20 is truncated as
+published, [0, 1] images included; only the bound on the histogram above 2**20 stays.
 Brightness and normalisation elsewhere use the raw values; only the mask depends on this.
 Coordinates: the mask is a bool array [row, col] of the input's shape.
 """
@@ -77,7 +79,7 @@ def _posterior_table(nbins, pi_hi, mu_hi, mu_lo):
     return _log_joint(k, pi_hi, mu_hi) > _log_joint(k, 1.0 - pi_hi, mu_lo)
 
 
-def mixture_scale(vmax: float, integer_valued: bool) -> float:
+def mixture_scale(vmax: float, integer_valued: bool, compat: str = "robust") -> float:
     """Factor applied to pixel values before truncation to integers (see module doc).
 
     Parameters
@@ -86,6 +88,9 @@ def mixture_scale(vmax: float, integer_valued: bool) -> float:
         Largest pixel value (negatives counted as 0), input units.
     integer_valued : bool
         Whether every pixel value is a whole number.
+    compat : str, optional
+        "robust" (default) or "published": no rescaling of small-range float images (the
+        published truncation; a [0, 1] image then has the values 0 and 1 only).
 
     Returns
     -------
@@ -99,10 +104,12 @@ def mixture_scale(vmax: float, integer_valued: bool) -> float:
 
     >>> mixture_scale(1.0, False), mixture_scale(200.0, True), mixture_scale(65535.0 * 32, True)
     (4095.0, 1.0, 0.03125)
+    >>> mixture_scale(1.0, False, "published")
+    1.0
     """
     if vmax > MAX_VALUE:
         return 65535.0 / vmax
-    if not integer_valued and 0.0 < vmax < RESCALE_MAX + 1:
+    if compat != "published" and not integer_valued and 0.0 < vmax < RESCALE_MAX + 1:
         return RESCALE_MAX / vmax
     return 1.0
 
@@ -166,7 +173,7 @@ def valley_ratio(hist: np.ndarray, threshold_bin: int, mu_high: float, mu_low: f
     return float(d[ilo:ihi + 1].min() / low_peak)
 
 
-def fit_mixture(pixels: np.ndarray, integer_valued: bool | None = None) -> MixtureFit:
+def fit_mixture(pixels: np.ndarray, integer_valued: bool | None = None, compat: str = "robust") -> MixtureFit:
     """Fit the two-component Poisson mixture to a 2-D [row, col] image and return the mask.
 
     Parameters
@@ -175,6 +182,8 @@ def fit_mixture(pixels: np.ndarray, integer_valued: bool | None = None) -> Mixtu
         Raw image (any real dtype; negatives count as 0; not modified).
     integer_valued : bool or None, optional
         Whether all values are whole numbers (None: checked here).
+    compat : str, optional
+        "robust" or "published": the integer conversion (`mixture_scale`).
 
     Returns
     -------
@@ -210,7 +219,7 @@ def fit_mixture(pixels: np.ndarray, integer_valued: bool | None = None) -> Mixtu
     vmax, whole = kernels.scan_pixels(a)
     if integer_valued is None:
         integer_valued = bool(whole)
-    scale = mixture_scale(float(vmax), bool(integer_valued))
+    scale = mixture_scale(float(vmax), bool(integer_valued), compat)
     nbins = int(vmax * scale) + 1
     hist = kernels.value_histogram(a, scale, nbins)
     values = np.nonzero(hist)[0]

@@ -68,6 +68,11 @@ def _opt_float(v: float | None) -> float | None:
     return None if v is None else float(v)
 
 
+def _compat_metadatum(compat: str) -> Metadatum:
+    """The compatibility mode a result was made in (TXT names it only when "published")."""
+    return Metadatum("compat", compat, "compat published" if compat == "published" else None)
+
+
 @dataclass(frozen=True)
 class Square:
     """One grid square found in a low-magnification atlas.
@@ -110,7 +115,7 @@ class SquareResult(PipelineResult):
     --------
     >>> r = SquareResult([Square(((0.0, 0.0), (4.0, 0.0), (4.0, 4.0), (0.0, 4.0)), (2, 2), 16.0, 9.5, 0.75)], (8, 8))
     >>> r.kind, r.targets[0].score, [m.key for m in r.metadata()]
-    ('lowmag', 0.75, ['crop_grid', 'normalisation', 'grid_angle_deg'])
+    ('lowmag', 0.75, ['compat', 'crop_grid', 'normalisation', 'grid_angle_deg'])
     >>> r.typical_size_px()
     (4.0, 'square side')
     """
@@ -133,6 +138,8 @@ class SquareResult(PipelineResult):
     norm_source: str = "image"  # "image": the image's square-mask pixels (docs/ALGORITHM.md#lowmag-crops); "given": by the caller
     #: what the pipeline computed on the way (find_squares(..., intermediates=True)), else None
     intermediates: dict | None = field(default=None, repr=False, compare=False)
+    #: compatibility mode that made it: "robust" or "published" (`options.COMPAT_MODES`)
+    compat: str = "robust"
 
     @property
     def targets(self) -> list[Square]:
@@ -140,13 +147,15 @@ class SquareResult(PipelineResult):
         return self.squares
 
     def metadata(self) -> tuple[Metadatum, ...]:
-        """Crop grid, crop normalisation constants (input pixel units, None without crops)
-        and grid angle (deg, None when unknown); TXT shows the crop grid only when it is not
-        "image" and the normalisation on its own line."""
+        """Compatibility mode, crop grid, crop normalisation constants (input pixel units,
+        None without crops) and grid angle (deg, None when unknown); TXT shows the mode only
+        when it is "published", the crop grid only when it is not "image" and the
+        normalisation on its own line."""
         norm = None if self.norm is None else {"mean": float(self.norm[0]), "std": float(self.norm[1]),
                                                "source": self.norm_source}
         angle = _opt_float(self.grid_angle_deg)
         return (
+            _compat_metadatum(self.compat),
             Metadatum("crop_grid", self.crop_grid, None if self.crop_grid == "image" else f"crop grid {self.crop_grid}"),
             Metadatum("normalisation", norm, None if norm is None else
                       f"normalisation mean {norm['mean']!r}, std {norm['std']!r} ({norm['source']})", own_line=True),
@@ -166,7 +175,7 @@ class HoleResult(PipelineResult):
     --------
     >>> r = HoleResult([Hole(((0.0, 0.0), (4.0, 0.0), (4.0, 4.0), (0.0, 4.0)), (2, 2), 16.0, 0.5)], (8, 8))
     >>> r.kind, [m.key for m in r.metadata()], r.typical_size_px()
-    ('medmag', ['lattice_angle_deg', 'lattice_spacing_px', 'lattice_search', 'scale'], (4.0, 'hole box side'))
+    ('medmag', ['compat', 'lattice_angle_deg', 'lattice_spacing_px', 'lattice_search', 'scale'], (4.0, 'hole box side'))
     >>> HoleResult([], (8, 8), lattice_spacing_px=6.0).typical_size_px()
     (6.0, 'hole spacing')
     """
@@ -189,6 +198,8 @@ class HoleResult(PipelineResult):
     #: the scale stage's decision (`scale.ScaleDecision.as_dict`: factor, measured period px,
     #: source, note) or None when it did not run (``scale="off"``)
     scale: dict | None = None
+    #: compatibility mode that made it: "robust" or "published" (`options.COMPAT_MODES`)
+    compat: str = "robust"
 
     @property
     def targets(self) -> list[Hole]:
@@ -196,10 +207,12 @@ class HoleResult(PipelineResult):
         return self.holes
 
     def metadata(self) -> tuple[Metadatum, ...]:
-        """Lattice angle (deg) and spacing (px) of the fitted lattice (None without one) and
-        the lattice search mode; TXT shows the search only when it is not "square"."""
+        """Compatibility mode, lattice angle (deg) and spacing (px) of the fitted lattice
+        (None without one), the lattice search mode and the scale decision; TXT shows the
+        mode only when it is "published" and the search only when it is not "square"."""
         angle, spacing = _opt_float(self.lattice_angle_deg), _opt_float(self.lattice_spacing_px)
         return (
+            _compat_metadatum(self.compat),
             Metadatum("lattice_angle_deg", angle, None if angle is None else f"lattice angle {angle:.2f} deg"),
             Metadatum("lattice_spacing_px", spacing, None if spacing is None else f"spacing {spacing:.1f} px"),
             Metadatum("lattice_search", self.lattice_search,

@@ -102,9 +102,15 @@ def test_aot_and_jit_give_identical_results():
     m8 = np.ascontiguousarray(mask.view(np.uint8))
     cents = np.random.default_rng(2).random((12, 2)) * 120
     nb = lattice.nearest_neighbours(cents)
-    args = (m8, cents, nb, 100.0, 30, True, 100.0, 1e6)
-    for x, y in zip(aot.score_candidates(*args), jit.score_candidates(*args)):
-        np.testing.assert_array_equal(x, y)
+    # both box rules; centroids a few px apart give dense lattices (the published rule's
+    # difference-array path, and sub-pixel ones its covering shortcut)
+    close = np.concatenate([cents, cents[:3] + [[0.4, 0.2], [3.0, -2.0], [9.0, 7.5]]])
+    for c in (cents, close):
+        for published in (False, True):
+            nbs = lattice.published_neighbours(c) if published else lattice.nearest_neighbours(c)
+            args = (m8, np.ascontiguousarray(c), nbs, 100.0, 30, True, 100.0, 1e6, published)
+            for x, y in zip(aot.score_candidates(*args), jit.score_candidates(*args)):
+                np.testing.assert_array_equal(x, y)
 
 
 @pytest.mark.parametrize("case", ["empty", "full", "diagonal", "u_shape", "one_row", "one_col", "checker"])

@@ -182,9 +182,10 @@ def _check_against_reference(res, want):
 
 @needs_shared
 @needs_models
-def test_full_pipeline_published_scores():
-    res = lowmag.find_squares(LOWMAG_MRC, models="ptolemy-2022", batchnorm="published")
-    assert res.batchnorm == "published" and res.models == "ptolemy-2022"
+@pytest.mark.parametrize("compat", ["robust", "published"])
+def test_full_pipeline_published_scores(compat):
+    res = lowmag.find_squares(LOWMAG_MRC, models="ptolemy-2022", batchnorm="published", compat=compat)
+    assert res.batchnorm == "published" and res.models == "ptolemy-2022" and res.compat == compat
     _check_against_reference(res, json.loads(PUB.read_text()))
 
 

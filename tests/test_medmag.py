@@ -276,6 +276,28 @@ def test_full_pipeline_published_regime(published_run):
 
 
 @needs_shared
+def test_full_pipeline_compat_published_gives_the_published_outputs(published_models):
+    """--compat published (the published lattice search, no scale stage) keeps the
+    published outputs on the README example."""
+    if not MEDMAG_MRC.exists():
+        pytest.skip("example image not present")
+    res = medmag.find_holes(MEDMAG_MRC, models=published_models, batchnorm="published", compat="published")
+    assert res.compat == "published" and res.scale is None
+    _check_against(res, PUBLISHED)
+    ref = _by_centre(json.loads(PUBLISHED.read_text()))
+    for h in res.holes:
+        assert h.center in ref and np.allclose(h.vertices, ref[h.center]["vertices"], atol=1e-6)
+
+
+@needs_shared
+def test_reference_mask_same_holes_in_both_modes():
+    mask = np.load(REF_MASK).astype(bool)
+    a = medmag.holes_from_mask(_image(), mask)
+    b = medmag.holes_from_mask(_image(), mask, compat="published")
+    assert [h.center for h in a.holes] == [h.center for h in b.holes] and len(b.holes) == 17
+
+
+@needs_shared
 def test_running_regime_from_unet_mask(published_models, unet_mask):
     res = medmag.holes_from_mask(_image(), unet_mask, models=published_models, batchnorm="running")
     _check_against(res, RUNNING)

@@ -203,10 +203,25 @@ def test_json_full_key_order_per_kind():
     """The metadata of each kind comes in the published order of the extended JSON."""
     low = list(json.loads(output.format_json_full(_square_report())))
     assert low == ["ptolemy_rt_version", "command", "image", "section", "shape", "models", "batchnorm",
-                   "crop_grid", "normalisation", "grid_angle_deg", "reason", "pixel_size_nm", "pixel_size_source",
-                   "timings_s", "count", "items"]
+                   "compat", "crop_grid", "normalisation", "grid_angle_deg", "reason", "pixel_size_nm",
+                   "pixel_size_source", "timings_s", "count", "items"]
     med = list(json.loads(output.format_json_full(_hole_report())))
-    assert med[7:11] == ["lattice_angle_deg", "lattice_spacing_px", "lattice_search", "scale"] and med[11] == "reason"
+    assert med[7:12] == ["compat", "lattice_angle_deg", "lattice_spacing_px", "lattice_search", "scale"]
+    assert med[12] == "reason"
+
+
+@pytest.mark.parametrize("kind", ["lowmag", "medmag"])
+def test_json_full_and_txt_record_the_compat_mode(kind):
+    """-f json-full always says which compatibility mode made the result; TXT names it only
+    when it is "published"."""
+    for compat in ("robust", "published"):
+        if kind == "lowmag":
+            res = SquareResult([], (100, 100), None, reason="none", compat=compat)
+        else:
+            res = HoleResult([], (100, 200), reason="none", compat=compat)
+        rep = Report(kind, "a.mrc", res)
+        assert json.loads(output.format_json_full(rep))["compat"] == compat
+        assert ("compat published" in output.format_txt(rep).splitlines()[1]) == (compat == "published")
 
 
 def test_lowmag_metadata_in_json_full_and_txt():
