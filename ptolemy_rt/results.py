@@ -133,6 +133,11 @@ class SquareResult(PipelineResult):
     norm_source: str = "image"  # "image": the image's square-mask pixels (docs/ALGORITHM.md#lowmag-crops); "given": by the caller
     #: what the pipeline computed on the way (find_squares(..., intermediates=True)), else None
     intermediates: dict | None = field(default=None, repr=False, compare=False)
+    #: robust mode's region account (docs/ALGORITHM.md#lowmag-screen): zero_level (input
+    #: units), bright / dark candidate counts (the dark ones are the last items),
+    #: dark_threshold (input units or None), dark_valley_ratio, rejected ([{region, bbox
+    #: [x0, y0, x1, y1] px, area px², reason}]); None with ``compat="published"``
+    regions: dict | None = None
 
     @property
     def targets(self) -> list[Square]:
@@ -151,7 +156,7 @@ class SquareResult(PipelineResult):
             Metadatum("normalisation", norm, None if norm is None else
                       f"normalisation mean {norm['mean']!r}, std {norm['std']!r} ({norm['source']})", own_line=True),
             Metadatum("grid_angle_deg", angle, None if angle is None else f"grid angle {angle:.2f} deg"),
-        )
+        ) + (() if self.regions is None else (Metadatum("regions", self.regions, None),))
 
     def typical_size_px(self) -> tuple[float, str]:
         """The median square side, sqrt(median box area), px."""
