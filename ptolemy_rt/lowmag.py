@@ -187,6 +187,11 @@ DARK_BRIGHTNESS_RATIO = 0.4
 SPARSE_FILL = 0.5
 DARK_AREA_RANGE = (0.3, 2.5)
 DARK_MIN_FILL = 0.6
+#: The dark pass keeps only pixels at least this many times the bar level (the median value,
+#: above the zero level, of the non-mask pixels beside the bright squares): a split of the
+#: histogram below the bright squares that falls between the rim / background and the bars
+#: must not turn the bars into squares.
+DARK_CONTRAST = 2.0
 
 
 def _touches_border(hull: np.ndarray, shape) -> bool:
@@ -256,7 +261,12 @@ def _dark_regions(px, fit, labels, n, region_ok, bright_areas, shape):
     big = np.zeros(n + 1, bool)
     big[1:] = region_ok
     near = regions.dilate_mask(big[labels], NEAR_BRIGHT_PX)
-    dmask = (px >= np.float32(low.threshold)) & ~near
+    ring = near & ~fit.mask  # the bars beside the bright squares
+    bar = float(np.median(px[ring])) if ring.any() else 0.0
+    del ring
+    thr = max(float(low.threshold), DARK_CONTRAST * bar)
+    info.update(bar_level=bar, threshold=thr)
+    dmask = (px >= np.float32(thr)) & ~near
     del near
     dlab, dn = regions.label_regions(dmask, DILATE_PX)
     dhulls = regions.region_hulls(dlab, dn)
