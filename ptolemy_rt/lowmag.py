@@ -24,6 +24,13 @@ box extent: the nearest whole number of pixels (a size jumps only where an exten
 half pixel; on the example the extents are ≥ 0.0097 px from one, far above the ~1e-5 px
 by which a cut moves the boxes).
 
+Compat modes: with ``compat="robust"`` (default) the zero level, the region screen and
+the dark-square pass run (docs/ALGORITHM.md#lowmag-zero-level, #lowmag-screen, #lowmag-dark):
+offset or zero-mean images give the squares of the raw counts, background and large
+border regions are rejected (listed in `SquareResult.regions`), dark squares come after the
+bright ones. On counts-from-0 atlases without background or dark squares (the README
+example) every number is the published one; ``compat="published"`` skips those stages.
+
 Normalisation (`norm`): every crop is normalised as (crop − mean) / std, by default with the
 mean and standard deviation of all square-mask pixels of the image (docs/ALGORITHM.md#lowmag-crops), so the same
 square scores differently in a cut-out or tile holding other squares. `find_squares(...,
@@ -56,16 +63,20 @@ MODEL_KEY = "square_classifier"
 class SquareCandidates:
     """Everything `find_squares` computes before scoring (geometry only, no models).
 
-    pixels: float32 [row, col] input after negatives → 0. mask: bool [row, col] mixture mask.
+    pixels: float32 [row, col] input minus the zero level `zero` (0 unless robust mode found
+    an offset, docs/ALGORITHM.md#lowmag-zero-level), negatives → 0: the pipeline's pixel units.
+    mask: bool [row, col] mixture mask.
     hulls: kept polygons, K×2 (row, col), pixel-corner coordinates, input frame.
-    brightness: mean pixel value per kept region (input units).
+    brightness: mean pixel value per candidate (input units); candidates are the bright ones
+    (the first n_bright) then the dark ones (docs/ALGORITHM.md#lowmag-dark, robust mode).
     angle_deg: grid angle (degrees). rotated_shape: (rows, cols) of the rotated frame, px.
     rotated: float32 rotated image, made on first access only (the pipeline rotates just
     the crop blocks, `geometry.rotate_window`, which gives the same pixels).
     boxes: n×4 float (row_min, col_min, row_max, col_max) in the rotated frame, px.
     crop_bounds: n×4 int (r0, c0, r1, c1) of the crops in the rotated frame (truncated, clipped).
     vertices: n×4×2 (x, y) = (col, row) box corners in the input frame, px.
-    norm: (mean, std) of the input pixels inside the mask.
+    norm: (mean, std) of `pixels` inside the mask (robust mode: less rejected regions), in
+    the pipeline's units (input units − zero).
     """
 
     pixels: np.ndarray
@@ -474,7 +485,9 @@ def find_squares(image, options: LowmagOptions | None = None, *, models=None, in
 
     Returns
     -------
-    SquareResult: squares sorted by score, highest first (ties: region order, row-major).
+    SquareResult: squares sorted by score, highest first (ties: region order, row-major);
+    in robust mode the dark squares after all the bright ones (docs/ALGORITHM.md#lowmag-dark),
+    and `regions` holds the robust stages' account (None with compat "published").
     Vertices and centres are (x, y) = (col, row), px, in the input frame; area in px².
     An image without squares gives an empty list and `reason`.
 

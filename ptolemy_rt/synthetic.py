@@ -861,12 +861,12 @@ def grid_atlas(seed: int, shape=(1024, 1024), **params):
 
     Examples
     --------
-    A dark background, 2 dark squares out of the 44 wholly visible:
+    A dark background; 11 of the 182 squares wholly on the mesh are dark (label "thick"):
 
     >>> image, truth = grid_atlas(3, (512, 512), background="dark", dark_fraction=0.05)
     >>> full = [t for t in truth if t.label != "edge"]
     >>> len(full), sum(t.label == "thick" for t in full), float(image.max()) < 260
-    (44, 2, True)
+    (182, 11, True)
     """
     img, truth, _, _ = grid_atlas_with_ids(seed, shape, **params)
     return img, truth
