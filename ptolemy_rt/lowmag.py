@@ -24,6 +24,13 @@ box extent: the nearest whole number of pixels (a size jumps only where an exten
 half pixel; on the example the extents are ≥ 0.0097 px from one, far above the ~1e-5 px
 by which a cut moves the boxes).
 
+Compat modes: with ``compat="robust"`` (default) the zero level, the region screen and
+the dark-square pass run (docs/ALGORITHM.md#lowmag-zero-level, #lowmag-screen, #lowmag-dark):
+offset or zero-mean images give the squares of the raw counts, background and large
+border regions are rejected (listed in `SquareResult.regions`), dark squares come after the
+bright ones. On counts-from-0 atlases without background or dark squares (the README
+example) every number is the published one; ``compat="published"`` skips those stages.
+
 Normalisation (`norm`): every crop is normalised as (crop − mean) / std, by default with the
 mean and standard deviation of all square-mask pixels of the image (docs/ALGORITHM.md#lowmag-crops), so the same
 square scores differently in a cut-out or tile holding other squares. `find_squares(...,
@@ -56,16 +63,20 @@ MODEL_KEY = "square_classifier"
 class SquareCandidates:
     """Everything `find_squares` computes before scoring (geometry only, no models).
 
-    pixels: float32 [row, col] input after negatives → 0. mask: bool [row, col] mixture mask.
+    pixels: float32 [row, col] input minus the zero level `zero` (0 unless robust mode found
+    an offset, docs/ALGORITHM.md#lowmag-zero-level), negatives → 0: the pipeline's pixel units.
+    mask: bool [row, col] mixture mask.
     hulls: kept polygons, K×2 (row, col), pixel-corner coordinates, input frame.
-    brightness: mean pixel value per kept region (input units).
+    brightness: mean pixel value per candidate (input units); candidates are the bright ones
+    (the first n_bright) then the dark ones (docs/ALGORITHM.md#lowmag-dark, robust mode).
     angle_deg: grid angle (degrees). rotated_shape: (rows, cols) of the rotated frame, px.
     rotated: float32 rotated image, made on first access only (the pipeline rotates just
     the crop blocks, `geometry.rotate_window`, which gives the same pixels).
     boxes: n×4 float (row_min, col_min, row_max, col_max) in the rotated frame, px.
     crop_bounds: n×4 int (r0, c0, r1, c1) of the crops in the rotated frame (truncated, clipped).
     vertices: n×4×2 (x, y) = (col, row) box corners in the input frame, px.
-    norm: (mean, std) of the input pixels inside the mask.
+    norm: (mean, std) of `pixels` inside the mask (robust mode: less rejected regions), in
+    the pipeline's units (input units − zero).
     """
 
     pixels: np.ndarray
@@ -81,6 +92,15 @@ class SquareCandidates:
     norm: tuple[float, float] = (0.0, 1.0)
     reason: str | None = None
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: robust mode: zero level subtracted from the input (input units; 0.0 = none), the
+    #: number of bright candidates (the first n_bright; the rest come from the dark pass),
+    #: the rejected regions ({region, bbox [x0, y0, x1, y1] px, area px², reason}) and the
+    #: dark pass's split ({threshold (pixels units), valley_ratio, used, count}) or None.
+    zero: float = 0.0
+    n_bright: int = 0
+    rejected: list = field(default_factory=list)
+    dark: dict | None = None
+    robust: bool = False
 
     _rotated: np.ndarray | None = field(default=None, repr=False)
 
@@ -220,6 +240,130 @@ def published_box_shift(angle_deg: float, in_shape, out_shape) -> np.ndarray:
     return geometry.rotate_points(i / 2.0 - ci_pub, angle_deg, (0, 0), (0, 0)) + co_pub - o / 2.0
 
 
+#: Robust mode (docs/ALGORITHM.md#lowmag-screen): a region covering more than this share of the
+#: image is background; a region touching the border with a polygon area above
+#: BORDER_AREA_RATIO × the median square area is background or rim, never a square.
+BACKGROUND_FRACTION = 0.5
+BORDER_AREA_RATIO = 4.0
+#: Dark-square pass (docs/ALGORITHM.md#lowmag-dark): pixels within a NEAR_BRIGHT_PX box of a
+#: bright region are its edge ramp, not a dark square; a dark region is kept when its polygon
+#: area is within DARK_AREA_RANGE × the median bright square area and its pixels fill at
+#: least DARK_MIN_FILL of its polygon.
+NEAR_BRIGHT_PX = 2 * DILATE_PX + 1
+#: A candidate of the bright mask whose mean value above the zero level is below this share
+#: of the median candidate's is a dark square too (ranked with the dark pass's).
+DARK_BRIGHTNESS_RATIO = 0.4
+#: ... and so is one whose mask pixels fill less than this share of its polygon (a dark
+#: square whose brightest noise pixels passed the threshold, joined by the dilation).
+SPARSE_FILL = 0.5
+DARK_AREA_RANGE = (0.3, 2.5)
+DARK_MIN_FILL = 0.6
+#: The dark pass keeps only pixels at least this many times the bar level (the median value,
+#: above the zero level, of the non-mask pixels beside the bright squares): a split of the
+#: histogram below the bright squares that falls between the rim / background and the bars
+#: must not turn the bars into squares.
+DARK_CONTRAST = 2.0
+
+
+def _touches_border(hull: np.ndarray, shape) -> bool:
+    """Whether a (row, col) pixel-corner polygon reaches the image border (shape: rows, cols)."""
+    return bool(hull[:, 0].min() <= 0 or hull[:, 1].min() <= 0 or hull[:, 0].max() >= shape[0]
+                or hull[:, 1].max() >= shape[1])
+
+
+def _bbox_xy(hull: np.ndarray) -> list[float]:
+    """[x0, y0, x1, y1] px (pixel corners) of a (row, col) polygon."""
+    return [float(hull[:, 1].min()), float(hull[:, 0].min()), float(hull[:, 1].max()), float(hull[:, 0].max())]
+
+
+def screen_regions(hulls: list[np.ndarray], areas: np.ndarray, shape) -> tuple[np.ndarray, list[tuple[int, str]]]:
+    """Which polygons can be squares in the robust pipeline (docs/ALGORITHM.md#lowmag-screen).
+
+    Parameters
+    ----------
+    hulls : list of (K, 2) (row, col) pixel-corner polygons, px (regions above the area floor).
+    areas : (n,) their areas, px².
+    shape : (rows, cols) of the image, px.
+
+    Returns
+    -------
+    keep : bool (n,), True for polygons that stay candidates.
+    reasons : [(index into hulls, reason)] for the others, in index order.
+
+    Examples
+    --------
+    Three 10×10 squares and a region of half a 100×100 image touching its border:
+
+    >>> sq = lambda r, c, s: np.array([[r, c], [r + s, c], [r + s, c + s], [r, c + s]], float)
+    >>> hulls = [sq(10, 10, 10), sq(10, 40, 10), sq(40, 10, 10), sq(0, 60, 40)]
+    >>> keep, why = screen_regions(hulls, np.array([100.0, 100.0, 100.0, 1600.0]), (100, 100))
+    >>> keep.tolist(), why
+    ([True, True, True, False], [(3, 'touches the border and area 1600 px² > 4 × the median square area (100 px²)')])
+    """
+    n = len(hulls)
+    keep = np.ones(n, bool)
+    reasons: list[tuple[int, str]] = []
+    if n == 0:
+        return keep, reasons
+    total = float(shape[0]) * float(shape[1])
+    border = np.array([_touches_border(h, shape) for h in hulls])
+    inner = areas[~border & (areas <= BACKGROUND_FRACTION * total)]
+    pool = inner if len(inner) else areas[areas <= BACKGROUND_FRACTION * total]
+    med = float(np.median(pool)) if len(pool) else None
+    for i in range(n):
+        if areas[i] > BACKGROUND_FRACTION * total:
+            keep[i] = False
+            reasons.append((i, f"background: area {areas[i]:.0f} px² > {BACKGROUND_FRACTION:g} × the image area"))
+        elif border[i] and med is not None and areas[i] > BORDER_AREA_RATIO * med:
+            keep[i] = False
+            reasons.append((i, f"touches the border and area {areas[i]:.0f} px² > {BORDER_AREA_RATIO:g} × the "
+                               f"median square area ({med:.0f} px²)"))
+    return keep, reasons
+
+
+def _dark_regions(px, fit, labels, n, region_ok, bright_areas, shape):
+    """The dark-square pass (docs/ALGORITHM.md#lowmag-dark): polygons, their pixel counts and
+    sums, the split used, and [(hull, area, reason)] for rejected dark regions."""
+    low = mixture.fit_below(fit)
+    info = {"threshold": low.threshold, "valley_ratio": low.valley_ratio, "used": False}
+    if low.threshold is None or low.valley_ratio > MAX_VALLEY_RATIO or not len(bright_areas):
+        return [], np.zeros(0), np.zeros(0), info, []
+    info["used"] = True
+    big = np.zeros(n + 1, bool)
+    big[1:] = region_ok
+    near = regions.dilate_mask(big[labels], NEAR_BRIGHT_PX)
+    ring = near & ~fit.mask  # the bars beside the bright squares
+    bar = float(np.median(px[ring])) if ring.any() else 0.0
+    del ring
+    thr = max(float(low.threshold), DARK_CONTRAST * bar)
+    info.update(bar_level=bar, threshold=thr)
+    dmask = (px >= np.float32(thr)) & ~near
+    del near
+    dlab, dn = regions.label_regions(dmask, DILATE_PX)
+    dhulls = regions.region_hulls(dlab, dn)
+    dareas = np.array([regions.polygon_area(h) for h in dhulls])
+    counts, sums = _region_sums(dlab, px, dn)
+    del dlab
+    med = float(np.median(bright_areas))
+    lo, hi = DARK_AREA_RANGE[0] * med, DARK_AREA_RANGE[1] * med
+    keep_h, keep_c, keep_s, rejected = [], [], [], []
+    for i in np.nonzero(dareas > MIN_AREA_PX2)[0]:
+        h, a, c = dhulls[i], float(dareas[i]), float(counts[i + 1])
+        if not lo <= a <= hi:
+            why = f"dark region: area {a:.0f} px² outside {DARK_AREA_RANGE[0]:g}-{DARK_AREA_RANGE[1]:g} × the median square area ({med:.0f} px²)"
+        elif c < DARK_MIN_FILL * a:
+            why = f"dark region: its pixels fill {c / a:.2f} < {DARK_MIN_FILL:g} of its polygon"
+        elif _touches_border(h, shape) and a > BORDER_AREA_RATIO * med:
+            why = "dark region touches the border"
+        else:
+            keep_h.append(h)
+            keep_c.append(c)
+            keep_s.append(float(sums[i + 1]))
+            continue
+        rejected.append((h, a, why))
+    return keep_h, np.array(keep_c), np.array(keep_s), info, rejected
+
+
 def locate_squares(image, integer_valued: bool | None = None, compat: str = "robust") -> SquareCandidates:
     """Steps 1-7 of docs/ALGORITHM.md#lowmag without the classifier: mask, regions, polygons, grid
     angle, rotated frame, boxes and vertices.
@@ -233,9 +377,12 @@ def locate_squares(image, integer_valued: bool | None = None, compat: str = "rob
         Whether the pixels are integer counts (rounds the rotated crop pixels as the published
         tool); None: as `io` found.
     compat : str
-        "robust" or "published" (docs/ALGORITHM.md#compat-published: the published integer
-        conversion of the mixture, no valley gate, crops cut with the published point map
-        `published_box_shift`).
+        "published" (docs/ALGORITHM.md#compat-published: the published stages exactly: the
+        published integer conversion of the mixture, no valley gate, crops cut with the
+        published point map `published_box_shift`) or "robust" (default: also the zero level,
+        docs/ALGORITHM.md#lowmag-zero-level, the region screen, #lowmag-screen, and the
+        dark-square pass, #lowmag-dark; identical to "published" on counts-from-0 atlases
+        without background or dark squares).
 
     Returns
     -------
@@ -270,7 +417,14 @@ def locate_squares(image, integer_valued: bool | None = None, compat: str = "rob
     loaded = io.as_loaded_image(image)
     if integer_valued is None:
         integer_valued = loaded.integer_valued
-    px = clamp_negatives(loaded.pixels)  # docs/ALGORITHM.md#lowmag-clamp (a copy: never modify the caller's array)
+    robust = compat != "published"
+    zero = mixture.zero_level(loaded.pixels) if robust else 0.0
+    if zero != 0.0:
+        # counts above the zero level (a new array; the caller's is never modified)
+        px = clamp_negatives(np.asarray(loaded.pixels, np.float64) - zero)
+        integer_valued = bool(integer_valued) and float(zero).is_integer()
+    else:
+        px = clamp_negatives(loaded.pixels)  # docs/ALGORITHM.md#lowmag-clamp (a copy: never modify the caller's array)
     sw.lap("load")
 
     published = compat == "published"
@@ -283,15 +437,57 @@ def locate_squares(image, integer_valued: bool | None = None, compat: str = "rob
 
     hulls_all = regions.region_hulls(labels, n)
     areas = np.array([regions.polygon_area(h) for h in hulls_all])
-    keep = np.nonzero(areas > MIN_AREA_PX2)[0]
+    big = areas > MIN_AREA_PX2
+    keep = np.nonzero(big)[0]
+    rejected: list[dict] = []
+    if robust:
+        ok, why = screen_regions([hulls_all[i] for i in keep], areas[keep], px.shape)
+        for j, text in why:
+            i = keep[j]
+            rejected.append({"region": int(i + 1), "bbox": _bbox_xy(hulls_all[i]), "area": float(areas[i]),
+                             "reason": text})
+        keep = keep[ok]
     counts, sums = _region_sums(labels, px, n)
-    del labels
-    bright = sums[keep + 1] / np.maximum(counts[keep + 1], 1)
+    bright = sums[keep + 1] / np.maximum(counts[keep + 1], 1) + zero
     hulls = [hulls_all[i] for i in keep]
+    dark_info = None
+    n_bright = len(hulls)
+    if robust and n_bright:
+        # dark squares that made it into the bright mask go with the dark pass's
+        rel = bright - zero
+        fill = counts[keep + 1] / np.maximum(areas[keep], 1.0)
+        dk = (rel < DARK_BRIGHTNESS_RATIO * float(np.median(rel))) | (fill < SPARSE_FILL)
+        if dk.any():
+            idx = np.concatenate([np.nonzero(~dk)[0], np.nonzero(dk)[0]])
+            hulls = [hulls[i] for i in idx]
+            bright = bright[idx]
+            n_bright = int((~dk).sum())
+    if robust and mask.any() and fit.valley_ratio <= MAX_VALLEY_RATIO:
+        dh, dc, ds, dark_info, drej = _dark_regions(px, fit, labels, n, big, areas[keep], px.shape)
+        dark_info["from_mask"] = len(hulls) - n_bright
+        for h, a, text in drej:
+            rejected.append({"region": None, "bbox": _bbox_xy(h), "area": a, "reason": text})
+        if dh:
+            hulls = hulls + dh
+            bright = np.concatenate([bright, ds / np.maximum(dc, 1) + zero])
+        dark_info["count"] = len(hulls) - n_bright
+    norm_mask = mask
+    gone_ids = [r["region"] for r in rejected if r["region"] is not None]
+    if gone_ids:
+        # robust: the pixels of rejected regions (background, rim) do not set the constants
+        gone = np.zeros(n + 1, bool)
+        gone[gone_ids] = True
+        norm_mask = mask & ~gone[labels]
+    del labels
     sw.lap("hulls")
     tm = sw.timings
 
     cand = SquareCandidates(px, mask, hulls, bright, timings_s=tm)
+    cand.zero = float(zero)
+    cand.n_bright = n_bright
+    cand.rejected = rejected
+    cand.dark = dark_info
+    cand.robust = robust
     if not mask.any():
         cand.reason = "the mixture model found no bright (square) pixels"
         return cand
@@ -302,10 +498,12 @@ def locate_squares(image, integer_valued: bool | None = None, compat: str = "rob
         )
         return cand
     if not hulls:
-        cand.reason = f"no region larger than {MIN_AREA_PX2:g} px² in the mask"
+        cand.reason = (f"no region larger than {MIN_AREA_PX2:g} px² in the mask" if not rejected else
+                       f"every region larger than {MIN_AREA_PX2:g} px² was rejected (background, rim or border)")
         return cand
 
-    angle = geometry.grid_angle(hulls)
+    # grid angle from the bright squares (the dark ones, when there are only dark ones)
+    angle = geometry.grid_angle(hulls[:n_bright] if n_bright else hulls)
     sw.lap("angle")
 
     # Only the crop blocks are rotated, when they are cut (`SquareCandidates.rotated_block`).
@@ -333,7 +531,8 @@ def locate_squares(image, integer_valued: bool | None = None, compat: str = "rob
     )
     verts_rc = geometry.unrotate_points(corners, angle, px.shape, rshape)
     vertices = verts_rc[..., ::-1].copy()
-    mean, std = mean_std(px, mask)
+    mean, std = mean_std(px, norm_mask)
+    del norm_mask
     if not std > 0:
         std = 1.0
     cand.angle_deg = float(angle)
@@ -426,7 +625,9 @@ def find_squares(image, options: LowmagOptions | None = None, *, models=None, in
 
     Returns
     -------
-    SquareResult: squares sorted by score, highest first (ties: region order, row-major).
+    SquareResult: squares sorted by score, highest first (ties: region order, row-major);
+    in robust mode the dark squares after all the bright ones (docs/ALGORITHM.md#lowmag-dark),
+    and `regions` holds the robust stages' account (None with compat "published").
     Vertices and centres are (x, y) = (col, row), px, in the input frame; area in px².
     An image without squares gives an empty list and `reason`.
 
@@ -478,31 +679,59 @@ def find_squares(image, options: LowmagOptions | None = None, *, models=None, in
     tm = sw.timings
     tm["models"] = t_models
     shape = tuple(int(s) for s in cand.pixels.shape)
-    used = norm if norm is not None else (tuple(float(v) for v in cand.norm) if cand.n else None)
+    zero = cand.zero
+    # constants in the pipeline's pixel units (input − zero level); reported in input units
+    norm_px = None if norm is None else (float(norm[0]) - zero, float(norm[1]))
+    used = norm if norm is not None else ((float(cand.norm[0]) + zero, float(cand.norm[1])) if cand.n else None)
+    info = _regions_report(cand) if cand.robust else None
     kept = {"candidates": cand, "mask": cand.mask, "hulls": cand.hulls, "boxes": cand.boxes,
             "crop_bounds": cand.crop_bounds, "vertices": cand.vertices, "crops": {}} if intermediates else None
     if cand.n == 0:
         return SquareResult([], shape, cand.angle_deg, batchnorm, mset.name, cand.reason, tm, crop_grid,
-                            used, source, intermediates=kept, compat=opts.compat)
+                            used, source, intermediates=kept, compat=opts.compat, regions=info)
 
     def get_crop(i: int) -> np.ndarray:
         with sw.stage("crops"):
-            c = prepared_crop(cand, i, crop_grid, norm)
+            c = prepared_crop(cand, i, crop_grid, norm_px)
         if kept is not None:
             kept["crops"][i] = c
         return c
 
     t1 = time.perf_counter()
     crops_before = tm.get("crops", 0.0)
-    scores = np.asarray(classifier.score_crops(mset, MODEL_KEY, cand.n, get_crop, batchnorm), dtype=np.float64)
+    nb = cand.n_bright if cand.robust else cand.n
+    # bright and dark candidates are scored as two batches: the dark pass never changes
+    # the bright squares' scores (published BatchNorm uses the statistics of the batch)
+    parts = [np.asarray(classifier.score_crops(mset, MODEL_KEY, nb, get_crop, batchnorm), dtype=np.float64)
+             if nb else np.zeros(0)]
+    if cand.n > nb:
+        parts.append(np.asarray(classifier.score_crops(mset, MODEL_KEY, cand.n - nb, lambda k: get_crop(nb + k),
+                                                       batchnorm), dtype=np.float64))
+    scores = np.concatenate(parts)
     tm["classify"] = time.perf_counter() - t1 - (tm.get("crops", 0.0) - crops_before)
 
     b = cand.boxes
     areas = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    order = np.lexsort((np.arange(cand.n), -scores))
+    is_dark = np.arange(cand.n) >= nb
+    # best first; the dark squares (docs/ALGORITHM.md#lowmag-dark) after every bright one
+    order = np.lexsort((np.arange(cand.n), -scores, is_dark))
     squares = targets_from_boxes(Square, cand.vertices, order, area=areas, brightness=cand.brightness, score=scores)
     if kept is not None:
         kept["order"] = order
     tm["total"] = time.perf_counter() - t0
     return SquareResult(squares, shape, cand.angle_deg, batchnorm, mset.name, None, tm, crop_grid, used, source,
-                        intermediates=kept, compat=opts.compat)
+                        intermediates=kept, compat=opts.compat, regions=info)
+
+
+
+def _regions_report(cand: SquareCandidates) -> dict:
+    """The robust stages' account for ``-f json-full`` (docs/ALGORITHM.md#lowmag-screen)."""
+    dark = cand.dark or {}
+    return {
+        "zero_level": float(cand.zero),
+        "bright": int(cand.n_bright),
+        "dark": int(len(cand.hulls) - cand.n_bright),
+        "dark_threshold": None if dark.get("threshold") is None else float(dark["threshold"]) + float(cand.zero),
+        "dark_valley_ratio": None if not dark else float(dark["valley_ratio"]),
+        "rejected": list(cand.rejected),
+    }

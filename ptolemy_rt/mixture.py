@@ -28,7 +28,7 @@ Coordinates: the mask is a bool array [row, col] of the input's shape.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -66,6 +66,8 @@ class MixtureFit:
     iterations: int
     loglik: float
     valley_ratio: float = 1.0
+    #: pixel count per integer value (mixture units), the histogram the fit was made on
+    hist: np.ndarray | None = field(default=None, repr=False, compare=False)
 
 
 def _log_joint(k, pi, mu):
@@ -237,7 +239,125 @@ def fit_mixture(pixels: np.ndarray, integer_valued: bool | None = None, compat: 
     on = np.nonzero(lut)[0]
     thr = float(on[0] / scale) if len(on) else None
     vr = valley_ratio(hist, int(on[0]), mu_hi, mu_lo) if len(on) else 1.0
-    return MixtureFit(float(mu_hi), float(mu_lo), float(pi_hi), mask, scale, thr, int(it), float(ll), vr)
+    return MixtureFit(float(mu_hi), float(mu_lo), float(pi_hi), mask, scale, thr, int(it), float(ll), vr, hist)
+
+
+#: Fraction of the pixels allowed below the zero level (cold / dead pixels), and the quantiles
+#: of the "counts from 0" test (docs/ALGORITHM.md#lowmag-zero-level).
+ZERO_RANK_FRACTION = 1e-5
+ZERO_TEST_QUANTILE = 1e-3
+#: An image is taken as counts from 0 when its low quantile lies in [0, this × its range].
+ZERO_TEST_FRACTION = 0.05
+
+
+def zero_level(pixels: np.ndarray) -> float:
+    """The value that stands for zero counts in a 2-D [row, col] image (input units).
+
+    The published mixture models counts from 0 (docs/ALGORITHM.md#lowmag-zero-level): an
+    image already on that scale (its 0.1 % quantile q_lo ≥ 0 and q_lo ≤ 0.05 × (q_hi −
+    q_lo), q_hi the 99.9 % quantile) gives 0.0, so it is used as it is. Otherwise (a camera
+    bias, a background-subtracted or zero-mean image, float data with an offset) the zero
+    level is the image's value of rank ⌊10⁻⁵ · N⌋ from the bottom (the minimum when N <
+    10⁵), an order statistic: for any gain g > 0 and offset o, `zero_level(g·x + o)` is
+    g·zero_level(x) + o, rounding aside, and up to 10 cold pixels per megapixel are ignored.
+
+    Parameters
+    ----------
+    pixels : array_like, 2-D [row, col]
+        The image, input units.
+
+    Returns
+    -------
+    float
+        The zero level, input units (0.0 for counts from 0).
+
+    Examples
+    --------
+    >>> img = np.arange(100, dtype=np.float32).reshape(10, 10)
+    >>> zero_level(img), zero_level(img + 1000), zero_level(img * 0.5 - 20)
+    (0.0, 1000.0, -20.0)
+    """
+    a = np.asarray(pixels).ravel()
+    if a.size == 0:
+        return 0.0
+    n = a.size
+    k_lo, k_hi = int(ZERO_TEST_QUANTILE * n), n - 1 - int(ZERO_TEST_QUANTILE * n)
+    k0 = int(ZERO_RANK_FRACTION * n)
+    part = np.partition(a, sorted({k0, k_lo, k_hi}))
+    q_lo, q_hi = float(part[k_lo]), float(part[k_hi])
+    if 0.0 <= q_lo <= ZERO_TEST_FRACTION * (q_hi - q_lo):
+        return 0.0
+    return float(part[k0])
+
+
+@dataclass(frozen=True)
+class LowerFit:
+    """Second split of the pixels below a mixture threshold (`fit_below`).
+
+    threshold: smallest input value (mixture units / scale) of the upper part, or None.
+    mu_high, mu_low: means of the two components below the first threshold (mixture units).
+    weight_high: share of the upper component among the pixels below the first threshold.
+    valley_ratio: `valley_ratio` of the histogram below the first threshold at this split.
+    """
+
+    threshold: float | None
+    mu_high: float
+    mu_low: float
+    weight_high: float
+    valley_ratio: float
+
+
+def fit_below(fit: MixtureFit) -> LowerFit:
+    """Fit the two-component Poisson mixture again to the values below `fit`'s threshold.
+
+    Used by the dark-square pass (docs/ALGORITHM.md#lowmag-dark): below the bright (square)
+    population the histogram holds the bars and rim, and, when the atlas has them, thick-ice
+    (dark) squares; the second split separates them, and its valley ratio says whether
+    there are two populations at all.
+
+    Parameters
+    ----------
+    fit : MixtureFit
+        A fit from `fit_mixture` (with its histogram).
+
+    Returns
+    -------
+    LowerFit
+        threshold None (and valley ratio 1.0) when the first fit had no threshold or fewer
+        than two values lie below it.
+
+    Examples
+    --------
+    Bars (mean 5), dark squares (mean 40) and bright squares (mean 150):
+
+    >>> rng = np.random.default_rng(1)
+    >>> img = rng.poisson(5, (60, 60)).astype(float)
+    >>> img[5:25, 5:25] = rng.poisson(40, (20, 20)); img[30:55, 30:55] = rng.poisson(150, (25, 25))
+    >>> low = fit_below(fit_mixture(img))
+    >>> low.threshold, round(low.mu_low, 1), round(low.mu_high, 1), low.valley_ratio
+    (18.0, 5.0, 39.0, 0.0)
+    """
+    none = LowerFit(None, 0.0, 0.0, 0.0, 1.0)
+    if fit.threshold is None or fit.hist is None:
+        return none
+    t1 = int(np.ceil(fit.threshold * fit.scale - 1e-9))
+    h = fit.hist[:t1]
+    values = np.nonzero(h)[0]
+    if len(values) < 2:
+        return none
+    counts = h[values].astype(np.float64)
+    pi_a, mu_a, mu_b, _, _ = kernels.poisson_em(values.astype(np.float64), counts, MAX_ITER, TOL)
+    if mu_a >= mu_b:
+        pi_hi, mu_hi, mu_lo = pi_a, mu_a, mu_b
+    else:
+        pi_hi, mu_hi, mu_lo = 1.0 - pi_a, mu_b, mu_a
+    if not (0.0 < pi_hi < 1.0) or not mu_hi > mu_lo:
+        return none
+    on = np.nonzero(_posterior_table(t1, pi_hi, mu_hi, mu_lo))[0]
+    if not len(on):
+        return none
+    vr = valley_ratio(h, int(on[0]), mu_hi, mu_lo)
+    return LowerFit(float(on[0] / fit.scale), float(mu_hi), float(mu_lo), float(pi_hi), vr)
 
 
 def warmup() -> None:

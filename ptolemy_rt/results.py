@@ -140,6 +140,11 @@ class SquareResult(PipelineResult):
     intermediates: dict | None = field(default=None, repr=False, compare=False)
     #: compatibility mode that made it: "robust" or "published" (`options.COMPAT_MODES`)
     compat: str = "robust"
+    #: robust mode's region account (docs/ALGORITHM.md#lowmag-screen): zero_level (input
+    #: units), bright / dark candidate counts (the dark ones are the last items),
+    #: dark_threshold (input units or None), dark_valley_ratio, rejected ([{region, bbox
+    #: [x0, y0, x1, y1] px, area px², reason}]); None with ``compat="published"``
+    regions: dict | None = None
 
     @property
     def targets(self) -> list[Square]:
@@ -160,7 +165,7 @@ class SquareResult(PipelineResult):
             Metadatum("normalisation", norm, None if norm is None else
                       f"normalisation mean {norm['mean']!r}, std {norm['std']!r} ({norm['source']})", own_line=True),
             Metadatum("grid_angle_deg", angle, None if angle is None else f"grid angle {angle:.2f} deg"),
-        )
+        ) + (() if self.regions is None else (Metadatum("regions", self.regions, None),))
 
     def typical_size_px(self) -> tuple[float, str]:
         """The median square side, sqrt(median box area), px."""

@@ -777,3 +777,208 @@ def medmag_with_ids(seed: int, shape=(1024, 1440), **params):
     p = dict(p, pitch_px=float(pitch), radius_px=float(radius), origin=(float(ox), float(oy)),
              lattice=A.tolist())
     return img, truth, ids, p
+
+
+# --------------------------------------------------------------------------- whole-grid atlas
+
+_GRID_DEFAULTS = dict(
+    pitch=None,            # px, square lattice pitch (default: random 48-80 × min(shape)/1024)
+    side_fraction=None,    # square side / pitch (default: random 0.62-0.74)
+    angle_deg=None,        # grid rotation, degrees (default: random 0-90)
+    bar_level=None,        # counts on the bars (default 6-12)
+    radius_fraction=None,  # mesh disc radius / (min(shape)/2) (default 0.78-0.9)
+    rim_fraction=None,     # rim ring width / mesh radius (default 0.05-0.09)
+    rim_level=None,        # counts on the (opaque) rim (default 2-6)
+    background=None,       # off-grid area beyond the rim: "bright" | "dark" (default: random)
+    background_level=None,  # counts there (default: bright 225-250, dark 1-5)
+    dark_fraction=None,    # fraction of squares with thick (dark) ice (default 0.1-0.2)
+    dark_level=None,       # (low, high) counts of dark squares (default (30, 55))
+    bright_level=None,     # (low, high) counts of the other squares (default (120, 210))
+    offset=0.0,            # added to every pixel after the Poisson counts (a camera bias)
+    gain=1.0,              # pixels multiplied by this after the counts (before the offset)
+)
+
+
+def _grid_params(rng, shape, params):
+    p = dict(_GRID_DEFAULTS)
+    unknown = set(params) - set(p)
+    if unknown:
+        raise TypeError(f"grid_atlas: unknown parameter(s) {sorted(unknown)}")
+    p.update({k: v for k, v in params.items() if v is not None})
+    scale = min(shape) / 1024.0
+    draws = dict(pitch=float(rng.uniform(48, 80) * scale), side_fraction=float(rng.uniform(0.62, 0.74)),
+                 angle_deg=float(rng.uniform(0, 90)), bar_level=float(rng.uniform(6, 12)),
+                 radius_fraction=float(rng.uniform(0.78, 0.9)), rim_fraction=float(rng.uniform(0.05, 0.09)),
+                 rim_level=float(rng.uniform(2, 6)), background=("bright", "dark")[int(rng.integers(0, 2))],
+                 dark_fraction=float(rng.uniform(0.1, 0.2)))
+    for k, v in draws.items():  # every draw is made, given or not: a given value changes nothing else
+        if p[k] is None:
+            p[k] = v
+    if p["background"] not in ("bright", "dark"):
+        raise ValueError(f"grid_atlas: background must be 'bright' or 'dark', got {p['background']!r}")
+    lvl = float(rng.uniform(225, 250)) if p["background"] == "bright" else float(rng.uniform(1, 5))
+    if p["background_level"] is None:
+        p["background_level"] = lvl
+    if p["dark_level"] is None:
+        p["dark_level"] = (30.0, 55.0)
+    if p["bright_level"] is None:
+        p["bright_level"] = (120.0, 210.0)
+    return p
+
+
+def grid_atlas(seed: int, shape=(1024, 1024), **params):
+    """Synthetic whole-grid atlas: the mesh disc, the grid's rim, off-grid background.
+
+    The grid's mesh (dark bars, a square lattice of squares) fills a disc of radius
+    radius_fraction × min(shape)/2 around a point near the image centre; around it lies
+    the opaque rim (a ring rim_fraction × radius wide, rim_level counts) and beyond it the
+    off-grid background: "bright" (vacuum, 225-250 counts: brighter than every square) or
+    "dark". Squares are bright (120-210 counts, label "good") or, a dark_fraction of them,
+    thick-ice "dark" ones (30-55 counts, label "thick"); squares cut by the rim or the
+    image border are labelled "edge". Meniscus darkening at the square edges, a smooth
+    illumination field, Poisson counts; then ``pixels · gain + offset`` (defaults 1, 0:
+    integer counts).
+
+    Parameters
+    ----------
+    seed : int
+        Same seed and parameters: identical pixels and truth.
+    shape : (int, int)
+        (rows, cols) px.
+    **params
+        All optional (random from `seed` when omitted): pitch (px), side_fraction,
+        angle_deg, bar_level, radius_fraction, rim_fraction, rim_level, background
+        ("bright" | "dark"), background_level, dark_fraction, dark_level and bright_level
+        ((low, high) counts), offset, gain.
+
+    Returns
+    -------
+    image : numpy.ndarray of float32, shape `shape`
+        [row, col].
+    truth : list of SquareTruth
+        Every square with pixels in the image and on the mesh; centres (x, y) = (col, row),
+        px; visible_fraction counts the pixels inside the image and the mesh disc.
+
+    Examples
+    --------
+    A dark background; 11 of the 182 squares wholly on the mesh are dark (label "thick"):
+
+    >>> image, truth = grid_atlas(3, (512, 512), background="dark", dark_fraction=0.05)
+    >>> full = [t for t in truth if t.label != "edge"]
+    >>> len(full), sum(t.label == "thick" for t in full), float(image.max()) < 260
+    (182, 11, True)
+    """
+    img, truth, _, _ = grid_atlas_with_ids(seed, shape, **params)
+    return img, truth
+
+
+def grid_atlas_with_ids(seed: int, shape=(1024, 1024), **params):
+    """As `grid_atlas`, plus the ID map and the parameters used.
+
+    Parameters
+    ----------
+    seed, shape, **params
+        As `grid_atlas`.
+
+    Returns
+    -------
+    image, truth
+        As `grid_atlas`.
+    ids : numpy.ndarray of int32, shape `shape`
+        [row, col]: the `id` of the square drawn over the pixel, 0 elsewhere.
+    params : dict
+        Every parameter used, plus "center" ((x, y) px of the mesh disc), "radius" (px),
+        "rim_width" (px) and "side" (px).
+
+    Examples
+    --------
+    No square pixel lies beyond the mesh disc:
+
+    >>> image, truth, ids, p = grid_atlas_with_ids(1, (400, 400))
+    >>> rows, cols = np.nonzero(ids)
+    >>> bool((np.hypot(cols - p["center"][0], rows - p["center"][1]) < p["radius"] + 1).all())
+    True
+    """
+    rng = np.random.default_rng([int(seed), 3])
+    h, w = int(shape[0]), int(shape[1])
+    p = _grid_params(rng, (h, w), params)
+    pitch, side = float(p["pitch"]), float(p["pitch"]) * float(p["side_fraction"])
+    half = side / 2.0
+    rc = side * 0.08
+    th = math.radians(p["angle_deg"])
+    ct, st = math.cos(th), math.sin(th)
+    ox, oy = rng.uniform(0, pitch, 2)
+    gx, gy = w / 2.0 + rng.uniform(-0.04, 0.04) * w, h / 2.0 + rng.uniform(-0.04, 0.04) * h
+    radius = float(p["radius_fraction"]) * min(h, w) / 2.0
+    rim_w = float(p["rim_fraction"]) * radius
+
+    corners = np.array([[0, 0], [w, 0], [0, h], [w, h]], float) - [ox, oy]
+    us = corners[:, 0] * ct + corners[:, 1] * st
+    vs = -corners[:, 0] * st + corners[:, 1] * ct
+    iu0, iu1 = int(np.floor(us.min() / pitch)) - 1, int(np.ceil(us.max() / pitch)) + 1
+    iv0, iv1 = int(np.floor(vs.min() / pitch)) - 1, int(np.ceil(vs.max() / pitch)) + 1
+    nu, nv = iu1 - iu0 + 1, iv1 - iv0 + 1
+    ncell = nu * nv
+    dark = rng.random(ncell) < float(p["dark_fraction"])
+    lo_b, hi_b = p["bright_level"]
+    lo_d, hi_d = p["dark_level"]
+    base = np.where(dark, rng.uniform(lo_d, hi_d, ncell), rng.uniform(lo_b, hi_b, ncell)).astype(np.float32)
+    rim_amp = rng.uniform(0.05, 0.2, ncell).astype(np.float32)
+    rim_wd = (side * rng.uniform(0.06, 0.12, ncell)).astype(np.float32)
+    illum = _smooth_field(rng, (h, w), rng.uniform(0.02, 0.08))
+
+    img = np.empty((h, w), np.float32)
+    cellmap = np.zeros((h, w), np.int32)
+    cols = np.arange(w, dtype=np.float32)
+    for r0 in range(0, h, _STRIP):
+        r1 = min(h, r0 + _STRIP)
+        rows = np.arange(r0, r1, dtype=np.float32)[:, None]
+        X = cols[None, :] - np.float32(ox)
+        Y = rows - np.float32(oy)
+        U = X * ct + Y * st
+        V = -X * st + Y * ct
+        iu = np.floor(U / pitch + 0.5)
+        iv = np.floor(V / pitch + 0.5)
+        lu = U - iu * pitch
+        lv = V - iv * pitch
+        qx = np.maximum(np.abs(lu) - (half - rc), 0)
+        qy = np.maximum(np.abs(lv) - (half - rc), 0)
+        rr = np.hypot(cols[None, :] + 0.5 - gx, rows + 0.5 - gy)
+        inside = (qx * qx + qy * qy <= rc * rc) & (np.abs(lu) <= half) & (np.abs(lv) <= half) & (rr < radius)
+        cell = ((iu.astype(np.int64) - iu0) * nv + (iv.astype(np.int64) - iv0))
+        np.clip(cell, 0, ncell - 1, out=cell)
+        de = np.float32(half) - np.maximum(np.abs(lu), np.abs(lv))
+        val = base[cell] * (1 - rim_amp[cell] * np.exp(-np.maximum(de, 0) / rim_wd[cell]))
+        out = np.where(inside, val, np.float32(p["bar_level"]))
+        out = np.where(rr >= radius, np.float32(p["rim_level"]), out)
+        out = np.where(rr >= radius + rim_w, np.float32(p["background_level"]), out)
+        img[r0:r1] = out * illum(rows, cols[None, :])
+        cellmap[r0:r1] = np.where(inside, cell + 1, 0)
+    for r0 in range(0, h, _STRIP):
+        r1 = min(h, r0 + _STRIP)
+        img[r0:r1] = _poisson(rng, img[r0:r1])
+
+    counts = np.bincount(cellmap.ravel(), minlength=ncell + 1)[1:]
+    order = [c for c in range(ncell) if counts[c] > 0]
+    full_area = side * side - (4 - np.pi) * rc * rc
+    sums = ndi.sum_labels(img, cellmap, index=np.arange(1, ncell + 1)) if order else []
+    ids_of_cell = np.zeros(ncell + 1, np.int32)
+    truth = []
+    for k, c in enumerate(order, start=1):
+        ids_of_cell[c + 1] = k
+        cu_, cv_ = (c // nv + iu0) * pitch, (c % nv + iv0) * pitch
+        cx, cy = ox + cu_ * ct - cv_ * st, oy + cu_ * st + cv_ * ct
+        poly = tuple((float(ox + u * ct - v * st), float(oy + u * st + v * ct))
+                     for u, v in ((cu_ - half, cv_ - half), (cu_ + half, cv_ - half),
+                                  (cu_ + half, cv_ + half), (cu_ - half, cv_ + half)))
+        vis = float(min(1.0, counts[c] / full_area))
+        lab = ("thick" if dark[c] else "good") if vis >= 0.98 else "edge"
+        truth.append(SquareTruth(k, (float(cx), float(cy)), poly, float(side), float(p["angle_deg"]), lab,
+                                 lab == "good", vis, float(sums[c] / counts[c])))
+    gain, offset = float(p["gain"]), float(p["offset"])
+    if gain != 1.0 or offset != 0.0:
+        img = (img.astype(np.float64) * gain + offset).astype(np.float32)
+    ids = ids_of_cell[cellmap]
+    p = dict(p, center=(float(gx), float(gy)), radius=radius, rim_width=rim_w, side=side,
+             origin=(float(ox), float(oy)))
+    return img, truth, ids, p

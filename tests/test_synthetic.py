@@ -93,3 +93,24 @@ def test_large_image_strips():
     _check_ids(ids, truth)
     img, truth, ids, p = S.medmag_with_ids(3, shape=(2100, 1500))
     _check_ids(ids, truth)
+
+
+def test_grid_atlas_deterministic_with_exact_truth():
+    a, ta, ids, p = S.grid_atlas_with_ids(4, (384, 512))
+    b, tb = S.grid_atlas(4, (384, 512))
+    assert np.array_equal(a, b) and ta == tb
+    assert bool((a == np.round(a)).all()) and a.dtype == np.float32
+    # every id in the map has a truth entry and lies on the mesh disc
+    assert set(np.unique(ids)) == {0, *range(1, len(ta) + 1)}
+    rows, cols = np.nonzero(ids)
+    assert (np.hypot(cols + 0.5 - p["center"][0], rows + 0.5 - p["center"][1]) < p["radius"]).all()
+    # the rim is dark; beyond it the background level
+    r = np.hypot(np.arange(512)[None] + 0.5 - p["center"][0], np.arange(384)[:, None] + 0.5 - p["center"][1])
+    rim = (r > p["radius"] + 1) & (r < p["radius"] + p["rim_width"] - 1)
+    assert a[rim].mean() < 10
+    labels = {t.label for t in ta}
+    assert labels <= {"good", "thick", "edge"}
+    c, _ = S.grid_atlas(4, (384, 512), gain=0.5, offset=1000.0)
+    np.testing.assert_allclose(c, a.astype(np.float64) * 0.5 + 1000.0, rtol=1e-6)
+    with pytest.raises(TypeError):
+        S.grid_atlas(0, (64, 64), nonsense=1)
