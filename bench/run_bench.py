@@ -15,9 +15,11 @@ bench/inputs/):
   nothing to compile) and with the jit fallback forced (PTOLEMY_KERNELS=jit: numba compiles).
 
 Prints a table and writes bench/results/bench.json. Options: --quick, --models NAME,
---only lowmag|medmag|server, --runs N, --skip-large. ``--only server`` runs the server row
+--only lowmag|medmag|server|memory, --runs N, --skip-large. ``--only server`` runs the server row
 alone (bench/server_bench.py: ``ptolemy serve`` latency, select_next_square, soak, session
-simulator; its own options follow, e.g. ``--only server --parts soak --grids 5``).
+simulator; its own options follow, e.g. ``--only server --parts soak --grids 5``). ``--only
+memory``: peak RSS of both pipelines on a 16384² and a 40000² image and the budget they keep
+(bench/memory_bench.py, docs/BENCH.md#memory-budget).
 """
 from __future__ import annotations
 
@@ -292,8 +294,9 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="1 measured run per input")
     ap.add_argument("--models", default=None, help="model set (default: ptolemy-2022 when built)")
-    ap.add_argument("--only", choices=["lowmag", "medmag", "server"], default=None,
-                    help="one section (server: bench/server_bench.py, ptolemy serve latency / soak / simulator)")
+    ap.add_argument("--only", choices=["lowmag", "medmag", "server", "memory"], default=None,
+                    help="one section (server: bench/server_bench.py, ptolemy serve latency / soak / simulator; "
+                         "memory: peak RSS on 16384² and 40000² images, bench/memory_bench.py)")
     ap.add_argument("--runs", type=int, default=5, help="measured warm runs per input (default 5)")
     ap.add_argument("--inputs", default=None, help="comma-separated input names to run (default: all)")
     ap.add_argument("--quick-large", action="store_true",
@@ -320,6 +323,24 @@ def main(argv=None) -> int:
     models = a.models
     if models is None and (REPO / "onnx_models/ptolemy-2022/manifest.json").exists():
         models = "ptolemy-2022"
+    if a.only == "memory" or a.only is None:
+        import memory_bench
+
+        def mem_cli(mode, image, out, m):
+            return cli_cmd(mode, image, out, m, True)
+
+        rows = []
+        for m in dict.fromkeys([None, models]):  # the default set, and the published one when built
+            rows += memory_bench.run_memory(run_child, lambda mode, image, out, m=m: mem_cli(mode, image, out, m),
+                                            m, timeout=max(a.timeout, 1800.0))
+        print(memory_bench.format_memory(rows))
+        if a.only == "memory":
+            Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+            out = Path(a.out).with_name("memory.json")
+            out.write_text(json.dumps({"date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
+                                       "budget": {"base_bytes": memory_bench.BUDGET_BASE_BYTES, "bytes_per_px": memory_bench.BUDGET_BYTES_PER_PX}, "cases": rows}, indent=1))
+            print(f"written {out}")
+            return 0 if all(r["ok"] for r in rows) else 1
     has_models_opt = cli_supports_models()
     env_models = dict(os.environ)
     runs = 1 if a.quick else max(1, a.runs)

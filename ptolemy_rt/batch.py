@@ -1,13 +1,28 @@
 """Running a pipeline on one image or on many (folders, worker processes, summary.csv).
 
 One image (`analyse`) raises `PtolemyError` subclasses for the command line to report. Many
-images (`run_batch`) write one result file per input into an output folder, skip inputs whose
-results are newer than the input (unless forced), report a bad input in one line and go on,
-and write `summary.csv` (input, status ok/failed/skipped, n_targets, best_score, seconds,
-error). Output order is the input order whatever the number of worker processes.
+images (`run_batch`) write one result file per input into an output folder, report a bad
+input in one line and go on, and write `summary.csv` (input, status
+ok/failed/skipped/interrupted, n_targets, best_score, seconds, error). Output order is the
+input order whatever the number of worker processes.
+
+Resuming: every output is written atomically (`files`), so an output file that exists is
+complete. An input is skipped (status "skipped") when all its outputs exist, are newer than
+the input, and were made with the same settings: the ``settings`` column of summary.csv
+holds, per input, a hash of what made its result (`settings_id` of `run_fingerprint`:
+runtime version, pipeline, model set name and manifest hash, section, every pipeline and
+output option). A result whose row is missing, or made with other settings, is redone
+(``--force`` redoes everything). summary.csv is written at the end or when interrupted; a
+batch killed outright (SIGKILL, power loss) redoes its results next time.
+
+Interruption (SIGINT / SIGTERM / SIGHUP, `interrupt`): the workers are stopped (SIGTERM, then
+SIGKILL after `STOP_WAIT_S`), summary.csv lists what finished and marks the rest
+"interrupted", and `interrupt.Interrupted` goes on to the command line (exit 128 + signal:
+130, 143, 129). Rerunning the same command resumes: only the unfinished inputs run.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -24,7 +39,8 @@ from .options import (PIPELINE_OPTIONS, InputOptions, LowmagOptions, MedmagOptio
 from .output import EXTENSIONS, Report, format_report, items, pixel_size_warning, resolve_pixel_size, result_reason
 
 SUMMARY_NAME = "summary.csv"
-SUMMARY_COLUMNS = ["input", "status", "n_targets", "best_score", "seconds", "error"]
+SUMMARY_COLUMNS = ["input", "status", "n_targets", "best_score", "seconds", "error", "settings"]
+STOP_WAIT_S = 0.5  # s: interrupted workers get SIGTERM, then SIGKILL after this
 
 
 @dataclass(frozen=True)
@@ -93,7 +109,7 @@ class Outcome:
     """What happened to one input."""
 
     input: str
-    status: str  # "ok" | "failed" | "skipped"
+    status: str  # "ok" | "failed" | "skipped" | "interrupted"
     n_targets: int | None = None
     best_score: float | None = None
     seconds: float | None = None
@@ -102,6 +118,7 @@ class Outcome:
     text: str | None = None  # formatted result when Job.out is None
     notes: list[str] = field(default_factory=list)  # warnings for stderr
     reason: str | None = None  # why the result is empty
+    settings: str = ""  # `settings_id` of the job that made the result (ok / skipped)
 
 
 # ------------------------------------------------------------------ one image
@@ -286,9 +303,13 @@ def run_one(job: Job) -> Outcome:
     ('failed', 3, True)
     >>> os.remove(bad); os.rmdir(os.path.dirname(bad))
     """
+    from .interrupt import WorkerStop
+
     t0 = time.perf_counter()
     try:
         return analyse(job)
+    except WorkerStop:  # SIGTERM in a worker process: cleanup has run (no partial output)
+        os._exit(128 + 15)
     except PtolemyError as e:
         return Outcome(job.input, "failed", seconds=time.perf_counter() - t0,
                        error=_one_line(str(e)), exit_code=e.exit_code)
@@ -399,6 +420,74 @@ def plot_path(plot_dir: str, input_path: str) -> str:
     return str(Path(plot_dir) / (Path(input_path).stem + ".png"))
 
 
+def run_fingerprint(job: Job) -> str:
+    """What decides the bytes of a batch result, as one string (`run_batch` skips a result
+    only when its recorded `settings_id` equals the current one).
+
+    Parameters
+    ----------
+    job : Job
+        The batch template (its input, out and plot paths are not part of it).
+
+    Returns
+    -------
+    str
+        Canonical JSON of: runtime version, kind, model set (name and the sha256 of its
+        manifest.json, which lists every part's hash), section, the pipeline options and the
+        output options.
+
+    Examples
+    --------
+    >>> a = run_fingerprint(Job("lowmag", "a.mrc"))
+    >>> a == run_fingerprint(Job("lowmag", "b.mrc", out="x.json")), a == run_fingerprint(Job("medmag", "a.mrc"))
+    (True, False)
+    """
+    from dataclasses import asdict
+
+    from . import __version__
+
+    return json.dumps({"ptolemy_rt": __version__, "kind": job.kind, "models": _model_identity(job.models),
+                       "section": job.section, "options": asdict(job.options), "output": asdict(job.output)},
+                      sort_keys=True, default=repr, separators=(",", ":"))
+
+
+def _model_identity(name: str | None) -> list:
+    """[set name, sha256 of its manifest.json] of a model set that loads; the given name
+    otherwise (the set is loaded, hence verified, before a batch runs)."""
+    import hashlib
+
+    try:
+        ms = model_set(name)
+        root = getattr(ms, "root", None)
+        if root is None:
+            return [name, None]
+        return [ms.name, hashlib.sha256((Path(root) / "manifest.json").read_bytes()).hexdigest()]
+    except (PtolemyError, OSError):
+        return [name, None]
+
+
+def settings_id(job: Job) -> str:
+    """A short hash (16 hex digits) of `run_fingerprint`: the ``settings`` column of summary.csv.
+
+    Parameters
+    ----------
+    job : Job
+
+    Returns
+    -------
+    str
+
+    Examples
+    --------
+    >>> a, b = settings_id(Job("lowmag", "a.mrc")), settings_id(Job("lowmag", "a.mrc", section=1))
+    >>> len(a), a == b
+    (16, False)
+    """
+    import hashlib
+
+    return hashlib.sha256(run_fingerprint(job).encode("utf-8")).hexdigest()[:16]
+
+
 def _up_to_date(outputs: list[str], input_path: str) -> bool:
     """True when every output exists and is newer than the input."""
     try:
@@ -483,7 +572,9 @@ def _describe(o: Outcome) -> str:
     if o.status == "failed":
         return f"{o.input}: failed"
     if o.status == "skipped":
-        return f"{o.input}: skipped (result is newer than the input)"
+        return f"{o.input}: skipped (result is newer than the input and made with the same settings)"
+    if o.status == "interrupted":
+        return f"{o.input}: interrupted"
     best = f", best score {o.best_score:.3f}" if o.best_score is not None else ""
     return f"{o.input}: {o.n_targets} targets{best}, {o.seconds:.1f} s"
 
@@ -534,15 +625,16 @@ def summary_text(outcomes: list[Outcome]) -> str:
     -------
     str
         A header (`SUMMARY_COLUMNS`) and one row per outcome: best_score as repr, seconds
-        with 3 decimals, empty cells for unknown values.
+        with 3 decimals, empty cells for unknown values; settings: `settings_id` of the
+        run that made an ok or skipped result.
 
     Examples
     --------
-    >>> print(summary_text([Outcome("a.mrc", "ok", 2, 0.75, 1.23456),
+    >>> print(summary_text([Outcome("a.mrc", "ok", 2, 0.75, 1.23456, settings="0123456789abcdef"),
     ...                     Outcome("b.mrc", "failed", error="b.mrc: not an MRC file")]), end="")
-    input,status,n_targets,best_score,seconds,error
-    a.mrc,ok,2,0.75,1.235,
-    b.mrc,failed,,,,b.mrc: not an MRC file
+    input,status,n_targets,best_score,seconds,error,settings
+    a.mrc,ok,2,0.75,1.235,,0123456789abcdef
+    b.mrc,failed,,,,b.mrc: not an MRC file,
     """
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -553,7 +645,7 @@ def summary_text(outcomes: list[Outcome]) -> str:
             "" if o.n_targets is None else o.n_targets,
             "" if o.best_score is None else repr(float(o.best_score)),
             "" if o.seconds is None else f"{o.seconds:.3f}",
-            o.error,
+            o.error, o.settings,
         ])
     return buf.getvalue()
 
@@ -564,7 +656,8 @@ def run_batch(job: Job, inputs: list[str], out_dir: str, *, plot_dir: str | None
 
     Each input runs as `job` with its input, result path (out_dir/STEM.EXT) and plot path
     (plot_dir/STEM.png) filled in, on `jobs` worker processes; inputs whose outputs are
-    newer are skipped unless `force`. Progress and one-line errors go to `stream`.
+    newer and were made with the same settings (summary.csv's settings column, see the
+    module docstring) are skipped unless `force`. Progress and one-line errors go to `stream`.
 
     Parameters
     ----------
@@ -590,6 +683,9 @@ def run_batch(job: Job, inputs: list[str], out_dir: str, *, plot_dir: str | None
 
     Raises
     ------
+    KeyboardInterrupt
+        (`interrupt.Interrupted`) after a stopping signal: the workers are stopped and
+        summary.csv (unfinished inputs "interrupted") is written first.
     OutputError
         A folder cannot be created or written.
     UsageProblem
@@ -624,6 +720,8 @@ def run_batch(job: Job, inputs: list[str], out_dir: str, *, plot_dir: str | None
         stems[s] = f
     summary_path = Path(out_dir) / SUMMARY_NAME
     previous = _previous_summary(summary_path)
+    made_with = {Path(k).stem: r.get("settings") for k, r in previous.items() if r.get("status") in ("ok", "skipped")}
+    settings = settings_id(job)
 
     all_jobs = [replace(job, input=f, out=result_path(out_dir, f, fmt),
                         plot=plot_path(plot_dir, f) if plot_dir else None) for f in inputs]
@@ -631,7 +729,7 @@ def run_batch(job: Job, inputs: list[str], out_dir: str, *, plot_dir: str | None
     todo: list[int] = []
     for i, job in enumerate(all_jobs):
         outs = [job.out] + ([job.plot] if job.plot else [])
-        if not force and _up_to_date(outs, job.input):
+        if not force and made_with.get(Path(job.input).stem) == settings and _up_to_date(outs, job.input):
             outcomes[i] = _skipped_outcome(job, previous)
         else:
             todo.append(i)
@@ -647,34 +745,53 @@ def run_batch(job: Job, inputs: list[str], out_dir: str, *, plot_dir: str | None
             progress.message(f"ptolemy: note: {o.input}: {o.reason}")
         progress.step(o)
 
-    for i, o in enumerate(outcomes):
-        if o is not None:
-            report(o)
+    stopped: KeyboardInterrupt | None = None
+    try:
+        for i, o in enumerate(outcomes):
+            if o is not None:
+                report(o)
+        if todo and jobs > 1 and len(todo) > 1:
+            _run_pool(all_jobs, todo, outcomes, min(jobs, len(todo)), report)
+        else:
+            for i in todo:
+                outcomes[i] = run_one(all_jobs[i])
+                report(outcomes[i])
+    except KeyboardInterrupt as e:  # `interrupt.Interrupted` (or Ctrl-C): keep what finished
+        stopped = e
+    from .interrupt import received, signal_name
 
-    if todo and jobs > 1 and len(todo) > 1:
-        _run_pool(all_jobs, todo, outcomes, min(jobs, len(todo)), report)
-    else:
-        for i in todo:
-            outcomes[i] = run_one(all_jobs[i])
-            report(outcomes[i])
-    progress.close()
-
-    final = [o for o in outcomes if o is not None]
+    why = f"interrupted by {signal_name(received())}" if received() is not None else "interrupted"
+    final = [o if o is not None else Outcome(all_jobs[i].input, "interrupted", error=why)
+             for i, o in enumerate(outcomes)]
+    with contextlib.suppress(Exception):
+        progress.close()
+    for o in final:
+        if o.status in ("ok", "skipped"):
+            o.settings = settings
+    # written even after a signal (a second one within interrupt.GRACE_S is only recorded)
     write_atomic(summary_path, summary_text(final))
     failed = sum(o.status == "failed" for o in final)
     ok = sum(o.status == "ok" for o in final)
     skipped = sum(o.status == "skipped" for o in final)
-    stream.write(f"ptolemy: {ok} done, {skipped} skipped, {failed} failed; summary in {summary_path}\n")
+    unfinished = sum(o.status == "interrupted" for o in final)
+    stop = f", {unfinished} interrupted" if stopped is not None else ""
+    stream.write(f"ptolemy: {ok} done, {skipped} skipped, {failed} failed{stop}; summary in {summary_path}\n")
     stream.flush()
+    if stopped is not None:
+        raise stopped
     return EXIT_PARTIAL if failed else EXIT_OK
 
 
 def _run_pool(all_jobs, todo, outcomes, n_workers, report) -> None:
     """Run the jobs in `todo` on `n_workers` processes (spawned: safe with threaded runtimes
-    and identical on Windows); outcomes are stored by input index. Workers ignore Ctrl-C;
-    on Ctrl-C the parent cancels what has not started and stops the workers."""
+    and identical on Windows); outcomes are stored by input index. Workers leave signals to
+    the parent (`interrupt.worker_setup`); when the parent is interrupted (KeyboardInterrupt /
+    `interrupt.Interrupted`) it cancels what has not started and stops the workers
+    (`_stop_workers`) before the exception goes on."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from .interrupt import Interrupted, received
 
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
@@ -685,29 +802,47 @@ def _run_pool(all_jobs, todo, outcomes, n_workers, report) -> None:
             i = futs[fut]
             try:
                 outcomes[i] = fut.result()
-            except Exception as e:  # worker died (e.g. killed for memory)
+            except Exception as e:  # worker died (e.g. killed for memory, or by the same signal)
+                if received() is not None:
+                    raise Interrupted(received()) from None
                 outcomes[i] = Outcome(all_jobs[i].input, "failed",
                                       error=_one_line(f"{all_jobs[i].input}: worker process failed: {type(e).__name__}: {e}"),
                                       exit_code=EXIT_INTERNAL)
             report(outcomes[i])
     except BaseException:
-        procs = list((getattr(pool, "_processes", None) or {}).values())
-        pool.shutdown(wait=False, cancel_futures=True)
-        for pr in procs:
-            try:
-                pr.terminate()
-            except Exception:
-                pass
+        _stop_workers(pool)
         raise
     pool.shutdown(wait=True)
 
 
-def _worker_init(n_workers: int) -> None:
-    """Worker set-up: leave Ctrl-C to the parent, and share the CPU cores between the workers
-    (numba / BLAS threads; PTOLEMY_THREADS for the ONNX Runtime sessions)."""
-    import signal
+def _stop_workers(pool) -> None:
+    """Cancel the pool's queued jobs, SIGTERM its workers (they remove their temporary files
+    and exit), SIGKILL those still alive after STOP_WAIT_S, and wait for them: no worker
+    outlives the batch."""
+    procs = list((getattr(pool, "_processes", None) or {}).values())
+    with contextlib.suppress(Exception):
+        pool.shutdown(wait=False, cancel_futures=True)
+    for pr in procs:
+        with contextlib.suppress(Exception):
+            pr.terminate()
+    deadline = time.monotonic() + STOP_WAIT_S
+    for pr in procs:
+        with contextlib.suppress(Exception):
+            pr.join(max(0.0, deadline - time.monotonic()))
+    for pr in procs:
+        with contextlib.suppress(Exception):
+            if pr.is_alive():
+                pr.kill()
+                pr.join(2.0)
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+def _worker_init(n_workers: int) -> None:
+    """Worker set-up: signals to the parent (`interrupt.worker_setup`: SIGINT ignored, SIGTERM
+    stops the worker cleanly, SIGTERM when the parent dies), and share the CPU cores between
+    the workers (numba / BLAS threads; PTOLEMY_THREADS for the ONNX Runtime sessions)."""
+    from .interrupt import worker_setup
+
+    worker_setup()
     per = max(1, (os.cpu_count() or 1) // n_workers)
     for var in ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, str(per))

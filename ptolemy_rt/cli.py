@@ -529,7 +529,8 @@ def run(argv: list[str] | None = None) -> int:
     -------
     int
         The exit code (`errors`: 0 ok, 2 usage, 3 bad input, 4 model set, 5 output,
-        6 partial batch, 130 interrupted, 1 internal error).
+        6 partial batch, 130 / 143 / 129 interrupted by SIGINT / SIGTERM / SIGHUP,
+        1 internal error).
 
     Examples
     --------
@@ -538,6 +539,22 @@ def run(argv: list[str] | None = None) -> int:
     >>> run(["lowmag", "/nonexistent/atlas.mrc"])  # stderr: ptolemy: error: ...: no such file
     3
     """
+    from . import interrupt
+
+    prev = interrupt.install()  # SIGINT / SIGTERM / SIGHUP: `interrupt.Interrupted`, exit 128 + signal
+    try:
+        return _run(argv)
+    except KeyboardInterrupt:  # a signal before the command started, or while reporting an error
+        with contextlib.suppress(Exception, KeyboardInterrupt):
+            _err("interrupted")
+        return interrupt.exit_code()
+    finally:
+        interrupt.restore(prev)
+
+
+def _run(argv: list[str] | None) -> int:
+    from . import interrupt
+
     click = _click()
     cmd = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
@@ -546,6 +563,7 @@ def run(argv: list[str] | None = None) -> int:
         code = int(rv) if isinstance(rv, int) else EXIT_OK
         if code == 130:  # Ctrl-C, turned into an exit code by the command-line library
             _err("interrupted")
+            code = interrupt.exit_code()
         return code
     except click.exceptions.UsageError as e:
         ctx = getattr(e, "ctx", None)
@@ -555,9 +573,9 @@ def run(argv: list[str] | None = None) -> int:
         where = ctx.command_path if ctx is not None else PROG
         _err(f"{e.format_message()} (see '{where} --help')")
         return EXIT_USAGE
-    except typer.Abort:
+    except typer.Abort:  # click turns KeyboardInterrupt (`interrupt.Interrupted`) into Abort
         _err("interrupted")
-        return 130
+        return interrupt.exit_code()
     except click.exceptions.ClickException as e:
         _err(e.format_message())
         return e.exit_code
@@ -570,7 +588,7 @@ def run(argv: list[str] | None = None) -> int:
         return e.exit_code
     except KeyboardInterrupt:
         _err("interrupted")
-        return 130
+        return interrupt.exit_code()
     except BrokenPipeError:
         with contextlib.suppress(Exception):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit

@@ -8,6 +8,7 @@ Exit codes (also in README):
     4  model set missing or corrupt
     5  output cannot be written
     6  batch run: some inputs failed (the others were processed)
+    130, 143, 129  interrupted by SIGINT (Ctrl-C), SIGTERM, SIGHUP (128 + signal; `interrupt`)
 """
 from __future__ import annotations
 

@@ -158,12 +158,14 @@ def read_mrc(path: str | os.PathLike, section: int | None = None) -> LoadedImage
     try:
         header = mrc.read_header(p)
         k = choose_section(path, header.nz, section)
-        data = mrc.read_section(p, header, k)
+        data = mrc.read_section_float32(p, header, k)  # in row strips: no full-size native copy
     except mrc.MrcFormatError as e:
         raise _fail(path, str(e)) from None
     except OSError as e:
         raise _fail(path, f"cannot read ({e.strerror or e})") from None
-    return _validate_2d(data, path, k if header.nz > 1 else None, header.pixel_size_nm)
+    integer = header.dtype.kind in "bui" and mrc.IMAGE_MODES[header.mode][1] == 1  # RGB: luminance floats
+    return _validate_2d(data, path, k if header.nz > 1 else None, header.pixel_size_nm, owned=True,
+                        integer_source=integer)
 
 
 def read_image(path: str | os.PathLike, section: int | None = None) -> LoadedImage:
@@ -276,7 +278,17 @@ def validate_array(
     return _validate_2d(arr, path, used_section, pixel_size_nm)
 
 
-def _validate_2d(arr: np.ndarray, path, used_section: int | None, pixel_size_nm: float | None) -> LoadedImage:
+def _validate_2d(arr: np.ndarray, path, used_section: int | None, pixel_size_nm: float | None,
+                 owned: bool = False, integer_source: bool | None = None) -> LoadedImage:
+    """Check a 2-D image and return it as a LoadedImage (float32 pixels).
+
+    The checks (NaN/Inf, constant, whole numbers) stream over row strips (`core.row_strips`):
+    no whole-image temporaries besides the float32 pixels themselves. owned: `arr` is a
+    float32 array nobody else holds (read from a file), used as the pixels without a copy;
+    otherwise the pixels are a float32 copy. integer_source: the stored type was an integer
+    type (None: `arr`'s dtype decides)."""
+    from .core import row_strips
+
     if arr.ndim != 2:
         raise _fail(path, f"expected a 2-D image, got an array of shape {arr.shape}")
     if arr.dtype.kind == "c":
@@ -286,15 +298,31 @@ def _validate_2d(arr: np.ndarray, path, used_section: int | None, pixel_size_nm:
     h, w = arr.shape
     if min(h, w) < MIN_SIDE:
         raise _fail(path, f"image is {h}×{w} px; at least {MIN_SIDE}×{MIN_SIDE} is needed")
-    pix = arr.astype(np.float32, copy=True)
-    finite = np.isfinite(pix)
-    if not finite.all():
-        bad = int(pix.size - np.count_nonzero(finite))
+    if integer_source is None:
+        integer_source = arr.dtype.kind in "bui"
+    if owned and arr.dtype == np.float32 and arr.flags.c_contiguous:
+        pix = arr
+    else:
+        pix = np.empty((h, w), np.float32)
+        for sl in row_strips(h, w):
+            pix[sl] = arr[sl]
+    bad, lo, hi, whole = 0, np.inf, -np.inf, True
+    for sl in row_strips(h, w):
+        blk = pix[sl]
+        finite = np.isfinite(blk)
+        if not finite.all():
+            bad += int(blk.size - np.count_nonzero(finite))
+            continue
+        if bad:
+            continue
+        lo, hi = min(lo, float(blk.min())), max(hi, float(blk.max()))
+        if whole and not integer_source:
+            whole = bool(np.all(blk == np.floor(blk)))
+    if bad:
         raise _fail(path, f"contains {bad} NaN or Inf pixel value(s)")
-    lo, hi = float(pix.min()), float(pix.max())
     if lo == hi:
         raise _fail(path, f"image is constant (every pixel is {lo:g}); nothing to find")
-    integer_valued = arr.dtype.kind in "bui" or bool(np.all(pix == np.floor(pix)))
+    integer_valued = bool(integer_source) or whole
     return LoadedImage(str(path), pix, pixel_size_nm, integer_valued, used_section)
 
 

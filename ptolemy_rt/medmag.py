@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import geometry, lattice, regions, scale
-from .core import Stopwatch, clamp_negatives, mean_std, targets_from_boxes
+from .core import Stopwatch, clamp_negatives, mean_std, row_strips, targets_from_boxes
 from .options import COMPAT_MODES, LATTICE_SEARCHES, MedmagOptions, pipeline_options
 from .modelspec import LATTICE_MODES, HoleClassifierArch, PipelineSpec, default, hole_cnn_min_input
 from .results import Hole, HoleResult
@@ -64,8 +64,10 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
     Returns
     -------
     numpy.ndarray
-        float32 [row, col], same shape (statistics computed in float64). A constant image gives
-        all zeros.
+        float32 [row, col], same shape (statistics and arithmetic in float64, cast at the
+        end). A constant image gives all zeros. Computed in row strips (`core.row_strips`, the
+        strips `mean_std` uses, so the numbers are those of a whole float64 copy): memory is
+        the float32 result plus float64 strips.
 
     Examples
     --------
@@ -77,12 +79,39 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
     >>> normalise(np.full((2, 3), 7.0)).tolist()
     [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
     """
-    a = clamp_negatives(pixels, np.float64)
-    mean, std = mean_std(a)
-    out = a - mean
-    if std > 0:
-        out /= std
-    return out.astype(np.float32)
+    a = np.asarray(pixels)
+    if a.ndim != 2:
+        a = clamp_negatives(a, np.float64)
+        mean, std = mean_std(a)
+        out = a - mean
+        if std > 0:
+            out /= std
+        return out.astype(np.float32)
+    strips = list(row_strips(*a.shape))
+
+    def clamped(sl):
+        v = np.asarray(a[sl], dtype=np.float64)
+        return np.maximum(v, 0) if v.size and float(v.min()) < 0.0 else v
+
+    count, total = a.size, 0.0
+    for sl in strips:
+        total += float(clamped(sl).ravel().sum(dtype=np.float64))
+    if count == 0:
+        return np.zeros(a.shape, np.float32)
+    mean = total / count
+    ss = 0.0
+    for sl in strips:
+        d = clamped(sl).ravel().astype(np.float64)
+        d -= mean
+        ss += float(np.dot(d, d))
+    std = float(np.sqrt(ss / count))
+    out = np.empty(a.shape, np.float32)
+    for sl in strips:
+        v = clamped(sl) - mean
+        if std > 0:
+            v /= std
+        out[sl] = v
+    return out
 
 
 def unet_padded_shape(height: int, width: int) -> tuple[int, int]:
@@ -151,6 +180,11 @@ def pad_for_unet(norm: np.ndarray) -> np.ndarray:
     return out
 
 
+def _logit_threshold() -> np.float32:
+    """logit(MASK_THRESHOLD) as float32: the mask is logits > this."""
+    return np.float32(math.log(MASK_THRESHOLD / (1.0 - MASK_THRESHOLD)))
+
+
 def mask_from_logits(logits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Hole mask sigmoid(logits) > 1e-4 (compared as logits > logit(1e-4) ≈ −9.21), cut back to
     the input image.
@@ -173,8 +207,7 @@ def mask_from_logits(logits: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     >>> mask_from_logits(logits, (2, 2)).tolist()
     [[False, True], [True, False]]
     """
-    thr = np.float32(math.log(MASK_THRESHOLD / (1.0 - MASK_THRESHOLD)))
-    return np.asarray(logits[: shape[0], : shape[1]]) > thr
+    return np.asarray(logits[: shape[0], : shape[1]]) > _logit_threshold()
 
 
 def drop_small_regions(mask: np.ndarray, min_px: int) -> np.ndarray:
@@ -707,6 +740,25 @@ def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str =
     return scores
 
 
+#: Images above this many pixels (4096²) are not rotated whole for the hole crops: each crop
+#: is cut from its own rotated window (`geometry.rotate_window`, equal to the whole-image
+#: rotation up to float64 rounding, ≤ 1e-9 of the pixel values), so memory does not grow
+#: with the rotated frame (up to twice the image) and its float64 spline prefilter.
+ROTATE_WHOLE_MAX_PIXELS = 4096 * 4096
+
+
+class _RotatedWindows:
+    """Stands for `geometry.rotate_image(pixels, angle_deg)` where only blocks
+    ``[r0:r1, c0:c1]`` (rotated frame, px) are read: each is rotated on its own."""
+
+    def __init__(self, pixels: np.ndarray, angle_deg: float):
+        self.pixels, self.angle_deg = pixels, float(angle_deg)
+
+    def __getitem__(self, key) -> np.ndarray:
+        rows, cols = key
+        return geometry.rotate_window(self.pixels, self.angle_deg, (rows.start, cols.start, rows.stop, cols.stop))
+
+
 def _holes(layout: HoleLayout, scores: np.ndarray) -> list[Hole]:
     """The holes of a layout with their scores, best first (ties: row, then column of the
     lattice point); area (2h)² px²."""
@@ -795,7 +847,10 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
             scores = np.zeros(len(layout.points))
     else:
         with sw.stage("rotate"):
-            rotated = geometry.rotate_image(pix, -layout.angle_deg)
+            if pix.size > ROTATE_WHOLE_MAX_PIXELS:  # bounded memory: rotate each crop's window only
+                rotated = _RotatedWindows(pix, -layout.angle_deg)
+            else:
+                rotated = geometry.rotate_image(pix, -layout.angle_deg)
         with sw.stage("classify"):
             norm = image_norm(pix) if crop_normalisation(models) == "image" else None
             scores = score_holes(models, rotated, layout.boxes, opts.batchnorm, norm,
@@ -902,11 +957,19 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     sw.lap("scale")
     padded = pad_for_unet(normalise(work))
     sw.lap("normalise")
-    logits = unet_logits(ms, padded)
-    del padded
-    mask = drop_small_regions(mask_from_logits(logits, work.shape), mask_min_region_px(ms))
-    kept = {"logits": logits[: work.shape[0], : work.shape[1]]} if intermediates else None
-    del logits
+    if intermediates:
+        logits = unet_logits(ms, padded)
+        del padded
+        mask = mask_from_logits(logits, work.shape)
+        kept = {"logits": logits[: work.shape[0], : work.shape[1]]}
+        del logits
+    else:  # the mask strip by strip: no whole-image logits (same comparisons)
+        full = unet_logits(ms, padded, mask_threshold=_logit_threshold())
+        del padded
+        mask = np.ascontiguousarray(full[: work.shape[0], : work.shape[1]])
+        del full
+        kept = None
+    mask = drop_small_regions(mask, mask_min_region_px(ms))
     sw.lap("unet")
     res = holes_from_mask(work, mask, opts, models=ms, timings=sw.timings, model_name=ms.name, intermediates=kept)
     if kept is not None:

@@ -124,8 +124,10 @@ def _use_x2(models, height: int, width: int) -> bool:
 
 
 def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
-                budget_bytes: int = DEFAULT_STRIP_BUDGET_BYTES) -> np.ndarray:
-    """U-Net logits, float32 [row, col], same shape as ``image``.
+                budget_bytes: int = DEFAULT_STRIP_BUDGET_BYTES, mask_threshold=None) -> np.ndarray:
+    """U-Net logits, float32 [row, col], same shape as ``image`` (with ``mask_threshold``:
+    the bool mask logits > mask_threshold instead, made strip by strip, so no whole-image
+    logits are held).
 
     Parameters
     ----------
@@ -136,6 +138,9 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
         2-D [row, col], already normalised and padded by the caller (docs/ALGORITHM.md#medmag-normalise, #medmag-padding).
     strip_rows, budget_bytes
         See plan_strips (memory bound of the full-resolution strips).
+    mask_threshold
+        None: return the logits; a number (logit units): return the bool mask
+        logits > mask_threshold (the same comparisons as on the whole logits).
 
     Returns
     -------
@@ -210,14 +215,17 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
     names = X2_PHASES if x2 else ("up",)
     del pooled
 
-    out = np.empty((height, width), dtype=np.float32)
+    out = np.empty((height, width), dtype=np.float32 if mask_threshold is None else bool)
     for k, (a, b, lo, hi) in enumerate(wins):
         q0, q1 = lo // step, (hi // step if len(bands) > 1 else ups[0].shape[2])
         feeds = {"image": x[:, :, lo:hi]}
         feeds.update({n: u[:, :, q0:q1] for n, u in zip(names, ups)})
         opts = _shrink_options() if k == len(wins) - 1 else None
         y = dec.run(None, feeds, opts)[0]
-        out[a:b] = y[0, 0, a - lo:b - lo]
+        if mask_threshold is None:
+            out[a:b] = y[0, 0, a - lo:b - lo]
+        else:
+            np.greater(y[0, 0, a - lo:b - lo], mask_threshold, out=out[a:b])
     return out
 
 

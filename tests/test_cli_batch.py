@@ -171,12 +171,13 @@ def test_summary_text_format():
                             batch.Outcome("c.mrc", "ok", 2, 0.75, 1.0)])
     rows = list(csv.DictReader(io.StringIO(t)))
     assert rows[0] == {"input": "a,b.mrc", "status": "failed", "n_targets": "", "best_score": "",
-                       "seconds": "0.250", "error": 'bad "x"'}
+                       "seconds": "0.250", "error": 'bad "x"', "settings": ""}
     assert rows[1]["best_score"] == "0.75"
 
 
 def test_ctrl_c_is_one_line_exit_130(tmp_path):
-    """Ctrl-C during a batch: exit 130, one line, no traceback, no partial result."""
+    """Ctrl-C during a batch: exit 130, one error line, no traceback, no partial result,
+    summary.csv with both inputs marked interrupted."""
     import signal
     import subprocess
     import sys
@@ -201,5 +202,9 @@ def test_ctrl_c_is_one_line_exit_130(tmp_path):
     os.killpg(p.pid, signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and out == ""
-    assert err.strip() == "ptolemy: error: interrupted"
+    lines = err.strip().splitlines()
+    assert lines[-1] == "ptolemy: error: interrupted" and "Traceback" not in err
+    assert sum(ln.startswith("ptolemy: error:") for ln in lines) == 1
+    assert "0 done, 0 skipped, 0 failed, 2 interrupted" in lines[-2]
     assert not any(n.endswith(".json") for n in os.listdir(tmp_path / "out"))
+    assert [(r["status"], r["error"]) for r in _summary(tmp_path / "out")] == [("interrupted", "interrupted by SIGINT")] * 2
