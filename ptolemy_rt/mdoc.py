@@ -409,6 +409,6 @@ def find_mdoc(image_path: str | os.PathLike) -> Path | None:
     """
     p = Path(image_path)
     for cand in (p.with_name(p.name + ".mdoc"), p.with_suffix(".mdoc")):
-        if cand.is_file():
+        if cand.is_file() and cand != p:
             return cand
     return None

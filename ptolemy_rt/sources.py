@@ -174,6 +174,13 @@ def load_image(path: str | os.PathLike, section: int | None = None, options: Inp
             raise InputImageError(f"{path}: is an EPU atlas; --mdoc is for SerialEM montages")
         return load_epu_atlas(dm, opts.montage_bin, kind)
     mdoc_path = opts.mdoc
+    if p.suffix.lower() == ".mdoc" and p.is_file():
+        # the .mdoc itself was named: the montage is the stack it describes (MAP.mrc.mdoc → MAP.mrc)
+        stack = p.with_suffix("")
+        if stack.suffix == "" or not stack.is_file():
+            raise InputImageError(f"{path}: is a SerialEM .mdoc, not an image; give the image stack it describes"
+                                  + (f" ({stack.name}, not found beside it)" if stack.suffix else ""))
+        mdoc_path, p = str(p) if mdoc_path is None else mdoc_path, stack
     if mdoc_path is None and p.is_file():
         from .mdoc import find_mdoc
 

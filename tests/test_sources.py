@@ -113,6 +113,24 @@ def test_montage_stage_coordinates_analytic(tmp_path, capsys, fake, b):
     assert f"{obj['items'][0]['stage_x_um']:.3f}" in [ln for ln in lines if ln.strip().startswith("1 ")][0]
 
 
+def test_naming_the_mdoc_runs_its_montage(tmp_path, capsys, fake):
+    """`ptolemy lowmag MAP.mrc.mdoc` is the montage MAP.mrc (the .mdoc is never read as an
+    image); without the stack beside it: one error line naming the missing stack, exit 3."""
+    atlas = (np.random.default_rng(1).integers(50, 3000, size=(190, 336))).astype(np.int16)
+    lin, t = stage_truth()
+    mrc, _ = make_montage(tmp_path, atlas, (100, 120), (108, 90), 100.0, lin, t)
+    code, by_stack, err = run_cli(["lowmag", mrc, "-f", "json-full", "--montage-bin", 1], capsys)
+    assert code == 0, err
+    code2, by_mdoc, _ = run_cli(["lowmag", str(mrc) + ".mdoc", "-f", "json-full", "--montage-bin", 1], capsys)
+    assert code == code2 == 0
+    a, b = json.loads(by_stack), json.loads(by_mdoc)
+    assert a["items"] == b["items"] and b["source"]["kind"] == "serialem-montage"
+    mrc.unlink()
+    code, out, err = run_cli(["lowmag", str(mrc) + ".mdoc"], capsys)
+    assert code == 3 and out == "" and len(err.strip().splitlines()) == 1
+    assert "is a SerialEM .mdoc, not an image" in err and "map.mrc, not found beside it" in err
+
+
 def test_plain_image_has_no_stage_columns(tmp_path, capsys, fake):
     p = tmp_path / "a.mrc"
     with mrcfile.new(p) as m:
