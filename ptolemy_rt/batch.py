@@ -796,8 +796,10 @@ def _run_pool(all_jobs, todo, outcomes, n_workers, report) -> None:
     ctx = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=n_workers, mp_context=ctx,
                                initializer=_worker_init, initargs=(n_workers,))
+    futs: dict = {}
     try:
-        futs = {pool.submit(run_one, all_jobs[i]): i for i in todo}
+        for i in todo:
+            futs[pool.submit(run_one, all_jobs[i])] = i
         for fut in as_completed(futs):
             i = futs[fut]
             try:
@@ -811,6 +813,11 @@ def _run_pool(all_jobs, todo, outcomes, n_workers, report) -> None:
             report(outcomes[i])
     except BaseException:
         _stop_workers(pool)
+        # results that arrived while the loop was being interrupted still count
+        for fut, i in futs.items():
+            if outcomes[i] is None and fut.done() and not fut.cancelled() and fut.exception() is None:
+                outcomes[i] = fut.result()
+                report(outcomes[i])
         raise
     pool.shutdown(wait=True)
 

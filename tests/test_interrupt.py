@@ -8,6 +8,7 @@ os.killpg is missing."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -164,8 +165,11 @@ def _interrupt_batch(atlases, tmp_path, sig, moment, jobs):
         done = (out / f"{stem}.json").exists(), (plots / f"{stem}.png").exists()
         if r["status"] == "ok":
             assert done == (True, True) and r["settings"] and int(r["n_targets"]) > 0
-        else:  # nothing partial: neither the result nor the picture
-            assert done == (False, False) and r["error"] == f"interrupted by {name}"
+        else:  # nothing partial: neither the result nor the picture (or, for a worker stopped
+            # between committing its outputs and reporting them, both, complete)
+            assert done in ((False, False), (True, True)) and r["error"] == f"interrupted by {name}"
+            if done == (True, True):
+                assert isinstance(json.loads((out / f"{stem}.json").read_text()), (list, dict))
     assert _temps(out, plots) == []
     n_ok = sum(r["status"] == "ok" for r in rows)
     assert f"{n_ok} done, 0 skipped, 0 failed, {N_INPUTS - n_ok} interrupted" in lines[-2]
