@@ -184,11 +184,11 @@ def _params(rng, shape, params):
     pick("ice_gradient_nm", lambda: float(rng.uniform(0, 80)))
     pick("meniscus_nm", lambda: float(rng.uniform(0, 150)))
     pick("contamination", lambda: float(rng.uniform(0, 0.3) if rng.random() < 0.6 else rng.uniform(0.3, 1.0)))
-    pick("tears", lambda: float(rng.uniform(0, 1) if rng.random() < 0.6 else 0.0))
+    pick("tears", lambda: float(rng.uniform(0, 1) if rng.random() < 0.4 else 0.0))
     pick("cracks", lambda: int(rng.integers(0, 4)) if rng.random() < 0.4 else 0)
     pick("peel", lambda: bool(rng.random() < 0.3))
     pick("bar_level", lambda: float(rng.uniform(0.003, 0.02)))
-    pick("dose", lambda: float(np.exp(rng.uniform(math.log(15), math.log(800)))))
+    pick("dose", lambda: float(np.exp(rng.uniform(math.log(15), math.log(3000)))))
     pick("gain", lambda: float(np.exp(rng.uniform(math.log(0.5), math.log(8)))))
     pick("offset", lambda: float(rng.uniform(0, 200)))
     pick("blur_px", lambda: float(rng.uniform(0.4, 1.6)))
@@ -342,7 +342,7 @@ def scene(seed: int, shape=(1024, 1024), **params) -> Scene:
     rc = S * rng.uniform(0.06, 0.16)
     ca, sa = math.cos(math.radians(p["square_angle_deg"])), math.sin(math.radians(p["square_angle_deg"]))
     edge_waves = _waves(rng, 8, (0.4 * S / 40, 6.0 * S / 40), rng.uniform(0.05, 0.25) * S / 40)
-    tear_waves = _waves(rng, 8, (0.6, 12.0), 1.0)
+    tear_waves = _waves(rng, 16, (0.01 * S, 0.2 * S), 1.0)
 
     def sq_dist(X, Y):
         """Signed distance (µm) to the rounded bar opening (negative inside)."""
@@ -353,7 +353,7 @@ def scene(seed: int, shape=(1024, 1024), **params) -> Scene:
 
     dsq = sq_dist(WX, WY) + _coarse(lambda r, c: _eval_waves(edge_waves, *world(r, c)), h, w, 2)
     opening = dsq < 0
-    tear_depth = p["tears"] * S * 0.12
+    tear_depth = p["tears"] * S * 0.05
     film = opening.copy()
     if tear_depth > 0:
         tn = _coarse(lambda r, c: _eval_waves(tear_waves, *world(r, c)), h, w, 2)  # ~N(0, 0.7)
@@ -464,13 +464,22 @@ def scene(seed: int, shape=(1024, 1024), **params) -> Scene:
     # clustered ethane blobs: a few clusters holding a third of them
     n_cl = int(rng.integers(1, 4)) if cont > 0.2 else 0
     bx, by = rand_pts(n_blobs)
+    ccx, ccy = rand_pts(max(n_cl, 1))
     if n_cl and n_blobs > 6:
         k = int(n_blobs * rng.uniform(0.3, 0.7))
-        ccx, ccy = rand_pts(n_cl)
         sel = rng.integers(0, n_cl, k)
         spread = rng.uniform(0.03, 0.12) * min(h, w)
         bx[:k] = ccx[sel] + rng.normal(0, spread, k)
         by[:k] = ccy[sel] + rng.normal(0, spread, k)
+    # dense patches of small specks (like the top of a contaminated square)
+    if n_cl and cont > 0.4:
+        spread = rng.uniform(0.03, 0.1) * min(h, w)            # px
+        n_sp = min(int(cont * 6 * n_cl * math.pi * (spread * pix) ** 2), 2500)  # ~6 specks / µm² at full density
+        sel = rng.integers(0, n_cl, n_sp)
+        for x, y in zip(ccx[sel] + rng.normal(0, spread, n_sp), ccy[sel] + rng.normal(0, spread, n_sp)):
+            rr = max(rng.uniform(0.04, 0.3) / pix, 0.7)
+            _stamp(od_blob, x, y, rr, rr * rng.uniform(0.6, 1.0), 0.0, rng.uniform(0.2, 1.0), soft=0.8,
+                   combine="max")
     for x, y in zip(bx, by):
         rr = math.exp(rng.uniform(math.log(0.06), math.log(1.2))) / pix
         _stamp(od_blob, x, y, rr, rr * rng.uniform(0.6, 1.0), rng.uniform(0, np.pi),
