@@ -189,6 +189,7 @@ def build(out: Path, only=None, rebuild=False, log=print) -> list[dict]:
         records.append(rec)
         log(f"{name}: {rec['labelled']} labels, {len(rec['dropped'])} points dropped (off film / checked by eye), "
             f"pitch {rec['pitch_px']}")
+    shutil.rmtree(out / "all", ignore_errors=True)   # the pooled folders hold exactly this run's images
     for kind, items in pooled.items():
         if items:
             write_dataset(out / "all" / kind, kind, items, points="all",
