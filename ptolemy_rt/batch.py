@@ -303,9 +303,14 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], bool]:
     any_folder = False
     for p in paths:
         pp = Path(p)
-        if pp.is_dir():
+        if os.path.isdir(pp):  # False for a path that cannot be looked at: the reader says why
             any_folder = True
-            found = sorted(str(c) for c in pp.iterdir() if c.suffix.lower() == ".mrc" and c.is_file())
+            try:
+                found = sorted(str(c) for c in pp.iterdir() if c.suffix.lower() == ".mrc" and os.path.isfile(c))
+            except OSError as e:
+                from .errors import InputImageError
+
+                raise InputImageError(f"{p}: cannot read the folder ({e.strerror or e})") from None
             if not found:
                 raise UsageProblem(f"{p}: folder holds no .mrc files")
         else:
@@ -574,15 +579,15 @@ def run_batch(job: Job, inputs: list[str], out_dir: str, *, plot_dir: str | None
 
     fmt = job.output.fmt
     stream = stream or sys.stderr
-    _prepare_dir(out_dir, "output folder (-o)")
-    if plot_dir is not None:
-        _prepare_dir(plot_dir, "plot folder (--plot)")
     stems: dict[str, str] = {}
-    for f in inputs:
+    for f in inputs:  # before any folder is made: a refused batch creates nothing
         s = Path(f).stem
         if s in stems:
             raise UsageProblem(f"{f} and {stems[s]} would both write {s}{EXTENSIONS[fmt]}; process them separately")
         stems[s] = f
+    _prepare_dir(out_dir, "output folder (-o)")
+    if plot_dir is not None:
+        _prepare_dir(plot_dir, "plot folder (--plot)")
     summary_path = Path(out_dir) / SUMMARY_NAME
     previous = _previous_summary(summary_path)
 

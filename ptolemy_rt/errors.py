@@ -8,6 +8,8 @@ Exit codes (also in README):
     4  model set missing or corrupt
     5  output cannot be written
     6  batch run: some inputs failed (the others were processed)
+  130  interrupted (Ctrl-C, SIGINT); nothing half-written is left
+  143  terminated (SIGTERM); nothing half-written is left
 """
 from __future__ import annotations
 
@@ -18,6 +20,11 @@ EXIT_BAD_INPUT = 3
 EXIT_MODEL = 4
 EXIT_OUTPUT = 5
 EXIT_PARTIAL = 6
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+#: Every exit code the command line documents (the fault corpus checks runs against it).
+DOCUMENTED_EXIT_CODES = (EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_MODEL, EXIT_OUTPUT,
+                         EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED)
 
 
 class PtolemyError(Exception):

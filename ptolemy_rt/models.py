@@ -257,6 +257,10 @@ def _make_session(path: Path, set_name: str):
     import onnxruntime as ort
 
     _tune_malloc()
+    # onnxruntime's process-wide logger (not the session's): it prints coloured warnings on
+    # stderr, e.g. when the user cannot write its telemetry file; errors come as exceptions
+    # and are reported in one line below
+    ort.set_default_logger_severity(3)
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
