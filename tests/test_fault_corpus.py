@@ -9,12 +9,16 @@ built from ../shared).
 """
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import faults
-from conftest import REPO, SHARED
+if os.name != "posix":  # process groups, FIFOs, /dev/full, RLIMIT_FSIZE
+    pytest.skip("the fault corpus needs a POSIX system", allow_module_level=True)
+
+import faults  # noqa: E402
+from conftest import REPO, SHARED  # noqa: E402
 
 PUBLISHED = SHARED.is_dir() and (REPO / "onnx_models" / faults.PUBLISHED_SET / "manifest.json").is_file()
 CASES = {c.name: c for c in faults.cases(published=True)}
