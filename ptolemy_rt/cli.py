@@ -206,9 +206,12 @@ def _stdout_to_stderr():
 def _write_stdout(text: str) -> None:
     """Write the result to stdout; a failed write (disk full, closed) is an OutputError (exit 5)
     and a broken pipe is left to `run` (the reader went away)."""
+    global _PHASE
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
+        if _PHASE == "run" and _is_program():
+            _PHASE = "done"  # the command's last act: a signal now cannot undo the result
     except BrokenPipeError:
         raise
     except (OSError, ValueError) as e:
@@ -778,6 +781,11 @@ def main() -> int:
         code = run()
     finally:
         _PHASE = "done"
+        for s in _HANDLED:  # ignored (not handled) through the interpreter's shut-down, which
+            try:            # puts Python-level handlers back to the default (killed by the signal)
+                signal.signal(s, signal.SIG_IGN)
+            except (ValueError, OSError):
+                pass
     return code
 
 
