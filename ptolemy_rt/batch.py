@@ -380,6 +380,50 @@ def _up_to_date(outputs: list[str], input_path: str) -> bool:
     return True
 
 
+def missing_folders(folder) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, outermost first (what
+    ``mkdir -p`` would create), so that a failed run can remove the ones it made.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+
+    Returns
+    -------
+    list of pathlib.Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> [p.name for p in missing_folders(os.path.join(d, "a", "b"))], missing_folders(d)
+    (['a', 'b'], [])
+    >>> os.rmdir(d)
+    """
+    missing = []
+    p = Path(folder)
+    while True:
+        try:
+            if p.exists():
+                break
+        except OSError:
+            break
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    return missing[::-1]
+
+
+def remove_empty_folders(folders) -> None:
+    """Remove these folders (deepest first) where they are empty; errors are ignored."""
+    for f in reversed(list(folders)):
+        try:
+            os.rmdir(f)
+        except OSError:
+            pass
+
+
 def _prepare_dir(d: str, what: str) -> None:
     p = Path(d)
     try:
@@ -585,9 +629,14 @@ def run_batch(job: Job, inputs: list[str], out_dir: str, *, plot_dir: str | None
         if s in stems:
             raise UsageProblem(f"{f} and {stems[s]} would both write {s}{EXTENSIONS[fmt]}; process them separately")
         stems[s] = f
+    made = missing_folders(out_dir)
     _prepare_dir(out_dir, "output folder (-o)")
     if plot_dir is not None:
-        _prepare_dir(plot_dir, "plot folder (--plot)")
+        try:
+            _prepare_dir(plot_dir, "plot folder (--plot)")
+        except OutputError:
+            remove_empty_folders(made)  # a refused batch leaves no folder behind
+            raise
     summary_path = Path(out_dir) / SUMMARY_NAME
     previous = _previous_summary(summary_path)
 

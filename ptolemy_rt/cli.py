@@ -425,7 +425,7 @@ def demo(
         _say("warning", f"{e}; writing no overlays")
     with _stdout_to_stderr():
         _check_models(models)  # before anything is created
-    created = _missing_folders(outdir)
+    created = batch.missing_folders(outdir)
     stage = None
     try:
         batch._prepare_dir(str(outdir), "demo folder")
@@ -454,33 +454,13 @@ def demo(
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
             stage = None
-        for d in reversed(created):  # the folders this run made, deepest first, when empty
-            with contextlib.suppress(OSError):
-                os.rmdir(d)
+        batch.remove_empty_folders(created)  # the folders this run made, when empty
         raise
     finally:
         if stage is not None:
             shutil.rmtree(stage, ignore_errors=True)
     _write_stdout("".join(str(outdir / n) + "\n" for n in names))
     return EXIT_OK
-
-
-def _missing_folders(folder: Path) -> list[Path]:
-    """The folders `folder` and its parents that do not exist yet, outermost first (the ones
-    ``mkdir -p`` would create)."""
-    missing = []
-    p = Path(folder)
-    while True:
-        try:
-            if p.exists():
-                break
-        except OSError:
-            break
-        missing.append(p)
-        if p.parent == p:
-            break
-        p = p.parent
-    return missing[::-1]
 
 
 @app.command("evaluate", no_args_is_help=True)

@@ -538,6 +538,8 @@ def _batch_cases() -> list[Case]:
         Case("batch/colliding-names", EXIT_USAGE, collide),
         Case("batch/one-bad-input", EXIT_PARTIAL, one_bad, changes=("out", "out/a.json", "out/summary.csv"),
              check=check_one_bad),
+        Case("batch/plot-folder-under-a-file", EXIT_OUTPUT,
+             lambda d: _w(d, "in/a.mrc", good()) and _w(d, "f", "x") and ["lowmag", "in", "-o", "new/out", "--plot", "f/plots"]),
         Case("batch/output-is-a-file", EXIT_OUTPUT,
              lambda d: _w(d, "in/a.mrc", good()) and _w(d, "o", "x") and ["lowmag", "in", "-o", "o"]),
         Case("batch/no-output-folder", EXIT_USAGE,
