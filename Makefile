@@ -6,7 +6,7 @@ SHARED ?= ../shared
 WEIGHTS := $(SHARED)/ptolemy-2022/weights
 PUBLISHED_SET := onnx_models/ptolemy-2022
 
-.PHONY: install venv kernels export-deps models test bench train train-quick wheel clean
+.PHONY: install venv kernels export-deps models test fuzz bench train train-quick wheel clean
 
 install: venv kernels
 	@if [ -d "$(WEIGHTS)" ] && [ -f export/convert.py ]; then $(MAKE) --no-print-directory models; \
@@ -47,6 +47,12 @@ models: export-deps
 
 test: venv kernels
 	$(BIN)/python -m pytest -q
+
+# Property-based fuzzing, nightly style: 10 000 examples per target of tests/test_fuzz.py (the
+# readers and every option parser; `make test` runs 200 each, derandomised). About 5 min on
+# two idle cores; PTOLEMY_FUZZ_EXAMPLES=N changes the number.
+fuzz: venv kernels
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py
 
 bench: venv kernels
 	$(BIN)/python bench/run_bench.py

@@ -361,11 +361,16 @@ def expand_inputs(paths: list[str]) -> tuple[list[str], bool]:
     any_folder = False
     for p in paths:
         pp = Path(p)
-        if pp.is_dir() and (pp / "Atlas.dm").is_file():
+        if os.path.isdir(pp) and (pp / "Atlas.dm").is_file():
             found = [str(p)]  # an EPU atlas folder is one input (sources.load_image)
-        elif pp.is_dir():
+        elif os.path.isdir(pp):  # False for a path that cannot be looked at: the reader says why
             any_folder = True
-            found = sorted(str(c) for c in pp.iterdir() if c.suffix.lower() == ".mrc" and c.is_file())
+            try:
+                found = sorted(str(c) for c in pp.iterdir() if c.suffix.lower() == ".mrc" and os.path.isfile(c))
+            except OSError as e:
+                from .errors import InputImageError
+
+                raise InputImageError(f"{p}: cannot read the folder ({e.strerror or e})") from None
             if not found:
                 raise UsageProblem(f"{p}: folder holds no .mrc files")
         else:
@@ -501,6 +506,50 @@ def _up_to_date(outputs: list[str], input_path: str) -> bool:
         except OSError:
             return False
     return True
+
+
+def missing_folders(folder) -> list[Path]:
+    """`folder` and those of its parents that do not exist yet, outermost first (what
+    ``mkdir -p`` would create), so that a failed run can remove the ones it made.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+
+    Returns
+    -------
+    list of pathlib.Path
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> [p.name for p in missing_folders(os.path.join(d, "a", "b"))], missing_folders(d)
+    (['a', 'b'], [])
+    >>> os.rmdir(d)
+    """
+    missing = []
+    p = Path(folder)
+    while True:
+        try:
+            if p.exists():
+                break
+        except OSError:
+            break
+        missing.append(p)
+        if p.parent == p:
+            break
+        p = p.parent
+    return missing[::-1]
+
+
+def remove_empty_folders(folders) -> None:
+    """Remove these folders (deepest first) where they are empty; errors are ignored."""
+    for f in reversed(list(folders)):
+        try:
+            os.rmdir(f)
+        except OSError:
+            pass
 
 
 def _prepare_dir(d: str, what: str) -> None:
@@ -709,15 +758,20 @@ def run_batch(job: Job, inputs: list[str], out_dir: str, *, plot_dir: str | None
 
     fmt = job.output.fmt
     stream = stream or sys.stderr
-    _prepare_dir(out_dir, "output folder (-o)")
-    if plot_dir is not None:
-        _prepare_dir(plot_dir, "plot folder (--plot)")
     stems: dict[str, str] = {}
-    for f in inputs:
+    for f in inputs:  # before any folder is made: a refused batch creates nothing
         s = Path(f).stem
         if s in stems:
             raise UsageProblem(f"{f} and {stems[s]} would both write {s}{EXTENSIONS[fmt]}; process them separately")
         stems[s] = f
+    made = missing_folders(out_dir)
+    _prepare_dir(out_dir, "output folder (-o)")
+    if plot_dir is not None:
+        try:
+            _prepare_dir(plot_dir, "plot folder (--plot)")
+        except OutputError:
+            remove_empty_folders(made)  # a refused batch leaves no folder behind
+            raise
     summary_path = Path(out_dir) / SUMMARY_NAME
     previous = _previous_summary(summary_path)
     made_with = {Path(k).stem: r.get("settings") for k, r in previous.items() if r.get("status") in ("ok", "skipped")}

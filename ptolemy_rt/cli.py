@@ -23,23 +23,91 @@ objects with `options.from_cli`. Only the run's own options (images, -f, -o, --m
 """
 from __future__ import annotations
 
-import contextlib
-import inspect
 import os
+import signal
 import sys
-import typing
-from dataclasses import replace
-from enum import Enum
-from pathlib import Path
-from typing import List, Optional
-
-import typer
-
-from . import __version__
-from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, PtolemyError
-from .options import FORMATS, PIPELINE_OPTIONS, InputOptions, OutputOptions, cli_fields, from_cli
 
 PROG = "ptolemy"
+
+# ------------------------------------------------------------------ signals
+#
+# Ctrl-C (SIGINT), SIGTERM and SIGHUP at any moment give one line ``ptolemy: error:
+# interrupted`` (``terminated``, ``hung up``) and exit 128 + the signal (130 / 143 / 129),
+# never a traceback. Three phases:
+#   "start": the command line's own imports (typer, options, ...): nothing is written yet,
+#            so `_on_signal` prints the line and leaves at once;
+#   "run":   inside `run`: `interrupt.install` makes each signal raise `interrupt.Interrupted`
+#            (a KeyboardInterrupt), which unwinds the command (atomic writes remove their
+#            temporaries; a batch stops its workers and writes summary.csv) to `run`'s
+#            handlers; an exception a library made of the interruption (numpy's "ImportError:
+#            initialization failed" when Ctrl-C lands inside its import) counts as one;
+#   "done":  the exit code is decided; a late signal is ignored.
+# The start phase is armed only when this module is the program (``ptolemy`` or
+# ``python -m ptolemy_rt.cli``), never when a test or a library imports it.
+
+from .errors import EXIT_INTERRUPTED  # noqa: E402 - errors.py imports nothing
+_PHASE = "start"
+
+
+def _on_signal(signum, frame) -> None:
+    if _PHASE == "done":
+        return
+    if _PHASE == "start":
+        word = {getattr(signal, "SIGTERM", None): "terminated", getattr(signal, "SIGHUP", None): "hung up"}.get(
+            signum, "interrupted")
+        try:
+            os.write(2, f"{PROG}: error: {word}\n".encode())
+        finally:
+            os._exit(128 + int(signum))
+    from .interrupt import Interrupted  # "run", before `interrupt.install` took over
+
+    raise Interrupted(signum)
+
+
+_HANDLED = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+def _install_handlers() -> dict:
+    """Install `_on_signal` for SIGINT and SIGTERM (main thread only); the previous handlers."""
+    old = {}
+    for s in _HANDLED:
+        try:
+            if signal.getsignal(s) is signal.SIG_IGN:
+                continue  # ignored by the parent (SIGHUP under nohup): leave it so
+            old[s] = signal.signal(s, _on_signal)
+        except (ValueError, OSError):  # not the main thread, or a platform without it
+            pass
+    return old
+
+
+def _is_program() -> bool:
+    mp = sys.modules.get("multiprocessing")
+    if mp is not None and getattr(mp, "parent_process", lambda: None)() is not None:
+        return False  # a batch worker re-importing the program's main module: not the program
+    if __name__ == "__main__":
+        return True
+    name = os.path.basename(sys.argv[0] if sys.argv else "").lower()
+    return name in (PROG, PROG + ".exe", PROG + "-script.py")
+
+
+if _is_program():
+    _install_handlers()
+else:
+    _PHASE = "run"
+
+import contextlib  # noqa: E402 - after the signal handlers: Ctrl-C while importing is handled
+import inspect  # noqa: E402
+import typing  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from enum import Enum  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import List, Optional  # noqa: E402
+
+import typer  # noqa: E402
+
+from . import __version__  # noqa: E402
+from .errors import EXIT_INTERNAL, EXIT_OK, EXIT_USAGE, OutputError, PtolemyError  # noqa: E402
+from .options import FORMATS, PIPELINE_OPTIONS, InputOptions, OutputOptions, cli_fields, from_cli  # noqa: E402
 
 
 def _click():
@@ -127,14 +195,29 @@ def _stdout_to_stderr():
 
 
 def _write_stdout(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    """Write the result to stdout; a failed write (disk full, closed) is an OutputError (exit 5)
+    and a broken pipe is left to `run` (the reader went away)."""
+    global _PHASE
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        if _PHASE == "run" and _is_program():
+            _PHASE = "done"  # the command's last act: a signal now cannot undo the result
+    except BrokenPipeError:
+        raise
+    except (OSError, ValueError) as e:
+        with contextlib.suppress(Exception):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the unwritten rest must not be flushed at exit
+        why = getattr(e, "strerror", None) or str(e)
+        raise OutputError(f"stdout: cannot write the result ({why})") from None
 
 
 # Shared options of lowmag / medmag
+# readable=False on paths: the readers report an unreadable file themselves, as bad input
+# (exit 3), not the option parser as a usage error (exit 2)
 _IMAGES = typer.Argument(..., metavar="IMAGE", help="MRC file(s) (or TIFF, PNG, JPEG pictures), or folder(s) of *.mrc files; "
                          "a SerialEM montage stack with its .mdoc, an EPU image with its .xml, an EPU Atlas.dm "
-                         "or its folder (docs/SERIALEM.md).", show_default=False)
+                         "or its folder (docs/SERIALEM.md).", show_default=False, readable=False)
 _FORMAT = typer.Option(None, "-f", "--format", case_sensitive=False,
                        help="Output format: json (the published schema), json-full (with metadata), csv, txt, "
                             "nav (SerialEM Navigator points; needs --nav-map and -o). "
@@ -166,7 +249,11 @@ def _analyse_command(kind: str, images, fmt, out, models, section, jobs, plot, f
 
         require_pillow()
     inputs, any_folder = batch.expand_inputs([str(p) for p in images])
-    out_is_dir = out not in (None, "-") and (Path(out).is_dir() or str(out).endswith(("/", os.sep)))
+    if out not in (None, "-") and _names_stdout(out):
+        out = "-"  # -o /dev/stdout: the result goes to stdout itself (see `_names_stdout`)
+    if plot is not None and _names_stdout(plot):
+        raise batch.UsageProblem(f"--plot {plot}: the picture cannot go to stdout; name a file")
+    out_is_dir = out not in (None, "-") and (os.path.isdir(out) or str(out).endswith(("/", os.sep)))
     many = len(inputs) > 1 or any_folder or out_is_dir
     job = batch.Job(kind, inputs[0], models=models, section=section, options=options, output=output,
                     reading=reading)
@@ -205,6 +292,18 @@ def _analyse_command(kind: str, images, fmt, out, models, section, jobs, plot, f
     if outcome.text is not None:
         _write_stdout(outcome.text)
     return EXIT_OK
+
+
+def _names_stdout(path) -> bool:
+    """True when `path` names the file stdout is (``/dev/stdout``, ``/dev/fd/1``, or the very
+    file stdout is redirected to). Such an output is written through stdout: while the
+    pipeline runs, fd 1 is pointed at stderr (`_stdout_to_stderr`), so opening the path then
+    would write the result to stderr."""
+    try:
+        a, b = os.stat(path), os.fstat(1)
+    except (OSError, ValueError):
+        return False
+    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def _check_models(models: str | None) -> None:
@@ -269,9 +368,9 @@ _pipeline_command("medmag", "Find and rank holes in medium-magnification (grid s
 
 @app.command("plot", no_args_is_help=True)
 def plot_cmd(
-    result: Path = typer.Argument(..., metavar="RESULT.json", help="Result file (-f json or json-full).", show_default=False),
-    image: Path = typer.Argument(..., metavar="IMAGE", help="The MRC image the result belongs to.", show_default=False),
-    out: Path = typer.Argument(..., metavar="OUT.png", help="Picture to write.", show_default=False),
+    result: Path = typer.Argument(..., metavar="RESULT.json", help="Result file (-f json or json-full).", show_default=False, readable=False),
+    image: Path = typer.Argument(..., metavar="IMAGE", help="The MRC image the result belongs to.", show_default=False, readable=False),
+    out: Path = typer.Argument(..., metavar="OUT.png", help="Picture to write.", show_default=False, readable=False),
     section: Optional[int] = _SECTION,
 ) -> int:
     """Draw a result over its image (boxes coloured by score, ranks of the best ten)."""
@@ -295,20 +394,25 @@ def plot_cmd(
 
 @app.command(no_args_is_help=True)
 def demo(
-    outdir: Path = typer.Argument(..., metavar="OUTDIR", help="Folder for the demo files (created).", show_default=False),
-    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic images."),
+    outdir: Path = typer.Argument(..., metavar="OUTDIR", help="Folder for the demo files (created).", show_default=False, readable=False),
+    seed: int = typer.Option(0, "--seed", min=0, help="Seed of the synthetic images (≥ 0)."),
     models: Optional[str] = _MODELS,
 ) -> int:
-    """Make a synthetic atlas and square image, run both pipelines, write JSON and overlays."""
+    """Make a synthetic atlas and square image, run both pipelines, write JSON and overlays.
+
+    All or nothing: the files are made in a temporary folder inside OUTDIR and committed
+    together (`files.commit_outputs`); a failed or interrupted demo leaves OUTDIR as it was
+    (a folder it created is removed again)."""
+    import shutil
+    import tempfile
+
     from . import batch
-    from .output import write_atomic
+    from .files import TEMP_PREFIX, commit_outputs
 
     try:
         from . import synthetic
     except ImportError:
         raise PtolemyError("demo needs ptolemy_rt.synthetic, which this installation lacks") from None
-    batch._prepare_dir(str(outdir), "demo folder")
-    written: list[str] = []
     have_pillow = True
     try:
         from .plot import require_pillow
@@ -318,31 +422,49 @@ def demo(
         have_pillow = False
         _say("warning", f"{e}; writing no overlays")
     with _stdout_to_stderr():
-        _check_models(models)
-        for kind, name, make, shape in (
-            ("lowmag", "atlas", synthetic.atlas, (1024, 1024)),
-            ("medmag", "square", synthetic.medmag_image, (1024, 1440)),
-        ):
-            image, truth = make(seed, shape=shape)
-            mrc = outdir / f"{name}.mrc"
-            write_atomic(mrc, _mrc_bytes(image))
-            truth_path = outdir / f"{name}.truth.json"
-            write_atomic(truth_path, _truth_json(truth))
-            job = batch.Job(kind, str(mrc), out=str(outdir / f"{name}.json"),
-                            plot=str(outdir / f"{name}.png") if have_pillow else None, models=models)
-            o = batch.analyse(job)
-            noun = "squares" if kind == "lowmag" else "holes"
-            best = f", best score {o.best_score:.3f}" if o.best_score is not None else ""
-            _say("info", f"{kind}: {o.n_targets} {noun}{best} in {o.seconds:.1f} s" + (f" ({o.reason})" if o.reason else ""))
-            written += [str(mrc), str(truth_path), job.out] + ([job.plot] if job.plot else [])
-    _write_stdout("".join(p + "\n" for p in written))
+        _check_models(models)  # before anything is created
+    created = batch.missing_folders(outdir)
+    stage = None
+    try:
+        batch._prepare_dir(str(outdir), "demo folder")
+        try:
+            stage = Path(tempfile.mkdtemp(prefix=TEMP_PREFIX, suffix=".demo", dir=outdir))
+        except OSError as e:
+            raise OutputError(f"{outdir}: cannot write ({e.strerror or e})") from None
+        names: list[str] = []
+        with _stdout_to_stderr():
+            for kind, name, make, shape in (
+                ("lowmag", "atlas", synthetic.atlas, (1024, 1024)),
+                ("medmag", "square", synthetic.medmag_image, (1024, 1440)),
+            ):
+                image, truth = make(seed, shape=shape)
+                (stage / f"{name}.mrc").write_bytes(_mrc_bytes(image))
+                (stage / f"{name}.truth.json").write_text(_truth_json(truth), encoding="utf-8")
+                job = batch.Job(kind, str(stage / f"{name}.mrc"), out=str(stage / f"{name}.json"),
+                                plot=str(stage / f"{name}.png") if have_pillow else None, models=models)
+                o = batch.analyse(job)
+                noun = "squares" if kind == "lowmag" else "holes"
+                best = f", best score {o.best_score:.3f}" if o.best_score is not None else ""
+                _say("info", f"{kind}: {o.n_targets} {noun}{best} in {o.seconds:.1f} s" + (f" ({o.reason})" if o.reason else ""))
+                names += [f"{name}.mrc", f"{name}.truth.json", f"{name}.json"] + ([f"{name}.png"] if have_pillow else [])
+            commit_outputs([(outdir / n, (stage / n).read_bytes()) for n in names])
+    except BaseException:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+            stage = None
+        batch.remove_empty_folders(created)  # the folders this run made, when empty
+        raise
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+    _write_stdout("".join(str(outdir / n) + "\n" for n in names))
     return EXIT_OK
 
 
 @app.command("evaluate", no_args_is_help=True)
 def evaluate_cmd(
     data: Path = typer.Argument(..., metavar="DATA", help="Labelled folder (dataset.json), or a folder holding "
-                                "lowmag/ and medmag/ labelled folders.", show_default=False),
+                                "lowmag/ and medmag/ labelled folders.", show_default=False, readable=False),
     models: Optional[str] = _MODELS,
     out: Optional[str] = typer.Option(None, "-o", "--output", help="Also write the metrics as JSON here."),
 ) -> int:
@@ -539,31 +661,64 @@ def run(argv: list[str] | None = None) -> int:
     >>> run(["lowmag", "/nonexistent/atlas.mrc"])  # stderr: ptolemy: error: ...: no such file
     3
     """
+    global _PHASE
     from . import interrupt
 
-    prev = interrupt.install()  # SIGINT / SIGTERM / SIGHUP: `interrupt.Interrupted`, exit 128 + signal
+    _PHASE = "run"
+    interrupt.reset()
+    # SIGINT / SIGTERM / SIGHUP raise `interrupt.Interrupted` (a KeyboardInterrupt) from here on
+    previous = interrupt.install()
     try:
-        return _run(argv)
-    except KeyboardInterrupt:  # a signal before the command started, or while reporting an error
+        code = _run(argv)
+    except KeyboardInterrupt:  # raised outside the command's own handlers
         with contextlib.suppress(Exception, KeyboardInterrupt):
-            _err("interrupted")
-        return interrupt.exit_code()
+            code = _interrupted()
     finally:
-        interrupt.restore(prev)
+        if previous.get(signal.SIGINT) is _on_signal:  # the program's own run: its code is decided
+            _PHASE = "done"
+        interrupt.restore(previous)
+    return code
+
+
+#: the line printed for each stopping signal (the exit code is 128 + the signal)
+_SIGNAL_WORDS = {int(getattr(signal, n)): w for n, w in (("SIGINT", "interrupted"), ("SIGTERM", "terminated"),
+                                                         ("SIGHUP", "hung up")) if hasattr(signal, n)}
+
+
+def _interrupted(signum: int | None = None) -> int:
+    """Report an interruption in one line; its exit code (130 SIGINT, 143 SIGTERM, 129 SIGHUP):
+    the first stopping signal `interrupt` received, else `signum`, else SIGINT."""
+    from . import interrupt
+
+    got = interrupt.received()
+    signum = int(got if got is not None else signum if signum is not None else signal.SIGINT)
+    _err(_SIGNAL_WORDS.get(signum, "interrupted"))
+    return 128 + signum
+
+
+def _caused_by_signal(e: BaseException) -> bool:
+    """True when `e` comes from a stopping signal (an exception a library raised while the
+    interruption unwound it, e.g. numpy's "ImportError: initialization failed")."""
+    from . import interrupt
+
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return interrupt.received() is not None
 
 
 def _run(argv: list[str] | None) -> int:
-    from . import interrupt
-
     click = _click()
     cmd = typer.main.get_command(app)
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         rv = cmd.main(args=args, prog_name=PROG, standalone_mode=False)
         code = int(rv) if isinstance(rv, int) else EXIT_OK
-        if code == 130:  # Ctrl-C, turned into an exit code by the command-line library
-            _err("interrupted")
-            code = interrupt.exit_code()
+        if code == EXIT_INTERRUPTED:  # Ctrl-C, turned into an exit code by the command-line library
+            return _interrupted(int(signal.SIGINT))
         return code
     except click.exceptions.UsageError as e:
         ctx = getattr(e, "ctx", None)
@@ -574,12 +729,13 @@ def _run(argv: list[str] | None) -> int:
         _err(f"{e.format_message()} (see '{where} --help')")
         return EXIT_USAGE
     except typer.Abort:  # click turns KeyboardInterrupt (`interrupt.Interrupted`) into Abort
-        _err("interrupted")
-        return interrupt.exit_code()
+        return _interrupted(int(signal.SIGINT))
     except click.exceptions.ClickException as e:
         _err(e.format_message())
         return e.exit_code
     except PtolemyError as e:
+        if _caused_by_signal(e):
+            return _interrupted()
         if os.environ.get("PTOLEMY_DEBUG") == "1":
             import traceback
 
@@ -587,13 +743,14 @@ def _run(argv: list[str] | None) -> int:
         _err(str(e))
         return e.exit_code
     except KeyboardInterrupt:
-        _err("interrupted")
-        return interrupt.exit_code()
+        return _interrupted(int(signal.SIGINT))
     except BrokenPipeError:
         with contextlib.suppress(Exception):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return EXIT_INTERNAL
     except Exception as e:  # a bug: one line, traceback on request
+        if _caused_by_signal(e):  # e.g. "ImportError: initialization failed" after Ctrl-C
+            return _interrupted()
         if os.environ.get("PTOLEMY_DEBUG") == "1":
             import traceback
 
@@ -605,8 +762,19 @@ def _run(argv: list[str] | None) -> int:
 
 
 def main() -> int:
-    """Console-script entry point (`ptolemy`)."""
-    return run()
+    """Console-script entry point (`ptolemy`): `run`, then late signals are ignored (the
+    exit code is decided)."""
+    global _PHASE
+    try:
+        code = run()
+    finally:
+        _PHASE = "done"
+        for s in _HANDLED:  # ignored (not handled) through the interpreter's shut-down, which
+            try:            # puts Python-level handlers back to the default (killed by the signal)
+                signal.signal(s, signal.SIG_IGN)
+            except (ValueError, OSError):
+                pass
+    return code
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ Exit codes (also in README):
     4  model set missing or corrupt
     5  output cannot be written
     6  batch run: some inputs failed (the others were processed)
-    130, 143, 129  interrupted by SIGINT (Ctrl-C), SIGTERM, SIGHUP (128 + signal; `interrupt`)
+  130  interrupted (Ctrl-C, SIGINT); nothing half-written is left
+  143  terminated (SIGTERM); nothing half-written is left
+  129  hung up (SIGHUP); the same (128 + the signal number: `interrupt`)
 """
 from __future__ import annotations
 
@@ -19,6 +21,12 @@ EXIT_BAD_INPUT = 3
 EXIT_MODEL = 4
 EXIT_OUTPUT = 5
 EXIT_PARTIAL = 6
+EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143
+EXIT_HANGUP = 129
+#: Every exit code the command line documents (the fault corpus checks runs against it).
+DOCUMENTED_EXIT_CODES = (EXIT_OK, EXIT_INTERNAL, EXIT_USAGE, EXIT_BAD_INPUT, EXIT_MODEL, EXIT_OUTPUT,
+                         EXIT_PARTIAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_HANGUP)
 
 
 class PtolemyError(Exception):

@@ -10,6 +10,7 @@ their first bytes). Problems give one-line `InputImageError`s naming the file (e
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,9 +58,13 @@ def _fail(path: str | os.PathLike, problem: str) -> InputImageError:
 
 def _check_file(path: str | os.PathLike) -> Path:
     p = Path(path)
-    if not p.exists():
-        raise _fail(path, "no such file")
-    if p.is_dir():
+    try:
+        st = os.stat(p)
+    except (FileNotFoundError, NotADirectoryError):
+        raise _fail(path, "no such file") from None
+    except (OSError, ValueError) as e:  # name too long, permission denied on a folder, NUL byte
+        raise _fail(path, f"cannot read ({getattr(e, 'strerror', None) or e})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise _fail(path, "is a directory, not an image file")
     return p
 

@@ -19,8 +19,12 @@ Default set: ``ptolemy-rt-synth-v1`` when it is found, else ``ptolemy-2022``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+import re
+import sys
+import tempfile
 import threading
 from pathlib import Path
 
@@ -378,10 +382,52 @@ def _tune_malloc() -> None:
         pass
 
 
+_ORT_LOG_LINE = re.compile(r"^(\x1b\[[0-9;]*m)?\d{4}-\d\d-\d\d [0-9:.]+ \[[VIWEF]:onnxruntime:")
+
+
+@contextlib.contextmanager
+def _native_warnings_dropped():
+    """Drop onnxruntime's own log lines from stderr (fd 2) while onnxruntime is imported.
+
+    Importing onnxruntime makes its environment, which logs some warnings before any
+    severity setting can apply, e.g. the coloured "Failed to persist telemetry device ID" when
+    the user's cache folder cannot be written. Its errors come as Python exceptions (reported
+    in one line by `_make_session`), so its log lines are not needed; any other text written
+    to fd 2 meanwhile is passed on. PTOLEMY_DEBUG=1 keeps everything."""
+    if os.environ.get("PTOLEMY_DEBUG") == "1":
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        tmp = tempfile.TemporaryFile()
+        os.dup2(tmp.fileno(), 2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        try:
+            tmp.seek(0)
+            text = tmp.read().decode("utf-8", "replace")
+        finally:
+            tmp.close()
+        kept = [ln for ln in text.splitlines(keepends=True) if not _ORT_LOG_LINE.match(ln)]
+        if kept:
+            with contextlib.suppress(Exception):
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
 def _make_session(path: Path, set_name: str):
-    import onnxruntime as ort
+    with _native_warnings_dropped():  # importing onnxruntime makes its environment, which may warn
+        import onnxruntime as ort
 
     _tune_malloc()
+    ort.set_default_logger_severity(3)  # onnxruntime's process-wide logger (not the session's)
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -469,7 +469,10 @@ class OutputOptions:
     def __post_init__(self):
         _choice("fmt", self.fmt, FORMATS)
         if self.pixel_size_nm is not None:
-            px = float(self.pixel_size_nm)
+            try:
+                px = float(self.pixel_size_nm)
+            except (TypeError, ValueError, OverflowError):
+                raise OptionError("pixel_size_nm", self.pixel_size_nm, "must be a positive number of nm") from None
             if not (math.isfinite(px) and px > 0):
                 raise OptionError("pixel_size_nm", self.pixel_size_nm, "must be a positive number of nm")
             object.__setattr__(self, "pixel_size_nm", px)

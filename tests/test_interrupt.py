@@ -152,7 +152,7 @@ def _interrupt_batch(atlases, tmp_path, sig, moment, jobs):
     assert left == [], f"processes left: {left}"
     assert "Traceback" not in err
     lines = err.strip().splitlines()
-    assert lines[-1] == "ptolemy: error: interrupted"
+    assert lines[-1] == ("ptolemy: error: terminated" if sig == signal.SIGTERM else "ptolemy: error: interrupted")
     assert sum(ln.startswith("ptolemy: error:") for ln in lines) == 1, err
     rows = _summary(out)
     assert [Path(r["input"]).name for r in rows] == [f"a{i:02d}.mrc" for i in range(N_INPUTS)]
@@ -237,7 +237,7 @@ def test_single_image_sigterm_is_143_without_output(tmp_path):
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
-    assert (p.returncode, out, err) == (143, "", "ptolemy: error: interrupted\n")
+    assert (p.returncode, out, err) == (143, "", "ptolemy: error: terminated\n")
     assert os.listdir(res) == []  # no result, no picture, no temporary file
 
 
