@@ -544,7 +544,25 @@ def missing_folders(folder) -> list[Path]:
 
 
 def remove_empty_folders(folders) -> None:
-    """Remove these folders (deepest first) where they are empty; errors are ignored."""
+    """Remove these folders (deepest first) where they are empty; errors are ignored.
+
+    Parameters
+    ----------
+    folders : iterable of str or PathLike
+        Folders in the order they were created (parents first).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> made = [d / "a", d / "a" / "b", d / "c"]
+    >>> for f in made: f.mkdir()
+    >>> _ = (d / "c" / "keep.txt").write_text("x")
+    >>> remove_empty_folders(made)
+    >>> sorted(p.name for p in d.iterdir())  # a/b and a went; c holds a file
+    ['c']
+    >>> (d / "c" / "keep.txt").unlink(); (d / "c").rmdir(); d.rmdir()
+    """
     for f in reversed(list(folders)):
         try:
             os.rmdir(f)

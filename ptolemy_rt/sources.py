@@ -168,6 +168,12 @@ def load_image(path: str | os.PathLike, section: int | None = None, options: Inp
     """
     opts = options or InputOptions()
     p = Path(path)
+    try:
+        os.stat(p)
+    except (FileNotFoundError, NotADirectoryError):
+        pass  # the reader says "no such file"
+    except (OSError, ValueError) as e:  # name too long, a folder that cannot be searched, NUL byte
+        raise InputImageError(f"{path}: cannot read ({getattr(e, 'strerror', None) or e})") from None
     dm = epu_atlas_dm(p)
     if dm is not None:
         if opts.mdoc is not None:
