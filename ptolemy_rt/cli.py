@@ -203,6 +203,7 @@ def _write_stdout(text: str) -> None:
         sys.stdout.flush()
         if _PHASE == "run" and _is_program():
             _PHASE = "done"  # the command's last act: a signal now cannot undo the result
+            _install_handlers()  # `_on_signal` again (it ignores signals once "done"), not `interrupt`'s
     except BrokenPipeError:
         raise
     except (OSError, ValueError) as e:
