@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import geometry, lattice, regions, scale
+from . import film, geometry, lattice, regions, scale
 from .core import Stopwatch, clamp_negatives, mean_std, targets_from_boxes
 from .options import LATTICE_SEARCHES, MedmagOptions, pipeline_options
 from .modelspec import LATTICE_MODES, HoleClassifierArch, PipelineSpec, default, hole_cnn_min_input
@@ -53,13 +53,19 @@ HOLE_KEY = "hole_classifier"
 # image preparation and mask
 # ---------------------------------------------------------------------------------------
 
-def normalise(pixels: np.ndarray) -> np.ndarray:
-    """Negative pixels → 0, then zero mean and unit population std (docs/ALGORITHM.md#medmag-normalise).
+def normalise(pixels: np.ndarray, clamp: bool = True) -> np.ndarray:
+    """Negative pixels → 0 (clamp True: the published pipeline; False: the robust one, so
+    that the result does not change with an offset or a positive gain), then zero mean and
+    unit population std (docs/ALGORITHM.md#medmag-normalise).
 
     pixels: 2-D [row, col]. Returns float32 [row, col] (statistics computed in float64).
     A constant image gives all zeros.
+
+    >>> a = np.array([[0.0, 1.0], [2.0, 5.0]])
+    >>> bool(np.allclose(normalise(a * 3.0 - 100.0, clamp=False), normalise(a)))
+    True
     """
-    a = clamp_negatives(pixels, np.float64)
+    a = clamp_negatives(pixels, np.float64) if clamp else np.asarray(pixels, dtype=np.float64)
     mean, std = mean_std(a)
     out = a - mean
     if std > 0:
@@ -255,6 +261,22 @@ def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray, lattice_mo
     return out
 
 
+def keep_points(layout: HoleLayout, keep: np.ndarray) -> HoleLayout:
+    """The layout with only the holes where `keep` (bool, one per point) is True (points,
+    rotated points, boxes and vertices alike); no hole left gives a reason
+    (docs/ALGORITHM.md#medmag-film)."""
+    from dataclasses import replace
+
+    k = np.asarray(keep, dtype=bool)
+    if k.all():
+        return layout
+    out = replace(layout, points=layout.points[k], rotated_points=layout.rotated_points[k], boxes=layout.boxes[k],
+                  vertices=layout.vertices[k])
+    if not k.any():
+        out.reason = f"every lattice point ({len(k)}) is off the holey film"
+    return out
+
+
 def prepare_crop(crop: np.ndarray, norm: tuple[float, float] | None = None,
                  min_side: int = MIN_CROP_PX) -> np.ndarray:
     """Normalise one crop [row, col] (float32): by its own mean and population std (norm None:
@@ -382,12 +404,18 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
     opts = pipeline_options("medmag", options, **keywords)
     sw = Stopwatch(timings)
     t = sw.timings
-    pix = clamp_negatives(image)
+    robust = opts.compat != "published"
+    pix = np.asarray(image, dtype=np.float32) if robust else clamp_negatives(image)
     m = np.asarray(mask, dtype=bool)
     if m.shape != pix.shape:
         raise ValueError(f"mask shape {m.shape} differs from image shape {pix.shape}")
     mode = opts.lattice or lattice_mode(models)
     layout = layout_holes(m, t, mode)
+    check = None
+    if robust and layout.reason is None and len(layout.points):
+        with sw.stage("film"):
+            check = film.film_check(pix, m, layout.points, layout.lattice.shortest_px)
+            layout = keep_points(layout, check.on_film)
     if intermediates is not None:
         intermediates.update(mask=m, centroids=layout.centroids, layout=layout, boxes=layout.boxes, crops={})
     res = HoleResult(holes=[], image_shape=tuple(pix.shape), batchnorm=opts.batchnorm, models=model_name,
@@ -395,6 +423,10 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
     if layout.lattice is not None:
         res.lattice_angle_deg = layout.angle_deg
         res.lattice_spacing_px = layout.lattice.spacing_px
+    if check is not None:
+        res.film = check.as_dict()
+        if intermediates is not None:
+            intermediates["film"] = check
     if layout.reason is not None or len(layout.points) == 0:
         res.reason = layout.reason or "no holes"
         t.setdefault("rotate", 0.0)
@@ -465,25 +497,66 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     loaded = as_loaded_image(image)
     ms = models if isinstance(models, ModelSet) else load_model_set(models)
     sw.lap("load")
-    pix = clamp_negatives(loaded.pixels)
+    robust = opts.compat != "published"
+    pix = np.asarray(loaded.pixels, dtype=np.float32) if robust else clamp_negatives(loaded.pixels)
     decision = scale_decision(pix, ms, opts, loaded.pixel_size_nm if pixel_size_nm is None else pixel_size_nm)
     work, resampling = (pix, None) if decision is None or decision.factor == 1.0 else scale.resample(pix, decision.factor)
     sw.lap("scale")
-    padded = pad_for_unet(normalise(work))
-    sw.lap("normalise")
-    logits = unet_logits(ms, padded)
-    del padded
-    mask = drop_small_regions(mask_from_logits(logits, work.shape), mask_min_region_px(ms))
+    polarity = None
+    if robust:
+        measured = None if decision is None else decision.measured
+        polarity = (film.hole_polarity(pix, measured.vectors_xy) if measured is not None and measured.confident
+                    else film.Polarity(1, None, "no confident hole lattice: polarity not measured (holes taken as bright)"))
+        sw.lap("polarity")
+
+    def masked(img):
+        padded = pad_for_unet(normalise(img, clamp=not robust))
+        sw.lap("normalise")
+        logits = unet_logits(ms, padded)
+        del padded
+        out = logits, drop_small_regions(mask_from_logits(logits, img.shape), mask_min_region_px(ms))
+        sw.lap("unet")
+        return out
+
+    logits, mask = masked(work)
+    if polarity is not None and polarity.sign < 0:  # confirm with the U-Net (docs/ALGORITHM.md#medmag-polarity)
+        flipped = -work
+        logits_f, mask_f = masked(flipped)
+        n_as_is, n_flipped = lattice_holes_seen(mask, opts, ms), lattice_holes_seen(mask_f, opts, ms)
+        if n_flipped > n_as_is:
+            work, logits, mask = flipped, logits_f, mask_f
+            note = f"; the U-Net confirms: {n_flipped} lattice holes negated vs {n_as_is} as is"
+        else:
+            polarity = film.Polarity(1, polarity.z, polarity.note.split(":")[0] + f", but the U-Net finds more lattice"
+                                     f" holes as is ({n_as_is} vs {n_flipped} negated): not negated")
+            note = ""
+        polarity = film.Polarity(polarity.sign, polarity.z, polarity.note + note)
+        del logits_f, mask_f, flipped
     kept = {"logits": logits[: work.shape[0], : work.shape[1]]} if intermediates else None
     del logits
-    sw.lap("unet")
     res = holes_from_mask(work, mask, opts, models=ms, timings=sw.timings, model_name=ms.name, intermediates=kept)
     if kept is not None:
-        kept.update(scale=decision, resampling=resampling)  # the other intermediates: resampled frame
+        kept.update(scale=decision, resampling=resampling, work=work)  # the other intermediates: resampled frame
     if resampling is not None:
         res = to_input_frame(res, resampling, pix.shape)
+        if res.film is not None:
+            f = float(np.mean(resampling.factors_rc))
+            res.film = dict(res.film, hole_radius_px=round(res.film["hole_radius_px"] / f, 2),
+                            annulus_px=[round(v / f, 2) for v in res.film["annulus_px"]])
     res.scale = None if decision is None else decision.as_dict()
+    res.polarity = None if polarity is None else polarity.as_dict()
     return res
+
+
+def lattice_holes_seen(mask: np.ndarray, opts: MedmagOptions, models) -> int:
+    """How many lattice points of the layout of a U-Net mask lie on a mask pixel (a hole the
+    U-Net saw where the lattice puts one): the evidence that decides an image's polarity when
+    the folded cell calls its holes dark (docs/ALGORITHM.md#medmag-polarity)."""
+    layout = layout_holes(mask, None, opts.lattice or lattice_mode(models))
+    if layout.reason is not None or len(layout.points) == 0:
+        return 0
+    p = np.floor(layout.points).astype(np.int64)
+    return int(np.count_nonzero(np.asarray(mask, dtype=bool)[p[:, 0], p[:, 1]]))
 
 
 #: Largest image (pixels) the scale stage resamples to: 64 Mpx (256 MB as float32; the U-Net
