@@ -29,7 +29,7 @@ MASK_DILATE_FRACTION = 0.04
 #: F the film level of the points whose hole the U-Net saw, S their robust spread, C the
 #: hole-to-film contrast |H − F|
 DARK_SPREAD = 6.0
-DARK_CONTRAST = 1.0
+DARK_CONTRAST = 0.25
 #: ... or, bright side (film missing: torn film, vacuum), above F + max(BRIGHT_SPREAD × S,
 #: BRIGHT_CONTRAST × C) when the holes are brighter than the film
 BRIGHT_SPREAD = 6.0
@@ -131,8 +131,9 @@ def film_check(image: np.ndarray, mask: np.ndarray, points: np.ndarray, spacing_
     spacing; U-Net mask pixels, dilated, excluded: neighbouring holes), on the image
     multiplied by `polarity`. The reference is the points whose own pixel is in the U-Net
     mask (the U-Net saw a hole there): film level F (median of their levels), spread S
-    (1.4826 × MAD), hole level H (median of all mask pixels) and contrast C = |H − F|. A
-    point is off film when its level is below F − max(6 S, C) (dark: the area around a
+    (1.4826 × MAD), hole level H (median of the mask pixels within a hole radius of
+    those points) and contrast C = |H − F|. A
+    point is off film when its level is below F − max(6 S, 0.25 C) (dark: the area around a
     square, a grid bar, thick debris), or, when H > F, above F + max(6 S, 0.75 C) (the film
     itself is missing: torn film). Fewer than 3 reference points: every point is kept.
 
@@ -209,7 +210,18 @@ def film_check(image: np.ndarray, mask: np.ndarray, points: np.ndarray, spacing_
         return out
     F = float(np.median(level[seen]))
     S = _robust_sd(level[seen])
-    H = sign * float(np.median(np.asarray(x, dtype=np.float64)[m]))
+    # hole level: the mask pixels within a hole radius of the points on U-Net holes (not the
+    # whole mask: a U-Net may also mark parts of a dark surround)
+    disc = np.zeros(m.shape, dtype=bool)
+    rr = int(math.ceil(rh))
+    for pr, pc in p[seen]:
+        r0, r1 = max(0, int(pr) - rr), min(h, int(pr) + rr + 1)
+        c0, c1 = max(0, int(pc) - rr), min(w, int(pc) + rr + 1)
+        dr = (np.arange(r0, r1) + 0.5 - pr)[:, None]
+        dc = (np.arange(c0, c1) + 0.5 - pc)[None, :]
+        disc[r0:r1, c0:c1] |= dr * dr + dc * dc <= rh * rh
+    disc &= m
+    H = sign * float(np.median(np.asarray(x, dtype=np.float64)[disc]))
     C = abs(H - F)
     low = F - max(DARK_SPREAD * S, DARK_CONTRAST * C)
     high = F + max(BRIGHT_SPREAD * S, BRIGHT_CONTRAST * C) if H > F else None
@@ -219,10 +231,10 @@ def film_check(image: np.ndarray, mask: np.ndarray, points: np.ndarray, spacing_
         off_film |= lv > high
     out.on_film = ~off_film
     out.film_level, out.spread, out.hole_level, out.low, out.high = F, S, H, low, high
-    out.rule = (f"film = median of the annulus {r_in:.1f}-{r_out:.1f} px around each lattice point (U-Net holes"
+    out.rule = ("film = median of the annulus (annulus_px) around each lattice point (U-Net holes"
                 f" left out); off film below F - max({DARK_SPREAD:g} S, {DARK_CONTRAST:g} |H - F|)"
                 + (f" or above F + max({BRIGHT_SPREAD:g} S, {BRIGHT_CONTRAST:g} |H - F|)" if high is not None else "")
-                + "; F, S from the points on U-Net holes, H the U-Net holes' median")
+                + "; F, S from the points on U-Net holes, H the median of the U-Net holes at those points")
     return out
 
 
@@ -310,3 +322,114 @@ def hole_polarity(image: np.ndarray, vectors_xy, bin_factor: int | None = None) 
     if z <= -POLARITY_Z:
         return Polarity(-1, z, f"holes darker than the film (folded cell mean - median {z:.1f} s.e.): image negated")
     return Polarity(1, z, f"holes brighter than the film (folded cell mean - median {z:.1f} s.e.)")
+
+
+#: `film_region`: the smoothed image must split into two classes at least this many pooled
+#: standard deviations apart (a unimodal or evenly graded image splits into ≈ 2.7-3.5)
+REGION_SEPARATION = 5.0
+REGION_MIN_FRACTION = 0.02  # the non-film class must cover at least this fraction
+PERIOD_BINNED_PX = 8.0  # the film region is found on the image binned to this many px per period
+
+
+@dataclass(frozen=True)
+class FilmRegion:
+    """Where the holey film is, before the U-Net (docs/ALGORITHM.md#medmag-film-region).
+
+    mask: bool [row, col] of the image, or None when the whole image is film; fraction: the
+    film's share of the image; separation: the two classes' distance in pooled standard
+    deviations (None when not split); note: one line for json-full.
+    """
+
+    mask: np.ndarray | None
+    fraction: float
+    separation: float | None
+    note: str
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary (without the mask)."""
+        return {"fraction": round(self.fraction, 4),
+                "separation": None if self.separation is None else round(self.separation, 2), "note": self.note}
+
+
+def _otsu(v: np.ndarray, bins: int = 256) -> float:
+    lo, hi = float(v.min()), float(v.max())
+    if not hi > lo:
+        return lo
+    hist, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    c = 0.5 * (edges[:-1] + edges[1:])
+    w0 = np.cumsum(hist).astype(np.float64)
+    w1 = w0[-1] - w0
+    s0 = np.cumsum(hist * c)
+    m0 = s0 / np.maximum(w0, 1)
+    m1 = (s0[-1] - s0) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+def film_region(image: np.ndarray, period_px: float | None) -> FilmRegion:
+    """The holey film of a medium-mag image, from its pixels alone (robust mode).
+
+    The image is binned so that a lattice period is about 8 px, smoothed by the mean over a
+    box of one period (holes and film average out to the film's cell mean) and split in two by
+    Otsu's threshold. The split is accepted only when the two classes lie at least
+    REGION_SEPARATION pooled standard deviations apart and the smaller covers at least 2 %;
+    the film is then the class with the larger local contrast (holes in it: median absolute
+    deviation of the binned image from its smoothed version), the other being the flat dark
+    area around a square, a grid bar or vacuum. Otherwise the whole image is film.
+
+    Parameters
+    ----------
+    image : 2-D array [row, col]
+    period_px : float or None, the hole lattice period in px of `image` (None: whole image)
+
+    Returns
+    -------
+    FilmRegion
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:256, :256]
+    >>> img = np.where(((yy % 16 - 8) ** 2 + (xx % 16 - 8) ** 2) < 16, 150.0, 100.0)
+    >>> img[:, 160:] = 5.0                                  # a dark area on the right
+    >>> r = film_region(img + np.random.default_rng(0).normal(0, 3, img.shape), 16.0)
+    >>> round(r.fraction, 2), bool(r.mask[100, 50]), bool(r.mask[100, 220])
+    (0.62, True, False)
+    >>> film_region(np.where(((yy % 16 - 8) ** 2 + (xx % 16 - 8) ** 2) < 16, 150.0, 100.0), 16.0).mask is None
+    True
+    """
+    import scipy.ndimage as ndi
+
+    from .scale import bin_image
+
+    a = np.asarray(image)
+    if period_px is None or not (period_px > 0) or a.size == 0:
+        return FilmRegion(None, 1.0, None, "no lattice period: the whole image is film")
+    b = max(1, int(period_px / PERIOD_BINNED_PX))
+    x = bin_image(a, b).astype(np.float64)
+    if min(x.shape) < 4:
+        return FilmRegion(None, 1.0, None, "image too small: the whole image is film")
+    sig = float(period_px) / b
+    sm = ndi.uniform_filter(x, max(1, int(round(sig))), mode="nearest")
+    t = _otsu(sm.ravel())
+    hi = sm > t
+    f_hi = float(hi.mean())
+    if min(f_hi, 1.0 - f_hi) < REGION_MIN_FRACTION:
+        return FilmRegion(None, 1.0, None, "one class: the whole image is film")
+    v_hi, v_lo = sm[hi], sm[~hi]
+    pooled = math.sqrt(0.5 * (v_hi.var() + v_lo.var()))
+    sep = float((v_hi.mean() - v_lo.mean()) / pooled) if pooled > 0 else math.inf
+    if sep < REGION_SEPARATION:
+        return FilmRegion(None, 1.0, sep, f"no separate off-film area (classes {sep:.1f} sd apart): the whole image is film")
+    texture = np.abs(x - ndi.gaussian_filter(x, 0.25 * sig, mode="nearest"))
+    film_is_hi = float(np.median(texture[hi])) >= float(np.median(texture[~hi]))
+    fb = hi if film_is_hi else ~hi
+    full = np.zeros(a.shape, dtype=bool)
+    up = np.repeat(np.repeat(fb, b, axis=0), b, axis=1)
+    full[: up.shape[0], : up.shape[1]] = up
+    if up.shape[0] < a.shape[0]:  # rows and columns beyond the last whole block: as their neighbours
+        full[up.shape[0]:, : up.shape[1]] = up[-1:, :]
+    if up.shape[1] < a.shape[1]:
+        full[:, up.shape[1]:] = full[:, up.shape[1] - 1: up.shape[1]]
+    frac = float(full.mean())
+    return FilmRegion(full, frac, sep, f"film = the {'brighter' if film_is_hi else 'darker'} of two classes {sep:.1f} sd "
+                      f"apart in the image smoothed over a period ({frac:.0%} of the image)")

@@ -53,23 +53,28 @@ HOLE_KEY = "hole_classifier"
 # image preparation and mask
 # ---------------------------------------------------------------------------------------
 
-def normalise(pixels: np.ndarray, clamp: bool = True) -> np.ndarray:
+def normalise(pixels: np.ndarray, clamp: bool = True, where: np.ndarray | None = None) -> np.ndarray:
     """Negative pixels → 0 (clamp True: the published pipeline; False: the robust one, so
     that the result does not change with an offset or a positive gain), then zero mean and
     unit population std (docs/ALGORITHM.md#medmag-normalise).
 
     pixels: 2-D [row, col]. Returns float32 [row, col] (statistics computed in float64).
-    A constant image gives all zeros.
+    A constant image gives all zeros. where: bool [row, col] or None: the mean and std are
+    those of these pixels only (the robust pipeline's film region, `film.film_region`, so a
+    dark area around a square does not squeeze the film's contrast), and the pixels outside
+    are set to 0, the film's mean (a flat area where no network sees holes).
 
     >>> a = np.array([[0.0, 1.0], [2.0, 5.0]])
     >>> bool(np.allclose(normalise(a * 3.0 - 100.0, clamp=False), normalise(a)))
     True
     """
     a = clamp_negatives(pixels, np.float64) if clamp else np.asarray(pixels, dtype=np.float64)
-    mean, std = mean_std(a)
+    mean, std = mean_std(a, None if where is None or not np.any(where) else np.asarray(where, dtype=bool))
     out = a - mean
     if std > 0:
         out /= std
+    if where is not None and np.any(where):
+        out[~np.asarray(where, dtype=bool)] = 0.0  # off the film: the film's mean (no hole-like structure)
     return out.astype(np.float32)
 
 
@@ -362,6 +367,41 @@ def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str =
     return scores
 
 
+def rotate_filled(pix: np.ndarray, angle_deg: float, robust: bool = True) -> np.ndarray:
+    """`geometry.rotate_image` of a [row, col] image, the corners outside the input filled
+    with `rotation_fill` (robust) or 0 (robust False: the published pipeline)
+    (docs/ALGORITHM.md#medmag-intensity).
+
+    >>> a = np.arange(12.0).reshape(3, 4) + 500.0
+    >>> float(rotate_filled(a, 30.0, True).min()) >= 500.0 - 1e-3, float(rotate_filled(a, 30.0, False).min()) < 1.0
+    (True, True)
+    """
+    fill = rotation_fill(pix) if robust else 0.0
+    if fill == 0.0:
+        return geometry.rotate_image(pix, angle_deg)
+    out = geometry.rotate_image(np.asarray(pix, dtype=np.float32) - np.float32(fill), angle_deg)
+    out += np.float32(fill)
+    return out
+
+
+def rotation_fill(pix: np.ndarray) -> float:
+    """The value the robust pipeline fills the rotated frame's corners with: 0 (no electrons,
+    as the published tool) when the data look like counts from 0 (0 ≤ minimum ≤ median −
+    minimum: zero lies within the image's own dark range), otherwise the image's minimum (an
+    offset, a camera bias, background-subtracted or negated data: the fill moves with any
+    offset and positive gain, so the crops do not change). Input units.
+
+    >>> rotation_fill(np.array([[26.0, 116.0, 140.0]])), rotation_fill(np.array([[10026.0, 10116.0, 10140.0]]))
+    (0.0, 10026.0)
+    """
+    a = np.asarray(pix)
+    if a.size == 0:
+        return 0.0
+    lo = float(np.min(a))
+    med = float(np.median(a[::4, ::4] if a.ndim == 2 and a.size > 65536 else a))
+    return 0.0 if 0.0 <= lo <= med - lo else lo
+
+
 def _holes(layout: HoleLayout, scores: np.ndarray) -> list[Hole]:
     """The holes of a layout with their scores, best first (ties: row, then column of the
     lattice point); area (2h)² px²."""
@@ -438,7 +478,7 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
             scores = np.zeros(len(layout.points))
     else:
         with sw.stage("rotate"):
-            rotated = geometry.rotate_image(pix, -layout.angle_deg)
+            rotated = rotate_filled(pix, -layout.angle_deg, robust)
         with sw.stage("classify"):
             norm = image_norm(pix) if crop_normalisation(models) == "image" else None
             scores = score_holes(models, rotated, layout.boxes, opts.batchnorm, norm,
@@ -498,7 +538,12 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     ms = models if isinstance(models, ModelSet) else load_model_set(models)
     sw.lap("load")
     robust = opts.compat != "published"
-    pix = np.asarray(loaded.pixels, dtype=np.float32) if robust else clamp_negatives(loaded.pixels)
+    if robust:  # shifted so that the rotation fill is 0: float32 keeps the precision of any offset
+        raw = np.asarray(loaded.pixels)
+        ref = rotation_fill(raw)
+        pix = (raw.astype(np.float64) - ref).astype(np.float32) if ref != 0.0 else raw.astype(np.float32, copy=False)
+    else:
+        pix = clamp_negatives(loaded.pixels)
     decision = scale_decision(pix, ms, opts, loaded.pixel_size_nm if pixel_size_nm is None else pixel_size_nm)
     work, resampling = (pix, None) if decision is None or decision.factor == 1.0 else scale.resample(pix, decision.factor)
     sw.lap("scale")
@@ -509,8 +554,14 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
                     else film.Polarity(1, None, "no confident hole lattice: polarity not measured (holes taken as bright)"))
         sw.lap("polarity")
 
+    region = None
+    if robust:
+        period = None if decision is None or decision.source == "none" else decision.period_px * decision.factor
+        region = film.film_region(work, period)
+        sw.lap("film")
+
     def masked(img):
-        padded = pad_for_unet(normalise(img, clamp=not robust))
+        padded = pad_for_unet(normalise(img, clamp=not robust, where=None if region is None else region.mask))
         sw.lap("normalise")
         logits = unet_logits(ms, padded)
         del padded
@@ -545,6 +596,8 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
                             annulus_px=[round(v / f, 2) for v in res.film["annulus_px"]])
     res.scale = None if decision is None else decision.as_dict()
     res.polarity = None if polarity is None else polarity.as_dict()
+    if region is not None and res.film is not None:
+        res.film = dict(res.film, region=region.as_dict())
     return res
 
 
