@@ -34,6 +34,8 @@ DARK_CONTRAST = 0.25
 #: BRIGHT_CONTRAST × C) when the holes are brighter than the film
 BRIGHT_SPREAD = 6.0
 BRIGHT_CONTRAST = 0.75
+#: the check runs on the image binned so that the lattice spacing is at least this many px
+CHECK_SPACING_BINNED_PX = 40.0
 MIN_SEEN = 3  # lattice points on U-Net holes needed for a film reference
 MIN_ANNULUS_PX = 12  # fewer usable annulus pixels: the point is kept (nothing to measure)
 #: `hole_polarity` calls the holes dark only when the cell's mean − median is at least this
@@ -135,7 +137,9 @@ def film_check(image: np.ndarray, mask: np.ndarray, points: np.ndarray, spacing_
     those points) and contrast C = |H − F|. A
     point is off film when its level is below F − max(6 S, 0.25 C) (dark: the area around a
     square, a grid bar, thick debris), or, when H > F, above F + max(6 S, 0.75 C) (the film
-    itself is missing: torn film). Fewer than 3 reference points: every point is kept.
+    itself is missing: torn film). Fewer than 3 reference points: every point is kept. For
+    spacings of 80 px and more the rule runs on block means of b × b pixels (b = floor(spacing
+    / 40): speed), the mask binned with "any".
 
     Parameters
     ----------
@@ -166,6 +170,23 @@ def film_check(image: np.ndarray, mask: np.ndarray, points: np.ndarray, spacing_
     >>> film_check(img, mask, np.vstack([pts, ext]), 30.0).on_film.tolist()
     [True, True, False, False, True, True]
     """
+    b = max(1, int(float(spacing_px) / CHECK_SPACING_BINNED_PX)) if spacing_px and spacing_px > 0 else 1
+    if b > 1:  # the same rule on block means (speed: a 3662² upsampled square image)
+        from .scale import bin_image
+
+        mk = np.asarray(mask, dtype=bool)
+        hh, ww = (mk.shape[0] // b) * b, (mk.shape[1] // b) * b
+        mb = mk[:hh, :ww].reshape(hh // b, b, ww // b, b).any(axis=(1, 3))
+        out = film_check(bin_image(image, b), mb, np.asarray(points, dtype=np.float64).reshape(-1, 2) / b,
+                         float(spacing_px) / b, polarity)
+        out.hole_radius_px *= b
+        out.inner_px *= b
+        out.outer_px *= b
+        return out
+    return _film_check(image, mask, points, spacing_px, polarity)
+
+
+def _film_check(image, mask, points, spacing_px, polarity) -> FilmCheck:
     import scipy.ndimage as ndi
 
     x = np.asarray(image)
@@ -392,8 +413,8 @@ def film_region(image: np.ndarray, period_px: float | None) -> FilmRegion:
     >>> img = np.where(((yy % 16 - 8) ** 2 + (xx % 16 - 8) ** 2) < 16, 150.0, 100.0)
     >>> img[:, 160:] = 5.0                                  # a dark area on the right
     >>> r = film_region(img + np.random.default_rng(0).normal(0, 3, img.shape), 16.0)
-    >>> round(r.fraction, 2), bool(r.mask[100, 50]), bool(r.mask[100, 220])
-    (0.62, True, False)
+    >>> abs(r.fraction - 160 / 256) < 0.02, bool(r.mask[100, 50]), bool(r.mask[100, 220])
+    (True, True, False)
     >>> film_region(np.where(((yy % 16 - 8) ** 2 + (xx % 16 - 8) ** 2) < 16, 150.0, 100.0), 16.0).mask is None
     True
     """
