@@ -34,7 +34,7 @@ DARK_CONTRAST = 0.25
 #: BRIGHT_CONTRAST × C) when the holes are brighter than the film
 BRIGHT_SPREAD = 6.0
 BRIGHT_CONTRAST = 0.75
-#: the check runs on the image binned so that the lattice spacing is at least this many px
+#: the mask dilation of the check runs on the mask binned so that the spacing is ≥ this many px
 CHECK_SPACING_BINNED_PX = 40.0
 MIN_SEEN = 3  # lattice points on U-Net holes needed for a film reference
 MIN_ANNULUS_PX = 12  # fewer usable annulus pixels: the point is kept (nothing to measure)
@@ -137,9 +137,10 @@ def film_check(image: np.ndarray, mask: np.ndarray, points: np.ndarray, spacing_
     those points) and contrast C = |H − F|. A
     point is off film when its level is below F − max(6 S, 0.25 C) (dark: the area around a
     square, a grid bar, thick debris), or, when H > F, above F + max(6 S, 0.75 C) (the film
-    itself is missing: torn film). Fewer than 3 reference points: every point is kept. For
-    spacings of 80 px and more the rule runs on block means of b × b pixels (b = floor(spacing
-    / 40): speed), the mask binned with "any".
+    itself is missing: torn film). Fewer than 3 reference points: every point is kept. The
+    levels are medians of full-resolution pixels (block means would shrink S and call film
+    in an illumination gradient dark); only the mask dilation runs on the mask binned to a
+    spacing of ≥ 40 px (speed on upsampled images).
 
     Parameters
     ----------
@@ -170,20 +171,25 @@ def film_check(image: np.ndarray, mask: np.ndarray, points: np.ndarray, spacing_
     >>> film_check(img, mask, np.vstack([pts, ext]), 30.0).on_film.tolist()
     [True, True, False, False, True, True]
     """
-    b = max(1, int(float(spacing_px) / CHECK_SPACING_BINNED_PX)) if spacing_px and spacing_px > 0 else 1
-    if b > 1:  # the same rule on block means (speed: a 3662² upsampled square image)
-        from .scale import bin_image
-
-        mk = np.asarray(mask, dtype=bool)
-        hh, ww = (mk.shape[0] // b) * b, (mk.shape[1] // b) * b
-        mb = mk[:hh, :ww].reshape(hh // b, b, ww // b, b).any(axis=(1, 3))
-        out = film_check(bin_image(image, b), mb, np.asarray(points, dtype=np.float64).reshape(-1, 2) / b,
-                         float(spacing_px) / b, polarity)
-        out.hole_radius_px *= b
-        out.inner_px *= b
-        out.outer_px *= b
-        return out
     return _film_check(image, mask, points, spacing_px, polarity)
+
+
+def _dilate(m: np.ndarray, grow: int, b: int) -> np.ndarray:
+    """bool mask dilated by `grow` px (3×3 steps); for b > 1 on the mask binned b × b ("any")
+    and repeated back, which covers at least the same pixels (up to b − 1 px more)."""
+    import scipy.ndimage as ndi
+
+    if not m.any():
+        return m
+    if b <= 1:
+        return ndi.binary_dilation(m, structure=np.ones((3, 3), dtype=bool), iterations=grow)
+    h, w = m.shape
+    hp, wp = -(-h // b) * b, -(-w // b) * b
+    pad = np.zeros((hp, wp), dtype=bool)
+    pad[:h, :w] = m
+    mb = pad.reshape(hp // b, b, wp // b, b).any(axis=(1, 3))
+    mb = ndi.binary_dilation(mb, structure=np.ones((3, 3), dtype=bool), iterations=max(1, -(-grow // b)))
+    return np.repeat(np.repeat(mb, b, axis=0), b, axis=1)[:h, :w]
 
 
 def _film_check(image, mask, points, spacing_px, polarity) -> FilmCheck:
@@ -203,7 +209,7 @@ def _film_check(image, mask, points, spacing_px, polarity) -> FilmCheck:
     r_in = min(HOLE_MARGIN * rh + 1.0, 0.5 * d)
     r_out = max(OUTER_FRACTION * d, r_in + 2.0)
     grow = int(math.ceil(MASK_DILATE_FRACTION * d + 2.0))
-    excl = ndi.binary_dilation(m, structure=np.ones((3, 3), dtype=bool), iterations=grow) if m.any() else m
+    excl = _dilate(m, grow, max(1, int(d / CHECK_SPACING_BINNED_PX)))
     R = int(math.ceil(r_out)) + 1
     off = np.arange(-R, R + 1, dtype=np.float64)
     level = np.full(n, np.nan)
