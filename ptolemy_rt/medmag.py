@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import geometry, lattice, regions, scale
+from . import film, geometry, lattice, regions, scale
 from .core import Stopwatch, clamp_negatives, mean_std, row_strips, targets_from_boxes
 from .options import COMPAT_MODES, LATTICE_SEARCHES, MedmagOptions, pipeline_options
 from .modelspec import LATTICE_MODES, HoleClassifierArch, PipelineSpec, default, hole_cnn_min_input
@@ -53,13 +53,22 @@ HOLE_KEY = "hole_classifier"
 # image preparation and mask
 # ---------------------------------------------------------------------------------------
 
-def normalise(pixels: np.ndarray) -> np.ndarray:
-    """Negative pixels → 0, then zero mean and unit population std (docs/ALGORITHM.md#medmag-normalise).
+def normalise(pixels: np.ndarray, clamp: bool = True, where: np.ndarray | None = None) -> np.ndarray:
+    """Negative pixels → 0 (clamp True: the published pipeline; False: the robust one, so
+    that the result does not change with an offset or a positive gain), then zero mean and
+    unit population std (docs/ALGORITHM.md#medmag-normalise).
 
     Parameters
     ----------
     pixels : numpy.ndarray
         2-D [row, col], any real dtype, input units.
+    clamp : bool
+        Negative pixels → 0 first (the published pipeline).
+    where : numpy.ndarray or None
+        bool [row, col]: the mean and std are those of these pixels only (the robust
+        pipeline's film region, `film.film_region`, so a dark area around a square does not
+        squeeze the film's contrast), and the pixels outside are set to 0, the film's mean (a
+        flat area where no network sees holes). None (or no True pixel): every pixel.
 
     Returns
     -------
@@ -78,38 +87,54 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
     (dtype('float32'), [[-1.3416, -0.4472], [0.4472, 1.3416]])
     >>> normalise(np.full((2, 3), 7.0)).tolist()
     [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]
+
+    Without the clamp, an offset and a positive gain change nothing:
+
+    >>> a = np.array([[0.0, 1.0], [2.0, 5.0]])
+    >>> bool(np.allclose(normalise(a * 3.0 - 100.0, clamp=False), normalise(a)))
+    True
     """
     a = np.asarray(pixels)
+    w = None if where is None or not np.any(where) else np.asarray(where, dtype=bool)
     if a.ndim != 2:
-        a = clamp_negatives(a, np.float64)
-        mean, std = mean_std(a)
-        out = a - mean
+        v = clamp_negatives(a, np.float64) if clamp else np.asarray(a, dtype=np.float64)
+        mean, std = mean_std(v, w)
+        out = v - mean
         if std > 0:
             out /= std
+        if w is not None:
+            out[~w] = 0.0
         return out.astype(np.float32)
     strips = list(row_strips(*a.shape))
 
-    def clamped(sl):
+    def values(sl):
         v = np.asarray(a[sl], dtype=np.float64)
-        return np.maximum(v, 0) if v.size and float(v.min()) < 0.0 else v
+        return np.maximum(v, 0) if clamp and v.size and float(v.min()) < 0.0 else v
 
-    count, total = a.size, 0.0
-    for sl in strips:
-        total += float(clamped(sl).ravel().sum(dtype=np.float64))
+    def pieces():
+        for sl in strips:
+            yield values(sl).ravel() if w is None else values(sl)[w[sl]]
+
+    count, total = 0, 0.0
+    for v in pieces():
+        count += v.size
+        total += float(v.sum(dtype=np.float64))
     if count == 0:
         return np.zeros(a.shape, np.float32)
     mean = total / count
     ss = 0.0
-    for sl in strips:
-        d = clamped(sl).ravel().astype(np.float64)
+    for v in pieces():
+        d = v.astype(np.float64)
         d -= mean
         ss += float(np.dot(d, d))
     std = float(np.sqrt(ss / count))
     out = np.empty(a.shape, np.float32)
     for sl in strips:
-        v = clamped(sl) - mean
+        v = values(sl) - mean
         if std > 0:
             v /= std
+        if w is not None:
+            v[~w[sl]] = 0.0  # off the film: the film's mean (no hole-like structure)
         out[sl] = v
     return out
 
@@ -542,6 +567,22 @@ def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray, lattice_mo
     return out
 
 
+def keep_points(layout: HoleLayout, keep: np.ndarray) -> HoleLayout:
+    """The layout with only the holes where `keep` (bool, one per point) is True (points,
+    rotated points, boxes and vertices alike); no hole left gives a reason
+    (docs/ALGORITHM.md#medmag-film)."""
+    from dataclasses import replace
+
+    k = np.asarray(keep, dtype=bool)
+    if k.all():
+        return layout
+    out = replace(layout, points=layout.points[k], rotated_points=layout.rotated_points[k], boxes=layout.boxes[k],
+                  vertices=layout.vertices[k])
+    if not k.any():
+        out.reason = f"every lattice point ({len(k)}) is off the holey film"
+    return out
+
+
 def prepare_crop(crop: np.ndarray, norm: tuple[float, float] | None = None,
                  min_side: int = MIN_CROP_PX) -> np.ndarray:
     """Normalise one hole crop for the classifier.
@@ -751,12 +792,53 @@ class _RotatedWindows:
     """Stands for `geometry.rotate_image(pixels, angle_deg)` where only blocks
     ``[r0:r1, c0:c1]`` (rotated frame, px) are read: each is rotated on its own."""
 
-    def __init__(self, pixels: np.ndarray, angle_deg: float):
-        self.pixels, self.angle_deg = pixels, float(angle_deg)
+    def __init__(self, pixels: np.ndarray, angle_deg: float, fill: float = 0.0):
+        self.angle_deg, self.fill = float(angle_deg), float(fill)
+        # corners outside the input get `fill` (`rotation_fill`), as in `rotate_filled`: the
+        # windows are rotated from the image minus fill (one float32 copy) and fill added back
+        self.pixels = pixels if self.fill == 0.0 else np.asarray(pixels, dtype=np.float32) - np.float32(self.fill)
 
     def __getitem__(self, key) -> np.ndarray:
         rows, cols = key
-        return geometry.rotate_window(self.pixels, self.angle_deg, (rows.start, cols.start, rows.stop, cols.stop))
+        out = geometry.rotate_window(self.pixels, self.angle_deg, (rows.start, cols.start, rows.stop, cols.stop))
+        if self.fill != 0.0:
+            out += np.float32(self.fill)
+        return out
+
+
+def rotate_filled(pix: np.ndarray, angle_deg: float, robust: bool = True) -> np.ndarray:
+    """`geometry.rotate_image` of a [row, col] image, the corners outside the input filled
+    with `rotation_fill` (robust) or 0 (robust False: the published pipeline)
+    (docs/ALGORITHM.md#medmag-intensity).
+
+    >>> a = np.arange(12.0).reshape(3, 4) + 500.0
+    >>> float(rotate_filled(a, 30.0, True).min()) >= 500.0 - 1e-3, float(rotate_filled(a, 30.0, False).min()) < 1.0
+    (True, True)
+    """
+    fill = rotation_fill(pix) if robust else 0.0
+    if fill == 0.0:
+        return geometry.rotate_image(pix, angle_deg)
+    out = geometry.rotate_image(np.asarray(pix, dtype=np.float32) - np.float32(fill), angle_deg)
+    out += np.float32(fill)
+    return out
+
+
+def rotation_fill(pix: np.ndarray) -> float:
+    """The value the robust pipeline fills the rotated frame's corners with: 0 (no electrons,
+    as the published tool) when the data look like counts from 0 (0 ≤ minimum ≤ median −
+    minimum: zero lies within the image's own dark range), otherwise the image's minimum (an
+    offset, a camera bias, background-subtracted or negated data: the fill moves with any
+    offset and positive gain, so the crops do not change). Input units.
+
+    >>> rotation_fill(np.array([[26.0, 116.0, 140.0]])), rotation_fill(np.array([[10026.0, 10116.0, 10140.0]]))
+    (0.0, 10026.0)
+    """
+    a = np.asarray(pix)
+    if a.size == 0:
+        return 0.0
+    lo = float(np.min(a))
+    med = float(np.median(a[::4, ::4] if a.ndim == 2 and a.size > 65536 else a))
+    return 0.0 if 0.0 <= lo <= med - lo else lo
 
 
 def _holes(layout: HoleLayout, scores: np.ndarray) -> list[Hole]:
@@ -823,12 +905,18 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
     opts = pipeline_options("medmag", options, **keywords)
     sw = Stopwatch(timings)
     t = sw.timings
-    pix = clamp_negatives(image)
+    robust = opts.compat != "published"
+    pix = np.asarray(image, dtype=np.float32) if robust else clamp_negatives(image)
     m = np.asarray(mask, dtype=bool)
     if m.shape != pix.shape:
         raise ValueError(f"mask shape {m.shape} differs from image shape {pix.shape}")
     mode = opts.lattice or lattice_mode(models)
     layout = layout_holes(m, t, mode, opts.compat)
+    check = None
+    if robust and layout.reason is None and len(layout.points):
+        with sw.stage("film"):
+            check = film.film_check(pix, m, layout.points, layout.lattice.shortest_px)
+            layout = keep_points(layout, check.on_film)
     if intermediates is not None:
         intermediates.update(mask=m, centroids=layout.centroids, layout=layout, boxes=layout.boxes, crops={})
     res = HoleResult(holes=[], image_shape=tuple(pix.shape), batchnorm=opts.batchnorm, models=model_name,
@@ -836,6 +924,10 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
     if layout.lattice is not None:
         res.lattice_angle_deg = layout.angle_deg
         res.lattice_spacing_px = layout.lattice.spacing_px
+    if check is not None:
+        res.film = check.as_dict()
+        if intermediates is not None:
+            intermediates["film"] = check
     if layout.reason is not None or len(layout.points) == 0:
         res.reason = layout.reason or "no holes"
         t.setdefault("rotate", 0.0)
@@ -848,9 +940,9 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
     else:
         with sw.stage("rotate"):
             if pix.size > ROTATE_WHOLE_MAX_PIXELS:  # bounded memory: rotate each crop's window only
-                rotated = _RotatedWindows(pix, -layout.angle_deg)
+                rotated = _RotatedWindows(pix, -layout.angle_deg, rotation_fill(pix) if robust else 0.0)
             else:
-                rotated = geometry.rotate_image(pix, -layout.angle_deg)
+                rotated = rotate_filled(pix, -layout.angle_deg, robust)
         with sw.stage("classify"):
             norm = image_norm(pix) if crop_normalisation(models) == "image" else None
             scores = score_holes(models, rotated, layout.boxes, opts.batchnorm, norm,
@@ -951,33 +1043,89 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     loaded = as_loaded_image(image)
     ms = models if isinstance(models, ModelSet) else load_model_set(models)
     sw.lap("load")
-    pix = clamp_negatives(loaded.pixels)
+    robust = opts.compat != "published"
+    if robust:  # shifted so that the rotation fill is 0: float32 keeps the precision of any offset
+        raw = np.asarray(loaded.pixels)
+        ref = rotation_fill(raw)
+        pix = (raw.astype(np.float64) - ref).astype(np.float32) if ref != 0.0 else raw.astype(np.float32, copy=False)
+    else:
+        pix = clamp_negatives(loaded.pixels)
     decision = scale_decision(pix, ms, opts, loaded.pixel_size_nm if pixel_size_nm is None else pixel_size_nm)
     work, resampling = (pix, None) if decision is None or decision.factor == 1.0 else scale.resample(pix, decision.factor)
     sw.lap("scale")
-    padded = pad_for_unet(normalise(work))
-    sw.lap("normalise")
-    if intermediates:
-        logits = unet_logits(ms, padded)
-        del padded
-        mask = mask_from_logits(logits, work.shape)
-        kept = {"logits": logits[: work.shape[0], : work.shape[1]]}
-        del logits
-    else:  # the mask strip by strip: no whole-image logits (same comparisons)
-        full = unet_logits(ms, padded, mask_threshold=_logit_threshold())
-        del padded
-        mask = np.ascontiguousarray(full[: work.shape[0], : work.shape[1]])
-        del full
-        kept = None
-    mask = drop_small_regions(mask, mask_min_region_px(ms))
-    sw.lap("unet")
+    polarity = None
+    if robust:
+        measured = None if decision is None else decision.measured
+        polarity = (film.hole_polarity(pix, measured.vectors_xy) if measured is not None and measured.confident
+                    else film.Polarity(1, None, "no confident hole lattice: polarity not measured (holes taken as bright)"))
+        sw.lap("polarity")
+
+    region = None
+    if robust:
+        period = None if decision is None or decision.source == "none" else decision.period_px * decision.factor
+        region = film.film_region(work, period)
+        sw.lap("film")
+
+    def masked(img):
+        """(logits cut to img or None, mask) of the U-Net on img; without intermediates the
+        mask is made strip by strip (no whole-image logits; the same comparisons)."""
+        padded = pad_for_unet(normalise(img, clamp=not robust, where=None if region is None else region.mask))
+        sw.lap("normalise")
+        if intermediates:
+            logits = unet_logits(ms, padded)
+            del padded
+            mask = mask_from_logits(logits, img.shape)
+            logits = logits[: img.shape[0], : img.shape[1]]
+        else:
+            full = unet_logits(ms, padded, mask_threshold=_logit_threshold())
+            del padded
+            mask, logits = np.ascontiguousarray(full[: img.shape[0], : img.shape[1]]), None
+            del full
+        out = logits, drop_small_regions(mask, mask_min_region_px(ms))
+        sw.lap("unet")
+        return out
+
+    logits, mask = masked(work)
+    if polarity is not None and polarity.sign < 0:  # confirm with the U-Net (docs/ALGORITHM.md#medmag-polarity)
+        flipped = -work
+        logits_f, mask_f = masked(flipped)
+        n_as_is, n_flipped = lattice_holes_seen(mask, opts, ms), lattice_holes_seen(mask_f, opts, ms)
+        if n_flipped > n_as_is:
+            work, logits, mask = flipped, logits_f, mask_f
+            note = f"; the U-Net confirms: {n_flipped} lattice holes negated vs {n_as_is} as is"
+        else:
+            polarity = film.Polarity(1, polarity.z, polarity.note.split(":")[0] + f", but the U-Net finds more lattice"
+                                     f" holes as is ({n_as_is} vs {n_flipped} negated): not negated")
+            note = ""
+        polarity = film.Polarity(polarity.sign, polarity.z, polarity.note + note)
+        del logits_f, mask_f, flipped
+    kept = {"logits": logits} if intermediates else None
+    del logits
     res = holes_from_mask(work, mask, opts, models=ms, timings=sw.timings, model_name=ms.name, intermediates=kept)
     if kept is not None:
-        kept.update(scale=decision, resampling=resampling)  # the other intermediates: resampled frame
+        kept.update(scale=decision, resampling=resampling, work=work)  # the other intermediates: resampled frame
     if resampling is not None:
         res = to_input_frame(res, resampling, pix.shape)
+        if res.film is not None:
+            f = float(np.mean(resampling.factors_rc))
+            res.film = dict(res.film, hole_radius_px=round(res.film["hole_radius_px"] / f, 2),
+                            annulus_px=[round(v / f, 2) for v in res.film["annulus_px"]])
     res.scale = None if decision is None else decision.as_dict()
+    res.polarity = None if polarity is None else polarity.as_dict()
+    if region is not None and res.film is not None:
+        res.film = dict(res.film, region=region.as_dict())
     return res
+
+
+def lattice_holes_seen(mask: np.ndarray, opts: MedmagOptions, models) -> int:
+    """How many lattice points of the layout of a U-Net mask lie on a mask pixel (a hole the
+    U-Net saw where the lattice puts one): the evidence that decides an image's polarity when
+    the folded cell calls its holes dark (docs/ALGORITHM.md#medmag-polarity)."""
+    layout = layout_holes(mask, None, opts.lattice or lattice_mode(models))
+    if layout.reason is not None or len(layout.points) == 0:
+        return 0
+    p = np.floor(layout.points).astype(np.int64)
+    return int(np.count_nonzero(np.asarray(mask, dtype=bool)[p[:, 0], p[:, 1]]))
 
 
 #: Largest image (pixels) the scale stage resamples to: 64 Mpx (256 MB as float32; the U-Net

@@ -205,6 +205,11 @@ class HoleResult(PipelineResult):
     scale: dict | None = None
     #: compatibility mode that made it: "robust" or "published" (`options.COMPAT_MODES`)
     compat: str = "robust"
+    #: robust mode: the film check (`film.FilmCheck.as_dict`: lattice points, off_film counts,
+    #: levels, the rule) and the hole/film polarity (`film.Polarity.as_dict`); None in
+    #: ``compat="published"`` (not shown then)
+    film: dict | None = None
+    polarity: dict | None = None
 
     @property
     def targets(self) -> list[Hole]:
@@ -225,7 +230,20 @@ class HoleResult(PipelineResult):
             Metadatum("scale", self.scale, None if not self.scale or self.scale.get("factor") == 1.0 else
                       f"scale: image resampled x{self.scale['factor']:.4g} to the model set's hole pitch "
                       f"({self.scale['note']})", own_line=True),
-        )
+        ) + self._robust_metadata()
+
+    def _robust_metadata(self) -> tuple[Metadatum, ...]:
+        """"film" and "polarity" when the robust pipeline made them (absent otherwise, so the
+        published mode's output is unchanged)."""
+        out = []
+        if self.film is not None:
+            out.append(Metadatum("film", self.film, None if not self.film.get("off_film") else
+                                 f"film: {self.film['off_film']} of {self.film['lattice_points']} lattice points off "
+                                 "the holey film, not reported", own_line=True))
+        if self.polarity is not None:
+            out.append(Metadatum("polarity", self.polarity, None if self.polarity.get("sign", 1) > 0 else
+                                 f"polarity: {self.polarity['note']}", own_line=True))
+        return tuple(out)
 
     def typical_size_px(self) -> tuple[float, str]:
         """The lattice spacing ("hole spacing", px) when a lattice was fitted, else the

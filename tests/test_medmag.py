@@ -271,7 +271,8 @@ def test_unet_mask_matches_reference(unet_mask):
 def test_full_pipeline_published_regime(published_run):
     res = published_run
     assert res.batchnorm == "published" and res.models == "ptolemy-2022"
-    assert set(res.timings_s) == {"load", "scale", "normalise", "unet", "regions", "lattice", "rotate", "classify"}
+    assert set(res.timings_s) == {"load", "scale", "polarity", "normalise", "unet", "regions", "lattice", "film",
+                                  "rotate", "classify"}  # robust (default): + polarity, film
     _check_against(res, PUBLISHED)
 
 

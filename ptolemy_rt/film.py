@@ -1,0 +1,462 @@
+"""Holes only on film, and the polarity of the film/hole contrast (robust medium-mag mode;
+docs/ALGORITHM.md#medmag-film, #medmag-polarity).
+
+The lattice search fills the whole image with lattice points, including the dark area
+around a grid square, grid bars and torn film, where there is no hole. `film_check` measures
+the film around every lattice point and drops the points whose surroundings are not film.
+`hole_polarity` tells whether the holes are brighter than the film (the normal case: the film
+absorbs more than the ice in a hole) or darker (an inverted image), from the pixels alone.
+
+Conventions: arrays are [row, col]; points are (row, col) px in pixel-corner coordinates
+(pixel (r, c) covers [r, r+1) × [c, c+1), as `medmag`); a pixel's own position is its centre
+(r + 0.5, c + 0.5). Units: px; intensities in the image's own units (every rule compares
+levels with differences of levels, so an offset or a positive gain changes nothing).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+#: annulus around a lattice point where the film is measured: from HOLE_MARGIN × the hole
+#: radius (+1 px) out to OUTER_FRACTION × the lattice spacing
+HOLE_MARGIN = 1.25
+OUTER_FRACTION = 0.6
+#: U-Net mask pixels (holes) are dilated by this fraction of the spacing (+2 px) and left out
+MASK_DILATE_FRACTION = 0.04
+#: a point is off film when its film level is below F − max(DARK_SPREAD × S, DARK_CONTRAST × C):
+#: F the film level of the points whose hole the U-Net saw, S their robust spread, C the
+#: hole-to-film contrast |H − F|
+DARK_SPREAD = 6.0
+DARK_CONTRAST = 0.25
+#: ... or, bright side (film missing: torn film, vacuum), above F + max(BRIGHT_SPREAD × S,
+#: BRIGHT_CONTRAST × C) when the holes are brighter than the film
+BRIGHT_SPREAD = 6.0
+BRIGHT_CONTRAST = 0.75
+#: the mask dilation of the check runs on the mask binned so that the spacing is ≥ this many px
+CHECK_SPACING_BINNED_PX = 40.0
+MIN_SEEN = 3  # lattice points on U-Net holes needed for a film reference
+MIN_ANNULUS_PX = 12  # fewer usable annulus pixels: the point is kept (nothing to measure)
+#: `hole_polarity` calls the holes dark only when the cell's mean − median is at least this
+#: many robust standard errors from zero (and the lattice is confident)
+POLARITY_Z = 3.0
+
+
+@dataclass
+class FilmCheck:
+    """Which lattice points lie on the holey film.
+
+    Attributes
+    ----------
+    on_film : numpy.ndarray of bool, one per point
+    level : numpy.ndarray of float64, one per point
+        Median intensity of the point's film annulus (image units; NaN: not measured).
+    film_level, spread, hole_level : float or None
+        F, S and H of the rule (image units), None when there was no reference.
+    hole_radius_px, inner_px, outer_px : float
+        Estimated hole radius and the annulus radii, px.
+    rule : str
+        One line: the rule and its thresholds.
+    """
+
+    on_film: np.ndarray
+    level: np.ndarray = field(default_factory=lambda: np.empty(0))
+    film_level: float | None = None
+    spread: float | None = None
+    hole_level: float | None = None
+    hole_radius_px: float = 0.0
+    inner_px: float = 0.0
+    outer_px: float = 0.0
+    low: float | None = None
+    high: float | None = None
+    rule: str = ""
+
+    def as_dict(self, factor: float = 1.0) -> dict:
+        """JSON-ready summary; radii divided by `factor` (the scale stage's zoom) to input px."""
+        n_off = int(np.count_nonzero(~self.on_film))
+        below = int(np.count_nonzero(~self.on_film & (self.level < (self.low if self.low is not None else -np.inf))))
+
+        def r(v):
+            return None if v is None else float(f"{float(v):.6g}")
+
+        return {"lattice_points": int(len(self.on_film)), "off_film": n_off, "off_film_dark": below,
+                "off_film_bright": n_off - below, "film_level": r(self.film_level), "film_spread": r(self.spread),
+                "hole_level": r(self.hole_level), "dark_below": r(self.low), "bright_above": r(self.high),
+                "hole_radius_px": round(self.hole_radius_px / factor, 2),
+                "annulus_px": [round(self.inner_px / factor, 2), round(self.outer_px / factor, 2)],
+                "rule": self.rule}
+
+
+def _robust_sd(v: np.ndarray) -> float:
+    v = np.asarray(v, dtype=np.float64)
+    if v.size == 0:
+        return 0.0
+    return 1.4826 * float(np.median(np.abs(v - np.median(v))))
+
+
+def hole_radius_px(mask: np.ndarray, points: np.ndarray, spacing_px: float) -> float:
+    """Typical hole radius (px): the median equivalent-disc radius sqrt(area / π) of the
+    8-connected U-Net mask components under the lattice points, clipped to [0.15, 0.45] ×
+    the spacing; 0.3 × the spacing when no point lies on the mask.
+
+    Examples
+    --------
+    >>> m = np.zeros((40, 40), bool); yy, xx = np.mgrid[:40, :40]
+    >>> m[(yy - 20) ** 2 + (xx - 20) ** 2 <= 36] = True
+    >>> round(hole_radius_px(m, np.array([[20.5, 20.5]]), 30.0), 1)
+    6.0
+    """
+    import scipy.ndimage as ndi
+
+    d = float(spacing_px)
+    m = np.asarray(mask, dtype=bool)
+    p = np.floor(np.asarray(points, dtype=np.float64).reshape(-1, 2)).astype(np.int64)
+    ok = (p[:, 0] >= 0) & (p[:, 0] < m.shape[0]) & (p[:, 1] >= 0) & (p[:, 1] < m.shape[1])
+    p = p[ok]
+    if len(p) == 0 or not m[p[:, 0], p[:, 1]].any():
+        return 0.3 * d
+    labels, _ = ndi.label(m, structure=np.ones((3, 3), dtype=bool))
+    ids = labels[p[:, 0], p[:, 1]]
+    ids = np.unique(ids[ids > 0])
+    areas = np.bincount(labels.ravel())[ids]
+    r = math.sqrt(float(np.median(areas)) / math.pi)
+    return float(min(max(r, 0.15 * d), 0.45 * d))
+
+
+def film_check(image: np.ndarray, mask: np.ndarray, points: np.ndarray, spacing_px: float,
+               polarity: int = 1) -> FilmCheck:
+    """Lattice points on the holey film (docs/ALGORITHM.md#medmag-film).
+
+    For each lattice point the film level is the median of the pixels of an annulus around
+    it (inside HOLE_MARGIN × the hole radius + 1 px excluded, out to OUTER_FRACTION × the
+    spacing; U-Net mask pixels, dilated, excluded: neighbouring holes), on the image
+    multiplied by `polarity`. The reference is the points whose own pixel is in the U-Net
+    mask (the U-Net saw a hole there): film level F (median of their levels), spread S
+    (1.4826 × MAD), hole level H (median of the mask pixels within a hole radius of
+    those points) and contrast C = |H − F|. A
+    point is off film when its level is below F − max(6 S, 0.25 C) (dark: the area around a
+    square, a grid bar, thick debris), or, when H > F, above F + max(6 S, 0.75 C) (the film
+    itself is missing: torn film). Fewer than 3 reference points: every point is kept. The
+    levels are medians of full-resolution pixels (block means would shrink S and call film
+    in an illumination gradient dark); only the mask dilation runs on the mask binned to a
+    spacing of ≥ 40 px (speed on upsampled images).
+
+    Parameters
+    ----------
+    image : 2-D array [row, col], any units
+    mask : bool [row, col], the U-Net hole mask of the same image
+    points : n×2 (row, col) px, pixel-corner coordinates
+    spacing_px : float, the lattice's shortest vector length, px
+    polarity : +1 (holes brighter than film) or −1 (inverted image)
+
+    Returns
+    -------
+    FilmCheck
+
+    Examples
+    --------
+    A film of level 100 with bright holes on the left half, a dark surround (level 0) on the
+    right half: the lattice points on the right are off film.
+
+    >>> img = np.zeros((60, 120)); img[:, :60] = 100.0
+    >>> yy, xx = np.mgrid[:60, :120]; pts = np.array([[30.0, c] for c in (15.0, 45.0, 75.0, 105.0)])
+    >>> mask = np.zeros(img.shape, bool)
+    >>> for r, c in pts[:2]:
+    ...     mask |= (yy + 0.5 - r) ** 2 + (xx + 0.5 - c) ** 2 <= 49
+    >>> img[mask] = 150.0
+    >>> ext = np.array([[10.0, 15.0], [50.0, 45.0]])  # two more film points for the reference
+    >>> for r, c in ext:
+    ...     m2 = (yy + 0.5 - r) ** 2 + (xx + 0.5 - c) ** 2 <= 49; mask |= m2; img[m2] = 150.0
+    >>> film_check(img, mask, np.vstack([pts, ext]), 30.0).on_film.tolist()
+    [True, True, False, False, True, True]
+    """
+    return _film_check(image, mask, points, spacing_px, polarity)
+
+
+def _dilate(m: np.ndarray, grow: int, b: int) -> np.ndarray:
+    """bool mask dilated by `grow` px (3×3 steps); for b > 1 on the mask binned b × b ("any")
+    and repeated back, which covers at least the same pixels (up to b − 1 px more)."""
+    import scipy.ndimage as ndi
+
+    if not m.any():
+        return m
+    if b <= 1:
+        return ndi.binary_dilation(m, structure=np.ones((3, 3), dtype=bool), iterations=grow)
+    h, w = m.shape
+    hp, wp = -(-h // b) * b, -(-w // b) * b
+    pad = np.zeros((hp, wp), dtype=bool)
+    pad[:h, :w] = m
+    mb = pad.reshape(hp // b, b, wp // b, b).any(axis=(1, 3))
+    mb = ndi.binary_dilation(mb, structure=np.ones((3, 3), dtype=bool), iterations=max(1, -(-grow // b)))
+    return np.repeat(np.repeat(mb, b, axis=0), b, axis=1)[:h, :w]
+
+
+def _film_check(image, mask, points, spacing_px, polarity) -> FilmCheck:
+    import scipy.ndimage as ndi
+
+    x = np.asarray(image)
+    m = np.asarray(mask, dtype=bool)
+    p = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    n = len(p)
+    d = float(spacing_px)
+    sign = -1.0 if polarity < 0 else 1.0
+    keep_all = FilmCheck(np.ones(n, dtype=bool), np.full(n, np.nan))
+    if n == 0 or not (d > 0):
+        keep_all.rule = "no lattice points"
+        return keep_all
+    rh = hole_radius_px(m, p, d)
+    r_in = min(HOLE_MARGIN * rh + 1.0, 0.5 * d)
+    r_out = max(OUTER_FRACTION * d, r_in + 2.0)
+    grow = int(math.ceil(MASK_DILATE_FRACTION * d + 2.0))
+    excl = _dilate(m, grow, max(1, int(d / CHECK_SPACING_BINNED_PX)))
+    R = int(math.ceil(r_out)) + 1
+    off = np.arange(-R, R + 1, dtype=np.float64)
+    level = np.full(n, np.nan)
+    h, w = x.shape
+    for k, (pr, pc) in enumerate(p):
+        r0, r1 = max(0, int(math.floor(pr)) - R), min(h, int(math.floor(pr)) + R + 1)
+        c0, c1 = max(0, int(math.floor(pc)) - R), min(w, int(math.floor(pc)) + R + 1)
+        if r0 >= r1 or c0 >= c1:
+            continue
+        dr = (np.arange(r0, r1) + 0.5 - pr)[:, None]
+        dc = (np.arange(c0, c1) + 0.5 - pc)[None, :]
+        d2 = dr * dr + dc * dc
+        sel = (d2 >= r_in * r_in) & (d2 <= r_out * r_out) & ~excl[r0:r1, c0:c1]
+        if np.count_nonzero(sel) >= MIN_ANNULUS_PX:
+            level[k] = sign * float(np.median(np.asarray(x[r0:r1, c0:c1], dtype=np.float64)[sel]))
+    del off
+    pi = np.floor(p).astype(np.int64)
+    inside = (pi[:, 0] >= 0) & (pi[:, 0] < h) & (pi[:, 1] >= 0) & (pi[:, 1] < w)
+    seen = np.zeros(n, dtype=bool)
+    seen[inside] = m[pi[inside, 0], pi[inside, 1]]
+    seen &= np.isfinite(level)
+    out = FilmCheck(np.ones(n, dtype=bool), level, hole_radius_px=rh, inner_px=r_in, outer_px=r_out)
+    if np.count_nonzero(seen) < MIN_SEEN:
+        out.rule = f"kept every point: fewer than {MIN_SEEN} lattice points on U-Net holes for a film reference"
+        return out
+    F = float(np.median(level[seen]))
+    S = _robust_sd(level[seen])
+    # hole level: the mask pixels within a hole radius of the points on U-Net holes (not the
+    # whole mask: a U-Net may also mark parts of a dark surround)
+    disc = np.zeros(m.shape, dtype=bool)
+    rr = int(math.ceil(rh))
+    for pr, pc in p[seen]:
+        r0, r1 = max(0, int(pr) - rr), min(h, int(pr) + rr + 1)
+        c0, c1 = max(0, int(pc) - rr), min(w, int(pc) + rr + 1)
+        dr = (np.arange(r0, r1) + 0.5 - pr)[:, None]
+        dc = (np.arange(c0, c1) + 0.5 - pc)[None, :]
+        disc[r0:r1, c0:c1] |= dr * dr + dc * dc <= rh * rh
+    disc &= m
+    H = sign * float(np.median(np.asarray(x, dtype=np.float64)[disc]))
+    C = abs(H - F)
+    low = F - max(DARK_SPREAD * S, DARK_CONTRAST * C)
+    high = F + max(BRIGHT_SPREAD * S, BRIGHT_CONTRAST * C) if H > F else None
+    lv = np.where(np.isfinite(level), level, F)
+    off_film = lv < low
+    if high is not None:
+        off_film |= lv > high
+    out.on_film = ~off_film
+    out.film_level, out.spread, out.hole_level, out.low, out.high = F, S, H, low, high
+    out.rule = ("film = median of the annulus (annulus_px) around each lattice point (U-Net holes"
+                f" left out); off film below F - max({DARK_SPREAD:g} S, {DARK_CONTRAST:g} |H - F|)"
+                + (f" or above F + max({BRIGHT_SPREAD:g} S, {BRIGHT_CONTRAST:g} |H - F|)" if high is not None else "")
+                + "; F, S from the points on U-Net holes, H the median of the U-Net holes at those points")
+    return out
+
+
+@dataclass(frozen=True)
+class Polarity:
+    """The sign of the hole/film contrast (docs/ALGORITHM.md#medmag-polarity).
+
+    sign: +1 holes brighter than the film (normal), −1 darker (inverted image; the pipeline
+    negates it); z: (mean − median) of the lattice-folded cell in robust standard errors
+    (positive: bright holes); note: one line for json-full.
+    """
+
+    sign: int
+    z: float | None
+    note: str
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary."""
+        return {"sign": self.sign, "z": None if self.z is None else round(self.z, 2), "note": self.note}
+
+
+FOLD_BINS = 24  # phase bins per lattice vector of the folded unit cell
+
+
+def hole_polarity(image: np.ndarray, vectors_xy, bin_factor: int | None = None) -> Polarity:
+    """Whether the holes of a medium-mag image are brighter than its film.
+
+    The image is binned to ≤ 512 px a side and robustly normalised (`scale.robust_normalise`:
+    offset and gain drop out, a dark surround is clipped), then folded over the measured hole
+    lattice (`vectors_xy`, the scale stage's reduced basis, (x, y) px of the input image):
+    every pixel goes to one of 24 × 24 phase bins of the unit cell, and the bins' means form
+    the average cell. Holes cover less than half of a cell (π r² / pitch² ≤ 0.47 for every
+    common film), so the cell's median is the film and its mean − median has the sign of
+    hole − film. The holes are called darker (sign −1) only when that difference is
+    below −POLARITY_Z standard errors (its spread estimated from the cell's bin-to-bin
+    noise); otherwise +1.
+
+    Parameters
+    ----------
+    image : 2-D array [row, col]
+    vectors_xy : two (x, y) lattice vectors, px of `image`
+    bin_factor : int, optional (default: the smallest making the longer side ≤ 512)
+
+    Returns
+    -------
+    Polarity
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:256, :256]
+    >>> holes = ((yy % 32 - 16) ** 2 + (xx % 32 - 16) ** 2) < 64
+    >>> img = np.where(holes, 200.0, 100.0) + np.random.default_rng(0).normal(0, 5, (256, 256))
+    >>> hole_polarity(img, ((32.0, 0.0), (0.0, 32.0))).sign, hole_polarity(-img, ((32.0, 0.0), (0.0, 32.0))).sign
+    (1, -1)
+    """
+    from . import scale
+
+    a = np.asarray(image)
+    b = int(bin_factor) if bin_factor else max(1, int(math.ceil(max(a.shape) / scale.WORK_SIDE_PX)))
+    x = scale.robust_normalise(scale.bin_image(a, b)).astype(np.float64)
+    A = np.asarray(vectors_xy, dtype=np.float64).T / b  # columns: lattice vectors (x, y), binned px
+    if abs(np.linalg.det(A)) < 1e-6:
+        return Polarity(1, None, "degenerate lattice: polarity not measured (holes taken as bright)")
+    h, w = x.shape
+    yy, xx = np.mgrid[:h, :w]
+    uv = np.linalg.solve(A, np.stack([xx.ravel() + 0.5, yy.ravel() + 0.5]).astype(np.float64))
+    iu = np.floor((uv[0] % 1.0) * FOLD_BINS).astype(np.int64) % FOLD_BINS
+    iv = np.floor((uv[1] % 1.0) * FOLD_BINS).astype(np.int64) % FOLD_BINS
+    idx = iu * FOLD_BINS + iv
+    cnt = np.bincount(idx, minlength=FOLD_BINS ** 2)
+    tot = np.bincount(idx, weights=x.ravel(), minlength=FOLD_BINS ** 2)
+    ok = cnt > 0
+    if np.count_nonzero(ok) < FOLD_BINS ** 2 // 2:
+        return Polarity(1, None, "too few pixels per lattice cell: polarity not measured (holes taken as bright)")
+    cell = tot[ok] / cnt[ok]
+    diff = float(cell.mean() - np.median(cell))
+    # noise of the bin means: robust spread of neighbouring-bin differences / sqrt 2
+    grid = np.full(FOLD_BINS ** 2, np.nan)
+    grid[ok] = cell
+    g = grid.reshape(FOLD_BINS, FOLD_BINS)
+    nd = np.concatenate([(g - np.roll(g, 1, 0)).ravel(), (g - np.roll(g, 1, 1)).ravel()])
+    noise = _robust_sd(nd[np.isfinite(nd)]) / math.sqrt(2.0)
+    se = max(noise * math.sqrt(1.0 / cell.size + 1.0 / cell.size), 1e-12)
+    z = diff / se
+    if z <= -POLARITY_Z:
+        return Polarity(-1, z, f"holes darker than the film (folded cell mean - median {z:.1f} s.e.): image negated")
+    return Polarity(1, z, f"holes brighter than the film (folded cell mean - median {z:.1f} s.e.)")
+
+
+#: `film_region`: the smoothed image must split into two classes at least this many pooled
+#: standard deviations apart (a unimodal or evenly graded image splits into ≈ 2.7-3.5)
+REGION_SEPARATION = 5.0
+REGION_MIN_FRACTION = 0.02  # the non-film class must cover at least this fraction
+PERIOD_BINNED_PX = 8.0  # the film region is found on the image binned to this many px per period
+
+
+@dataclass(frozen=True)
+class FilmRegion:
+    """Where the holey film is, before the U-Net (docs/ALGORITHM.md#medmag-film-region).
+
+    mask: bool [row, col] of the image, or None when the whole image is film; fraction: the
+    film's share of the image; separation: the two classes' distance in pooled standard
+    deviations (None when not split); note: one line for json-full.
+    """
+
+    mask: np.ndarray | None
+    fraction: float
+    separation: float | None
+    note: str
+
+    def as_dict(self) -> dict:
+        """JSON-ready summary (without the mask)."""
+        return {"fraction": round(self.fraction, 4),
+                "separation": None if self.separation is None else round(self.separation, 2), "note": self.note}
+
+
+def _otsu(v: np.ndarray, bins: int = 256) -> float:
+    lo, hi = float(v.min()), float(v.max())
+    if not hi > lo:
+        return lo
+    hist, edges = np.histogram(v, bins=bins, range=(lo, hi))
+    c = 0.5 * (edges[:-1] + edges[1:])
+    w0 = np.cumsum(hist).astype(np.float64)
+    w1 = w0[-1] - w0
+    s0 = np.cumsum(hist * c)
+    m0 = s0 / np.maximum(w0, 1)
+    m1 = (s0[-1] - s0) / np.maximum(w1, 1)
+    between = w0 * w1 * (m0 - m1) ** 2
+    return float(edges[int(np.argmax(between[:-1])) + 1])
+
+
+def film_region(image: np.ndarray, period_px: float | None) -> FilmRegion:
+    """The holey film of a medium-mag image, from its pixels alone (robust mode).
+
+    The image is binned so that a lattice period is about 8 px, smoothed by the mean over a
+    box of one period (holes and film average out to the film's cell mean) and split in two by
+    Otsu's threshold. The split is accepted only when the two classes lie at least
+    REGION_SEPARATION pooled standard deviations apart and the smaller covers at least 2 %;
+    the film is then the class with the larger local contrast (holes in it: median absolute
+    deviation of the binned image from its smoothed version), the other being the flat dark
+    area around a square, a grid bar or vacuum. Otherwise the whole image is film.
+
+    Parameters
+    ----------
+    image : 2-D array [row, col]
+    period_px : float or None, the hole lattice period in px of `image` (None: whole image)
+
+    Returns
+    -------
+    FilmRegion
+
+    Examples
+    --------
+    >>> yy, xx = np.mgrid[:256, :256]
+    >>> img = np.where(((yy % 16 - 8) ** 2 + (xx % 16 - 8) ** 2) < 16, 150.0, 100.0)
+    >>> img[:, 160:] = 5.0                                  # a dark area on the right
+    >>> r = film_region(img + np.random.default_rng(0).normal(0, 3, img.shape), 16.0)
+    >>> abs(r.fraction - 160 / 256) < 0.02, bool(r.mask[100, 50]), bool(r.mask[100, 220])
+    (True, True, False)
+    >>> film_region(np.where(((yy % 16 - 8) ** 2 + (xx % 16 - 8) ** 2) < 16, 150.0, 100.0), 16.0).mask is None
+    True
+    """
+    import scipy.ndimage as ndi
+
+    from .scale import bin_image
+
+    a = np.asarray(image)
+    if period_px is None or not (period_px > 0) or a.size == 0:
+        return FilmRegion(None, 1.0, None, "no lattice period: the whole image is film")
+    b = max(1, int(period_px / PERIOD_BINNED_PX))
+    x = bin_image(a, b).astype(np.float64)
+    if min(x.shape) < 4:
+        return FilmRegion(None, 1.0, None, "image too small: the whole image is film")
+    sig = float(period_px) / b
+    sm = ndi.uniform_filter(x, max(1, int(round(sig))), mode="nearest")
+    t = _otsu(sm.ravel())
+    hi = sm > t
+    f_hi = float(hi.mean())
+    if min(f_hi, 1.0 - f_hi) < REGION_MIN_FRACTION:
+        return FilmRegion(None, 1.0, None, "one class: the whole image is film")
+    v_hi, v_lo = sm[hi], sm[~hi]
+    pooled = math.sqrt(0.5 * (v_hi.var() + v_lo.var()))
+    sep = float((v_hi.mean() - v_lo.mean()) / pooled) if pooled > 0 else math.inf
+    if sep < REGION_SEPARATION:
+        return FilmRegion(None, 1.0, sep, f"no separate off-film area (classes {sep:.1f} sd apart): the whole image is film")
+    texture = np.abs(x - ndi.gaussian_filter(x, 0.25 * sig, mode="nearest"))
+    film_is_hi = float(np.median(texture[hi])) >= float(np.median(texture[~hi]))
+    fb = hi if film_is_hi else ~hi
+    full = np.zeros(a.shape, dtype=bool)
+    up = np.repeat(np.repeat(fb, b, axis=0), b, axis=1)
+    full[: up.shape[0], : up.shape[1]] = up
+    if up.shape[0] < a.shape[0]:  # rows and columns beyond the last whole block: as their neighbours
+        full[up.shape[0]:, : up.shape[1]] = up[-1:, :]
+    if up.shape[1] < a.shape[1]:
+        full[:, up.shape[1]:] = full[:, up.shape[1] - 1: up.shape[1]]
+    frac = float(full.mean())
+    return FilmRegion(full, frac, sep, f"film = the {'brighter' if film_is_hi else 'darker'} of two classes {sep:.1f} sd "
+                      f"apart in the image smoothed over a period ({frac:.0%} of the image)")
