@@ -570,7 +570,34 @@ def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray, lattice_mo
 def keep_points(layout: HoleLayout, keep: np.ndarray) -> HoleLayout:
     """The layout with only the holes where `keep` (bool, one per point) is True (points,
     rotated points, boxes and vertices alike); no hole left gives a reason
-    (docs/ALGORITHM.md#medmag-film)."""
+    (docs/ALGORITHM.md#medmag-film).
+
+    Parameters
+    ----------
+    layout : HoleLayout
+        From `layout_holes`.
+    keep : numpy.ndarray
+        bool, one per lattice point.
+
+    Returns
+    -------
+    HoleLayout
+        `layout` itself when every point is kept.
+
+    Examples
+    --------
+    >>> rr, cc = np.mgrid[:240, :240]
+    >>> m = np.zeros((240, 240), bool)
+    >>> for r in range(30, 240, 60):
+    ...     for c in range(30, 240, 60):
+    ...         m |= (rr - r) ** 2 + (cc - c) ** 2 <= 15 ** 2
+    >>> lay = layout_holes(m)
+    >>> half = keep_points(lay, np.arange(16) < 8)
+    >>> len(half.points), len(half.boxes), half.reason, keep_points(lay, np.ones(16, bool)) is lay
+    (8, 8, None, True)
+    >>> keep_points(lay, np.zeros(16, bool)).reason
+    'every lattice point (16) is off the holey film'
+    """
     from dataclasses import replace
 
     k = np.asarray(keep, dtype=bool)
@@ -896,7 +923,7 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
     >>> len(res.holes), res.lattice_spacing_px, [h.center for h in res.holes[:3]]
     (16, 60.0, [(30, 30), (90, 30), (150, 30)])
     >>> res.holes[0].area, res.holes[0].score, sorted(res.intermediates)
-    (1600.0, 0.0, ['boxes', 'centroids', 'crops', 'layout', 'mask'])
+    (1600.0, 0.0, ['boxes', 'centroids', 'crops', 'film', 'layout', 'mask'])
     >>> holes_from_mask(np.zeros((240, 240)), mask[:100])
     Traceback (most recent call last):
     ...
@@ -1047,7 +1074,12 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     if robust:  # shifted so that the rotation fill is 0: float32 keeps the precision of any offset
         raw = np.asarray(loaded.pixels)
         ref = rotation_fill(raw)
-        pix = (raw.astype(np.float64) - ref).astype(np.float32) if ref != 0.0 else raw.astype(np.float32, copy=False)
+        if ref != 0.0:  # in float64 row strips: no whole-image float64 copy
+            pix = np.empty(raw.shape, np.float32)
+            for sl in row_strips(*raw.shape):
+                pix[sl] = raw[sl].astype(np.float64) - ref
+        else:
+            pix = raw.astype(np.float32, copy=False)
     else:
         pix = clamp_negatives(loaded.pixels)
     decision = scale_decision(pix, ms, opts, loaded.pixel_size_nm if pixel_size_nm is None else pixel_size_nm)
@@ -1120,7 +1152,36 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
 def lattice_holes_seen(mask: np.ndarray, opts: MedmagOptions, models) -> int:
     """How many lattice points of the layout of a U-Net mask lie on a mask pixel (a hole the
     U-Net saw where the lattice puts one): the evidence that decides an image's polarity when
-    the folded cell calls its holes dark (docs/ALGORITHM.md#medmag-polarity)."""
+    the folded cell calls its holes dark (docs/ALGORITHM.md#medmag-polarity).
+
+    Parameters
+    ----------
+    mask : numpy.ndarray
+        bool [row, col] U-Net hole mask.
+    opts : MedmagOptions
+        Its `lattice` (None: the model set's).
+    models : ModelSet
+        For `lattice_mode`.
+
+    Returns
+    -------
+    int
+        Lattice points on mask pixels (0 when no lattice fits).
+
+    Examples
+    --------
+    A 4×4 lattice of discs: every lattice point is on a hole; its negation has none:
+
+    >>> from ptolemy_rt.models import load_model_set
+    >>> rr, cc = np.mgrid[:240, :240]
+    >>> m = np.zeros((240, 240), bool)
+    >>> for r in range(30, 240, 60):
+    ...     for c in range(30, 240, 60):
+    ...         m |= (rr - r) ** 2 + (cc - c) ** 2 <= 15 ** 2
+    >>> ms = load_model_set("ptolemy-rt-synth-v1")
+    >>> lattice_holes_seen(m, MedmagOptions(lattice="square"), ms), lattice_holes_seen(~m, MedmagOptions(lattice="square"), ms)
+    (16, 0)
+    """
     layout = layout_holes(mask, None, opts.lattice or lattice_mode(models))
     if layout.reason is not None or len(layout.points) == 0:
         return 0

@@ -80,9 +80,10 @@ def test_lattice_points_on_the_dark_surround_are_not_holes():
     # every reported hole lies on the square (a partly cut hole at its edge may be reported)
     for x, y in got:
         assert on[int(np.clip(y, 0, on.shape[0] - 1)), int(np.clip(x, 0, on.shape[1] - 1))]
-    assert res.film["off_film"] == len(pub.holes) - len(res.holes) > 20
-    assert res.film["lattice_points"] == len(pub.holes)
-    assert pub.film is None  # the published pipeline has no film check and reports every point
+    assert res.film["off_film"] == res.film["lattice_points"] - len(res.holes) > 20
+    # the published pipeline has no film check and reports every point of its lattice (its
+    # own box rule may pick a lattice one row or column larger or smaller)
+    assert pub.film is None and abs(len(pub.holes) - res.film["lattice_points"]) <= max(3, 0.05 * len(pub.holes))
 
 
 def test_grid_bars_and_torn_film():
