@@ -450,13 +450,14 @@ def models_convert_published(
                                           help="The published material's NOTICE.md (licence, citation); "
                                                "default: DIR/NOTICE.md or DIR/../NOTICE.md."),
     out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", show_default=False,
-                                       help="Where to write the set (default: the per-user folder's ptolemy-2022)."),
+                                       help="Where to write the set (default: ptolemy-2022 in the per-user folder, "
+                                            "or in PTOLEMY_MODELS_DIR when that is set: where the loader looks)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when up to date."),
 ) -> int:
     """Convert the published Ptolemy checkpoints into the model set ptolemy-2022 (needs
     `pip install 'ptolemy-rt[export]'`: torch CPU and onnx)."""
     from .errors import ModelSetError
-    from .models import PUBLISHED_SET, user_models_dir
+    from .models import PUBLISHED_SET, models_roots
 
     weights = Path(weights)
     if not weights.is_dir():
@@ -465,7 +466,7 @@ def models_convert_published(
         notice = next((p for p in (weights / "NOTICE.md", weights.parent / "NOTICE.md") if p.is_file()), None)
         if notice is None:
             raise _usage(f"--weights {weights}: no NOTICE.md beside the checkpoints; name it with --notice")
-    dest = Path(out) if out is not None else user_models_dir() / PUBLISHED_SET
+    dest = Path(out) if out is not None else models_roots()[-1] / PUBLISHED_SET  # the per-user folder or PTOLEMY_MODELS_DIR
     with _stdout_to_stderr():
         import importlib.util
 
@@ -535,7 +536,8 @@ def _truth_json(truth) -> str:
 
 
 def _mrc_bytes(image) -> bytes:
-    """An MRC file (float32, mode 2) holding a 2-D image [row, col]."""
+    """An MRC file (float32, mode 2) holding a 2-D image [row, col]; its bytes depend on the
+    image only (mrcfile's creation-time label is replaced by a fixed one)."""
     import tempfile
 
     import mrcfile
@@ -545,6 +547,8 @@ def _mrc_bytes(image) -> bytes:
         p = os.path.join(d, "x.mrc")
         with mrcfile.new(p) as m:
             m.set_data(np.ascontiguousarray(image, dtype=np.float32))
+            m.header.label[0] = b"ptolemy-rt demo (synthetic image)".ljust(80)
+            m.header.nlabl = 1
         with open(p, "rb") as f:
             return f.read()
 

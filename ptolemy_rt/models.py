@@ -148,7 +148,10 @@ def build_command(name: str) -> str:
     Returns
     -------
     str
-        A shell command, or for the own set outside a checkout how to reinstall it.
+        A shell command: in a checkout the make target; in an installed package
+        ``ptolemy models convert-published --weights DIR`` for the published set (it writes
+        where the loader looks: the per-user folder, or PTOLEMY_MODELS_DIR when set) and, for
+        the own set (which ships in the wheel), reinstalling the wheel with no network.
 
     Examples
     --------
@@ -156,12 +159,22 @@ def build_command(name: str) -> str:
 
     >>> build_command(PUBLISHED_SET), build_command(OWN_SET)
     ('make models', 'make train')
+
+    In an installed wheel:
+
+    >>> from unittest import mock
+    >>> with mock.patch(__name__ + ".in_checkout", return_value=False):
+    ...     print(build_command(PUBLISHED_SET)); print(build_command(OWN_SET))  # doctest: +ELLIPSIS
+    ptolemy models convert-published --weights DIR
+    pip install --force-reinstall --no-deps ptolemy_rt-...-*.whl
     """
     if in_checkout():
         return "make models" if name == PUBLISHED_SET else "make train"
     if name == PUBLISHED_SET:
         return "ptolemy models convert-published --weights DIR"
-    return "pip install --force-reinstall ptolemy-rt (the default set ships in the wheel)"
+    from . import __version__
+
+    return f"pip install --force-reinstall --no-deps ptolemy_rt-{__version__}-*.whl"
 
 
 def available_sets(root: Path | None = None) -> list[str]:
