@@ -433,7 +433,7 @@ def test_plot_draws_on_the_assembled_montage(tmp_path, capsys):
     the picture is the assembled, binned atlas (its size, its grey levels) and the best box is
     drawn over a square drawn in the atlas. A json-full result made at another binning is drawn
     at that binning; a picture of another size than the result's image is warned about."""
-    from PIL import Image
+    Image = pytest.importorskip("PIL.Image")  # Pillow: the [plot] extra
 
     from ptolemy_rt import synthetic
     from ptolemy_rt.options import InputOptions
@@ -486,7 +486,7 @@ def test_plot_draws_on_the_assembled_montage(tmp_path, capsys):
 def test_plot_draws_on_the_epu_atlas(tmp_path, capsys, fake):
     """An EPU atlas folder (real Atlas.dm, synthetic tiles): `ptolemy plot` draws on the atlas
     assembled from the tiles, the size of the result's image."""
-    from PIL import Image
+    Image = pytest.importorskip("PIL.Image")  # Pillow: the [plot] extra
 
     (tmp_path / "atlas").mkdir()
     _, _, truth, _ = _atlas_folder(tmp_path / "atlas", stitched=False, tile_scale=1)
