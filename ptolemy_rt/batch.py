@@ -259,9 +259,12 @@ def analyse(job: Job) -> Outcome:
     if output.fmt == "nav":
         from . import navigator
 
+        from .sources import stored_bottom_up
+
         nav, label = output.nav_map
         protect.append(nav)
-        outs.append((job.out, navigator.targets_nav_text(result, nav, label, output.nav_flip,
+        flip = output.nav_flip if output.nav_flip is not None else stored_bottom_up(image)
+        outs.append((job.out, navigator.targets_nav_text(result, nav, label, flip,
                                                          output.nav_acquire, job.out)[0]))
     else:
         text = format_report(report, output.fmt)

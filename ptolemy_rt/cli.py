@@ -4,7 +4,7 @@
                    [--batchnorm published|running] [--crop-grid image|square] [--norm MEAN,STD]
                    [--section N] [-j N] [--plot OUT.png] [--pixel-size NM] [--force]
     ptolemy medmag IMAGE... (the same options but --crop-grid, --norm)
-    ptolemy plot RESULT.json IMAGE OUT.png [--section N]
+    ptolemy plot RESULT.json IMAGE OUT.png [--section N] [--mdoc PATH] [--montage-bin auto|N]
     ptolemy demo OUTDIR [--seed N] [--models NAME]
     ptolemy --version
 
@@ -367,30 +367,69 @@ _pipeline_command("lowmag", "Find and rank grid squares in low-magnification atl
 _pipeline_command("medmag", "Find and rank holes in medium-magnification (grid square) images.")
 
 
-@app.command("plot", no_args_is_help=True)
-def plot_cmd(
-    result: Path = typer.Argument(..., metavar="RESULT.json", help="Result file (-f json or json-full).", show_default=False, readable=False),
-    image: Path = typer.Argument(..., metavar="IMAGE", help="The MRC image the result belongs to.", show_default=False, readable=False),
-    out: Path = typer.Argument(..., metavar="OUT.png", help="Picture to write.", show_default=False, readable=False),
-    section: Optional[int] = _SECTION,
-) -> int:
-    """Draw a result over its image (boxes coloured by score, ranks of the best ten)."""
+_PLOT_RESULT = typer.Argument(..., metavar="RESULT.json", help="Result file (-f json or json-full).", show_default=False,
+                              readable=False)
+_PLOT_IMAGE = typer.Argument(..., metavar="IMAGE", help="The image the result belongs to, given as to lowmag/medmag "
+                             "(an MRC file, a SerialEM montage stack, an EPU image, an Atlas.dm or its folder).",
+                             show_default=False, readable=False)
+_PLOT_OUT = typer.Argument(..., metavar="OUT.png", help="Picture to write.", show_default=False, readable=False)
+
+
+def _plot_command(result: Path, image: Path, out: Path, section: int | None, **values) -> int:
+    """Run ``ptolemy plot``: the image is read by `sources.load_image` as the analysis read it
+    (`values`: the command-line fields of `InputOptions`). A json-full result names the
+    command (the kind `auto_bin` bins for), the section and the binning it was made with;
+    they are used unless given here."""
+    from .options import PIPELINE_OPTIONS
     from .output import check_output_path
-    from .plot import read_items, require_pillow, write_overlay
+    from .plot import read_result, require_pillow, write_overlay
+    from .sources import load_image
 
     require_pillow()
     check_output_path(out, protect=[image, result])
-    its = read_items(result)
+    reading = from_cli(InputOptions, values)
+    its, header = read_result(result)
+    kind = header.get("command") if header.get("command") in PIPELINE_OPTIONS else "lowmag"
+    source = header.get("source") if isinstance(header.get("source"), dict) else {}
+    if reading.montage_bin is None and isinstance(source.get("bin"), int) and not isinstance(source["bin"], bool) \
+            and source["bin"] >= 1 and source.get("kind") in ("serialem-montage", "epu-atlas"):
+        reading = replace(reading, montage_bin=source["bin"])  # the binning the result was made at
+    if section is None and isinstance(header.get("section"), int) and not isinstance(header["section"], bool):
+        section = header["section"] if header["section"] >= 0 else None
     with _stdout_to_stderr():
-        from .io import read_image
-
-        img = read_image(image, section=section)
+        img = load_image(image, section, reading, kind)
         rows, cols = img.pixels.shape
+        shape = header.get("shape")
+        if isinstance(shape, list) and len(shape) == 2 and list(shape) != [rows, cols]:
+            _say("warning", f"{result}: made on a {shape[0]} x {shape[1]} px image, but {image} reads as "
+                            f"{rows} x {cols} px; give the --section / --mdoc / --montage-bin of the analysis")
         outside = sum(1 for d in its if not (-cols <= d["center"][0] <= 2 * cols and -rows <= d["center"][1] <= 2 * rows))
         if outside:
             _say("warning", f"{result}: {outside} target(s) lie far outside {image} ({rows} x {cols} px); wrong image?")
         write_overlay(img.pixels, its, out, protect=[image, result])
     return EXIT_OK
+
+
+def _register_plot() -> None:
+    """Register ``ptolemy plot RESULT.json IMAGE OUT.png [--section N]`` plus the fields of
+    `InputOptions` (--mdoc, --montage-bin), declared once in `options`."""
+    P = inspect.Parameter
+    params = [P("result", P.KEYWORD_ONLY, default=_PLOT_RESULT, annotation=Path),
+              P("image", P.KEYWORD_ONLY, default=_PLOT_IMAGE, annotation=Path),
+              P("out", P.KEYWORD_ONLY, default=_PLOT_OUT, annotation=Path),
+              P("section", P.KEYWORD_ONLY, default=_SECTION, annotation=Optional[int])] + _typer_parameters(InputOptions)
+
+    def plot(**values) -> int:
+        return _plot_command(**values)
+
+    plot.__doc__ = ("Draw a result over its image (boxes coloured by score, ranks of the best ten); the image is "
+                    "read as lowmag/medmag read it (montage, EPU atlas), so the picture matches the result's pixels.")
+    plot.__signature__ = inspect.Signature(params, return_annotation=int)
+    plot.__annotations__ = {p.name: p.annotation for p in params} | {"return": int}
+    app.command("plot", no_args_is_help=True)(plot)
+
+
+_register_plot()
 
 
 @app.command(no_args_is_help=True)
@@ -535,13 +574,14 @@ def models_convert_published(
                                           help="The published material's NOTICE.md (licence, citation); "
                                                "default: DIR/NOTICE.md or DIR/../NOTICE.md."),
     out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", show_default=False,
-                                       help="Where to write the set (default: the per-user folder's ptolemy-2022)."),
+                                       help="Where to write the set (default: ptolemy-2022 in the per-user folder, "
+                                            "or in PTOLEMY_MODELS_DIR when that is set: where the loader looks)."),
     force: bool = typer.Option(False, "--force", help="Rebuild even when up to date."),
 ) -> int:
     """Convert the published Ptolemy checkpoints into the model set ptolemy-2022 (needs
     `pip install 'ptolemy-rt[export]'`: torch CPU and onnx)."""
     from .errors import ModelSetError
-    from .models import PUBLISHED_SET, user_models_dir
+    from .models import PUBLISHED_SET, models_roots
 
     weights = Path(weights)
     if not weights.is_dir():
@@ -550,7 +590,7 @@ def models_convert_published(
         notice = next((p for p in (weights / "NOTICE.md", weights.parent / "NOTICE.md") if p.is_file()), None)
         if notice is None:
             raise _usage(f"--weights {weights}: no NOTICE.md beside the checkpoints; name it with --notice")
-    dest = Path(out) if out is not None else user_models_dir() / PUBLISHED_SET
+    dest = Path(out) if out is not None else models_roots()[-1] / PUBLISHED_SET  # the per-user folder or PTOLEMY_MODELS_DIR
     with _stdout_to_stderr():
         import importlib.util
 
@@ -620,7 +660,8 @@ def _truth_json(truth) -> str:
 
 
 def _mrc_bytes(image) -> bytes:
-    """An MRC file (float32, mode 2) holding a 2-D image [row, col]."""
+    """An MRC file (float32, mode 2) holding a 2-D image [row, col]; its bytes depend on the
+    image only (mrcfile's creation-time label is replaced by a fixed one)."""
     import tempfile
 
     import mrcfile
@@ -630,6 +671,8 @@ def _mrc_bytes(image) -> bytes:
         p = os.path.join(d, "x.mrc")
         with mrcfile.new(p) as m:
             m.set_data(np.ascontiguousarray(image, dtype=np.float32))
+            m.header.label[0] = b"ptolemy-rt demo (synthetic image)".ljust(80)
+            m.header.nlabl = 1
         with open(p, "rb") as f:
             return f.read()
 

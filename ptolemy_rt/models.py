@@ -152,7 +152,10 @@ def build_command(name: str) -> str:
     Returns
     -------
     str
-        A shell command, or for the own set outside a checkout how to reinstall it.
+        A shell command: in a checkout the make target; in an installed package
+        ``ptolemy models convert-published --weights DIR`` for the published set (it writes
+        where the loader looks: the per-user folder, or PTOLEMY_MODELS_DIR when set) and, for
+        the own set (which ships in the wheel), reinstalling the wheel with no network.
 
     Examples
     --------
@@ -160,12 +163,22 @@ def build_command(name: str) -> str:
 
     >>> build_command(PUBLISHED_SET), build_command(OWN_SET)
     ('make models', 'make train')
+
+    In an installed wheel:
+
+    >>> from unittest import mock
+    >>> with mock.patch(__name__ + ".in_checkout", return_value=False):
+    ...     print(build_command(PUBLISHED_SET)); print(build_command(OWN_SET))  # doctest: +ELLIPSIS
+    ptolemy models convert-published --weights DIR
+    pip install --force-reinstall --no-deps ptolemy_rt-...-*.whl
     """
     if in_checkout():
         return "make models" if name == PUBLISHED_SET else "make train"
     if name == PUBLISHED_SET:
         return "ptolemy models convert-published --weights DIR"
-    return "pip install --force-reinstall ptolemy-rt (the default set ships in the wheel)"
+    from . import __version__
+
+    return f"pip install --force-reinstall --no-deps ptolemy_rt-{__version__}-*.whl"
 
 
 def available_sets(root: Path | None = None) -> list[str]:
@@ -451,6 +464,17 @@ def _make_session(path: Path, set_name: str):
                             f"rebuild the set with `{build_command(set_name)}`") from None
 
 
+def _hidden_by_env(name: str) -> Path | None:
+    """The folder of set `name` in the default search when PTOLEMY_MODELS_DIR (which replaces
+    that search) is set, else None."""
+    if not os.environ.get("PTOLEMY_MODELS_DIR"):
+        return None
+    for root in (package_models_dir(), user_models_dir()):
+        if (root / name / "manifest.json").is_file():
+            return root / name
+    return None
+
+
 def _stamp(path: Path):
     try:
         st = path.stat()
@@ -525,6 +549,15 @@ def load_model_set(name: str | None = None) -> ModelSet:
     ...             print(str(e).replace(str(Path(d).resolve()), "DIR"))
     DIR/broken/manifest.json: format_version: missing; rebuild it with `make train`
     DIR/absent: unknown model set 'absent' (available: broken; searched DIR); check the name (`ptolemy models list`)
+
+    PTOLEMY_MODELS_DIR replaces the search, so a set found only elsewhere is named:
+
+    >>> with tempfile.TemporaryDirectory() as d, mock.patch.dict(os.environ, {"PTOLEMY_MODELS_DIR": d}):
+    ...     try:
+    ...         load_model_set(OWN_SET)
+    ...     except ModelSetError as e:
+    ...         print(str(e).split("); ")[1].split(";")[0].replace(str(package_models_dir()), "PKG"))
+    it is in PKG/ptolemy-rt-synth-v1, which PTOLEMY_MODELS_DIR hides: unset PTOLEMY_MODELS_DIR or copy that folder into it
     """
     if name is None:
         name = OWN_SET if find_set_folder(OWN_SET) is not None else PUBLISHED_SET
@@ -535,8 +568,12 @@ def load_model_set(name: str | None = None) -> ModelSet:
         roots = models_roots()
         avail = available_sets()
         listing = ", ".join(avail) if avail else "none"
-        hint = f"build it with `{build_command(name)}`" if name in (PUBLISHED_SET, OWN_SET) else \
-            "check the name (`ptolemy models list`)"
+        hidden = _hidden_by_env(name)
+        known = name in (PUBLISHED_SET, OWN_SET)
+        hint = f"build it with `{build_command(name)}`" if known else "check the name (`ptolemy models list`)"
+        if hidden is not None:  # PTOLEMY_MODELS_DIR replaces the search: the set is elsewhere
+            hint = (f"it is in {hidden}, which PTOLEMY_MODELS_DIR hides: unset PTOLEMY_MODELS_DIR or copy that "
+                    "folder into it" + (f"; or {hint}" if known else ""))
         raise ModelSetError(f"{roots[0] / name}: unknown model set {name!r} (available: {listing}; searched "
                             f"{os.pathsep.join(str(r) for r in roots)}); {hint}")
     with _LOCK:

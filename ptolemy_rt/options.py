@@ -444,8 +444,9 @@ class OutputOptions:
 
     fmt: one of `FORMATS` ("nav" needs nav_map). pixel_size_nm: given pixel size (nm, > 0)
     or None (the MRC header's, when plausible). nav_map: (navigator file, map item label)
-    for fmt "nav" (text "NAVFILE:LABEL" is parsed, `parse_nav_map`). nav_flip: the MRC is
-    stored bottom-up as SerialEM writes it. nav_acquire: mark the best N targets for
+    for fmt "nav" (text "NAVFILE:LABEL" is parsed, `parse_nav_map`). nav_flip: True: the image
+    is stored bottom-up as SerialEM writes it; False: top-down; None (default): from the source
+    (`sources.stored_bottom_up`). nav_acquire: mark the best N targets for
     acquisition (≥ 0).
 
     >>> OutputOptions(fmt="nav", nav_map="grid.nav:7").nav_map
@@ -459,10 +460,11 @@ class OutputOptions:
     nav_map: tuple[str, str] | None = field(default=None, metadata=cli_option(
         "--nav-map", metavar="NAVFILE:LABEL", parse=parse_nav_map,
         help="-f nav: the SerialEM Navigator (autodoc .nav) and the label of the map item the image is."))
-    nav_flip: bool = field(default=True, metadata=cli_option(
+    nav_flip: bool | None = field(default=None, metadata=cli_option(
         "--nav-flip/--nav-no-flip",
-        help="-f nav: the MRC is stored bottom-up as SerialEM writes it (default); "
-             "--nav-no-flip for images stored top-down."))
+        help="-f nav: the image is stored bottom-up as SerialEM writes it (--nav-flip) or top-down "
+             "(--nav-no-flip). Default: from the source: top-down for EPU images and atlases, a "
+             "montage as its stack's header says, bottom-up otherwise."))
     nav_acquire: int = field(default=0, metadata=cli_option(
         "--nav-acquire", metavar="N", min=0, help="-f nav: mark the best N targets for acquisition."))
 
@@ -478,6 +480,8 @@ class OutputOptions:
             object.__setattr__(self, "pixel_size_nm", px)
         if self.nav_map is not None:
             object.__setattr__(self, "nav_map", parse_nav_map(self.nav_map))
+        if self.nav_flip is not None and not isinstance(self.nav_flip, bool):
+            raise OptionError("nav_flip", self.nav_flip, "must be True, False or None (from the source)")
         if not (isinstance(self.nav_acquire, int) and self.nav_acquire >= 0):
             raise OptionError("nav_acquire", self.nav_acquire, "must be a whole number ≥ 0")
         if self.fmt == "nav" and self.nav_map is None:

@@ -272,7 +272,7 @@ def write_overlay(pixels, items: list[dict], out: str | os.PathLike, protect: It
 
 
 def read_items(path: str | os.PathLike) -> list[dict]:
-    """Targets from a result file: the published JSON list or a json-full object ("items").
+    """Targets from a result file (`read_result` without the header).
 
     Parameters
     ----------
@@ -282,8 +282,49 @@ def read_items(path: str | os.PathLike) -> list[dict]:
     Returns
     -------
     list of dict
+        As `read_result`'s first value.
+
+    Raises
+    ------
+    ResultFileError
+        See `read_result`.
+
+    Examples
+    --------
+    >>> import os, shutil, tempfile
+    >>> d = tempfile.mkdtemp()
+    >>> with open(os.path.join(d, "r.json"), "w") as f:
+    ...     _ = f.write('[{"vertices": [[0, 0], [2, 0], [2, 2], [0, 2]], "center": [1, 1], "score": 0.2},'
+    ...                 ' {"vertices": [[4, 4], [6, 4], [6, 6], [4, 6]], "center": [5, 5], "score": 0.8}]')
+    >>> [(d_["center"], d_["score"]) for d_ in read_items(os.path.join(d, "r.json"))]
+    [([5.0, 5.0], 0.8), ([1.0, 1.0], 0.2)]
+    >>> shutil.rmtree(d)
+    """
+    return read_result(path)[0]
+
+
+#: json-full keys `read_result` returns in its header: how the image was read.
+HEADER_KEYS = ("command", "section", "shape", "source")
+
+
+def read_result(path: str | os.PathLike) -> tuple[list[dict], dict]:
+    """Targets from a result file, the published JSON list or a json-full object ("items"),
+    and what a json-full file says about the image they belong to.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The result file.
+
+    Returns
+    -------
+    items : list of dict
         "vertices" (≥ 3 × [x, y] float px), "center" ([x, y] float px), "score" (float), best
         score first.
+    header : dict
+        The json-full keys of `HEADER_KEYS` present in the file: "command" ("lowmag" |
+        "medmag"), "section", "shape" ([rows, cols] of the image analysed, px) and "source"
+        (how it was assembled: ``bin``, ``mdoc``...); {} for the published JSON list.
 
     Raises
     ------
@@ -299,8 +340,13 @@ def read_items(path: str | os.PathLike) -> list[dict]:
     >>> with open(os.path.join(d, "r.json"), "w") as f:
     ...     _ = f.write('[{"vertices": [[0, 0], [2, 0], [2, 2], [0, 2]], "center": [1, 1], "score": 0.2},'
     ...                 ' {"vertices": [[4, 4], [6, 4], [6, 6], [4, 6]], "center": [5, 5], "score": 0.8}]')
-    >>> [(d_["center"], d_["score"]) for d_ in read_items(os.path.join(d, "r.json"))]
-    [([5.0, 5.0], 0.8), ([1.0, 1.0], 0.2)]
+    >>> items, header = read_result(os.path.join(d, "r.json"))
+    >>> [(d_["center"], d_["score"]) for d_ in items], header
+    ([([5.0, 5.0], 0.8), ([1.0, 1.0], 0.2)], {})
+    >>> with open(os.path.join(d, "f.json"), "w") as f:
+    ...     _ = f.write('{"command": "lowmag", "shape": [8, 10], "source": {"bin": 4}, "items": []}')
+    >>> read_result(os.path.join(d, "f.json"))
+    ([], {'command': 'lowmag', 'shape': [8, 10], 'source': {'bin': 4}})
     >>> shutil.rmtree(d)
     """
     p = Path(path)
@@ -314,7 +360,9 @@ def read_items(path: str | os.PathLike) -> list[dict]:
         raise ResultFileError(f"{p}: not a JSON result file ({e.msg} at line {e.lineno})") from None
     except (ValueError, RecursionError) as e:  # e.g. an integer of > 4300 digits, nesting too deep
         raise ResultFileError(f"{p}: not a JSON result file ({type(e).__name__}: {e})") from None
+    header: dict = {}
     if isinstance(data, dict) and isinstance(data.get("items"), list):
+        header = {k: data[k] for k in HEADER_KEYS if k in data}
         data = data["items"]
     if not isinstance(data, list):
         raise ResultFileError(f"{p}: not a ptolemy result (expected a JSON list of targets)")
@@ -332,4 +380,4 @@ def read_items(path: str | os.PathLike) -> list[dict]:
             raise ResultFileError(f"{p}: target {i} holds a non-finite number (NaN or Infinity) in vertices/center/score")
         out.append({"vertices": verts, "center": center, "score": score})
     out.sort(key=lambda d: -d["score"])
-    return out
+    return out, header

@@ -202,6 +202,37 @@ def load_image(path: str | os.PathLike, section: int | None = None, options: Inp
     return io.read_image(p, section=section)
 
 
+def stored_bottom_up(image: io.LoadedImage) -> bool:
+    """Whether an image `load_image` read is stored bottom row first, as SerialEM writes its
+    files: the default of ``-f nav``'s y flip (`OutputOptions.nav_flip` None).
+
+    Parameters
+    ----------
+    image : io.LoadedImage
+        As `load_image` returns it.
+
+    Returns
+    -------
+    bool
+        False for an EPU image or atlas (EPU's pixel frame: top row first, FACTS §1.5) and
+        for a montage whose stack is stored top row first (``origin["rows_top_down"]``, IMOD's
+        header rule); True otherwise (a SerialEM montage or map, a plain image file).
+
+    Examples
+    --------
+    >>> from ptolemy_rt.io import validate_array
+    >>> plain = validate_array(np.arange(64 * 64, dtype=np.float32).reshape(64, 64))
+    >>> stored_bottom_up(plain), stored_bottom_up(replace(plain, origin={"kind": "epu-image"}))
+    (True, False)
+    >>> stored_bottom_up(replace(plain, origin={"kind": "serialem-montage", "rows_top_down": True}))
+    False
+    """
+    origin = image.origin or {}
+    if origin.get("kind") in ("epu-image", "epu-atlas"):
+        return False
+    return not origin.get("rows_top_down", False)
+
+
 def _stage_dict(st) -> dict | None:
     if st is None:
         return None

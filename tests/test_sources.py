@@ -423,3 +423,134 @@ def test_load_image_errors_name_the_file(tmp_path):
         from ptolemy_rt.options import InputOptions
 
         sources.load_image(tmp_path, options=InputOptions(mdoc="x.mdoc"))
+
+
+# ------------------------------------------------------------------------ ptolemy plot on sources
+
+
+def test_plot_draws_on_the_assembled_montage(tmp_path, capsys):
+    """lowmag on a synthetic 3×3 montage (auto bin 2) → plain json → `ptolemy plot` of the stack:
+    the picture is the assembled, binned atlas (its size, its grey levels) and the best box is
+    drawn over a square drawn in the atlas. A json-full result made at another binning is drawn
+    at that binning; a picture of another size than the result's image is warned about."""
+    Image = pytest.importorskip("PIL.Image")  # Pillow: the [plot] extra
+
+    from ptolemy_rt import synthetic
+    from ptolemy_rt.options import InputOptions
+    from ptolemy_rt.plot import score_colour, to_grey
+
+    img, truth = synthetic.atlas(3, shape=(1024, 1024), pitch=150.0, angle_deg=10.0)
+    lin, t = stage_truth(angle_deg=-35.0, scale=0.5)
+    mrc, _ = make_montage(tmp_path, img.astype(np.int16), (400, 400), (312, 312), 5000.0, lin, t)
+    res, png = tmp_path / "r.json", tmp_path / "r.png"
+    code, _, err = run_cli(["lowmag", mrc, "-o", res, "--models", OWN], capsys)
+    assert code == 0, err
+    items = json.loads(res.read_text())
+    assert len(items) >= 4
+    code, out, err = run_cli(["plot", res, mrc, png], capsys)
+    assert code == 0 and out == "" and "warning" not in err, err
+    atlas = sources.load_image(mrc, options=InputOptions(), kind="lowmag")
+    assert atlas.origin["bin"] == 2 and atlas.pixels.shape == (512, 512)
+    with Image.open(png) as im:
+        pic = np.asarray(im.convert("RGB"))
+    assert pic.shape[:2] == atlas.pixels.shape
+    grey = pic[..., 0] == pic[..., 1]
+    grey &= pic[..., 1] == pic[..., 2]
+    rr, cc = np.mgrid[:512, :512]
+    for it in items[:10]:  # the rank labels (white text, black outline) at the best ten centres
+        grey &= np.hypot(cc - it["center"][0], rr - it["center"][1]) > 30
+    assert grey.mean() > 0.7  # away from boxes and labels the picture is the atlas's grey levels
+    np.testing.assert_array_equal(pic[..., 0][grey], to_grey(atlas.pixels)[grey])
+    best = items[0]
+    v = np.asarray(best["vertices"])
+    mid = (v[0] + v[1]) / 2.0  # the middle of the best box's first edge: drawn in its colour
+    near = pic[int(mid[1]) - 1:int(mid[1]) + 2, int(mid[0]) - 1:int(mid[0]) + 2].reshape(-1, 3)
+    assert any(tuple(p) == score_colour(best["score"]) for p in near)
+    centre_full = np.asarray(best["center"], dtype=np.float64) * 2  # atlas px at bin 2 → drawn atlas px
+    assert any(inside_convex(centre_full, tr.polygon) for tr in truth)
+    # json-full at --montage-bin 1: plot reads the montage at the result's binning
+    full = tmp_path / "f.json"
+    code, _, err = run_cli(["lowmag", mrc, "-f", "json-full", "-o", full, "--montage-bin", "1", "--models", OWN], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(["plot", full, mrc, png], capsys)
+    assert code == 0 and "warning" not in err, err
+    with Image.open(png) as im:
+        assert im.size == (1024, 1024)
+    code, _, err = run_cli(["plot", full, mrc, png, "--montage-bin", "4"], capsys)
+    assert code == 0 and "made on a 1024 x 1024 px image" in err and "256 x 256 px" in err
+    code, _, err = run_cli(["plot", full, mrc, png, "--montage-bin", "0"], capsys)
+    assert code == 2 and "--montage-bin" in err and err.count("\n") == 1
+
+
+@needs_real
+def test_plot_draws_on_the_epu_atlas(tmp_path, capsys, fake):
+    """An EPU atlas folder (real Atlas.dm, synthetic tiles): `ptolemy plot` draws on the atlas
+    assembled from the tiles, the size of the result's image."""
+    Image = pytest.importorskip("PIL.Image")  # Pillow: the [plot] extra
+
+    (tmp_path / "atlas").mkdir()
+    _, _, truth, _ = _atlas_folder(tmp_path / "atlas", stitched=False, tile_scale=1)
+    res, png = tmp_path / "r.json", tmp_path / "r.png"
+    code, _, err = run_cli(["lowmag", tmp_path / "atlas", "-f", "json-full", "-o", res], capsys)
+    assert code == 0, err
+    shape = json.loads(res.read_text())["shape"]
+    assert shape == list(truth.shape)
+    code, _, err = run_cli(["plot", res, tmp_path / "atlas", png], capsys)
+    assert code == 0 and "warning" not in err, err
+    with Image.open(png) as im:
+        assert im.size == (shape[1], shape[0])
+
+
+# ---------------------------------------------------------------------- -f nav orientation of EPU
+
+EPU_XML = ("<MicroscopeImage><SpatialScale><pixelSize><x><numericValue>1e-6</numericValue></x>"
+           "<y><numericValue>1e-6</numericValue></y></pixelSize></SpatialScale><microscopeData>"
+           "<acquisition><camera><ReadoutArea><height>128</height><width>200</width></ReadoutArea>"
+           "</camera></acquisition><stage><Position><X>1e-5</X><Y>-2e-5</Y><Z>0</Z></Position></stage>"
+           "</microscopeData></MicroscopeImage>")
+
+
+def test_epu_image_nav_is_top_down_by_default(tmp_path, capsys, fake):
+    """-f nav on an EPU image (stored top row first): with no --nav-flip/--nav-no-flip the
+    points are those of --nav-no-flip, and with a map item whose MapScaleMat matches the EPU
+    stage map (SerialEM displays the image as EPU stores it) they are the stage positions
+    json-full reports; --nav-flip given explicitly still flips; a plain MRC still flips."""
+    from ptolemy_rt.navigator import read_nav
+
+    img = tmp_path / "GridSquare_1.mrc"
+    with mrcfile.new(img) as m:
+        m.set_data(np.random.default_rng(3).integers(50, 3000, size=(128, 200)).astype(np.int16))
+    (tmp_path / "GridSquare_1.xml").write_text(EPU_XML)
+    code, out, err = run_cli(["medmag", img, "-f", "json-full"], capsys)
+    assert code == 0, err
+    full = json.loads(out)
+    a = np.reshape(full["stage"]["matrix_um_per_px"], (2, 2))
+    centre = a @ np.array([100.0, 64.0]) + full["stage"]["offset_um"]
+    assert centre == pytest.approx((10.0, -20.0))
+    msm = np.linalg.inv(a)  # displayed px offset = MapScaleMat · stage offset; displayed = stored (top-down)
+    nav = tmp_path / "session.nav"
+    nav.write_text("AdocVersion = 2.00\n\n[Item = 3]\nType = 2\nMapID = 55\n"
+                   f"StageXYZ = {float(centre[0])!r} {float(centre[1])!r} 0\n"
+                   f"MapScaleMat = {' '.join(repr(float(v)) for v in msm.ravel())}\n"
+                   f"MapWidthHeight = 200 128\nMapFile = {img}\n")
+
+    def nav_points(*extra, image=img):
+        o = tmp_path / "t.nav"
+        code, _, err = run_cli(["medmag", image, "-f", "nav", "--nav-map", f"{nav}:3", "-o", o, *extra], capsys)
+        assert code == 0, err
+        return [tuple(float(v) for v in p["StageXYZ"].split()[:2]) for p in read_nav(o)]
+
+    auto, no_flip, flip = nav_points(), nav_points("--nav-no-flip"), nav_points("--nav-flip")
+    assert auto == no_flip and auto != flip and len(auto) == len(full["items"]) == 3
+    for p, it in zip(auto, full["items"]):
+        assert p == pytest.approx((it["stage_x_um"], it["stage_y_um"]), abs=2e-3)
+    (tmp_path / "GridSquare_1.xml").unlink()  # a plain MRC: bottom-up as SerialEM writes it
+    assert nav_points() == flip
+
+
+def test_nav_flip_option_values():
+    from ptolemy_rt.options import OptionError, OutputOptions
+
+    assert OutputOptions().nav_flip is None and OutputOptions(nav_flip=False).nav_flip is False
+    with pytest.raises(OptionError, match="nav_flip"):
+        OutputOptions(nav_flip="yes")
