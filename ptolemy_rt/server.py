@@ -1104,8 +1104,22 @@ def table_csv(rows: list[dict], columns: tuple[str, ...]) -> str:
     buf = _io.StringIO()
     wr = csv.writer(buf, lineterminator="\n")
     wr.writerow(columns)
+    kinds = [(c, c in _INT_COLUMNS) for c in columns]
+    inf = math.inf
     for r in rows:
-        wr.writerow([_cell(c, r.get(c)) for c in columns])
+        cells = []
+        for c, integral in kinds:
+            v = r.get(c)
+            if type(v) is float:  # most cells: as `_cell`, without its general checks
+                if v != v or v == inf or v == -inf:
+                    cells.append("")
+                elif integral and v.is_integer():
+                    cells.append(str(int(v)))
+                else:
+                    cells.append(repr(v))
+            else:
+                cells.append(_cell(c, v))
+        wr.writerow(cells)
     return buf.getvalue()
 
 
