@@ -4,7 +4,8 @@ Protocol: the published Ptolemy server (``server_dev``, 2023) as Leginon's ``pto
 and Appion's ``looplearn.py`` call it — same paths, bodies and replies:
 
 - bodies are JSON whatever the Content-Type (Leginon sends none); an ``image`` is a nested
-  list of numbers [row][col] (the fast path parses it without building Python lists), a
+  list of numbers [row][col] (parsed while the body arrives, by a thread of its own and
+  without building Python lists: `BodyReader`), a
   path of an MRC file on the server host (``"image": "/path.mrc"`` or ``"image_path"``), or
   the whole body is an MRC file (Content-Type application/octet-stream, or an MRC2014 header
   with map id "MAP "), the other fields then in the query string (``POST /push_lm?grid_id=1&tile_id=2``);
