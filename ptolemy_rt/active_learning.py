@@ -26,7 +26,10 @@ hyper-parameters. Variances include the observation noise.
 """
 from __future__ import annotations
 
+import collections
+import hashlib
 import math
+import threading
 import time
 from dataclasses import dataclass
 
@@ -190,13 +193,15 @@ def _unpack(t: np.ndarray) -> GPParams:
     return GPParams(float(t[0]), np.exp(np.asarray(t[3:], float)), float(np.exp(t[1])), float(np.exp(t[2])))
 
 
-def _nlml_and_grad(x: np.ndarray, y: np.ndarray, t: np.ndarray):
+def _nlml_and_grad(x: np.ndarray, y: np.ndarray, t: np.ndarray, diff2: np.ndarray | None = None):
     """NLML and its gradient in the packed parameters [mean, log s, log noise, log ℓ_1..D]
-    (one shared ℓ when t has 4 entries)."""
+    (one shared ℓ when t has 4 entries); ``diff2``: the (n, n, d) squared differences of x,
+    when the caller has them (they do not change during a fit)."""
     p = _unpack(t)
     n, d = x.shape
     ls = np.broadcast_to(p.lengthscale, (d,))
-    diff2 = (x[:, None, :] - x[None, :, :]) ** 2  # (n, n, d)
+    if diff2 is None:
+        diff2 = (x[:, None, :] - x[None, :, :]) ** 2  # (n, n, d)
     r = np.exp(-0.5 * (diff2 / ls ** 2).sum(-1))
     k = p.outputscale * r + p.noise * np.eye(n)
     lo = _chol(k)
@@ -251,6 +256,12 @@ def fit_gp(x: np.ndarray, y: np.ndarray, max_evals: int = FIT_MAX_EVALS, time_ca
         keep = np.unique(np.linspace(0, len(y) - 1, FIT_MAX_POINTS).round().astype(int))
         x, y = x[keep], y[keep]
     n, d = x.shape
+    key = _fit_key(x, y, max_evals)
+    with _FIT_LOCK:
+        hit = _FIT_CACHE.get(key)
+        if hit is not None:
+            _FIT_CACHE.move_to_end(key)
+            return hit
     vy = float(np.var(y)) if n > 1 else 1.0
     vy = vy if vy > 1e-12 else 1.0
     start = np.concatenate([[float(np.mean(y)), math.log(vy), math.log(0.1 * vy)], np.zeros(d)])
@@ -258,6 +269,7 @@ def fit_gp(x: np.ndarray, y: np.ndarray, max_evals: int = FIT_MAX_EVALS, time_ca
     bounds += [(math.log(0.05), math.log(100.0))] * d
     best = [start, math.inf]
     t_end = time.perf_counter() + time_cap_s
+    diff2 = (x[:, None, :] - x[None, :, :]) ** 2  # fixed during the fit
 
     class _Stop(Exception):
         pass
@@ -266,7 +278,7 @@ def fit_gp(x: np.ndarray, y: np.ndarray, max_evals: int = FIT_MAX_EVALS, time_ca
         if time.perf_counter() > t_end and math.isfinite(best[1]):
             raise _Stop
         try:
-            v, g = _nlml_and_grad(x, y, t)
+            v, g = _nlml_and_grad(x, y, t, diff2)
         except np.linalg.LinAlgError:
             return 1e300, np.zeros_like(t)
         if v < best[1]:
@@ -275,9 +287,29 @@ def fit_gp(x: np.ndarray, y: np.ndarray, max_evals: int = FIT_MAX_EVALS, time_ca
 
     try:
         minimize(f, start, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxfun": max_evals})
-    except _Stop:
-        pass
-    return _unpack(best[0])
+    except _Stop:  # cut by the time cap: not remembered (another try may get further)
+        return _unpack(best[0])
+    out = _unpack(best[0])
+    with _FIT_LOCK:
+        _FIT_CACHE[key] = out
+        while len(_FIT_CACHE) > FIT_CACHE_SIZE:
+            _FIT_CACHE.popitem(last=False)
+    return out
+
+
+#: fits remembered by their exact inputs (a repeated query with unchanged training data,
+#: e.g. select_next_square called again before a new exposure, skips the optimiser; the
+#: answer is the one the fit gives, so the cache changes no result)
+FIT_CACHE_SIZE = 32
+_FIT_CACHE: "collections.OrderedDict[str, GPParams]" = collections.OrderedDict()
+_FIT_LOCK = threading.Lock()
+
+
+def _fit_key(x: np.ndarray, y: np.ndarray, max_evals: int) -> str:
+    h = hashlib.sha256(f"{x.shape}{y.shape}{max_evals}".encode())
+    h.update(np.ascontiguousarray(x, np.float64).tobytes())
+    h.update(np.ascontiguousarray(y, np.float64).tobytes())
+    return h.hexdigest()
 
 
 def zscore(all_x: np.ndarray, *parts: np.ndarray):

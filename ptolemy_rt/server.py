@@ -4,7 +4,8 @@ Protocol: the published Ptolemy server (``server_dev``, 2023) as Leginon's ``pto
 and Appion's ``looplearn.py`` call it — same paths, bodies and replies:
 
 - bodies are JSON whatever the Content-Type (Leginon sends none); an ``image`` is a nested
-  list of numbers [row][col] (the fast path parses it without building Python lists), a
+  list of numbers [row][col] (parsed while the body arrives, by a thread of its own and
+  without building Python lists: `BodyReader`), a
   path of an MRC file on the server host (``"image": "/path.mrc"`` or ``"image_path"``), or
   the whole body is an MRC file (Content-Type application/octet-stream, or an MRC2014 header
   with map id "MAP "), the other fields then in the query string (``POST /push_lm?grid_id=1&tile_id=2``);
@@ -102,39 +103,59 @@ class BadRequest(ValueError):
 
 _PARSER = None
 AMBIGUOUS_CAP = 4096  # numbers re-parsed exactly per image at most (more: the json fallback)
+#: parser status codes (`_number_parser`)
+_DONE, _NOT_PLAIN, _TOO_AMBIGUOUS, _MORE = 0, 1, 2, 3
 
 
 def _number_parser():
-    """The numba kernel of `_fast_image` (compiled on first use, cached on disk)."""
+    """The numba kernel of `_fast_image` and `BodyReader` (compiled on first use, cached on disk)."""
     global _PARSER
     if _PARSER is not None:
         return _PARSER
     import numba
 
     @numba.njit(cache=True, nogil=True)
-    def parse_rows(b, start, out, amb):  # pragma: no cover - compiled
-        """Scan b[start:] = '[[n, n, ...], [...], ...]'. Returns (status, end, rows, cols,
-        n_amb); status 0 = ok, 1 = not a plain rectangular list of numbers, 2 = too many
-        ambiguous numbers. out: float32 values; amb: (start, end, index) of the numbers whose
-        float32 value the fast conversion cannot guarantee (re-parsed exactly by the caller)."""
+    def parse_rows(b, i, n, phase, out, count, amb, namb, rows, cols):  # pragma: no cover - compiled
+        """Scan b[i:n] of '[[n, n, ...], [...], ...]', resumable at row boundaries.
+
+        phase -1: b[i] is the outer '['; 1: b[i] follows a row's ']'. Returns (status, i,
+        phase, rows, cols, count, namb): status 0 = done (i = the offset after the outer
+        ']'), 1 = not a plain rectangular list of numbers, 2 = too many ambiguous numbers,
+        3 = b[:n] ends first (the state after the last whole row: call again from there
+        with more bytes). out: float32 values; amb: (start, end, index) of the numbers whose
+        float32 value the fast conversion cannot guarantee (re-parsed exactly by the caller).
+        A failure at the end of the bytes (i >= n) is status 3, anywhere else status 1."""
         pow10 = np.empty(23, np.float64)
         pow10[0] = 1.0
         for k in range(1, 23):
             pow10[k] = pow10[k - 1] * 10.0
-        n = b.size
-        i = start
-        rows = 0
-        cols = -1
-        count = 0
-        namb = 0
-        if i >= n or b[i] != 91:  # '['
-            return 1, i, 0, 0, 0
-        i += 1
+        s_i, s_phase, s_rows, s_cols, s_count, s_namb = i, phase, rows, cols, count, namb
+        expect_row = False
+        if phase == -1:
+            if i >= n:
+                return 3, s_i, s_phase, s_rows, s_cols, s_count, s_namb
+            if b[i] != 91:  # '['
+                return 1, i, phase, 0, 0, 0, 0
+            i += 1
+            expect_row = True
         while True:
+            if not expect_row:  # after a row: ',' or the outer ']'
+                while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
+                    i += 1
+                if i >= n:
+                    return 3, s_i, s_phase, s_rows, s_cols, s_count, s_namb
+                if b[i] == 93:
+                    return 0, i + 1, 1, rows, cols, count, namb
+                if b[i] != 44:
+                    return 1, i, phase, 0, 0, 0, 0
+                i += 1
+            expect_row = False
             while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
                 i += 1
-            if i >= n or b[i] != 91:
-                return 1, i, 0, 0, 0
+            if i >= n:
+                return 3, s_i, s_phase, s_rows, s_cols, s_count, s_namb
+            if b[i] != 91:
+                return 1, i, phase, 0, 0, 0, 0
             i += 1
             in_row = 0
             while True:  # numbers of one row
@@ -150,28 +171,62 @@ def _number_parser():
                 dropped = 0
                 exp10 = 0
                 seen = False
-                while i < n and 48 <= b[i] <= 57:
-                    seen = True
-                    if nd < 19:
-                        mant = mant * np.uint64(10) + np.uint64(b[i] - 48)
-                        if mant != 0:
-                            nd += 1
+                # fast path, two digits a step (half the multiply chain): the same mantissa
+                # and exponent as the loops below when there are at most 19 digits in all
+                j = i
+                fm = np.uint64(0)
+                tot = 0
+                fd = 0
+                for part in range(2):  # integer digits, then (after a '.') fraction digits
+                    k0 = j
+                    while j + 1 < n:
+                        d0 = np.int64(b[j]) - 48
+                        d1 = np.int64(b[j + 1]) - 48
+                        if d0 < 0 or d0 > 9 or d1 < 0 or d1 > 9:
+                            break
+                        fm = fm * np.uint64(100) + np.uint64(d0 * 10 + d1)
+                        j += 2
+                    if j < n and 48 <= b[j] <= 57:
+                        fm = fm * np.uint64(10) + np.uint64(b[j] - 48)
+                        j += 1
+                    tot += j - k0
+                    if part == 0:
+                        if j < n and b[j] == 46:  # '.'
+                            j += 1
+                        else:
+                            break
                     else:
-                        dropped += 1
-                    i += 1
-                exp10 += dropped
-                if i < n and b[i] == 46:  # '.'
-                    i += 1
+                        fd = j - k0
+                if tot <= 19:
+                    mant = fm
+                    exp10 = -fd
+                    seen = tot > 0
+                    i = j
+                else:
                     while i < n and 48 <= b[i] <= 57:
                         seen = True
                         if nd < 19:
                             mant = mant * np.uint64(10) + np.uint64(b[i] - 48)
                             if mant != 0:
                                 nd += 1
-                            exp10 -= 1
+                        else:
+                            dropped += 1
                         i += 1
+                    exp10 += dropped
+                    if i < n and b[i] == 46:  # '.'
+                        i += 1
+                        while i < n and 48 <= b[i] <= 57:
+                            seen = True
+                            if nd < 19:
+                                mant = mant * np.uint64(10) + np.uint64(b[i] - 48)
+                                if mant != 0:
+                                    nd += 1
+                                exp10 -= 1
+                            i += 1
                 if not seen:
-                    return 1, i, 0, 0, 0
+                    if i >= n:
+                        return 3, s_i, s_phase, s_rows, s_cols, s_count, s_namb
+                    return 1, i, phase, 0, 0, 0, 0
                 if i < n and (b[i] == 101 or b[i] == 69):  # 'e' 'E'
                     i += 1
                     eneg = False
@@ -186,7 +241,9 @@ def _number_parser():
                             ev = ev * 10 + (b[i] - 48)
                         i += 1
                     if not eseen:
-                        return 1, i, 0, 0, 0
+                        if i >= n:
+                            return 3, s_i, s_phase, s_rows, s_cols, s_count, s_namb
+                        return 1, i, phase, 0, 0, 0, 0
                     exp10 += -ev if eneg else ev
                 m = np.float64(mant)
                 exact = mant < np.uint64(9007199254740992) and dropped == 0
@@ -205,44 +262,52 @@ def _number_parser():
                     ulp = np.spacing(abs(v)) if v != 0.0 else 5e-324
                     if (not np.isfinite(v)) or np.float32(v - 8 * ulp) != f or np.float32(v + 8 * ulp) != f:
                         if namb >= amb.shape[0]:
-                            return 2, i, 0, 0, 0
+                            return 2, i, phase, 0, 0, 0, 0
                         amb[namb, 0] = s0
                         amb[namb, 1] = i
                         amb[namb, 2] = count
                         namb += 1
                 if count >= out.size:
-                    return 1, i, 0, 0, 0
+                    return 1, i, phase, 0, 0, 0, 0
                 out[count] = f
                 count += 1
                 in_row += 1
                 while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
                     i += 1
-                if i < n and b[i] == 44:  # ','
+                if i >= n:
+                    return 3, s_i, s_phase, s_rows, s_cols, s_count, s_namb
+                if b[i] == 44:  # ','
                     i += 1
                     continue
-                if i < n and b[i] == 93:  # ']'
+                if b[i] == 93:  # ']'
                     i += 1
                     break
-                return 1, i, 0, 0, 0
+                return 1, i, phase, 0, 0, 0, 0
             if cols < 0:
                 cols = in_row
             elif in_row != cols:
-                return 1, i, 0, 0, 0
+                return 1, i, phase, 0, 0, 0, 0
             rows += 1
-            while i < n and (b[i] == 32 or b[i] == 10 or b[i] == 13 or b[i] == 9):
-                i += 1
-            if i < n and b[i] == 44:
-                i += 1
-                continue
-            if i < n and b[i] == 93:
-                return 0, i + 1, rows, cols, namb
-            return 1, i, 0, 0, 0
+            phase = 1
+            s_i, s_phase, s_rows, s_cols, s_count, s_namb = i, phase, rows, cols, count, namb
 
     _PARSER = parse_rows
     return _PARSER
 
 
-def _fast_image(raw: bytes, start: int) -> tuple[np.ndarray, int] | None:
+class _ParsedPixels(np.ndarray):
+    """float32 pixels made by the body parser and held by nobody else (`image_from_body` uses
+    them without a copy)."""
+
+
+def _finish_values(raw, out: np.ndarray, amb: np.ndarray, namb: int, rows: int, cols: int) -> np.ndarray:
+    """Re-parse the ambiguous numbers exactly; the [row, col] view of the values."""
+    for s0, e0, k in amb[:namb]:
+        out[k] = np.float32(float(raw[s0:e0]))
+    return out[:rows * cols].reshape(rows, cols).view(_ParsedPixels)
+
+
+def _fast_image(raw, start: int) -> tuple[np.ndarray, int] | None:
     """Parse the 2-D list of numbers at raw[start] ('[') without Python lists.
 
     Returns (float32 array [row, col], end offset) or None when the text is not a plain
@@ -250,51 +315,84 @@ def _fast_image(raw: bytes, start: int) -> tuple[np.ndarray, int] | None:
     float32(float(text)) exactly: numbers whose fast conversion could round otherwise are
     re-parsed by Python."""
     b = np.frombuffer(raw, dtype=np.uint8)
-    out = np.empty((len(raw) - start) // 2 + 1, np.float32)
+    out = np.empty((len(raw) - start) // 2 + 1, np.float32)  # untouched pages cost no memory
     amb = np.empty((AMBIGUOUS_CAP, 3), np.int64)
-    status, end, rows, cols, namb = _number_parser()(b, start, out, amb)
-    if status != 0 or rows == 0 or cols == 0:
+    status, end, _, rows, cols, _, namb = _number_parser()(b, start, len(raw), -1, out, 0, amb, 0, 0, -1)
+    if status != _DONE or rows == 0 or cols == 0:
         return None
-    for s0, e0, k in amb[:namb]:
-        out[k] = np.float32(float(raw[s0:e0]))
-    return out[:rows * cols].reshape(rows, cols), int(end)
+    return _finish_values(raw, out, amb, namb, rows, cols), int(end)
 
 
-def parse_json_body(raw: bytes) -> dict:
+def _image_key_value(raw, key: int) -> int | None:
+    """Offset of the value after the ``"image"`` at raw[key] when a ':' follows it (-1: the
+    bytes end first; None: no ':', not the key)."""
+    j = key + len(b'"image"')
+    n = len(raw)
+    while j < n and raw[j] in b" \t\r\n":
+        j += 1
+    if j >= n:
+        return -1
+    if raw[j] != 58:  # ':'
+        return None
+    j += 1
+    while j < n and raw[j] in b" \t\r\n":
+        j += 1
+    return j if j < n else -1
+
+
+def _with_image(raw, j: int, end: int, arr: np.ndarray) -> dict | None:
+    """The body with raw[j:end] (the image text) replaced by ``arr``, when the rest is a JSON
+    object whose ``image`` is that text; else None (the caller parses it all with json)."""
+    try:
+        d = json.loads(bytes(raw[:j]) + b"null" + bytes(raw[end:]))
+    except ValueError:
+        return None
+    if isinstance(d, dict) and "image" in d and d["image"] is None:
+        d["image"] = arr
+        return d
+    return None
+
+
+def parse_json_body(raw: bytes, fast: bool = True) -> dict:
     """A request body → dict. JSON whatever the Content-Type; an ``"image"`` nested list of
     numbers is parsed by a fast path into a float32 numpy array [row, col], the values of
     ``np.float32(json.loads(...))`` exactly (the pipelines work in float32).
+
+    Parameters
+    ----------
+    raw : bytes or bytearray
+        The body.
+    fast : bool
+        Try the fast image path first (False: json only, for a body `BodyReader` already
+        found unusual).
+
+    Returns
+    -------
+    dict
+        The JSON object; ``image`` a float32 array when the fast path read it.
 
     Raises
     ------
     BadRequest
         Not JSON, or not a JSON object.
 
+    Examples
+    --------
     >>> d = parse_json_body(b'{"image": [[1, 2], [3, 4.5]], "grid_id": 3}')
     >>> d["image"].tolist(), d["grid_id"]
     ([[1.0, 2.0], [3.0, 4.5]], 3)
     """
-    if not raw.strip():
+    if not raw or raw.isspace():
         return {}
-    key = raw.find(b'"image"')
+    key = raw.find(b'"image"') if fast else -1
     while key >= 0:
-        j = key + len(b'"image"')
-        while j < len(raw) and raw[j] in b" \t\r\n":
-            j += 1
-        if raw[j:j + 1] == b":":
-            j += 1
-            while j < len(raw) and raw[j] in b" \t\r\n":
-                j += 1
-            if raw[j:j + 2] == b"[[":
+        j = _image_key_value(raw, key)
+        if j is not None:
+            if j >= 0 and raw[j:j + 2] == b"[[":
                 got = _fast_image(raw, j)
                 if got is not None:
-                    arr, end = got
-                    try:
-                        d = json.loads(raw[:j] + b"null" + raw[end:])
-                    except ValueError:
-                        d = None
-                    if isinstance(d, dict) and "image" in d and d["image"] is None:
-                        d["image"] = arr
+                    d = _with_image(raw, j, got[1], got[0])
+                    if d is not None:
                         return d
             break
         key = raw.find(b'"image"', key + 1)
@@ -305,6 +403,212 @@ def parse_json_body(raw: bytes) -> dict:
     if not isinstance(d, dict):
         raise BadRequest(f"body must be a JSON object, got {type(d).__name__}")
     return d
+
+
+class BodyReader:
+    """A request body read chunk by chunk, its ``"image"`` nested list parsed by a thread of
+    its own while the rest is still arriving (the parse of a 30 MB body then costs little
+    time after the last byte, and the event loop only copies bytes).
+
+    The result is that of `parse_json_body` on the whole body: the same dict, the image the
+    same float32 values. Bodies that are not plain (no ``"image": [[``, another layout,
+    too many numbers to re-parse exactly, no ``expected`` length, more bytes than announced)
+    are parsed at the end by `parse_json_body`.
+
+    Parameters
+    ----------
+    expected : int or None
+        The Content-Length (bytes); None: unknown (no parsing while reading). The buffer
+        for that many bytes is reserved, not written: memory is used as bytes arrive.
+
+    Examples
+    --------
+    >>> text = b'{"grid_id": 1, "image": [[1, 2.5], [3, -4e2]]}'
+    >>> r = BodyReader(len(text))
+    >>> for k in range(0, len(text), 7):  # any chunking
+    ...     r.feed(text[k:k + 7])
+    >>> d = r.json()
+    >>> d["image"].tolist(), d["grid_id"], r.parsed_early
+    ([[1.0, 2.5], [3.0, -400.0]], 1, True)
+    """
+
+    def __init__(self, expected: int | None):
+        self.fill = 0
+        self.parsed_early = False
+        self._head = bytearray()  # the bytes up to the image (searched for the key), then its start
+        self._from = 0  # where the key search goes on
+        self._arr = None
+        self._extra = None  # bytearray of the whole body when there is no usable buffer
+        self._thread = None
+        self._cond = threading.Condition()
+        self._limit = 0  # bytes the parser may read (up to the last ']' received)
+        self._closed = False
+        self._state = "later"  # search → parse → done | off (failed) | later (parse at the end)
+        if expected is not None and expected > 0:
+            try:
+                self._arr = np.empty(expected, np.uint8)
+                self._state = "search"
+            except (MemoryError, ValueError):
+                self._arr = None
+        if self._arr is None:
+            self._extra = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        """Append one chunk (from the event loop: a copy, a search of the chunk, a notify)."""
+        if not chunk:
+            return
+        old, n = self.fill, len(chunk)
+        if self._extra is not None:
+            self._extra += chunk
+            self.fill += n
+            return
+        if old + n > len(self._arr):  # more than announced: keep it all, parse at the end
+            self._stop("later")
+            self._extra = bytearray(self._arr[:old].tobytes())
+            self._extra += chunk
+            self._arr = None
+            self.fill += n
+            return
+        self._arr[old:old + n] = np.frombuffer(chunk, np.uint8)
+        self.fill += n
+        if self._state == "search":
+            self._head += chunk
+            self._search()
+        elif self._state == "parse":
+            last = chunk.rfind(b"]")
+            if last >= 0:
+                with self._cond:
+                    self._limit = old + last + 1
+                    self._cond.notify()
+
+    def _search(self) -> None:
+        head = self._head
+        while True:
+            key = head.find(b'"image"', self._from)
+            if key < 0:
+                self._from = max(0, len(head) - len(b'"image"'))
+                return
+            j = _image_key_value(head, key)
+            if j is None:
+                self._from = key + 1
+                continue
+            if j < 0 or j + 2 > len(head):
+                self._from = key  # wait for more bytes
+                return
+            if head[j:j + 2] != b"[[":
+                self._state = "off"
+                return
+            try:
+                self._out = np.empty((len(self._arr) - j) // 2 + 1, np.float32)  # virtual until written
+            except (MemoryError, ValueError):
+                self._state = "off"
+                return
+            self._amb = np.empty((AMBIGUOUS_CAP, 3), np.int64)
+            self._j, self._st = j, (j, -1, 0, -1, 0, 0)  # (i, phase, rows, cols, count, namb)
+            self._head = head[:1024]  # enough for looks_like_mrc
+            self._state = "parse"
+            last = head.rfind(b"]")
+            self._limit = last + 1 if last >= j else 0
+            self._thread = threading.Thread(target=self._run, name="ptolemy-body-parse", daemon=True)
+            self._thread.start()
+            return
+
+    def _run(self) -> None:
+        """The parser thread: parse whole rows as they arrive, until done, failed or closed."""
+        kernel = _number_parser()
+        i, phase, rows, cols, count, namb = self._st
+        try:
+            while True:
+                with self._cond:
+                    while self._limit <= i and not self._closed:
+                        self._cond.wait()
+                    limit, closed = self._limit, self._closed
+                if limit > i:
+                    st, i, phase, rows, cols, count, namb = (int(v) for v in kernel(
+                        self._arr, i, limit, phase, self._out, count, self._amb, namb, rows, cols))
+                    self._st = (i, phase, rows, cols, count, namb)
+                    if st == _DONE:
+                        self._state = "done" if rows > 0 and cols > 0 else "off"
+                        return
+                    if st != _MORE:
+                        self._state = "off"
+                        return
+                elif closed:
+                    self._state = "off"  # the bytes ended inside the image
+                    return
+        except Exception:  # noqa: BLE001 - any surprise: json parses the body instead
+            self._state = "off"
+
+    def _stop(self, state: str | None, wait: bool = True) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None and wait:
+            self._thread.join()
+            self._thread = None
+        if state is not None and self._state != "done":
+            self._state = state
+
+    def close(self, wait: bool = True) -> None:
+        """No more bytes will come: the parser thread ends (``wait``: once it has). Safe to
+        call twice."""
+        self._stop(None, wait)
+
+    def looks_like_mrc(self) -> bool:
+        """`looks_like_mrc` of the body received."""
+        return looks_like_mrc(bytes(self._extra[:1024]) if self._extra is not None else
+                              bytes(self._arr[:min(self.fill, 1024)]))
+
+    def bytes(self) -> bytes:
+        """The whole body received (a copy)."""
+        return bytes(self._extra) if self._extra is not None else self._arr[:self.fill].tobytes()
+
+    def json(self) -> dict:
+        """The whole body as `parse_json_body` gives it (after the last chunk; waits for the
+        parser thread, so call it off the event loop).
+
+        Raises
+        ------
+        BadRequest
+            As `parse_json_body`.
+        """
+        self.close()
+        if self._state == "done" and self._arr is not None:
+            end, _, rows, cols, _, namb = self._st
+            raw = self._arr[:self.fill]
+            arr = _finish_values(_Bytes(raw), self._out, self._amb, namb, rows, cols)
+            d = _with_image(_Bytes(raw), self._j, end, arr)
+            if d is not None:
+                self.parsed_early = True
+                return d
+        return parse_json_body(self.bytes(), fast=self._state != "off")
+
+
+def warmup_kernels() -> None:
+    """Compile (or load from the disk cache) the server's numba kernels: the number parser
+    for both kinds of buffer (`parse_json_body`'s read-only bytes, `BodyReader`'s array) and
+    the hole profile of `consensus_radius`, so that no request waits for a compiler.
+
+    Examples
+    --------
+    >>> warmup_kernels()
+    """
+    text = b'{"image": [[1, 2.5]]}'
+    parse_json_body(text)
+    r = BodyReader(len(text))
+    r.feed(text)
+    r.json()
+    consensus_radius(np.zeros((16, 16), np.float32), [(8.0, 8.0)], 8)
+
+
+class _Bytes:
+    """Slices of a uint8 array as bytes (what `_finish_values` / `_with_image` read)."""
+
+    def __init__(self, arr: np.ndarray):
+        self.arr = arr
+
+    def __getitem__(self, sl: slice) -> bytes:
+        return self.arr[sl].tobytes()
 
 
 def looks_like_mrc(raw: bytes) -> bool:
@@ -447,7 +751,7 @@ def image_from_body(d: dict, raw_mrc: bytes | None, endpoint: str) -> np.ndarray
     ...
     ptolemy_rt.server.BadRequest: push_lm: missing field 'image'
     """
-    from .io import read_mrc, validate_array
+    from .io import _validate_2d, read_mrc, validate_array
 
     if raw_mrc is not None:
         return validate_array(mrc_bytes_to_array(raw_mrc), f"{endpoint} MRC body").pixels
@@ -456,6 +760,8 @@ def image_from_body(d: dict, raw_mrc: bytes | None, endpoint: str) -> np.ndarray
         raise BadRequest(f"{endpoint}: missing field 'image'")
     if isinstance(img, str):
         return read_mrc(img).pixels
+    if type(img) is _ParsedPixels:  # made by the body parser, held by nobody else: no copy
+        return _validate_2d(img.view(np.ndarray), f"{endpoint} image", None, None, owned=True).pixels
     if isinstance(img, np.ndarray):
         arr = img
     else:
@@ -672,6 +978,39 @@ def hole_features(pix: np.ndarray, center_xy, radius: float | None, half: int, p
                      (radius or 0.0) / max(half, 1), float(prior)])
 
 
+def median_p90(pix: np.ndarray) -> tuple[float, float]:
+    """``np.median(pix)`` and ``np.percentile(pix, 90)``, exactly, from one partition.
+
+    Both depend only on a few order statistics, so they are taken from a copy partitioned
+    once at those ranks (numpy then finds them in place: about half the work of the two
+    calls).
+
+    Parameters
+    ----------
+    pix : numpy.ndarray
+        Image [row, col] (any real dtype; units as given).
+
+    Returns
+    -------
+    tuple of float
+        (median, 90th percentile), in the units of ``pix``.
+
+    Examples
+    --------
+    >>> a = np.arange(11.0)[::-1].reshape(1, 11)
+    >>> median_p90(a)
+    (5.0, 9.0)
+    """
+    flat = np.ravel(pix)
+    n = flat.size
+    if n == 0:
+        return float(np.median(flat)), float("nan")
+    q = 0.9 * (n - 1)
+    ranks = sorted({(n - 1) // 2, n // 2, min(int(math.floor(q)), n - 1), min(int(math.floor(q)) + 1, n - 1)})
+    part = np.partition(flat, ranks)
+    return float(np.median(part)), float(np.percentile(part, 90))
+
+
 def consensus_radius(pix: np.ndarray, centers, half: int) -> float | None:
     """One hole radius (px) for the image, from the summed radial profiles of all its holes
     (as the published server takes one consensus radius); None when no edge is seen.
@@ -701,11 +1040,42 @@ def consensus_radius(pix: np.ndarray, centers, half: int) -> float | None:
         return None
     tot = np.zeros(half)
     cnt = np.zeros(half)
-    for c in centers:
-        p, n = hole_profile(pix, c, half)
-        tot += p * n
+    s = np.zeros(half)
+    n = np.zeros(half, np.int64)
+    kernel = _profile_kernel()
+    for cx, cy in centers:  # = hole_profile per hole (the same sums, in the same order)
+        kernel(pix, float(cx), float(cy), int(half), s, n)
+        tot += s / np.maximum(n, 1) * n
         cnt += n
     return hole_radius(tot / np.maximum(cnt, 1))
+
+
+_PROFILE = None
+
+
+def _profile_kernel():
+    """numba kernel: the sums and counts of `hole_profile` (compiled on first use, cached)."""
+    global _PROFILE
+    if _PROFILE is None:
+        import numba
+
+        @numba.njit(cache=True, nogil=True)
+        def profile_sums(pix, cx, cy, half, s, n):  # pragma: no cover - compiled
+            s[:] = 0.0
+            n[:] = 0
+            h, w = pix.shape
+            r0, r1 = max(int(cy) - half, 0), min(int(cy) + half + 1, h)
+            c0, c1 = max(int(cx) - half, 0), min(int(cx) + half + 1, w)
+            for y in range(r0, r1):
+                dy = (y + 0.5) - (cy + 0.5)
+                for x in range(c0, c1):
+                    r = int(np.hypot(dy, (x + 0.5) - (cx + 0.5)))
+                    if r < half:
+                        s[r] += np.float64(pix[y, x])
+                        n[r] += 1
+
+        _PROFILE = profile_sums
+    return _PROFILE
 
 
 # ------------------------------------------------------------------------------ CSV
@@ -735,8 +1105,22 @@ def table_csv(rows: list[dict], columns: tuple[str, ...]) -> str:
     buf = _io.StringIO()
     wr = csv.writer(buf, lineterminator="\n")
     wr.writerow(columns)
+    kinds = [(c, c in _INT_COLUMNS) for c in columns]
+    inf = math.inf
     for r in rows:
-        wr.writerow([_cell(c, r.get(c)) for c in columns])
+        cells = []
+        for c, integral in kinds:
+            v = r.get(c)
+            if type(v) is float:  # most cells: as `_cell`, without its general checks
+                if v != v or v == inf or v == -inf:
+                    cells.append("")
+                elif integral and v.is_integer():
+                    cells.append(str(int(v)))
+                else:
+                    cells.append(repr(v))
+            else:
+                cells.append(_cell(c, v))
+        wr.writerow(cells)
     return buf.getvalue()
 
 
@@ -823,6 +1207,29 @@ def read_saved_state(path) -> HistoricalState:
 
 
 # ------------------------------------------------------------------------------ the service
+
+
+class _Background:
+    """fn() run by a thread of its own (numpy's sorts and copies release the GIL, so it
+    overlaps the pipeline); `result` waits for it and returns its value or raises its error."""
+
+    def __init__(self, fn):
+        self._out: list = []
+        self._thread = threading.Thread(target=self._run, args=(fn,), name="ptolemy-stats", daemon=True)
+        self._thread.start()
+
+    def _run(self, fn) -> None:
+        try:
+            self._out.append((True, fn()))
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            self._out.append((False, e))
+
+    def result(self):
+        self._thread.join()
+        ok, v = self._out[0]
+        if not ok:
+            raise v
+        return v
 
 
 class PtolemyService:
@@ -973,11 +1380,14 @@ class PtolemyService:
     def _holes_of(self, pix: np.ndarray) -> list[HoleRow]:
         from .medmag import find_holes
 
-        res = find_holes(pix, models=self.models)
+        stats = _Background(lambda: median_p90(pix))  # during the pipeline
+        try:
+            res = find_holes(pix, models=self.models)
+        finally:
+            med, p90 = stats.result()
         i0 = self.store.get_setting("noice_hole_intensity", -1.0)
         if i0 is None or i0 <= 0:
-            i0 = 1.2 * float(np.percentile(pix, 90))
-        med = float(np.median(pix))
+            i0 = 1.2 * p90
         holes = sorted(res.holes, key=lambda h: (h.center[1], h.center[0]))  # reading order: rows, then cols
         if not holes:
             return []
@@ -1145,14 +1555,32 @@ def create_app(state_dir, models: str | None = None, rule: str = "published", se
             try:
                 args = []
                 if with_body:
-                    raw = await request.body()
                     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+                    reader, raw = None, None
+                    if image and ctype not in MRC_TYPES:  # the image is parsed while it arrives
+                        reader = BodyReader(_content_length(request.headers))
+                        try:
+                            async for chunk in request.stream():
+                                reader.feed(chunk)
+                        except BaseException:
+                            reader.close(wait=False)
+                            raise
+                        is_mrc = reader.looks_like_mrc()
+                    else:
+                        raw = await request.body()
+                        is_mrc = image and (ctype in MRC_TYPES or looks_like_mrc(raw))
                     raw_mrc = None
-                    if image and (ctype in MRC_TYPES or looks_like_mrc(raw)):
+                    if is_mrc:
+                        if reader is not None:
+                            reader.close()
+                            raw = reader.bytes()
                         raw_mrc = raw
                         body = dict(request.query_params)
                     else:
-                        body = await run_in_threadpool(parse_json_body, raw)
+                        if reader is not None:  # waits for the parser thread: off the event loop
+                            body = await run_in_threadpool(reader.json)
+                        else:
+                            body = await run_in_threadpool(parse_json_body, raw)
                         for k, v in request.query_params.items():
                             body.setdefault(k, v)
                     args = [body, raw_mrc] if image else [body]
@@ -1200,6 +1628,14 @@ def create_app(state_dir, models: str | None = None, rule: str = "published", se
     app = Starlette(routes=routes)
     app.state.service = svc
     return app
+
+
+def _content_length(headers) -> int | None:
+    """The Content-Length header as an int (None: absent or not a number)."""
+    try:
+        return int(headers.get("content-length", ""))
+    except ValueError:
+        return None
 
 
 SERVER_EXTRA_HINT = "pip install 'ptolemy-rt[server]'"
@@ -1284,7 +1720,7 @@ def serve(host: str = "127.0.0.1", port: int = 8000, state_dir: str = "ptolemy-s
 
     app = create_app(state_dir, models=models, rule=rule)
     mm_warmup()
-    parse_json_body(b'{"image": [[1, 2.5]]}')  # compiles (or loads) the number parser
+    warmup_kernels()
     svc = app.state.service
     if log is not None:
         log(f"serving on http://{host}:{port} (models {svc.models.name}, state {svc.store.path})")

@@ -223,6 +223,97 @@ def test_fast_json_image_parse_equals_json():
     assert parse_json_body(b"") == {}
 
 
+def _random_number_text(rng) -> str:
+    """One JSON number of an assorted kind (the fast parser's paths: short ints, 16-17 digit
+    floats, 19/20-digit boundaries, leading zeros, exponents)."""
+    k = int(rng.integers(0, 7))
+    if k == 0:
+        return str(int(rng.integers(-10 ** 6, 10 ** 6)))
+    if k == 1:
+        return repr(float(rng.normal() * 10.0 ** int(rng.integers(-40, 40))))
+    if k == 2:
+        a = "".join(rng.choice(list("0123456789"), int(rng.integers(1, 25))))
+        b = "".join(rng.choice(list("0123456789"), int(rng.integers(0, 25))))
+        return ("-" if rng.random() < 0.3 else "") + (a.lstrip("0") or "0") + ("." + b if b else "")
+    if k == 3:
+        return "0.000" + "".join(rng.choice(list("0123456789"), int(rng.integers(1, 22))))
+    if k == 4:
+        return repr(float(np.float32(rng.random() * 100)))
+    if k == 5:
+        return f"{rng.random():.{int(rng.integers(1, 30))}e}"
+    return "0"
+
+
+def test_body_reader_any_chunking_equals_parse_json_body():
+    """The image parsed while the body arrives (BodyReader, in its own thread) gives the
+    bytes of parse_json_body and of float32(json.loads) for any chunking, and the same
+    fallback (json lists, the same error) for bodies that are not plain."""
+    from ptolemy_rt.server import BadRequest, BodyReader
+
+    rng = np.random.default_rng(5)
+    texts = []
+    for _ in range(150):
+        r, c = int(rng.integers(1, 6)), int(rng.integers(1, 8))
+        rows = ["[" + ", ".join(_random_number_text(rng) for _ in range(c)) + "]" for _ in range(r)]
+        texts.append(('{"image": [' + ", ".join(rows) + '], "g": 1}').encode())
+    odd = [b'{"image": [[1, 2], [3]]}', b'{"image": [[1, NaN]]}', b'{"image": [[1, "2"]]}', b'{"image": [[[1]]]}',
+           b'{"a": 1}', b" ", b'{"image" : [[1,2]] , "b": [1]}', b'{"x": {"image": [[1]]}, "image": [[2, 3]]}',
+           b'{"image": [[1, 2]]', b"[1]", b'{"image": "/some/file.mrc"}']
+    for text in texts + odd:
+        try:
+            ref, ref_err = parse_json_body(text), None
+        except BadRequest as e:
+            ref, ref_err = None, str(e)
+        if text in texts:
+            with np.errstate(over="ignore"):
+                want = np.asarray(json.loads(text)["image"], dtype=np.float64).astype(np.float32)
+            assert isinstance(ref["image"], np.ndarray) and np.array_equal(ref["image"], want), text
+        for trial in range(6):
+            reader = BodyReader(None if trial == 5 else len(text))
+            k = 0
+            while k < len(text):
+                step = int(rng.integers(1, 40))
+                reader.feed(text[k:k + step])
+                k += step
+            try:
+                got, got_err = reader.json(), None
+            except BadRequest as e:
+                got, got_err = None, str(e)
+            assert got_err == ref_err, text
+            if ref is None:
+                continue
+            assert got.keys() == ref.keys()
+            for key, v in ref.items():
+                if isinstance(v, np.ndarray):
+                    assert isinstance(got[key], np.ndarray) and got[key].tobytes() == v.tobytes(), text
+                else:
+                    assert got[key] == v, text
+
+
+def test_image_statistics_and_profile_kernels_equal_numpy():
+    """median_p90 = (np.median, np.percentile 90) exactly; consensus_radius (numba sums) =
+    the radius of the summed hole_profile of every hole."""
+    from ptolemy_rt.server import consensus_radius, hole_profile, hole_radius, median_p90
+
+    rng = np.random.default_rng(3)
+    for t in range(60):
+        x = (rng.normal(size=int(rng.integers(1, 3000))) * 10 ** rng.uniform(-3, 4)).astype(np.float32)
+        x = np.round(x) if t % 3 == 0 else x
+        assert median_p90(x) == (float(np.median(x)), float(np.percentile(x, 90)))
+    for t in range(20):
+        pix = (rng.normal(size=(200, 260)) * 100).astype(np.float32)
+        yy, xx = np.mgrid[:200, :260]
+        pix += 300 * (np.hypot(yy - 100, xx - 130) < rng.uniform(10, 60))
+        centers = [(float(rng.uniform(0, 260)), float(rng.uniform(0, 200))) for _ in range(int(rng.integers(1, 6)))]
+        half = int(rng.integers(6, 90))
+        tot, cnt = np.zeros(half), np.zeros(half)
+        for c in centers:
+            p, n = hole_profile(pix, c, half)
+            tot += p * n
+            cnt += n
+        assert consensus_radius(pix, centers, half) == hole_radius(tot / np.maximum(cnt, 1))
+
+
 def test_image_as_path_mrc_bytes_and_list_agree(tmp_path, client, atlas):
     import mrcfile
 
