@@ -87,31 +87,100 @@ def normalise(pixels: np.ndarray) -> np.ndarray:
         if std > 0:
             out /= std
         return out.astype(np.float32)
+    if a.size == 0:
+        return np.zeros(a.shape, np.float32)
+    mean, std = _normalise_stats(a)
+    out = np.empty(a.shape, np.float32)
+    for sl in row_strips(*a.shape):
+        out[sl] = _normalised_rows(a, sl, mean, std)
+    return out
+
+
+def _clamped_rows(a: np.ndarray, sl: slice) -> np.ndarray:
+    """Rows sl of a as float64, negatives → 0."""
+    v = np.asarray(a[sl], dtype=np.float64)
+    return np.maximum(v, 0) if v.size and float(v.min()) < 0.0 else v
+
+
+def _normalise_stats(a: np.ndarray) -> tuple[float, float]:
+    """(mean, population std) of a 2-D image with negatives counted as 0, float64, in the
+    row strips of `normalise` (the numbers of a whole float64 copy)."""
     strips = list(row_strips(*a.shape))
-
-    def clamped(sl):
-        v = np.asarray(a[sl], dtype=np.float64)
-        return np.maximum(v, 0) if v.size and float(v.min()) < 0.0 else v
-
     count, total = a.size, 0.0
     for sl in strips:
-        total += float(clamped(sl).ravel().sum(dtype=np.float64))
-    if count == 0:
-        return np.zeros(a.shape, np.float32)
+        total += float(_clamped_rows(a, sl).ravel().sum(dtype=np.float64))
     mean = total / count
     ss = 0.0
     for sl in strips:
-        d = clamped(sl).ravel().astype(np.float64)
+        d = _clamped_rows(a, sl).ravel().astype(np.float64)
         d -= mean
         ss += float(np.dot(d, d))
-    std = float(np.sqrt(ss / count))
-    out = np.empty(a.shape, np.float32)
-    for sl in strips:
-        v = clamped(sl) - mean
-        if std > 0:
-            v /= std
-        out[sl] = v
-    return out
+    return mean, float(np.sqrt(ss / count))
+
+
+def _normalised_rows(a: np.ndarray, sl: slice, mean: float, std: float) -> np.ndarray:
+    """Rows sl of `normalise(a)` (float32), given its (mean, std): the same per-pixel
+    float64 arithmetic, so any row range gives the whole result's rows."""
+    v = _clamped_rows(a, sl) - mean
+    if std > 0:
+        v /= std
+    return v.astype(np.float32)
+
+
+#: numpy sums float32 arrays into float64 in buffers of this many elements (pairwise within a
+#: buffer, in order across buffers); `_NormalisedPadded` repeats that order, so its fill is
+#: `np.mean` of the whole normalised image bit for bit (tests/test_memory_bounded.py checks it).
+_NUMPY_BUFSIZE = 8192
+
+
+class _NormalisedPadded:
+    """Stands for `pad_for_unet(normalise(pixels))` (float32 [row, col], `shape`) where only
+    row bands are read (`rows`): each is normalised when asked for, so the whole normalised
+    and padded image never exists (images above `ROTATE_WHOLE_MAX_PIXELS`; the U-Net reads
+    bands, `unet.unet_logits`). Same values as the whole arrays."""
+
+    def __init__(self, pixels: np.ndarray):
+        self.pixels = np.asarray(pixels)
+        h, w = self.pixels.shape
+        self.shape = unet_padded_shape(h, w)
+        self.mean, self.std = _normalise_stats(self.pixels)
+        self.fill = None
+        if self.shape != (h, w):
+            self.fill = np.float32(self._mean_of_normalised())
+
+    def _mean_of_normalised(self) -> float:
+        """`np.mean(normalise(pixels), dtype=np.float64)`, streamed (see `_NUMPY_BUFSIZE`)."""
+        a, b = self.pixels, _NUMPY_BUFSIZE
+        total, rest = 0.0, np.empty(0, np.float32)
+        for sl in row_strips(*a.shape):
+            f = _normalised_rows(a, sl, self.mean, self.std).ravel()
+            if rest.size:
+                take = b - rest.size
+                rest, f = np.concatenate([rest, f[:take]]), f[take:]
+                if rest.size < b:
+                    continue
+                total += np.add.reduce(rest.astype(np.float64))
+                rest = np.empty(0, np.float32)
+            k = f.size - f.size % b
+            for i in range(0, k, b):
+                total += np.add.reduce(f[i:i + b].astype(np.float64))
+            rest = f[k:].copy()
+        if rest.size:
+            total += np.add.reduce(rest.astype(np.float64))
+        return total / a.size
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        """float32 rows [lo, hi) of the padded normalised image."""
+        h, w = self.pixels.shape
+        ph, pw = self.shape
+        out = np.empty((hi - lo, pw), np.float32)
+        r1 = min(hi, h)
+        if r1 > lo:
+            out[: r1 - lo, :w] = _normalised_rows(self.pixels, slice(lo, r1), self.mean, self.std)
+        if self.fill is not None:
+            out[: max(0, r1 - lo), w:] = self.fill
+            out[max(0, r1 - lo):] = self.fill
+        return out
 
 
 def unet_padded_shape(height: int, width: int) -> tuple[int, int]:
@@ -240,6 +309,16 @@ def drop_small_regions(mask: np.ndarray, min_px: int) -> np.ndarray:
     """
     if min_px <= 1:
         return mask
+    m = np.ascontiguousarray(mask, dtype=bool)
+    if m.ndim == 2 and _run_count(m) * RUN_BYTES <= 4 * m.size:
+        # row runs (`regions.region_runs`): no int32 label image (the same 8-connected components)
+        runs = regions.region_runs(m, 0)
+        if runs.n == 0:
+            return mask
+        sizes = np.bincount(runs.lab, weights=(runs.re - runs.rs + 1).astype(np.float64), minlength=runs.n + 1)
+        keep = sizes >= min_px
+        keep[0] = False
+        return runs.lookup(keep)
     import scipy.ndimage as ndi
 
     labels, n = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
@@ -248,6 +327,19 @@ def drop_small_regions(mask: np.ndarray, min_px: int) -> np.ndarray:
     keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_px
     keep[0] = False
     return keep[labels]
+
+
+#: Bytes per row run while `regions.region_runs` labels (run arrays and union-find).
+RUN_BYTES = 24
+
+
+def _run_count(mask: np.ndarray) -> int:
+    """Number of row runs of a bool [row, col] mask, counted in row strips."""
+    total = 0
+    for sl in row_strips(*mask.shape):
+        m = mask[sl]
+        total += int(np.count_nonzero(m[:, 0])) + int(np.count_nonzero(m[:, 1:] > m[:, :-1]))
+    return total
 
 
 def mask_min_region_px(models) -> int:
@@ -329,8 +421,7 @@ def mask_centroids(mask: np.ndarray) -> np.ndarray:
     >>> mask_centroids(np.zeros((5, 5), bool)).shape
     (0, 2)
     """
-    labels, n = regions.label_regions(np.asarray(mask, dtype=bool), REGION_DILATE)
-    hulls = regions.region_hulls(labels, n)
+    hulls = regions.region_runs(np.asarray(mask, dtype=bool), REGION_DILATE).hulls()  # no label image
     if not hulls:
         return np.empty((0, 2))
     return np.array([regions.polygon_centroid(h) for h in hulls], dtype=np.float64).reshape(-1, 2)
@@ -955,7 +1046,10 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     decision = scale_decision(pix, ms, opts, loaded.pixel_size_nm if pixel_size_nm is None else pixel_size_nm)
     work, resampling = (pix, None) if decision is None or decision.factor == 1.0 else scale.resample(pix, decision.factor)
     sw.lap("scale")
-    padded = pad_for_unet(normalise(work))
+    if work.size > ROTATE_WHOLE_MAX_PIXELS and not intermediates:
+        padded = _NormalisedPadded(work)  # bands normalised as the U-Net reads them
+    else:
+        padded = pad_for_unet(normalise(work))
     sw.lap("normalise")
     if intermediates:
         logits = unet_logits(ms, padded)
