@@ -649,6 +649,8 @@ def score_candidates(mask, centroids, neighbours, margin: float, box: int, obliq
     [3200, 3444]
     """
     m = np.asarray(mask)
+    if m.size >= 2 ** 31 - 1:  # the kernel's summed-area table is int32
+        raise ValueError(f"mask of {m.size} px is too large for the lattice kernels (< 2**31 px)")
     m = np.ascontiguousarray(m.view(np.uint8) if m.dtype == np.bool_ else m, np.uint8)
     return _fn("score_candidates")(m, np.ascontiguousarray(centroids, np.float64),
                                    np.ascontiguousarray(neighbours, np.int64), float(margin), int(box),

@@ -203,11 +203,12 @@ def _region_sums(runs: regions.RegionRuns, px: np.ndarray, n: int) -> tuple[np.n
     return counts, sums
 
 
-def _minus_zero(pixels: np.ndarray, zero: float) -> np.ndarray:
+def _minus_zero(pixels: np.ndarray, zero: float, out: np.ndarray | None = None) -> np.ndarray:
     """float32 (pixels − zero), negatives → 0: `clamp_negatives(float64(pixels) − zero)`,
-    value for value (its float32 cast, then max(·, 0)), in row strips: no whole float64 copy."""
+    value for value (its float32 cast, then max(·, 0)), in row strips: no whole float64 copy.
+    out: a float32 array of pixels' shape to write to (pixels itself: in place); None: a new one."""
     a = np.asarray(pixels)
-    out = np.empty(a.shape, np.float32)
+    out = np.empty(a.shape, np.float32) if out is None else out
     if a.ndim != 2:
         out[...] = clamp_negatives(np.asarray(a, np.float64) - zero)
         return out
@@ -442,12 +443,22 @@ def locate_squares(image, integer_valued: bool | None = None, compat: str = "rob
         integer_valued = loaded.integer_valued
     robust = compat != "published"
     zero = mixture.zero_level(loaded.pixels) if robust else 0.0
+    # The pixels are this call's own when read from a path or copied from an array, or a
+    # LoadedImage marked `scratch`: then the zero level and the clamp are applied in place
+    # (no second whole-image array); any other LoadedImage is never modified (a new array).
+    own = ((not isinstance(image, io.LoadedImage) or loaded.scratch) and loaded.pixels.dtype == np.float32
+           and loaded.pixels.flags.writeable and loaded.pixels.flags.c_contiguous)
     if zero != 0.0:
-        # counts above the zero level (a new array; the caller's is never modified)
-        px = _minus_zero(loaded.pixels, zero)
+        # counts above the zero level
+        px = _minus_zero(loaded.pixels, zero, out=loaded.pixels if own else None)
         integer_valued = bool(integer_valued) and float(zero).is_integer()
+    elif own and loaded.pixels.size and float(loaded.pixels.min()) < 0.0:
+        px = loaded.pixels  # docs/ALGORITHM.md#lowmag-clamp, as `clamp_negatives`, in place
+        for sl in row_strips(*px.shape):
+            np.maximum(px[sl], 0, out=px[sl])
     else:
         px = clamp_negatives(loaded.pixels)  # docs/ALGORITHM.md#lowmag-clamp (a copy: never modify the caller's array)
+    del loaded
     sw.lap("load")
 
     published = compat == "published"

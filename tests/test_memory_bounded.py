@@ -157,3 +157,21 @@ def test_unet_reads_a_lazy_source_like_its_array():
     want = unet_logits(ms, whole, strip_rows=256, mask_threshold=thr)
     got = unet_logits(ms, medmag._NormalisedPadded(a), strip_rows=256, mask_threshold=thr)
     assert np.array_equal(got, want)
+
+
+def test_lowmag_in_place_only_on_scratch_images():
+    """The zero level is subtracted in place only from pixels nobody else reads
+    (`io.LoadedImage.scratch`); the squares are the same either way."""
+    from dataclasses import replace
+
+    from ptolemy_rt import lowmag, synthetic
+
+    atlas, _ = synthetic.atlas(5, (384, 512))
+    im = io.validate_array(atlas.astype(np.float32) + 500.0)  # an offset: zero level ≠ 0
+    keep = im.pixels.copy()
+    a = lowmag.locate_squares(im)
+    assert np.array_equal(im.pixels, keep)  # a caller's image is not modified
+    scratch = replace(im, pixels=im.pixels.copy(), scratch=True)
+    b = lowmag.locate_squares(scratch)
+    assert a.zero == b.zero != 0.0 and b.pixels is scratch.pixels
+    assert np.array_equal(a.pixels, b.pixels) and np.array_equal(a.boxes, b.boxes)
