@@ -18,7 +18,7 @@ Prints a table and writes bench/results/bench.json. Options: --quick, --models N
 --only lowmag|medmag|server|memory, --runs N, --skip-large. ``--only server`` runs the server row
 alone (bench/server_bench.py: ``ptolemy serve`` latency, select_next_square, soak, session
 simulator; its own options follow, e.g. ``--only server --parts soak --grids 5``). ``--only
-memory``: peak RSS of both pipelines on a 16384² and a 40000² image and the budget they keep
+memory``: peak RSS of both pipelines on a 6000², a 16384² and a 40000² image and the budget they keep
 (bench/memory_bench.py, docs/BENCH.md#memory-budget).
 """
 from __future__ import annotations
@@ -296,7 +296,7 @@ def main(argv=None) -> int:
     ap.add_argument("--models", default=None, help="model set (default: ptolemy-2022 when built)")
     ap.add_argument("--only", choices=["lowmag", "medmag", "server", "memory"], default=None,
                     help="one section (server: bench/server_bench.py, ptolemy serve latency / soak / simulator; "
-                         "memory: peak RSS on 16384² and 40000² images, bench/memory_bench.py)")
+                         "memory: peak RSS on 6000², 16384² and 40000² images, bench/memory_bench.py)")
     ap.add_argument("--runs", type=int, default=5, help="measured warm runs per input (default 5)")
     ap.add_argument("--inputs", default=None, help="comma-separated input names to run (default: all)")
     ap.add_argument("--quick-large", action="store_true",

@@ -245,6 +245,8 @@ def analyse(job: Job) -> Outcome:
                                        image.pixel_size_source)
     if px is not None and px != image.pixel_size_nm:  # the scale stage's --hole-pitch-um uses it
         image = replace(image, pixel_size_nm=px)
+    if job.plot is None:  # nothing reads the pixels afterwards: the pipeline may reuse them
+        image = replace(image, scratch=True)
     result = run_pipeline(job.kind, image, job.models, job.options)
     report = Report(job.kind, job.input, result, px, src, image.section, time.perf_counter() - t0,
                     stage=image.stage, origin=image.origin)

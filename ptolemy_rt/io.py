@@ -50,6 +50,10 @@ class LoadedImage:
     pixel_size_source: str = "header"
     stage: object | None = None
     origin: dict | None = None
+    #: True when nothing reads the pixels after the pipeline (set by the batch runner when no
+    #: plot is drawn): the low-mag pipeline may then overwrite them in place (zero level,
+    #: clamp) instead of making a second whole-image array (docs/BENCH.md#memory-budget).
+    scratch: bool = False
 
 
 def _fail(path: str | os.PathLike, problem: str) -> InputImageError:

@@ -363,6 +363,89 @@ def label_components(grown: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, i
     return labels, int(n)
 
 
+def label_runs(grown: np.ndarray):
+    """8-connected components of grown as row runs (`regions_kernels.label_runs`; the
+    numbering of `label_components`, no label image).
+
+    Parameters
+    ----------
+    grown : array_like, bool, [row, col]
+        Connectivity image.
+
+    Returns
+    -------
+    rr, rs, re, lab : ndarray, int32, (m,)
+        Row, first and last column (inclusive) and component of each run, row-major.
+    n : int
+        Number of components.
+
+    Examples
+    --------
+    >>> [a.tolist() if hasattr(a, "tolist") else a for a in label_runs(np.array([[1, 0, 1], [0, 0, 1]], bool))]
+    [[0, 0, 1], [0, 2, 2], [0, 2, 2], [1, 2, 2], 2]
+    """
+    rr, rs, re, lab, n = _fn("label_runs")(np.ascontiguousarray(grown, np.bool_))
+    return rr, rs, re, lab, int(n)
+
+
+def paint_runs(rr, rs, re, lab, mask: np.ndarray, r0: int) -> np.ndarray:
+    """int32 labels of the rows r0 .. r0 + len(mask) − 1 from runs, on mask pixels only
+    (`regions_kernels.paint_runs`).
+
+    Parameters
+    ----------
+    rr, rs, re, lab : array_like, int32, (m,)
+        Runs (`label_runs`); runs outside those rows are skipped.
+    mask : array_like, bool, [row, col]
+        The rows' mask.
+    r0 : int
+        Image row of mask's first row.
+
+    Returns
+    -------
+    ndarray, int32, mask's shape
+
+    Examples
+    --------
+    >>> m = np.array([[1, 0, 1], [0, 0, 1]], bool)
+    >>> paint_runs(*label_runs(m)[:4], m[1:], 1).tolist()
+    [[0, 0, 2]]
+    """
+    i4 = np.int32
+    return _fn("paint_runs")(np.ascontiguousarray(rr, i4), np.ascontiguousarray(rs, i4),
+                             np.ascontiguousarray(re, i4), np.ascontiguousarray(lab, i4),
+                             np.ascontiguousarray(mask, np.bool_), int(r0))
+
+
+def run_row_extremes(rr, rs, re, lab, mask: np.ndarray, n: int):
+    """`row_extremes` of the label image runs paint on mask (`regions_kernels.run_row_extremes`).
+
+    Parameters
+    ----------
+    rr, rs, re, lab : array_like, int32, (m,)
+        All runs of the image (`label_runs`).
+    mask : array_like, bool, [row, col]
+        The image's mask.
+    n : int
+        Number of components.
+
+    Returns
+    -------
+    tuple of ndarray
+        rows, cmin, cmax, starts, as `row_extremes`.
+
+    Examples
+    --------
+    >>> m = np.array([[1, 1, 0], [0, 1, 1], [0, 1, 0]], bool)
+    >>> [a.tolist() for a in run_row_extremes(*label_runs(m)[:4], m, 1)]
+    [[0, 1, 2], [0, 1, 1], [1, 2, 1], [0, 0, 3]]
+    """
+    i4 = np.int32
+    return _fn("run_row_extremes")(np.ascontiguousarray(rr, i4), np.ascontiguousarray(rs, i4),
+                                   np.ascontiguousarray(re, i4), np.ascontiguousarray(lab, i4),
+                                   np.ascontiguousarray(mask, np.bool_), int(n))
+
+
 def row_extremes(labels: np.ndarray, n: int):
     """First and last column of each (row, label) pair (`regions_kernels.row_extremes`).
 
@@ -566,6 +649,8 @@ def score_candidates(mask, centroids, neighbours, margin: float, box: int, obliq
     [3200, 3444]
     """
     m = np.asarray(mask)
+    if m.size >= 2 ** 31 - 1:  # the kernel's summed-area table is int32
+        raise ValueError(f"mask of {m.size} px is too large for the lattice kernels (< 2**31 px)")
     m = np.ascontiguousarray(m.view(np.uint8) if m.dtype == np.bool_ else m, np.uint8)
     return _fn("score_candidates")(m, np.ascontiguousarray(centroids, np.float64),
                                    np.ascontiguousarray(neighbours, np.int64), float(margin), int(box),

@@ -219,9 +219,10 @@ def _bounds(pr, pc, box, h, w, published):
 
 @compiled
 def _summed_area(mask):
-    """SAT int64 [(H+1), (W+1)]: sat[r, c] = number of mask pixels in rows < r, cols < c."""
+    """SAT int32 [(H+1), (W+1)]: sat[r, c] = number of mask pixels in rows < r, cols < c
+    (int32: 4 bytes per pixel; exact for masks below 2³¹ px, which the caller checks)."""
     h, w = mask.shape
-    sat = np.zeros((h + 1, w + 1), np.int64)
+    sat = np.zeros((h + 1, w + 1), np.int32)
     for r in range(h):
         run = 0
         for c in range(w):
@@ -240,7 +241,7 @@ def _cost_sat(points, sat, h, w, box, total):
         if r1 <= r0 or c1 <= c0:
             continue
         covered += (r1 - r0) * (c1 - c0)
-        inside += sat[r1, c1] - sat[r0, c1] - sat[r1, c0] + sat[r0, c0]
+        inside += (np.int64(sat[r1, c1]) - np.int64(sat[r0, c1])) - (np.int64(sat[r1, c0]) - np.int64(sat[r0, c0]))
     return MISS_WEIGHT * (total - inside) + (covered - inside)
 
 

@@ -191,16 +191,32 @@ def fit_to_side(crop: np.ndarray, side: int = CROP_PX) -> np.ndarray:
     return out
 
 
-def _region_sums(labels: np.ndarray, px: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per label 0..n: pixel count and float64 sum of px (input units), in row strips."""
+def _region_sums(runs: regions.RegionRuns, px: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per label 0..n: pixel count and float64 sum of px (input units), in row strips (the
+    labels of each strip painted from the runs: no whole label image)."""
     counts = np.zeros(n + 1, np.int64)
     sums = np.zeros(n + 1, np.float64)
-    for sl in row_strips(*labels.shape):
-        lab = labels[sl].ravel()
+    for sl, lab in runs.strips():
+        lab = lab.ravel()
         counts += np.bincount(lab, minlength=n + 1)
         sums += np.bincount(lab, weights=px[sl].ravel(), minlength=n + 1)
     return counts, sums
 
+
+def _minus_zero(pixels: np.ndarray, zero: float, out: np.ndarray | None = None) -> np.ndarray:
+    """float32 (pixels − zero), negatives → 0: `clamp_negatives(float64(pixels) − zero)`,
+    value for value (its float32 cast, then max(·, 0)), in row strips: no whole float64 copy.
+    out: a float32 array of pixels' shape to write to (pixels itself: in place); None: a new one."""
+    a = np.asarray(pixels)
+    out = np.empty(a.shape, np.float32) if out is None else out
+    if a.ndim != 2:
+        out[...] = clamp_negatives(np.asarray(a, np.float64) - zero)
+        return out
+    for sl in row_strips(*a.shape):
+        v = np.asarray(a[sl], np.float64) - zero
+        out[sl] = v
+        np.maximum(out[sl], 0, out=out[sl])
+    return out
 
 def published_box_shift(angle_deg: float, in_shape, out_shape) -> np.ndarray:
     """(row, col) px that the published tool's point map adds to the exact one
@@ -321,7 +337,7 @@ def screen_regions(hulls: list[np.ndarray], areas: np.ndarray, shape) -> tuple[n
     return keep, reasons
 
 
-def _dark_regions(px, fit, labels, n, region_ok, bright_areas, shape):
+def _dark_regions(px, fit, runs, n, region_ok, bright_areas, shape):
     """The dark-square pass (docs/ALGORITHM.md#lowmag-dark): polygons, their pixel counts and
     sums, the split used, and [(hull, area, reason)] for rejected dark regions."""
     low = mixture.fit_below(fit)
@@ -331,19 +347,27 @@ def _dark_regions(px, fit, labels, n, region_ok, bright_areas, shape):
     info["used"] = True
     big = np.zeros(n + 1, bool)
     big[1:] = region_ok
-    near = regions.dilate_mask(big[labels], NEAR_BRIGHT_PX)
-    ring = near & ~fit.mask  # the bars beside the bright squares
+    seed = runs.lookup(big)
+    near = regions.dilate_mask(seed, NEAR_BRIGHT_PX)
+    del seed
+    ring = np.empty(px.shape, bool)  # the bars beside the bright squares: near & ~mask
+    for sl in row_strips(*px.shape):
+        np.greater(near[sl], fit.mask[sl], out=ring[sl])
     bar = float(np.median(px[ring])) if ring.any() else 0.0
     del ring
     thr = max(float(low.threshold), DARK_CONTRAST * bar)
     info.update(bar_level=bar, threshold=thr)
-    dmask = (px >= np.float32(thr)) & ~near
+    dmask = np.empty(px.shape, bool)
+    for sl in row_strips(*px.shape):
+        np.greater_equal(px[sl], np.float32(thr), out=dmask[sl])
+        dmask[sl] &= ~near[sl]
     del near
-    dlab, dn = regions.label_regions(dmask, DILATE_PX)
-    dhulls = regions.region_hulls(dlab, dn)
+    druns = regions.region_runs(dmask, DILATE_PX)
+    dn = druns.n
+    dhulls = druns.hulls()
     dareas = np.array([regions.polygon_area(h) for h in dhulls])
-    counts, sums = _region_sums(dlab, px, dn)
-    del dlab
+    counts, sums = _region_sums(druns, px, dn)
+    del druns, dmask
     med = float(np.median(bright_areas))
     lo, hi = DARK_AREA_RANGE[0] * med, DARK_AREA_RANGE[1] * med
     keep_h, keep_c, keep_s, rejected = [], [], [], []
@@ -419,12 +443,22 @@ def locate_squares(image, integer_valued: bool | None = None, compat: str = "rob
         integer_valued = loaded.integer_valued
     robust = compat != "published"
     zero = mixture.zero_level(loaded.pixels) if robust else 0.0
+    # The pixels are this call's own when read from a path or copied from an array, or a
+    # LoadedImage marked `scratch`: then the zero level and the clamp are applied in place
+    # (no second whole-image array); any other LoadedImage is never modified (a new array).
+    own = ((not isinstance(image, io.LoadedImage) or loaded.scratch) and loaded.pixels.dtype == np.float32
+           and loaded.pixels.flags.writeable and loaded.pixels.flags.c_contiguous)
     if zero != 0.0:
-        # counts above the zero level (a new array; the caller's is never modified)
-        px = clamp_negatives(np.asarray(loaded.pixels, np.float64) - zero)
+        # counts above the zero level
+        px = _minus_zero(loaded.pixels, zero, out=loaded.pixels if own else None)
         integer_valued = bool(integer_valued) and float(zero).is_integer()
+    elif own and loaded.pixels.size and float(loaded.pixels.min()) < 0.0:
+        px = loaded.pixels  # docs/ALGORITHM.md#lowmag-clamp, as `clamp_negatives`, in place
+        for sl in row_strips(*px.shape):
+            np.maximum(px[sl], 0, out=px[sl])
     else:
         px = clamp_negatives(loaded.pixels)  # docs/ALGORITHM.md#lowmag-clamp (a copy: never modify the caller's array)
+    del loaded
     sw.lap("load")
 
     published = compat == "published"
@@ -432,10 +466,11 @@ def locate_squares(image, integer_valued: bool | None = None, compat: str = "rob
     mask = fit.mask
     sw.lap("mixture")
 
-    labels, n = regions.label_regions(mask, DILATE_PX)
+    runs = regions.region_runs(mask, DILATE_PX)  # row runs: no whole int32 label image
+    n = runs.n
     sw.lap("regions")
 
-    hulls_all = regions.region_hulls(labels, n)
+    hulls_all = runs.hulls()
     areas = np.array([regions.polygon_area(h) for h in hulls_all])
     big = areas > MIN_AREA_PX2
     keep = np.nonzero(big)[0]
@@ -447,7 +482,7 @@ def locate_squares(image, integer_valued: bool | None = None, compat: str = "rob
             rejected.append({"region": int(i + 1), "bbox": _bbox_xy(hulls_all[i]), "area": float(areas[i]),
                              "reason": text})
         keep = keep[ok]
-    counts, sums = _region_sums(labels, px, n)
+    counts, sums = _region_sums(runs, px, n)
     bright = sums[keep + 1] / np.maximum(counts[keep + 1], 1) + zero
     hulls = [hulls_all[i] for i in keep]
     dark_info = None
@@ -463,7 +498,7 @@ def locate_squares(image, integer_valued: bool | None = None, compat: str = "rob
             bright = bright[idx]
             n_bright = int((~dk).sum())
     if robust and mask.any() and fit.valley_ratio <= MAX_VALLEY_RATIO:
-        dh, dc, ds, dark_info, drej = _dark_regions(px, fit, labels, n, big, areas[keep], px.shape)
+        dh, dc, ds, dark_info, drej = _dark_regions(px, fit, runs, n, big, areas[keep], px.shape)
         dark_info["from_mask"] = len(hulls) - n_bright
         for h, a, text in drej:
             rejected.append({"region": None, "bbox": _bbox_xy(h), "area": a, "reason": text})
@@ -477,8 +512,9 @@ def locate_squares(image, integer_valued: bool | None = None, compat: str = "rob
         # robust: the pixels of rejected regions (background, rim) do not set the constants
         gone = np.zeros(n + 1, bool)
         gone[gone_ids] = True
-        norm_mask = mask & ~gone[labels]
-    del labels
+        norm_mask = runs.lookup(~gone)  # mask & ~gone[labels] (unlabelled pixels: off the mask)
+        norm_mask &= mask
+    del runs
     sw.lap("hulls")
     tm = sw.timings
 

@@ -105,38 +105,115 @@ def normalise(pixels: np.ndarray, clamp: bool = True, where: np.ndarray | None =
         if w is not None:
             out[~w] = 0.0
         return out.astype(np.float32)
-    strips = list(row_strips(*a.shape))
+    if a.size == 0:
+        return np.zeros(a.shape, np.float32)
+    mean, std = _normalise_stats(a, clamp, w)
+    out = np.empty(a.shape, np.float32)
+    for sl in row_strips(*a.shape):
+        out[sl] = _normalised_rows(a, sl, mean, std, clamp, w)
+    return out
 
-    def values(sl):
-        v = np.asarray(a[sl], dtype=np.float64)
-        return np.maximum(v, 0) if clamp and v.size and float(v.min()) < 0.0 else v
+
+def _clamped_rows(a: np.ndarray, sl: slice, clamp: bool = True) -> np.ndarray:
+    """Rows sl of a as float64, negatives → 0 when clamp."""
+    v = np.asarray(a[sl], dtype=np.float64)
+    return np.maximum(v, 0) if clamp and v.size and float(v.min()) < 0.0 else v
+
+
+def _normalise_stats(a: np.ndarray, clamp: bool = True, where: np.ndarray | None = None) -> tuple[float, float]:
+    """(mean, population std) of a 2-D image (negatives counted as 0 when clamp; only the
+    pixels of the bool mask `where` when given), float64, in the row strips of `normalise` (the
+    numbers `core.mean_std` gives on a whole float64 copy); (0, 0) when no pixel counts."""
+    strips = list(row_strips(*a.shape))
 
     def pieces():
         for sl in strips:
-            yield values(sl).ravel() if w is None else values(sl)[w[sl]]
+            v = _clamped_rows(a, sl, clamp)
+            yield v.ravel() if where is None else v[where[sl]]
 
     count, total = 0, 0.0
     for v in pieces():
         count += v.size
         total += float(v.sum(dtype=np.float64))
     if count == 0:
-        return np.zeros(a.shape, np.float32)
+        return 0.0, 0.0
     mean = total / count
     ss = 0.0
     for v in pieces():
         d = v.astype(np.float64)
         d -= mean
         ss += float(np.dot(d, d))
-    std = float(np.sqrt(ss / count))
-    out = np.empty(a.shape, np.float32)
-    for sl in strips:
-        v = values(sl) - mean
-        if std > 0:
-            v /= std
-        if w is not None:
-            v[~w[sl]] = 0.0  # off the film: the film's mean (no hole-like structure)
-        out[sl] = v
-    return out
+    return mean, float(np.sqrt(ss / count))
+
+
+def _normalised_rows(a: np.ndarray, sl: slice, mean: float, std: float, clamp: bool = True,
+                     where: np.ndarray | None = None) -> np.ndarray:
+    """Rows sl of `normalise(a, clamp, where)` (float32), given its (mean, std): the same
+    per-pixel float64 arithmetic, so any row range gives the whole result's rows."""
+    v = _clamped_rows(a, sl, clamp) - mean
+    if std > 0:
+        v /= std
+    if where is not None:
+        v[~where[sl]] = 0.0  # off the film: the film's mean (no hole-like structure)
+    return v.astype(np.float32)
+
+
+#: numpy sums float32 arrays into float64 in buffers of this many elements (pairwise within a
+#: buffer, in order across buffers); `_NormalisedPadded` repeats that order, so its fill is
+#: `np.mean` of the whole normalised image bit for bit (tests/test_memory_bounded.py checks it).
+_NUMPY_BUFSIZE = 8192
+
+
+class _NormalisedPadded:
+    """Stands for `pad_for_unet(normalise(pixels, clamp, where))` (float32 [row, col], `shape`) where only
+    row bands are read (`rows`): each is normalised when asked for, so the whole normalised
+    and padded image never exists (images above `ROTATE_WHOLE_MAX_PIXELS`; the U-Net reads
+    bands, `unet.unet_logits`). Same values as the whole arrays."""
+
+    def __init__(self, pixels: np.ndarray, clamp: bool = True, where: np.ndarray | None = None):
+        self.pixels = np.asarray(pixels)
+        self.clamp = bool(clamp)
+        self.where = None if where is None or not np.any(where) else np.asarray(where, dtype=bool)
+        h, w = self.pixels.shape
+        self.shape = unet_padded_shape(h, w)
+        self.mean, self.std = _normalise_stats(self.pixels, self.clamp, self.where)
+        self.fill = None
+        if self.shape != (h, w):
+            self.fill = np.float32(self._mean_of_normalised())
+
+    def _mean_of_normalised(self) -> float:
+        """`np.mean(normalise(pixels), dtype=np.float64)`, streamed (see `_NUMPY_BUFSIZE`)."""
+        a, b = self.pixels, _NUMPY_BUFSIZE
+        total, rest = 0.0, np.empty(0, np.float32)
+        for sl in row_strips(*a.shape):
+            f = _normalised_rows(a, sl, self.mean, self.std, self.clamp, self.where).ravel()
+            if rest.size:
+                take = b - rest.size
+                rest, f = np.concatenate([rest, f[:take]]), f[take:]
+                if rest.size < b:
+                    continue
+                total += np.add.reduce(rest.astype(np.float64))
+                rest = np.empty(0, np.float32)
+            k = f.size - f.size % b
+            for i in range(0, k, b):
+                total += np.add.reduce(f[i:i + b].astype(np.float64))
+            rest = f[k:].copy()
+        if rest.size:
+            total += np.add.reduce(rest.astype(np.float64))
+        return total / a.size
+
+    def rows(self, lo: int, hi: int) -> np.ndarray:
+        """float32 rows [lo, hi) of the padded normalised image."""
+        h, w = self.pixels.shape
+        ph, pw = self.shape
+        out = np.empty((hi - lo, pw), np.float32)
+        r1 = min(hi, h)
+        if r1 > lo:
+            out[: r1 - lo, :w] = _normalised_rows(self.pixels, slice(lo, r1), self.mean, self.std, self.clamp, self.where)
+        if self.fill is not None:
+            out[: max(0, r1 - lo), w:] = self.fill
+            out[max(0, r1 - lo):] = self.fill
+        return out
 
 
 def unet_padded_shape(height: int, width: int) -> tuple[int, int]:
@@ -265,6 +342,16 @@ def drop_small_regions(mask: np.ndarray, min_px: int) -> np.ndarray:
     """
     if min_px <= 1:
         return mask
+    m = np.ascontiguousarray(mask, dtype=bool)
+    if m.ndim == 2 and _run_count(m) * RUN_BYTES <= 4 * m.size:
+        # row runs (`regions.region_runs`): no int32 label image (the same 8-connected components)
+        runs = regions.region_runs(m, 0)
+        if runs.n == 0:
+            return mask
+        sizes = np.bincount(runs.lab, weights=(runs.re - runs.rs + 1).astype(np.float64), minlength=runs.n + 1)
+        keep = sizes >= min_px
+        keep[0] = False
+        return runs.lookup(keep)
     import scipy.ndimage as ndi
 
     labels, n = ndi.label(mask, structure=np.ones((3, 3), dtype=bool))
@@ -273,6 +360,19 @@ def drop_small_regions(mask: np.ndarray, min_px: int) -> np.ndarray:
     keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_px
     keep[0] = False
     return keep[labels]
+
+
+#: Bytes per row run while `regions.region_runs` labels (run arrays and union-find).
+RUN_BYTES = 24
+
+
+def _run_count(mask: np.ndarray) -> int:
+    """Number of row runs of a bool [row, col] mask, counted in row strips."""
+    total = 0
+    for sl in row_strips(*mask.shape):
+        m = mask[sl]
+        total += int(np.count_nonzero(m[:, 0])) + int(np.count_nonzero(m[:, 1:] > m[:, :-1]))
+    return total
 
 
 def mask_min_region_px(models) -> int:
@@ -354,8 +454,7 @@ def mask_centroids(mask: np.ndarray) -> np.ndarray:
     >>> mask_centroids(np.zeros((5, 5), bool)).shape
     (0, 2)
     """
-    labels, n = regions.label_regions(np.asarray(mask, dtype=bool), REGION_DILATE)
-    hulls = regions.region_hulls(labels, n)
+    hulls = regions.region_runs(np.asarray(mask, dtype=bool), REGION_DILATE).hulls()  # no label image
     if not hulls:
         return np.empty((0, 2))
     return np.array([regions.polygon_centroid(h) for h in hulls], dtype=np.float64).reshape(-1, 2)
@@ -1101,7 +1200,11 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     def masked(img):
         """(logits cut to img or None, mask) of the U-Net on img; without intermediates the
         mask is made strip by strip (no whole-image logits; the same comparisons)."""
-        padded = pad_for_unet(normalise(img, clamp=not robust, where=None if region is None else region.mask))
+        where = None if region is None else region.mask
+        if img.size > ROTATE_WHOLE_MAX_PIXELS and not intermediates:
+            padded = _NormalisedPadded(img, clamp=not robust, where=where)  # bands normalised as the U-Net reads them
+        else:
+            padded = pad_for_unet(normalise(img, clamp=not robust, where=where))
         sw.lap("normalise")
         if intermediates:
             logits = unet_logits(ms, padded)

@@ -277,17 +277,91 @@ def zero_level(pixels: np.ndarray) -> float:
     >>> zero_level(img), zero_level(img + 1000), zero_level(img * 0.5 - 20)
     (0.0, 1000.0, -20.0)
     """
-    a = np.asarray(pixels).ravel()
+    a = np.asarray(pixels)
     if a.size == 0:
         return 0.0
     n = a.size
     k_lo, k_hi = int(ZERO_TEST_QUANTILE * n), n - 1 - int(ZERO_TEST_QUANTILE * n)
     k0 = int(ZERO_RANK_FRACTION * n)
-    part = np.partition(a, sorted({k0, k_lo, k_hi}))
-    q_lo, q_hi = float(part[k_lo]), float(part[k_hi])
+    ks = sorted({k0, k_lo, k_hi})
+    if a.dtype == np.float32 and a.ndim == 2 and n > STREAM_MIN_PX:
+        q = dict(zip(ks, order_statistics_f32(a, ks)))  # no whole-image copy
+    else:
+        part = np.partition(a.ravel(), ks)
+        q = {k: part[k] for k in ks}
+    q_lo, q_hi = float(q[k_lo]), float(q[k_hi])
     if 0.0 <= q_lo <= ZERO_TEST_FRACTION * (q_hi - q_lo):
         return 0.0
-    return float(part[k0])
+    return float(q[k0])
+
+
+#: Images above this many pixels get their order statistics by `order_statistics_f32`
+#: (streamed) instead of `numpy.partition` (a whole-image copy).
+STREAM_MIN_PX = 1 << 22
+
+
+def _sort_keys(u: np.ndarray) -> np.ndarray:
+    """uint32 keys of float32 bit patterns (viewed as uint32) whose unsigned order is the
+    values' order (negative floats: all bits flipped; others: sign bit set)."""
+    return np.where(u >= np.uint32(0x80000000), ~u, u | np.uint32(0x80000000))
+
+
+def order_statistics_f32(a: np.ndarray, ks) -> list:
+    """The k-th smallest values (0-based ranks ks) of a 2-D float32 [row, col] array without
+    NaN: `numpy.partition(a.ravel(), k)[k]` for each k, without copying the image.
+
+    Two histogram passes over row strips (`core.row_strips`) of a monotone uint32 key of the
+    float32 bits: the high 16 bits find each rank's bin, the low 16 bits within it give
+    the exact value. Memory: 65536-entry histograms and one strip's keys. (−0.0 sorts
+    before +0.0; both compare equal to 0.)
+
+    Parameters
+    ----------
+    a : numpy.ndarray
+        2-D float32 [row, col], finite or ±inf, no NaN.
+    ks : sequence of int
+        Ranks, 0 ≤ k < a.size.
+
+    Returns
+    -------
+    list of numpy.float32
+        One value per rank, in the order of ks.
+
+    Examples
+    --------
+    >>> x = np.random.default_rng(0).normal(size=(300, 200)).astype(np.float32)
+    >>> got = order_statistics_f32(x, [0, 17, 59999])
+    >>> got == [np.partition(x.ravel(), k)[k] for k in (0, 17, 59999)]
+    True
+    """
+    from .core import row_strips
+
+    u = a.view(np.uint32)
+    hist = np.zeros(1 << 16, np.int64)
+    for sl in row_strips(*a.shape):
+        hist += np.bincount((_sort_keys(u[sl].ravel()) >> np.uint32(16)).astype(np.intp), minlength=1 << 16)
+    cum = np.cumsum(hist)
+    target = {}
+    for k in ks:
+        b = int(np.searchsorted(cum, k, side="right"))
+        target[k] = (b, int(k - (cum[b - 1] if b else 0)))
+    bins = sorted({b for b, _ in target.values()})
+    low = {b: np.zeros(1 << 16, np.int64) for b in bins}
+    for sl in row_strips(*a.shape):
+        key = _sort_keys(u[sl].ravel())
+        hi = key >> np.uint32(16)
+        for b in bins:
+            sel = key[hi == b] & np.uint32(0xFFFF)
+            if sel.size:
+                low[b] += np.bincount(sel.astype(np.intp), minlength=1 << 16)
+    out = []
+    for k in ks:
+        b, r = target[k]
+        lo = int(np.searchsorted(np.cumsum(low[b]), r, side="right"))
+        key = np.array([(b << 16) | lo], np.uint32)
+        bits = np.where(key >= np.uint32(0x80000000), key & np.uint32(0x7FFFFFFF), ~key)
+        out.append(bits.view(np.float32)[0])
+    return out
 
 
 @dataclass(frozen=True)

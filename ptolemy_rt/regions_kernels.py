@@ -121,6 +121,196 @@ def label_components(grown, mask):
 
 
 @compiled
+def label_runs(grown):
+    """8-connected components of `grown` as row runs (no label image).
+
+    The runs and numbering of `label_components` (components 1..n in the row-major order of
+    their first pixel), without the int32 label image: memory grows with the number of
+    runs, not with the image.
+
+    Parameters
+    ----------
+    grown : ndarray, bool, [row, col]
+        The pixels whose connectivity defines the components.
+
+    Returns
+    -------
+    rr, rs, re : ndarray, int32, (m,)
+        Row, first and last (inclusive) column of each run, in row-major order.
+    lab : ndarray, int32, (m,)
+        Component number 1..n of each run.
+    n : int
+        Number of components.
+
+    Examples
+    --------
+    >>> m = np.array([[1, 0, 1], [0, 1, 0], [0, 0, 0], [1, 1, 0]], bool)
+    >>> rr, rs, re, lab, n = label_runs(m)
+    >>> rr.tolist(), rs.tolist(), re.tolist(), lab.tolist(), n
+    ([0, 0, 1, 3], [0, 2, 1, 0], [0, 2, 1, 1], [1, 1, 1, 2], 2)
+    """
+    h, w = grown.shape
+    nruns = 0
+    for r in range(h):
+        prev = False
+        for c in range(w):
+            v = grown[r, c]
+            if v and not prev:
+                nruns += 1
+            prev = v
+    rr = np.empty(nruns, np.int32)
+    rs = np.empty(nruns, np.int32)
+    re = np.empty(nruns, np.int32)  # inclusive end column
+    parent = np.arange(nruns)
+    k = 0
+    prev_lo = 0
+    prev_hi = 0
+    for r in range(h):
+        row_lo = k
+        j0 = prev_lo
+        c = 0
+        while c < w:
+            if not grown[r, c]:
+                c += 1
+                continue
+            s = c
+            while c < w and grown[r, c]:
+                c += 1
+            e = c - 1
+            rr[k] = r
+            rs[k] = s
+            re[k] = e
+            while j0 < prev_hi and re[j0] < s - 1:
+                j0 += 1
+            j = j0
+            while j < prev_hi and rs[j] <= e + 1:
+                a = _find(parent, k)
+                b = _find(parent, j)
+                if a < b:
+                    parent[b] = a
+                elif b < a:
+                    parent[a] = b
+                j += 1
+            k += 1
+        prev_lo = row_lo
+        prev_hi = k
+    lab = np.zeros(nruns, np.int32)
+    n = 0
+    for i in range(nruns):
+        root = _find(parent, i)
+        if lab[root] == 0:  # root = the component's first run, met first here
+            n += 1
+            lab[root] = n
+        lab[i] = lab[root]
+    return rr, rs, re, lab, n
+
+
+@compiled
+def paint_runs(rr, rs, re, lab, mask, r0):
+    """Label image of rows r0 .. r0 + mask.shape[0] − 1 from runs (`label_runs`).
+
+    Parameters
+    ----------
+    rr, rs, re, lab : ndarray, int32, (m,)
+        The runs meeting those rows (row, first and last column, component), row-major.
+    mask : ndarray, bool, [row, col]
+        The rows' mask: only its pixels receive their run's component (others 0).
+    r0 : int
+        Image row of mask's first row.
+
+    Returns
+    -------
+    ndarray, int32, mask's shape
+        Component number on mask pixels inside a run, 0 elsewhere: the rows of
+        `label_components(grown, mask)`.
+
+    Examples
+    --------
+    >>> m = np.array([[1, 1, 0, 1]], bool)
+    >>> paint_runs(*label_runs(m)[:4], np.array([[1, 0, 0, 1]], bool), 0).tolist()
+    [[1, 0, 0, 2]]
+    """
+    h, w = mask.shape
+    out = np.zeros((h, w), np.int32)
+    for i in range(rr.shape[0]):
+        r = rr[i] - r0
+        if r < 0 or r >= h:
+            continue
+        v = lab[i]
+        for c in range(rs[i], re[i] + 1):
+            if mask[r, c]:
+                out[r, c] = v
+    return out
+
+
+@compiled
+def run_row_extremes(rr, rs, re, lab, mask, n):
+    """`row_extremes` of the label image the runs paint on `mask` (`paint_runs` on every
+    row), without making it: the runs are visited in row-major order, so the entries are
+    the same.
+
+    Parameters
+    ----------
+    rr, rs, re, lab : ndarray, int32, (m,)
+        All runs of the image (`label_runs`).
+    mask : ndarray, bool, [row, col]
+        The whole image's mask.
+    n : int
+        Number of components.
+
+    Returns
+    -------
+    rows, cmin, cmax, starts
+        As `row_extremes`.
+
+    Examples
+    --------
+    One 8-connected region over two rows:
+
+    >>> m = np.array([[0, 1, 1], [1, 0, 1]], bool)
+    >>> [a.tolist() for a in run_row_extremes(*label_runs(m)[:4], m, 1)]
+    [[0, 1], [1, 0], [2, 2], [0, 0, 2]]
+    """
+    last = np.full(n + 1, -1, np.int64)
+    cnt = np.zeros(n + 2, np.int64)
+    for i in range(rr.shape[0]):
+        r = rr[i]
+        v = lab[i]
+        if last[v] == r:
+            continue
+        for c in range(rs[i], re[i] + 1):
+            if mask[r, c]:
+                last[v] = r
+                cnt[v + 1] += 1
+                break
+    starts = np.zeros(n + 2, np.int64)
+    for i in range(1, n + 2):
+        starts[i] = starts[i - 1] + cnt[i]
+    total = starts[n + 1]
+    rows = np.empty(total, np.int32)
+    cmin = np.empty(total, np.int32)
+    cmax = np.empty(total, np.int32)
+    pos = starts.copy()
+    last[:] = -1
+    for i in range(rr.shape[0]):
+        r = rr[i]
+        v = lab[i]
+        for c in range(rs[i], re[i] + 1):
+            if not mask[r, c]:
+                continue
+            if last[v] != r:
+                last[v] = r
+                p = pos[v]
+                rows[p] = r
+                cmin[p] = c
+                cmax[p] = c
+                pos[v] = p + 1
+            else:
+                cmax[pos[v] - 1] = c
+    return rows, cmin, cmax, starts
+
+
+@compiled
 def row_extremes(labels, n):
     """First and last column of every (row, label) pair present in a label image.
 
@@ -284,6 +474,10 @@ def hulls_of_rows(rows, cmin, cmax, starts):
 #: Exported kernels: name -> (function name here, numba signature), C-contiguous arrays.
 EXPORTS = {
     "label_components": ("label_components", "Tuple((i4[:, ::1], i8))(b1[:, ::1], b1[:, ::1])"),
+    "label_runs": ("label_runs", "Tuple((i4[::1], i4[::1], i4[::1], i4[::1], i8))(b1[:, ::1])"),
+    "paint_runs": ("paint_runs", "i4[:, ::1](i4[::1], i4[::1], i4[::1], i4[::1], b1[:, ::1], i8)"),
+    "run_row_extremes": ("run_row_extremes",
+                         "Tuple((i4[::1], i4[::1], i4[::1], i8[::1]))(i4[::1], i4[::1], i4[::1], i4[::1], b1[:, ::1], i8)"),
     "row_extremes": ("row_extremes", "Tuple((i4[::1], i4[::1], i4[::1], i8[::1]))(i4[:, ::1], i8)"),
     "hulls_of_rows": ("hulls_of_rows", "Tuple((f8[:, ::1], i8[::1]))(i4[::1], i4[::1], i4[::1], i8[::1])"),
 }

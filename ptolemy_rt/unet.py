@@ -135,7 +135,9 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
         ptolemy_rt.models.ModelSet: its ``hole_unet`` architecture (channels, halo_rows,
         row_multiple) and parts encoder, core / core_x2, decoder / decoder_x2.
     image
-        2-D [row, col], already normalised and padded by the caller (docs/ALGORITHM.md#medmag-normalise, #medmag-padding).
+        2-D [row, col], already normalised and padded by the caller (docs/ALGORITHM.md#medmag-normalise, #medmag-padding),
+        or an object with ``shape`` (rows, cols) and ``rows(lo, hi)`` giving those float32 rows
+        (each band is then made when the encoder or decoder reads it: no whole-image copy).
     strip_rows, budget_bytes
         See plan_strips (memory bound of the full-resolution strips).
     mask_threshold
@@ -176,10 +178,21 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
     ValueError: unet_logits expects a 2-D image [row, col], got shape (2, 8, 8)
     """
     arch = models.model(UNET_KEY).architecture
-    img = np.ascontiguousarray(image, dtype=np.float32)
-    if img.ndim != 2:
-        raise ValueError(f"unet_logits expects a 2-D image [row, col], got shape {img.shape}")
-    height, width = img.shape
+    if hasattr(image, "rows"):  # a lazy source: float32 row bands on request (medmag._NormalisedPadded)
+        img = image
+        height, width = (int(v) for v in img.shape)
+
+        def rows(lo, hi):
+            return np.ascontiguousarray(img.rows(lo, hi), dtype=np.float32)[None, None]
+    else:
+        img = np.ascontiguousarray(image, dtype=np.float32)
+        if img.ndim != 2:
+            raise ValueError(f"unet_logits expects a 2-D image [row, col], got shape {img.shape}")
+        height, width = img.shape
+        x = img[None, None]
+
+        def rows(lo, hi):
+            return x[:, :, lo:hi]
     c, halo, mult = arch.channels, arch.halo_rows, arch.row_multiple
     x2 = _use_x2(models, height, width)
     if x2:  # windows start on multiples of 8 (phase boundaries of ``up``)
@@ -187,7 +200,6 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
         halo = -(-halo // X2_MULTIPLE) * X2_MULTIPLE
     bands = plan_strips(height, width, c, halo=halo, multiple=mult,
                         strip_rows=strip_rows, budget_bytes=budget_bytes)
-    x = img[None, None]
     enc = models.session(UNET_KEY, "encoder")
     core = models.session(UNET_KEY, "core_x2" if x2 else "core")
     dec = models.session(UNET_KEY, "decoder_x2" if x2 else "decoder")
@@ -197,7 +209,7 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
     wins = list(_windows(bands, height, halo))
     for k, (a, b, lo, hi) in enumerate(wins):
         opts = _shrink_options() if k == len(wins) - 1 else None
-        p = enc.run(None, {"image": x[:, :, lo:hi]}, opts)[0]
+        p = enc.run(None, {"image": rows(lo, hi)}, opts)[0]
         if pooled is None:
             pooled = np.empty((1, p.shape[1], height // 4, p.shape[3]), dtype=np.float32)
         if len(bands) == 1:
@@ -218,7 +230,7 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
     out = np.empty((height, width), dtype=np.float32 if mask_threshold is None else bool)
     for k, (a, b, lo, hi) in enumerate(wins):
         q0, q1 = lo // step, (hi // step if len(bands) > 1 else ups[0].shape[2])
-        feeds = {"image": x[:, :, lo:hi]}
+        feeds = {"image": rows(lo, hi)}
         feeds.update({n: u[:, :, q0:q1] for n, u in zip(names, ups)})
         opts = _shrink_options() if k == len(wins) - 1 else None
         y = dec.run(None, feeds, opts)[0]

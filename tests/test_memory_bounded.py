@@ -76,3 +76,102 @@ def test_rotated_windows_match_whole_rotation():
     win = medmag._RotatedWindows(a, -23.0)
     blk = win[slice(10, 60), slice(5, 70)]
     assert blk.shape == (50, 65) and np.abs(blk - whole[10:60, 5:70]).max() < 1e-5
+
+
+@pytest.mark.parametrize("dilate", [0, 3, 6])
+def test_region_runs_equal_label_image(monkeypatch, dilate):
+    """Row runs (no int32 label image): the same labels strip by strip, hulls and count."""
+    from ptolemy_rt import core, regions
+
+    monkeypatch.setattr(core, "STRIP_PX", 97)  # many strips, cut mid-region
+    rng = np.random.default_rng(5)
+    for t in range(25):
+        h, w = (int(v) for v in rng.integers(1, 80, 2))
+        m = rng.random((h, w)) < (0.02, 0.1, 0.4)[t % 3]
+        labels, n = regions.label_regions(m, dilate)
+        runs = regions.region_runs(m, dilate)
+        assert runs.n == n
+        assert np.array_equal(np.concatenate([lab for _, lab in runs.strips()]), labels)
+        got, want = runs.hulls(), regions.region_hulls(labels, n)
+        assert len(got) == len(want) and all(np.array_equal(a, b) for a, b in zip(got, want))
+        table = rng.random(n + 1) < 0.5
+        assert np.array_equal(runs.lookup(table), table[labels])
+
+
+def test_drop_small_regions_by_runs_equals_scipy_labels():
+    import scipy.ndimage as ndi
+
+    rng = np.random.default_rng(6)
+    m = ndi.binary_dilation(rng.random((300, 211)) < 0.01, iterations=2)
+    m[::7, ::5] = True  # speckles
+    labels, n = ndi.label(m, structure=np.ones((3, 3), bool))
+    for min_px in (2, 10, 40):
+        keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_px
+        keep[0] = False
+        assert np.array_equal(medmag.drop_small_regions(m, min_px), keep[labels])
+
+
+def test_order_statistics_and_zero_level_stream_equal_partition(monkeypatch):
+    from ptolemy_rt import lowmag, mixture
+    from ptolemy_rt.core import clamp_negatives
+
+    rng = np.random.default_rng(7)
+    for k, x in enumerate([rng.normal(0, 1e3, (311, 170)), rng.integers(1000, 1016, (200, 333)),
+                           rng.random((97, 410)) - 0.3, rng.normal(-40, 9, (250, 250))]):
+        x = x.astype(np.float32)
+        x.flat[k * 17] = -0.0
+        ks = sorted({0, 5, x.size // 3, x.size - 1})
+        part = np.partition(x.ravel(), ks)
+        assert mixture.order_statistics_f32(x, ks) == [part[i] for i in ks]
+        monkeypatch.setattr(mixture, "STREAM_MIN_PX", 1 << 40)
+        whole = mixture.zero_level(x)
+        monkeypatch.setattr(mixture, "STREAM_MIN_PX", 0)
+        assert mixture.zero_level(x) == whole
+        z = float(part[5])
+        assert lowmag._minus_zero(x, z).tobytes() == clamp_negatives(np.asarray(x, np.float64) - z).tobytes()
+
+
+@pytest.mark.parametrize("shape", [(301, 97), (1030, 1500), (2048, 1536), (5, 2000)])
+def test_normalised_padded_bands_equal_whole_arrays(monkeypatch, shape):
+    """The lazy U-Net input of large images: every band, the fill included, bit for bit."""
+    from ptolemy_rt import core
+
+    monkeypatch.setattr(core, "STRIP_PX", 50_000)  # strips that do not divide numpy's buffers
+    a = np.random.default_rng(8).gamma(2.0, 30.0, shape).astype(np.float32)
+    whole = medmag.pad_for_unet(medmag.normalise(a))
+    lazy = medmag._NormalisedPadded(a)
+    assert lazy.shape == whole.shape
+    h = whole.shape[0]
+    for lo, hi in [(0, h), (0, 3), (h // 3, h // 2 + 5), (max(0, shape[0] - 2), h)]:
+        assert lazy.rows(lo, hi).tobytes() == whole[lo:hi].tobytes()
+
+
+def test_unet_reads_a_lazy_source_like_its_array():
+    from ptolemy_rt.models import load_model_set
+    from ptolemy_rt.unet import unet_logits
+
+    ms = load_model_set(None)
+    a = np.random.default_rng(9).gamma(2.0, 30.0, (1000, 1400)).astype(np.float32)
+    whole = medmag.pad_for_unet(medmag.normalise(a))
+    thr = medmag._logit_threshold()
+    want = unet_logits(ms, whole, strip_rows=256, mask_threshold=thr)
+    got = unet_logits(ms, medmag._NormalisedPadded(a), strip_rows=256, mask_threshold=thr)
+    assert np.array_equal(got, want)
+
+
+def test_lowmag_in_place_only_on_scratch_images():
+    """The zero level is subtracted in place only from pixels nobody else reads
+    (`io.LoadedImage.scratch`); the squares are the same either way."""
+    from dataclasses import replace
+
+    from ptolemy_rt import lowmag, synthetic
+
+    atlas, _ = synthetic.atlas(5, (384, 512))
+    im = io.validate_array(atlas.astype(np.float32) + 500.0)  # an offset: zero level ≠ 0
+    keep = im.pixels.copy()
+    a = lowmag.locate_squares(im)
+    assert np.array_equal(im.pixels, keep)  # a caller's image is not modified
+    scratch = replace(im, pixels=im.pixels.copy(), scratch=True)
+    b = lowmag.locate_squares(scratch)
+    assert a.zero == b.zero != 0.0 and b.pixels is scratch.pixels
+    assert np.array_equal(a.pixels, b.pixels) and np.array_equal(a.boxes, b.boxes)
