@@ -4,7 +4,10 @@
 
 Writes docs/img/gallery_atlas.png, docs/img/gallery_medmag.png (raw synthetic images,
 robust contrast, 6 seeds each) and docs/img/demo_atlas.png, docs/img/demo_square.png
-(`ptolemy demo` overlays with the default model set), all downscaled.
+(`ptolemy demo` overlays with the default model set), all downscaled, and
+docs/img/any_magnification.png: `ptolemy medmag` (default set, scale stage) on a synthetic
+whole grid square at the scale of a Leginon square image (512², 62.5 nm/px, 1.2 µm holes at
+2.5 µm pitch: ~19 px holes ~40 px apart, `ptolemy_rt.scenes`, seed 2).
 """
 from __future__ import annotations
 
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ptolemy_rt import synthetic
+from ptolemy_rt import scenes, synthetic
 
 OUT = Path(__file__).resolve().parent / "img"
 TILE = 320
@@ -51,7 +54,28 @@ def main() -> int:
             im = Image.open(Path(tmp) / src)
             im.thumbnail((640, 640))
             im.save(OUT / dst, optimize=True)
+    any_magnification()
     return 0
+
+
+#: the README's "Any magnification" scene (docs/make_pictures.py and README)
+ANY_MAG_SCENE = dict(seed=2, shape=(512, 512), kind="square", pixel_nm=62.5, hole_um=1.2, pitch_um=2.5,
+                     square_um=24.0, tilt_deg=0.0)
+
+
+def any_magnification() -> None:
+    """docs/img/any_magnification.png: the synthetic square through `ptolemy medmag` with --plot."""
+    import mrcfile
+
+    kw = dict(ANY_MAG_SCENE)
+    s = scenes.scene(kw.pop("seed"), kw.pop("shape"), **kw)
+    with tempfile.TemporaryDirectory() as tmp:
+        mrc = Path(tmp) / "square.mrc"
+        with mrcfile.new(mrc) as m:
+            m.set_data(np.asarray(s.image, np.float32))
+        subprocess.run([sys.executable, "-m", "ptolemy_rt.cli", "medmag", str(mrc), "-o", str(Path(tmp) / "r.json"),
+                        "--plot", str(Path(tmp) / "r.png")], check=True, stdout=subprocess.DEVNULL)
+        Image.open(Path(tmp) / "r.png").save(OUT / "any_magnification.png", optimize=True)
 
 
 if __name__ == "__main__":
