@@ -65,10 +65,26 @@ def mean_std(values: np.ndarray, mask: np.ndarray | None = None) -> tuple[float,
     if v2.ndim != 2:
         v2 = v2.reshape(1, -1) if v2.ndim < 2 else v2.reshape(-1, v2.shape[-1])
         mask = None if mask is None else np.asarray(mask).reshape(v2.shape)
+    return strip_mean_std(lambda sl: v2[sl], v2.shape, mask)
 
+
+def strip_mean_std(rows, shape, mask: np.ndarray | None = None) -> tuple[float, float]:
+    """Mean and population std, float64, of an image given strip by strip: ``rows(sl)`` is
+    rows sl (a `row_strips` slice) of the image (any real dtype, input units), `shape` its
+    (rows, cols), `mask` None or a bool [row, col] image of the pixels that count. Two passes
+    (the sum, then the squared deviations), so only one strip at a time is held; the result
+    depends only on the strips' values, not on how `rows` makes them.
+
+    Returns (nan, nan) when no pixel counts.
+
+    >>> a = np.array([[1.0, 2.0], [3.0, 6.0]])
+    >>> strip_mean_std(lambda sl: np.maximum(a[sl] - 2.0, 0.0), a.shape)
+    (1.25, 1.6393596310755)
+    """
     def pieces():
-        for sl in row_strips(*v2.shape):
-            yield v2[sl].ravel() if mask is None else v2[sl][mask[sl]]
+        for sl in row_strips(*shape):
+            v = rows(sl)
+            yield v.ravel() if mask is None else v[mask[sl]]
 
     total = 0.0
     count = 0

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import film, geometry, lattice, regions, scale
-from .core import Stopwatch, clamp_negatives, mean_std, row_strips, targets_from_boxes
+from .core import Stopwatch, clamp_negatives, mean_std, row_strips, strip_mean_std, targets_from_boxes
 from .options import COMPAT_MODES, LATTICE_SEARCHES, MedmagOptions, pipeline_options
 from .modelspec import LATTICE_MODES, HoleClassifierArch, PipelineSpec, default, hole_cnn_min_input
 from .results import Hole, HoleResult
@@ -122,28 +122,11 @@ def _clamped_rows(a: np.ndarray, sl: slice, clamp: bool = True) -> np.ndarray:
 
 def _normalise_stats(a: np.ndarray, clamp: bool = True, where: np.ndarray | None = None) -> tuple[float, float]:
     """(mean, population std) of a 2-D image (negatives counted as 0 when clamp; only the
-    pixels of the bool mask `where` when given), float64, in the row strips of `normalise` (the
-    numbers `core.mean_std` gives on a whole float64 copy); (0, 0) when no pixel counts."""
-    strips = list(row_strips(*a.shape))
-
-    def pieces():
-        for sl in strips:
-            v = _clamped_rows(a, sl, clamp)
-            yield v.ravel() if where is None else v[where[sl]]
-
-    count, total = 0, 0.0
-    for v in pieces():
-        count += v.size
-        total += float(v.sum(dtype=np.float64))
-    if count == 0:
-        return 0.0, 0.0
-    mean = total / count
-    ss = 0.0
-    for v in pieces():
-        d = v.astype(np.float64)
-        d -= mean
-        ss += float(np.dot(d, d))
-    return mean, float(np.sqrt(ss / count))
+    pixels of the bool mask `where` when given), float64, in the row strips of `normalise`
+    (`core.strip_mean_std`: the numbers `core.mean_std` gives on a whole float64 copy); (0, 0)
+    when no pixel counts."""
+    mean, std = strip_mean_std(lambda sl: _clamped_rows(a, sl, clamp), a.shape, where)
+    return (0.0, 0.0) if math.isnan(mean) else (mean, std)
 
 
 def _normalised_rows(a: np.ndarray, sl: slice, mean: float, std: float, clamp: bool = True,

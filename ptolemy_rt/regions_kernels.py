@@ -29,7 +29,7 @@ def label_components(grown, mask):
     """8-connected components of `grown`, written on the pixels of `mask` only.
 
     Components are numbered 1..n in the row-major order of their first pixel (as
-    scipy.ndimage.label numbers them). Works on runs: one pass finds each row's runs and
+    scipy.ndimage.label numbers them). The runs of `label_runs` painted by `paint_runs`: one pass finds each row's runs and
     joins those touching a run of the row above (8-connectivity: column ranges overlap or
     touch diagonally); union-find keeps the smallest run index as root.
 
@@ -59,65 +59,8 @@ def label_components(grown, mask):
            [0, 0, 0, 0],
            [3, 3, 0, 0]], dtype=int32)
     """
-    h, w = grown.shape
-    nruns = 0
-    for r in range(h):
-        prev = False
-        for c in range(w):
-            v = grown[r, c]
-            if v and not prev:
-                nruns += 1
-            prev = v
-    rr = np.empty(nruns, np.int32)
-    rs = np.empty(nruns, np.int32)
-    re = np.empty(nruns, np.int32)  # inclusive end column
-    parent = np.arange(nruns)
-    k = 0
-    prev_lo = 0
-    prev_hi = 0
-    for r in range(h):
-        row_lo = k
-        j0 = prev_lo
-        c = 0
-        while c < w:
-            if not grown[r, c]:
-                c += 1
-                continue
-            s = c
-            while c < w and grown[r, c]:
-                c += 1
-            e = c - 1
-            rr[k] = r
-            rs[k] = s
-            re[k] = e
-            while j0 < prev_hi and re[j0] < s - 1:
-                j0 += 1
-            j = j0
-            while j < prev_hi and rs[j] <= e + 1:
-                a = _find(parent, k)
-                b = _find(parent, j)
-                if a < b:
-                    parent[b] = a
-                elif b < a:
-                    parent[a] = b
-                j += 1
-            k += 1
-        prev_lo = row_lo
-        prev_hi = k
-    labels = np.zeros((h, w), np.int32)
-    lab = np.zeros(nruns, np.int32)
-    n = 0
-    for i in range(nruns):
-        root = _find(parent, i)
-        if lab[root] == 0:  # root = the component's first run, met first here
-            n += 1
-            lab[root] = n
-        v = lab[root]
-        r = rr[i]
-        for c in range(rs[i], re[i] + 1):
-            if mask[r, c]:
-                labels[r, c] = v
-    return labels, n
+    rr, rs, re, lab, n = label_runs(grown)  # one labelling: the runs, painted on mask's pixels
+    return paint_runs(rr, rs, re, lab, mask, 0), n
 
 
 @compiled
