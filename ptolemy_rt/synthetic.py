@@ -230,6 +230,28 @@ def atlas(seed: int, shape=(1024, 1024), **params):
     return img, truth
 
 
+def _square_cells(rows, cols, ox, oy, ct, st, pitch, half, rc, iu0, iv0, nv, ncell):
+    """The square lattice of an atlas on a strip of pixels: rows (k, 1) and cols (w,) float32
+    pixel indices; origin (ox, oy) px, cos/sin of the grid angle (ct, st), pitch, square
+    half-side and corner radius (px); cells numbered (iu - iu0) * nv + (iv - iv0), clipped to
+    0..ncell-1. Returns (lu, lv) px from the cell centre along the grid axes, inside (bool:
+    within the rounded square) and cell (int64)."""
+    X = cols[None, :] - np.float32(ox)
+    Y = rows - np.float32(oy)
+    U = X * ct + Y * st
+    V = -X * st + Y * ct
+    iu = np.floor(U / pitch + 0.5)
+    iv = np.floor(V / pitch + 0.5)
+    lu = U - iu * pitch
+    lv = V - iv * pitch
+    qx = np.maximum(np.abs(lu) - (half - rc), 0)
+    qy = np.maximum(np.abs(lv) - (half - rc), 0)
+    inside = (qx * qx + qy * qy <= rc * rc) & (np.abs(lu) <= half) & (np.abs(lv) <= half)
+    cell = ((iu.astype(np.int64) - iu0) * nv + (iv.astype(np.int64) - iv0)).astype(np.int64)
+    np.clip(cell, 0, ncell - 1, out=cell)
+    return lu, lv, inside, cell
+
+
 def atlas_with_ids(seed: int, shape=(1024, 1024), **params):
     """As `atlas`, plus the ID map and the parameters used.
 
@@ -315,19 +337,7 @@ def atlas_with_ids(seed: int, shape=(1024, 1024), **params):
     for r0 in range(0, h, _STRIP):
         r1 = min(h, r0 + _STRIP)
         rows = np.arange(r0, r1, dtype=np.float32)[:, None]
-        X = cols[None, :] - np.float32(ox)
-        Y = rows - np.float32(oy)
-        U = X * ct + Y * st
-        V = -X * st + Y * ct
-        iu = np.floor(U / pitch + 0.5)
-        iv = np.floor(V / pitch + 0.5)
-        lu = U - iu * pitch
-        lv = V - iv * pitch
-        qx = np.maximum(np.abs(lu) - (half - rc), 0)
-        qy = np.maximum(np.abs(lv) - (half - rc), 0)
-        inside = (qx * qx + qy * qy <= rc * rc) & (np.abs(lu) <= half) & (np.abs(lv) <= half)
-        cell = ((iu.astype(np.int64) - iu0) * nv + (iv.astype(np.int64) - iv0)).astype(np.int64)
-        np.clip(cell, 0, ncell - 1, out=cell)
+        lu, lv, inside, cell = _square_cells(rows, cols, ox, oy, ct, st, pitch, half, rc, iu0, iv0, nv, ncell)
         de = np.float32(half) - np.maximum(np.abs(lu), np.abs(lv))  # distance to edge, px
         b = base[cell]
         val = b * (1 - rim_amp[cell] * np.exp(-np.maximum(de, 0) / rim_w[cell]))
@@ -933,20 +943,9 @@ def grid_atlas_with_ids(seed: int, shape=(1024, 1024), **params):
     for r0 in range(0, h, _STRIP):
         r1 = min(h, r0 + _STRIP)
         rows = np.arange(r0, r1, dtype=np.float32)[:, None]
-        X = cols[None, :] - np.float32(ox)
-        Y = rows - np.float32(oy)
-        U = X * ct + Y * st
-        V = -X * st + Y * ct
-        iu = np.floor(U / pitch + 0.5)
-        iv = np.floor(V / pitch + 0.5)
-        lu = U - iu * pitch
-        lv = V - iv * pitch
-        qx = np.maximum(np.abs(lu) - (half - rc), 0)
-        qy = np.maximum(np.abs(lv) - (half - rc), 0)
+        lu, lv, inside, cell = _square_cells(rows, cols, ox, oy, ct, st, pitch, half, rc, iu0, iv0, nv, ncell)
         rr = np.hypot(cols[None, :] + 0.5 - gx, rows + 0.5 - gy)
-        inside = (qx * qx + qy * qy <= rc * rc) & (np.abs(lu) <= half) & (np.abs(lv) <= half) & (rr < radius)
-        cell = ((iu.astype(np.int64) - iu0) * nv + (iv.astype(np.int64) - iv0))
-        np.clip(cell, 0, ncell - 1, out=cell)
+        inside &= rr < radius
         de = np.float32(half) - np.maximum(np.abs(lu), np.abs(lv))
         val = base[cell] * (1 - rim_amp[cell] * np.exp(-np.maximum(de, 0) / rim_wd[cell]))
         out = np.where(inside, val, np.float32(p["bar_level"]))
