@@ -187,6 +187,21 @@ def paint_runs(rr, rs, re, lab, mask, r0):
 
 
 @compiled
+def _note_pixel(r, c, v, last, pos, rows, cmin, cmax):
+    """Record pixel (r, c) of label v, met in row-major order: a new (row, label) entry at
+    pos[v] when the label's last row seen (last[v]) is another, else extend its last column."""
+    if last[v] != r:
+        last[v] = r
+        p = pos[v]
+        rows[p] = r
+        cmin[p] = c
+        cmax[p] = c
+        pos[v] = p + 1
+    else:
+        cmax[pos[v] - 1] = c
+
+
+@compiled
 def run_row_extremes(rr, rs, re, lab, mask, n):
     """`row_extremes` of the label image the runs paint on `mask` (`paint_runs` on every
     row), without making it: the runs are visited in row-major order, so the entries are
@@ -239,17 +254,8 @@ def run_row_extremes(rr, rs, re, lab, mask, n):
         r = rr[i]
         v = lab[i]
         for c in range(rs[i], re[i] + 1):
-            if not mask[r, c]:
-                continue
-            if last[v] != r:
-                last[v] = r
-                p = pos[v]
-                rows[p] = r
-                cmin[p] = c
-                cmax[p] = c
-                pos[v] = p + 1
-            else:
-                cmax[pos[v] - 1] = c
+            if mask[r, c]:
+                _note_pixel(r, c, v, last, pos, rows, cmin, cmax)
     return rows, cmin, cmax, starts
 
 
@@ -300,17 +306,8 @@ def row_extremes(labels, n):
     for r in range(h):
         for c in range(w):
             v = labels[r, c]
-            if v <= 0:
-                continue
-            if last[v] != r:
-                last[v] = r
-                p = pos[v]
-                rows[p] = r
-                cmin[p] = c
-                cmax[p] = c
-                pos[v] = p + 1
-            else:
-                cmax[pos[v] - 1] = c
+            if v > 0:
+                _note_pixel(r, c, v, last, pos, rows, cmin, cmax)
     return rows, cmin, cmax, starts
 
 
