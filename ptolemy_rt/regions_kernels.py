@@ -187,6 +187,21 @@ def paint_runs(rr, rs, re, lab, mask, r0):
 
 
 @compiled
+def _row_tables(cnt, n):
+    """The (row, label) tables of `row_extremes` from cnt[v + 1] = rows of label v: starts
+    (n + 2, int64: label v's entries are starts[v]..starts[v + 1] − 1), empty rows, cmin,
+    cmax (int32) and pos (a copy of starts: the next free entry of each label)."""
+    starts = np.zeros(n + 2, np.int64)
+    for i in range(1, n + 2):
+        starts[i] = starts[i - 1] + cnt[i]
+    total = starts[n + 1]
+    rows = np.empty(total, np.int32)
+    cmin = np.empty(total, np.int32)
+    cmax = np.empty(total, np.int32)
+    return starts, rows, cmin, cmax, starts.copy()
+
+
+@compiled
 def _note_pixel(r, c, v, last, pos, rows, cmin, cmax):
     """Record pixel (r, c) of label v, met in row-major order: a new (row, label) entry at
     pos[v] when the label's last row seen (last[v]) is another, else extend its last column."""
@@ -241,14 +256,7 @@ def run_row_extremes(rr, rs, re, lab, mask, n):
                 last[v] = r
                 cnt[v + 1] += 1
                 break
-    starts = np.zeros(n + 2, np.int64)
-    for i in range(1, n + 2):
-        starts[i] = starts[i - 1] + cnt[i]
-    total = starts[n + 1]
-    rows = np.empty(total, np.int32)
-    cmin = np.empty(total, np.int32)
-    cmax = np.empty(total, np.int32)
-    pos = starts.copy()
+    starts, rows, cmin, cmax, pos = _row_tables(cnt, n)
     last[:] = -1
     for i in range(rr.shape[0]):
         r = rr[i]
@@ -294,14 +302,7 @@ def row_extremes(labels, n):
             if v > 0 and last[v] != r:
                 last[v] = r
                 cnt[v + 1] += 1
-    starts = np.zeros(n + 2, np.int64)
-    for i in range(1, n + 2):
-        starts[i] = starts[i - 1] + cnt[i]
-    total = starts[n + 1]
-    rows = np.empty(total, np.int32)
-    cmin = np.empty(total, np.int32)
-    cmax = np.empty(total, np.int32)
-    pos = starts.copy()
+    starts, rows, cmin, cmax, pos = _row_tables(cnt, n)
     last[:] = -1
     for r in range(h):
         for c in range(w):
