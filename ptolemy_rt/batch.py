@@ -308,7 +308,7 @@ def run_one(job: Job) -> Outcome:
     ('failed', 3, True)
     >>> os.remove(bad); os.rmdir(os.path.dirname(bad))
     """
-    from .interrupt import WorkerStop
+    from .interrupt import WorkerStop, worker_stopping
 
     t0 = time.perf_counter()
     try:
@@ -316,9 +316,13 @@ def run_one(job: Job) -> Outcome:
     except WorkerStop:  # SIGTERM in a worker process: cleanup has run (no partial output)
         os._exit(128 + 15)
     except PtolemyError as e:
+        if worker_stopping():  # an error a library made of the SIGTERM: the stop, not a failure
+            os._exit(128 + 15)
         return Outcome(job.input, "failed", seconds=time.perf_counter() - t0,
                        error=_one_line(str(e)), exit_code=e.exit_code)
     except Exception as e:  # a bug: report it in one line, keep the batch going
+        if worker_stopping():  # e.g. numpy's "ImportError: initialization failed" after SIGTERM
+            os._exit(128 + 15)
         if os.environ.get("PTOLEMY_DEBUG") == "1":
             import traceback
 

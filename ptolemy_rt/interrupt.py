@@ -184,8 +184,30 @@ def restore(prev: dict) -> None:
             pass
 
 
+_worker_stopping = False
+
+
 def _worker_term(signum, frame) -> None:
+    global _worker_stopping
+    _worker_stopping = True
     raise WorkerStop(signum)
+
+
+def worker_stopping() -> bool:
+    """True in a worker process once SIGTERM arrived (`worker_setup`): an exception a library
+    made of the `WorkerStop` (numpy's "ImportError: initialization failed" when it lands in an
+    import) is the stop, not a failure of the job.
+
+    Returns
+    -------
+    bool
+
+    Examples
+    --------
+    >>> worker_stopping()
+    False
+    """
+    return _worker_stopping
 
 
 def worker_setup() -> None:
