@@ -308,11 +308,12 @@ def run_one(job: Job) -> Outcome:
     ('failed', 3, True)
     >>> os.remove(bad); os.rmdir(os.path.dirname(bad))
     """
-    from .interrupt import WorkerStop, worker_stopping
+    from .interrupt import WorkerStop, worker_job, worker_stopping
 
     t0 = time.perf_counter()
     try:
-        return analyse(job)
+        with worker_job():
+            return analyse(job)
     except WorkerStop:  # SIGTERM in a worker process: cleanup has run (no partial output)
         os._exit(128 + 15)
     except PtolemyError as e:

@@ -185,12 +185,42 @@ def restore(prev: dict) -> None:
 
 
 _worker_stopping = False
+_worker_in_job = False
 
 
 def _worker_term(signum, frame) -> None:
+    """SIGTERM in a worker: inside a job raise `WorkerStop` (its cleanup runs: temporary files
+    are removed); outside one (start-up, waiting for the next job) there is nothing to clean up,
+    so exit at once and silently (no multiprocessing traceback on stderr); repeats are ignored
+    while the first unwinds."""
     global _worker_stopping
+    if _worker_stopping:
+        return
     _worker_stopping = True
+    if not _worker_in_job:
+        os._exit(128 + int(signum))
     raise WorkerStop(signum)
+
+
+class worker_job:
+    """Context manager marking the code of one batch job in a worker process: SIGTERM raises
+    `WorkerStop` inside it and exits the worker at once outside it (`worker_setup`).
+
+    Examples
+    --------
+    >>> with worker_job():
+    ...     pass
+    """
+
+    def __enter__(self):
+        global _worker_in_job
+        _worker_in_job = True
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        global _worker_in_job
+        _worker_in_job = False
+        return False
 
 
 def worker_stopping() -> bool:

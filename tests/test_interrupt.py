@@ -265,3 +265,43 @@ def test_rerun_redoes_results_made_with_other_settings(tmp_path, fake, capsys):
                                      + "".join(f"{d / f'a{i}.mrc'},ok,3,0.9,0.1,\n" for i in (1, 2)))
     code, _, err = run_inproc(["lowmag", d, "-o", out, "-f", "json-full"], capsys)
     assert "2 done, 0 skipped" in err
+
+
+_IDLE_WORKER = """
+import sys, time
+from ptolemy_rt import interrupt
+interrupt.worker_setup()
+print("ready", flush=True)
+if sys.argv[1] == "job":
+    try:
+        with interrupt.worker_job():
+            time.sleep(60)
+    except interrupt.WorkerStop:
+        print("stopped in job", flush=True)
+        sys.exit(7)
+else:
+    time.sleep(60)  # a worker waiting for its next job (or still starting)
+"""
+
+
+@pytest.mark.parametrize("where", ["idle", "job"])
+def test_worker_sigterm_outside_a_job_exits_silently(where):
+    """SIGTERM to a batch worker between jobs (start-up, waiting on the queue) exits at once
+    with 143 and nothing on stderr (it used to raise WorkerStop there, which multiprocessing
+    printed as a 'Process SpawnProcess-N: Traceback'); inside a job it raises WorkerStop so the
+    job's cleanup runs."""
+    p = subprocess.Popen([sys.executable, "-c", _IDLE_WORKER, where], cwd=REPO, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert p.stdout.readline() == "ready\n"
+        time.sleep(0.2)
+        p.send_signal(signal.SIGTERM)
+        out, err = p.communicate(timeout=30)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    if where == "idle":
+        assert (p.returncode, out, err) == (143, "", "")
+    else:
+        assert (p.returncode, out, err) == (7, "stopped in job\n", "")
