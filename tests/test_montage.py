@@ -277,27 +277,36 @@ def test_real_mdocs_layout_and_stage_fit():
     assert fit_stage_transform(lay).rms_um < 0.5  # µm; 20 px of 7.7 nm
 
 
-@needs_real
-def test_real_mdoc_with_synthesised_pieces(tmp_path):
-    """pyserialem's 5×5 montage at 1/16 scale: its (aligned) layout, pieces cut from a known image."""
-    m = read_mdoc(REAL / "pyserialem_gm.mrc.mdoc")
-    f = 16
-    ny, nx = m.image_size[1] // f, m.image_size[0] // f
-    lines = [f"PixelSpacing = {m.pixel_spacing_A * f}", f"ImageSize = {nx} {ny}", "Montage = 1"]
+def scaled_real_montage(m, factor: int, stack_path: Path, make_truth):
+    """Write a montage laid out as the real .mdoc `m` says, scaled down by `factor`: the stack
+    `stack_path` holds the pieces cut from ``make_truth((h, w))`` at the (aligned) piece
+    positions, and ``stack_path + ".mdoc"`` the scaled .mdoc (PixelSpacing × factor, the real
+    StagePositions). Returns (piece offsets (x, y) px from the top-left, (ny, nx), truth image)."""
+    ny, nx = m.image_size[1] // factor, m.image_size[0] // factor
+    lines = [f"PixelSpacing = {m.pixel_spacing_A * factor}", f"ImageSize = {nx} {ny}", "Montage = 1"]
     ali = []
     for s in m.images:
         x, y, _ = s.aligned_piece_coords_vs
-        ali.append((round(x / f), round(y / f)))
+        ali.append((round(x / factor), round(y / factor)))
         px, py, pz = s.piece_coordinates
-        lines += [f"[ZValue = {s.index}]", f"PieceCoordinates = {round(px / f)} {round(py / f)} {pz}",
+        lines += [f"[ZValue = {s.index}]", f"PieceCoordinates = {round(px / factor)} {round(py / factor)} {pz}",
                   f"AlignedPieceCoordsVS = {ali[-1][0]} {ali[-1][1]} 0",
                   f"StagePosition = {s.stage_position[0]} {s.stage_position[1]}"]
     mn = np.min(ali, axis=0)
     sh = [(x - mn[0], y - mn[1]) for x, y in ali]
     h, w = max(y for _, y in sh) + ny, max(x for x, _ in sh) + nx
-    truth = truth_image((h, w), seed=9)
-    write_stack(tmp_path / "gm.mrc", [truth[y:y + ny, x:x + nx] for x, y in sh])
-    (tmp_path / "gm.mrc.mdoc").write_text("\n".join(lines) + "\n")
+    truth = make_truth((h, w))
+    write_stack(stack_path, [truth[y:y + ny, x:x + nx] for x, y in sh])
+    Path(str(stack_path) + ".mdoc").write_text("\n".join(lines) + "\n")
+    return sh, (ny, nx), truth
+
+
+@needs_real
+def test_real_mdoc_with_synthesised_pieces(tmp_path):
+    """pyserialem's 5×5 montage at 1/16 scale: its (aligned) layout, pieces cut from a known image."""
+    m = read_mdoc(REAL / "pyserialem_gm.mrc.mdoc")
+    sh, (ny, nx), truth = scaled_real_montage(m, 16, tmp_path / "gm.mrc", lambda shape: truth_image(shape, seed=9))
+    h, w = truth.shape
     mont = assemble_montage(tmp_path / "gm.mrc")
     assert mont.pixels.shape == (h, w) and len(mont.layout.pieces) == 25
     covered = np.zeros((h, w), bool)

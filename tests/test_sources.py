@@ -15,7 +15,7 @@ import pytest
 
 from conftest import REPO, needs_shared
 from test_cli_common import fake  # noqa: F401  (fixture)
-from test_montage import mdoc_text, write_stack
+from test_montage import mdoc_text, scaled_real_montage, write_stack
 
 from ptolemy_rt import cli, sources
 from ptolemy_rt.errors import InputImageError
@@ -252,22 +252,9 @@ def test_real_mdoc_layout_with_synthesised_pieces_cli(tmp_path, capsys, fake):
     fitted scale say, within the fit's residual."""
     m = read_mdoc(REAL / "serialem" / "pyserialem_gm.mrc.mdoc")
     fac = 16
-    ny, nx = m.image_size[1] // fac, m.image_size[0] // fac
-    lines = [f"PixelSpacing = {m.pixel_spacing_A * fac}", f"ImageSize = {nx} {ny}", "Montage = 1"]
-    ali = []
-    for s in m.images:
-        x, y, _ = s.aligned_piece_coords_vs
-        ali.append((round(x / fac), round(y / fac)))
-        px, py, pz = s.piece_coordinates
-        lines += [f"[ZValue = {s.index}]", f"PieceCoordinates = {round(px / fac)} {round(py / fac)} {pz}",
-                  f"AlignedPieceCoordsVS = {ali[-1][0]} {ali[-1][1]} 0",
-                  f"StagePosition = {s.stage_position[0]} {s.stage_position[1]}"]
-    mn = np.min(ali, axis=0)
-    sh = [(x - mn[0], y - mn[1]) for x, y in ali]
-    h, w = max(y for _, y in sh) + ny, max(x for x, _ in sh) + nx
-    truth = np.random.default_rng(5).integers(50, 3000, size=(h, w)).astype(np.int16)
-    write_stack(tmp_path / "gm.mrc", [truth[y:y + ny, x:x + nx] for x, y in sh])
-    (tmp_path / "gm.mrc.mdoc").write_text("\n".join(lines) + "\n")
+    sh, (ny, nx), _ = scaled_real_montage(
+        m, fac, tmp_path / "gm.mrc",
+        lambda shape: np.random.default_rng(5).integers(50, 3000, size=shape).astype(np.int16))
     code, out, err = run_cli(["lowmag", tmp_path / "gm.mrc", "-f", "json-full"], capsys)
     assert code == 0, err
     obj = json.loads(out)
