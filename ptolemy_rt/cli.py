@@ -45,6 +45,7 @@ PROG = "ptolemy"
 # The start phase is armed only when this module is the program (``ptolemy`` or
 # ``python -m ptolemy_rt.cli``), never when a test or a library imports it.
 
+from . import interrupt  # noqa: E402 - stdlib only, like errors.py
 from .errors import EXIT_INTERRUPTED  # noqa: E402 - errors.py imports nothing
 _PHASE = "start"
 
@@ -59,25 +60,12 @@ def _on_signal(signum, frame) -> None:
             os.write(2, f"{PROG}: error: {word}\n".encode())
         finally:
             os._exit(128 + int(signum))
-    from .interrupt import Interrupted  # "run", before `interrupt.install` took over
-
-    raise Interrupted(signum)
-
-
-_HANDLED = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+    raise interrupt.Interrupted(signum)  # "run", before `interrupt.install` took over
 
 
 def _install_handlers() -> dict:
-    """Install `_on_signal` for SIGINT and SIGTERM (main thread only); the previous handlers."""
-    old = {}
-    for s in _HANDLED:
-        try:
-            if signal.getsignal(s) is signal.SIG_IGN:
-                continue  # ignored by the parent (SIGHUP under nohup): leave it so
-            old[s] = signal.signal(s, _on_signal)
-        except (ValueError, OSError):  # not the main thread, or a platform without it
-            pass
-    return old
+    """`_on_signal` for the stopping signals (`interrupt.install`'s rules); the previous handlers."""
+    return interrupt.install(_on_signal)
 
 
 def _is_program() -> bool:
@@ -706,8 +694,6 @@ def run(argv: list[str] | None = None) -> int:
     3
     """
     global _PHASE
-    from . import interrupt
-
     _PHASE = "run"
     interrupt.reset()
     # SIGINT / SIGTERM / SIGHUP raise `interrupt.Interrupted` (a KeyboardInterrupt) from here on
@@ -732,8 +718,6 @@ _SIGNAL_WORDS = {int(getattr(signal, n)): w for n, w in (("SIGINT", "interrupted
 def _interrupted(signum: int | None = None) -> int:
     """Report an interruption in one line; its exit code (130 SIGINT, 143 SIGTERM, 129 SIGHUP):
     the first stopping signal `interrupt` received, else `signum`, else SIGINT."""
-    from . import interrupt
-
     got = interrupt.received()
     signum = int(got if got is not None else signum if signum is not None else signal.SIGINT)
     _err(_SIGNAL_WORDS.get(signum, "interrupted"))
@@ -743,8 +727,6 @@ def _interrupted(signum: int | None = None) -> int:
 def _caused_by_signal(e: BaseException) -> bool:
     """True when `e` comes from a stopping signal (an exception a library raised while the
     interruption unwound it, e.g. numpy's "ImportError: initialization failed")."""
-    from . import interrupt
-
     seen = set()
     while e is not None and id(e) not in seen:
         if isinstance(e, KeyboardInterrupt):
@@ -813,7 +795,7 @@ def main() -> int:
         code = run()
     finally:
         _PHASE = "done"
-        for s in _HANDLED:  # ignored (not handled) through the interpreter's shut-down, which
+        for s in interrupt.SIGNALS:  # ignored (not handled) through the interpreter's shut-down, which
             try:            # puts Python-level handlers back to the default (killed by the signal)
                 signal.signal(s, signal.SIG_IGN)
             except (ValueError, OSError):

@@ -131,9 +131,16 @@ def _handler(signum, frame) -> None:
     raise Interrupted(signum)
 
 
-def install() -> dict:
+def install(handler=None) -> dict:
     """Make SIGINT, SIGTERM and SIGHUP raise `Interrupted` (main thread only; elsewhere, and
     for signals the parent process set to be ignored, e.g. SIGHUP under nohup, nothing changes).
+
+    Parameters
+    ----------
+    handler : callable(signum, frame) or None
+        Another handler for the same signals, under the same rules (the command line's
+        start-up handler, `cli._on_signal`); None: `Interrupted` after forgetting any signal
+        received before (`reset`).
 
     Returns
     -------
@@ -151,14 +158,16 @@ def install() -> dict:
     """
     if threading.current_thread() is not threading.main_thread():
         return {}
-    reset()
+    if handler is None:
+        reset()
+        handler = _handler
     prev = {}
     for s in SIGNALS:
         try:
             old = signal.getsignal(s)
             if s != signal.SIGINT and old == signal.SIG_IGN:
                 continue  # nohup & co.: keep ignoring
-            signal.signal(s, _handler)
+            signal.signal(s, handler)
             prev[s] = old
         except (OSError, ValueError):
             pass
