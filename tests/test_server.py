@@ -300,6 +300,15 @@ def test_image_statistics_and_profile_kernels_equal_numpy():
         x = (rng.normal(size=int(rng.integers(1, 3000))) * 10 ** rng.uniform(-3, 4)).astype(np.float32)
         x = np.round(x) if t % 3 == 0 else x
         assert median_p90(x) == (float(np.median(x)), float(np.percentile(x, 90)))
+    # float32 from 1024 values: the counting kernel (ties, negatives, zeros, tiny and huge
+    # magnitudes, the sizes where numpy's 90th-percentile index is near a whole number)
+    for t, n in enumerate([1024, 1025, 1031, 2001, 10241, 65537, 100001, 1024 * 1440] + [0] * 40):
+        n = n or int(rng.integers(1024, 60000))
+        x = (rng.normal(size=n) * 10 ** rng.uniform(-30, 30)).astype(np.float32)
+        x = [x, np.round(x), rng.integers(-2, 3, n).astype(np.float32), np.abs(x) + 1000][t % 4]
+        assert median_p90(x) == (float(np.median(x)), float(np.percentile(x, 90))), (t, n)
+    x[5] = -np.inf
+    assert median_p90(x) == (float(np.median(x)), float(np.percentile(x, 90)))
     for t in range(20):
         pix = (rng.normal(size=(200, 260)) * 100).astype(np.float32)
         yy, xx = np.mgrid[:200, :260]
