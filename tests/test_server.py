@@ -245,7 +245,8 @@ def _random_number_text(rng) -> str:
 
 
 def test_body_reader_any_chunking_equals_parse_json_body():
-    """The image parsed while the body arrives (BodyReader, in its own thread) gives the
+    """The image parsed while the body arrives (BodyReader, in its own thread, woken every
+    NOTIFY_STEP bytes) gives the
     bytes of parse_json_body and of float32(json.loads) for any chunking, and the same
     fallback (json lists, the same error) for bodies that are not plain."""
     from ptolemy_rt.server import BadRequest, BodyReader
@@ -270,6 +271,7 @@ def test_body_reader_any_chunking_equals_parse_json_body():
             assert isinstance(ref["image"], np.ndarray) and np.array_equal(ref["image"], want), text
         for trial in range(6):
             reader = BodyReader(None if trial == 5 else len(text))
+            reader.NOTIFY_STEP = (1, 3, 17, BodyReader.NOTIFY_STEP, 1, 1)[trial]  # wake the parser at every ']', ..., at the end
             k = 0
             while k < len(text):
                 step = int(rng.integers(1, 40))
