@@ -436,3 +436,32 @@ def test_historical_states_train_the_gps(tmp_path):
         assert p == [0.25] * 4
         assert post(c, "/append_multi_historical_states", {"paths": [str(saved), str(saved)]}).status_code == 200
         assert len(svc.store.historical("lm")) == 6
+
+
+def test_retried_mm_push_gives_the_same_holes_and_new_pixels_new_holes(tmp_path):
+    """A push with new ids hashes its pixels beside the pipeline: the stored digest is the
+    pixels' (a retry with the same ids and pixels returns the same holes, adds nothing),
+    and the same ids with other pixels are a new image."""
+    from ptolemy_rt.server import pixels_sha256
+    from ptolemy_rt.server_store import HoleRow, SquareRow
+
+    calls = []
+
+    class Stub(PtolemyService):
+        def _holes_of(self, pix, loaded=None):
+            calls.append(pixels_sha256(pix))
+            return [HoleRow((10.0 + k, 20.0), 5.0, 0.5, np.zeros(5)) for k in range(3)]
+
+    svc = Stub(tmp_path / "state")
+    sq = svc.store.add_squares(1, 1, [SquareRow((5.0, 5.0), ((0, 0), (9, 0), (9, 9), (0, 9)), 0.5, 1.0, 81.0,
+                                                np.zeros(4))])[0]
+    a = np.arange(64 * 80, dtype=np.float32).reshape(64, 80)
+    body = lambda img: {"image": img.tolist(), "grid_id": 1, "square_id": sq, "mm_img_id": 7}  # noqa: E731
+    first = rows_of(svc.push_and_evaluate_mm(body(a)))[1]
+    with svc.store.snapshot() as c:
+        assert [r[0] for r in c.execute("SELECT sha256 FROM images WHERE kind='mm'")] == [pixels_sha256(a)]
+    again = rows_of(svc.push_and_evaluate_mm(body(a)))[1]
+    assert [h["hole_id"] for h in again] == [h["hole_id"] for h in first] and len(calls) == 1
+    other = rows_of(svc.push_and_evaluate_mm(body(a + 1)))[1]
+    assert len(calls) == 2 and not {h["hole_id"] for h in other} & {h["hole_id"] for h in first}
+    svc.store.close()
