@@ -258,7 +258,7 @@ def stub_main(state: str, port: int, rule: str) -> int:
                                          rows, "stub")
             return {"square_ids": ids}
 
-        def _holes_of(self, pix):
+        def _holes_of(self, pix, loaded=None):
             rng = np.random.default_rng(int(pix[0, 0]))
             return [HoleRow((120.0 + 200 * (k % 6), 110.0 + 200 * (k // 6)), 50.0, float(rng.random()),
                             rng.normal(size=5)) for k in range(30)]

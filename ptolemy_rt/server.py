@@ -432,8 +432,13 @@ class BodyReader:
     ([[1.0, 2.5], [3.0, -400.0]], 1, True)
     """
 
+    #: new bytes (up to a row's end) that wake the parser thread: fewer wake-ups, each
+    #: of which waits for a CPU on a loaded machine
+    NOTIFY_STEP = 1 << 18
+
     def __init__(self, expected: int | None):
         self.fill = 0
+        self._seen = 0  # bytes up to the last ']' received
         self.parsed_early = False
         self._head = bytearray()  # the bytes up to the image (searched for the key), then its start
         self._from = 0  # where the key search goes on
@@ -446,7 +451,7 @@ class BodyReader:
         self._state = "later"  # search → parse → done | off (failed) | later (parse at the end)
         if expected is not None and expected > 0:
             try:
-                self._arr = np.empty(expected, np.uint8)
+                self._arr = _take_buffer(expected)
                 self._state = "search"
             except (MemoryError, ValueError):
                 self._arr = None
@@ -477,9 +482,14 @@ class BodyReader:
         elif self._state == "parse":
             last = chunk.rfind(b"]")
             if last >= 0:
-                with self._cond:
-                    self._limit = old + last + 1
-                    self._cond.notify()
+                self._seen = old + last + 1
+                if self._seen - self._limit >= self.NOTIFY_STEP or self.fill == len(self._arr):
+                    self._wake()
+
+    def _wake(self) -> None:
+        with self._cond:
+            self._limit = self._seen
+            self._cond.notify()
 
     def _search(self) -> None:
         head = self._head
@@ -508,7 +518,7 @@ class BodyReader:
             self._head = head[:1024]  # enough for looks_like_mrc
             self._state = "parse"
             last = head.rfind(b"]")
-            self._limit = last + 1 if last >= j else 0
+            self._limit = self._seen = last + 1 if last >= j else 0
             self._thread = threading.Thread(target=self._run, name="ptolemy-body-parse", daemon=True)
             self._thread.start()
             return
@@ -550,8 +560,10 @@ class BodyReader:
             self._state = state
 
     def close(self, wait: bool = True) -> None:
-        """No more bytes will come: the parser thread ends (``wait``: once it has). Safe to
-        call twice."""
+        """No more bytes will come: the parser thread parses what it was not woken for yet
+        and ends (``wait``: once it has). Safe to call twice."""
+        if self._state == "parse" and self._seen > self._limit:
+            self._wake()
         self._stop(None, wait)
 
     def looks_like_mrc(self) -> bool:
@@ -577,17 +589,56 @@ class BodyReader:
             end, _, rows, cols, _, namb = self._st
             raw = self._arr[:self.fill]
             arr = _finish_values(_Bytes(raw), self._out, self._amb, namb, rows, cols)
-            d = _with_image(_Bytes(raw), self._j, end, arr)
+            d = _with_image(_Bytes(raw), self._j, end, arr)  # copies what it keeps
             if d is not None:
                 self.parsed_early = True
+                self.release()
                 return d
-        return parse_json_body(self.bytes(), fast=self._state != "off")
+        text = self.bytes()
+        self.release()
+        return parse_json_body(text, fast=self._state != "off")
+
+    def release(self) -> None:
+        """Hand the receive buffer back for the next body (after the last `json` / `bytes`:
+        nothing read from it is used afterwards, and the reader is finished)."""
+        self.close()
+        if self._arr is not None:
+            _give_buffer(self._arr)
+            self._arr, self._extra = None, bytearray()
+
+
+#: the receive buffer kept for the next body (one; at most SPARE_BUFFER_MAX bytes): a
+#: new buffer costs a page fault per 4 KiB as the body arrives (about 10 ms for 30 MB)
+_SPARE = [None]
+_SPARE_LOCK = threading.Lock()
+SPARE_BUFFER_MAX = 160 * 10**6
+
+
+def _take_buffer(n: int) -> np.ndarray:
+    """A uint8 array of n bytes, the spare one when it is large enough (contents undefined)."""
+    with _SPARE_LOCK:
+        spare = _SPARE[0]
+        if spare is not None and n <= len(spare):
+            _SPARE[0] = None
+            return spare[:n]
+    return np.empty(n, np.uint8)
+
+
+def _give_buffer(arr: np.ndarray) -> None:
+    """Keep a finished receive buffer as the spare (the larger one wins)."""
+    base = arr.base if isinstance(arr.base, np.ndarray) else arr
+    if base.nbytes > SPARE_BUFFER_MAX:
+        return
+    with _SPARE_LOCK:
+        if _SPARE[0] is None or len(_SPARE[0]) < len(base):
+            _SPARE[0] = base
 
 
 def warmup_kernels() -> None:
     """Compile (or load from the disk cache) the server's numba kernels: the number parser
     for both kinds of buffer (`parse_json_body`'s read-only bytes, `BodyReader`'s array) and
-    the hole profile of `consensus_radius`, so that no request waits for a compiler.
+    the hole profile of `consensus_radius` and the order statistics of `median_p90`, so that
+    no request waits for a compiler.
 
     Examples
     --------
@@ -599,6 +650,7 @@ def warmup_kernels() -> None:
     r.feed(text)
     r.json()
     consensus_radius(np.zeros((16, 16), np.float32), [(8.0, 8.0)], 8)
+    median_p90(np.arange(1024, dtype=np.float32))
 
 
 class _Bytes:
@@ -751,17 +803,23 @@ def image_from_body(d: dict, raw_mrc: bytes | None, endpoint: str) -> np.ndarray
     ...
     ptolemy_rt.server.BadRequest: push_lm: missing field 'image'
     """
+    return _loaded_from_body(d, raw_mrc, endpoint).pixels
+
+
+def _loaded_from_body(d: dict, raw_mrc: bytes | None, endpoint: str):
+    """`image_from_body` as the validated `io.LoadedImage` (what the pipelines take without
+    validating and copying it again)."""
     from .io import _validate_2d, read_mrc, validate_array
 
     if raw_mrc is not None:
-        return validate_array(mrc_bytes_to_array(raw_mrc), f"{endpoint} MRC body").pixels
+        return validate_array(mrc_bytes_to_array(raw_mrc), f"{endpoint} MRC body")
     img = d.get("image", d.get("image_path"))
     if img is None:
         raise BadRequest(f"{endpoint}: missing field 'image'")
     if isinstance(img, str):
-        return read_mrc(img).pixels
+        return read_mrc(img)
     if type(img) is _ParsedPixels:  # made by the body parser, held by nobody else: no copy
-        return _validate_2d(img.view(np.ndarray), f"{endpoint} image", None, None, owned=True).pixels
+        return _validate_2d(img.view(np.ndarray), f"{endpoint} image", None, None, owned=True)
     if isinstance(img, np.ndarray):
         arr = img
     else:
@@ -769,7 +827,17 @@ def image_from_body(d: dict, raw_mrc: bytes | None, endpoint: str) -> np.ndarray
             arr = np.asarray(img, dtype=np.float64)
         except (TypeError, ValueError):
             raise BadRequest(f"{endpoint}: field 'image' must be a 2-D list of numbers") from None
-    return validate_array(arr, f"{endpoint} image").pixels
+    return validate_array(arr, f"{endpoint} image")
+
+
+def _pipeline_input(loaded):
+    """What the pipelines get for the validated image of a push: the LoadedImage that
+    validating its pixels again would make (no pixel size, no section: the server passes
+    the pipelines pixels only), without validating and copying them again."""
+    import dataclasses
+
+    return dataclasses.replace(loaded, path="<array>", pixel_size_nm=None, section=None, pixel_size_source="header",
+                               stage=None, origin=None, scratch=False)
 
 
 def pixels_sha256(pix: np.ndarray) -> str:
@@ -792,7 +860,7 @@ def pixels_sha256(pix: np.ndarray) -> str:
     (True, False)
     """
     h = hashlib.sha256(str(pix.shape).encode())
-    h.update(np.ascontiguousarray(pix, dtype=np.float32).tobytes())
+    h.update(np.ascontiguousarray(pix, dtype=np.float32).ravel())  # the buffer itself: no bytes copy
     return h.hexdigest()
 
 
@@ -979,11 +1047,15 @@ def hole_features(pix: np.ndarray, center_xy, radius: float | None, half: int, p
 
 
 def median_p90(pix: np.ndarray) -> tuple[float, float]:
-    """``np.median(pix)`` and ``np.percentile(pix, 90)``, exactly, from one partition.
+    """``np.median(pix)`` and ``np.percentile(pix, 90)``, exactly, without sorting the pixels.
 
-    Both depend only on a few order statistics, so they are taken from a copy partitioned
-    once at those ranks (numpy then finds them in place: about half the work of the two
-    calls).
+    Both depend only on a few order statistics (the values at given ranks of the sorted
+    pixels). For float32 pixels they are found by `_order_statistics` (two counting passes
+    over the float32 bit patterns, no copy), and numpy's own `np.median` / `np.percentile`
+    are then applied to a sorted stand-in array of the same length holding those values at
+    those ranks, so the results are numpy's bit for bit (about a quarter of the time of the
+    two calls). Other dtypes (and NaN / inf / zero order statistics): numpy on a copy
+    partitioned once at those ranks.
 
     Parameters
     ----------
@@ -998,17 +1070,97 @@ def median_p90(pix: np.ndarray) -> tuple[float, float]:
     Examples
     --------
     >>> a = np.arange(11.0)[::-1].reshape(1, 11)
-    >>> median_p90(a)
-    (5.0, 9.0)
+    >>> median_p90(a), median_p90(a.astype(np.float32))
+    ((5.0, 9.0), (5.0, 9.0))
     """
     flat = np.ravel(pix)
     n = flat.size
     if n == 0:
         return float(np.median(flat)), float("nan")
-    q = 0.9 * (n - 1)
-    ranks = sorted({(n - 1) // 2, n // 2, min(int(math.floor(q)), n - 1), min(int(math.floor(q)) + 1, n - 1)})
+    q = int(math.floor(0.9 * (n - 1)))
+    # the ranks numpy reads (median: the middle one or two; 90th: floor and floor + 1 of
+    # 0.9 (n - 1), numpy's own rounding of that index allowed one either side)
+    ranks = sorted({(n - 1) // 2, n // 2} | {min(max(r, 0), n - 1) for r in range(q - 1, q + 3)})
+    if flat.dtype == np.float32 and n >= 1024:
+        vals = np.empty(len(ranks), np.float32)
+        if _order_statistics()(flat.view(np.uint32), np.array(ranks, np.int64), vals.view(np.uint32)) == 0 \
+                and np.all(vals != 0):  # a zero could be -0.0 in numpy's partition
+            mid = [v for r, v in zip(ranks, vals) if r in ((n - 1) // 2, n // 2)]
+            stand_in = np.empty(n, np.float32)  # sorted; stand_in[ranks] = vals
+            lo = 0
+            for r, v in zip(ranks, vals):
+                stand_in[lo:r + 1] = v
+                lo = r + 1
+            stand_in[lo:] = vals[-1]
+            # np.median: the mean of the middle value(s) of the partitioned data, a float32
+            # array of 1 or 2 values (the same call on the same values here)
+            return (float(np.median(np.array(mid, np.float32))),
+                    float(np.percentile(stand_in, 90, overwrite_input=True)))
     part = np.partition(flat, ranks)
     return float(np.median(part)), float(np.percentile(part, 90))
+
+
+_ORDER = None
+
+
+def _order_statistics():
+    """numba kernel: values at given ranks of float32 data, by counting (compiled on first
+    use, cached on disk).
+
+    kernel(bits, ranks, out) with ``bits`` the data viewed as uint32, ``ranks`` sorted int64,
+    ``out`` uint32 (the float32 bits of the values); returns 0, or 1 when the data hold a NaN
+    or an infinity (nothing written). Two passes: a count of the upper 16 bits of an
+    order-preserving key (the bits with the sign flipped for positives, all flipped for
+    negatives), then of the lower 16 bits within the bins the ranks fall in."""
+    global _ORDER
+    if _ORDER is None:
+        import numba
+
+        @numba.njit(cache=True, nogil=True)
+        def order_stats(bits, ranks, out):  # pragma: no cover - compiled
+            nr = ranks.size
+            hist = np.zeros(65536, np.int64)
+            for k in range(bits.size):
+                u = np.int64(bits[k])
+                hist[(u ^ (0x80000000 | ((u >> 31) * 0x7FFFFFFF))) >> 16] += 1
+            # NaN and infinities: exponent bits all set (keys of the first and last 128 bins)
+            if hist[:128].sum() + hist[65536 - 128:].sum() > 0:
+                return 1
+            hi = np.empty(nr, np.int64)
+            within = np.empty(nr, np.int64)
+            c, j = 0, 0
+            for b in range(65536):
+                while j < nr and ranks[j] < c + hist[b]:
+                    hi[j] = b
+                    within[j] = ranks[j] - c
+                    j += 1
+                c += hist[b]
+            slot_of = np.full(65536, -1, np.int64)  # upper bin -> row of `low`
+            nb = 0
+            for t in range(nr):
+                if slot_of[hi[t]] < 0:
+                    slot_of[hi[t]] = nb
+                    nb += 1
+            low = np.zeros((nb, 65536), np.int64)
+            for k in range(bits.size):
+                u = np.int64(bits[k])
+                key = u ^ (0x80000000 | ((u >> 31) * 0x7FFFFFFF))
+                t = slot_of[key >> 16]
+                if t >= 0:
+                    low[t, key & 0xFFFF] += 1
+            for t in range(nr):
+                row = low[slot_of[hi[t]]]
+                c = 0
+                for b in range(65536):
+                    c += row[b]
+                    if within[t] < c:
+                        key = (hi[t] << 16) | b
+                        out[t] = np.uint32(key ^ (0x80000000 if key >= 0x80000000 else 0xFFFFFFFF))
+                        break
+            return 0
+
+        _ORDER = order_stats
+    return _ORDER
 
 
 def consensus_radius(pix: np.ndarray, centers, half: int) -> float | None:
@@ -1232,6 +1384,20 @@ class _Background:
         return v
 
 
+class _JsonBody:
+    """A request body to parse in the thread that runs the endpoint (`PtolemyService.timed`):
+    ``parse()`` → the JSON object, the query-string fields added where the body has none."""
+
+    def __init__(self, parse, query):
+        self._parse, self._query = parse, query
+
+    def parse(self) -> dict:
+        body = self._parse()
+        for k, v in self._query.items():
+            body.setdefault(k, v)
+        return body
+
+
 class PtolemyService:
     """Endpoint logic, independent of the HTTP stack (every method takes the parsed body).
 
@@ -1278,10 +1444,14 @@ class PtolemyService:
                 self._tl.compute = getattr(self._tl, "compute", 0.0) + time.perf_counter() - t0
 
     def timed(self, fn, *args):
-        """(fn(*args), pipeline seconds spent inside it in this thread)."""
+        """(fn(*args), pipeline seconds spent inside it in this thread, seconds spent parsing
+        the body): a `_JsonBody` argument is parsed here first."""
+        t0 = time.perf_counter()
+        args = [a.parse() if isinstance(a, _JsonBody) else a for a in args]
+        parse_s = time.perf_counter() - t0
         self._tl.compute = 0.0
         out = fn(*args)
-        return out, self._tl.compute
+        return out, self._tl.compute, parse_s
 
     # -- health
     def health(self) -> dict:
@@ -1329,13 +1499,14 @@ class PtolemyService:
 
         grid = _int(d, "grid_id", True, "push_lm")
         tile = _int(d, "tile_id", False, "push_lm")
-        pix = image_from_body(d, raw_mrc, "push_lm")
+        loaded = _loaded_from_body(d, raw_mrc, "push_lm")
+        pix = loaded.pixels
         sha = pixels_sha256(pix)
         if self.store.find_image("lm", sha, grid, tile) is not None:
             return {"square_ids": None, "repeated": True}
         t0 = time.perf_counter()
         with self._computing():
-            res = find_squares(pix, models=self.models)
+            res = find_squares(_pipeline_input(loaded), models=self.models)
             rows = [SquareRow(s.center, s.vertices, s.score, s.brightness, s.area,
                               square_features(pix, s.vertices, s.area)) for s in res.squares]
         t = time.perf_counter() - t0
@@ -1377,12 +1548,14 @@ class PtolemyService:
         self.store.visit_square(_int(d, "square_id", True, "visit_square"))
 
     # -- medium mag
-    def _holes_of(self, pix: np.ndarray) -> list[HoleRow]:
+    def _holes_of(self, pix: np.ndarray, loaded=None) -> list[HoleRow]:
+        """The hole rows of an image (pixels [row, col]; ``loaded``: the same image as the
+        validated LoadedImage of `_loaded_from_body`, passed on to the pipeline)."""
         from .medmag import find_holes
 
         stats = _Background(lambda: median_p90(pix))  # during the pipeline
         try:
-            res = find_holes(pix, models=self.models)
+            res = find_holes(pix if loaded is None else _pipeline_input(loaded), models=self.models)
         finally:
             med, p90 = stats.result()
         i0 = self.store.get_setting("noice_hole_intensity", -1.0)
@@ -1402,16 +1575,25 @@ class PtolemyService:
         mm_img = _int(d, "mm_img_id", False, endpoint)
         if not self.store.square_exists(square):
             raise UnknownIdError(f"unknown square_id {square}")
-        pix = image_from_body(d, raw_mrc, endpoint)
-        sha = pixels_sha256(pix)
-        old = self.store.find_image("mm", sha, grid, None, square, mm_img)
+        loaded = _loaded_from_body(d, raw_mrc, endpoint)
+        pix = loaded.pixels
+        digest, old = None, None
+        if self.store.find_image("mm", None, grid, None, square, mm_img) is None:
+            digest = _Background(lambda: pixels_sha256(pix))  # not a retry: hashed beside the pipeline
+        else:
+            sha = pixels_sha256(pix)
+            old = self.store.find_image("mm", sha, grid, None, square, mm_img)
         if old is not None:  # a retried push: the same holes again, nothing added
             ids = self.store.hole_ids_of_image(old)
             if evaluate:
                 self.store.set_active(ids)
         else:
-            with self._computing():
-                rows = self._holes_of(pix)
+            try:
+                with self._computing():
+                    rows = self._holes_of(pix, loaded)
+            finally:
+                if digest is not None:
+                    sha = digest.result()
             ids = self.store.add_holes(grid, square, mm_img, rows, sha, set_active=evaluate)
         return ids
 
@@ -1491,17 +1673,18 @@ class PtolemyService:
     def process_stateless_lm(self, d: dict, raw_mrc: bytes | None = None) -> list:
         from .lowmag import find_squares
 
-        pix = image_from_body(d, raw_mrc, "process_stateless_lm")
+        loaded = _loaded_from_body(d, raw_mrc, "process_stateless_lm")
+        pix = loaded.pixels
         with self._computing():
-            res = find_squares(pix, models=self.models)
+            res = find_squares(_pipeline_input(loaded), models=self.models)
         return [{"vertices": [list(v) for v in s.vertices], "center": list(s.center), "area": s.area,
                  "brightness": s.brightness, "score": s.score,
                  "features": square_features(pix, s.vertices, s.area).tolist()} for s in res.squares]
 
     def process_stateless_mm(self, d: dict, raw_mrc: bytes | None = None) -> list:
-        pix = image_from_body(d, raw_mrc, "process_stateless_mm")
+        loaded = _loaded_from_body(d, raw_mrc, "process_stateless_mm")
         with self._computing():
-            rows = self._holes_of(pix)
+            rows = self._holes_of(loaded.pixels, loaded)
         return sorted([{"center": list(r.center), "score": r.prior_score, "radius": r.radius,
                         "features": r.features.tolist()} for r in rows], key=lambda h: -h["score"])
 
@@ -1569,23 +1752,18 @@ def create_app(state_dir, models: str | None = None, rule: str = "published", se
                     else:
                         raw = await request.body()
                         is_mrc = image and (ctype in MRC_TYPES or looks_like_mrc(raw))
-                    raw_mrc = None
                     if is_mrc:
                         if reader is not None:
-                            reader.close()
                             raw = reader.bytes()
-                        raw_mrc = raw
+                            reader.release()
                         body = dict(request.query_params)
-                    else:
-                        if reader is not None:  # waits for the parser thread: off the event loop
-                            body = await run_in_threadpool(reader.json)
-                        else:
-                            body = await run_in_threadpool(parse_json_body, raw)
-                        for k, v in request.query_params.items():
-                            body.setdefault(k, v)
-                    args = [body, raw_mrc] if image else [body]
+                        args = [body, raw]
+                    else:  # parsed in the thread that runs the endpoint (one hand-off, not two)
+                        args = [_JsonBody(reader.json if reader is not None else lambda: parse_json_body(raw),
+                                          request.query_params)] + ([None] if image else [])
                 t1 = time.perf_counter()
-                result, compute_s = await run_in_threadpool(svc.timed, fn, *args)
+                result, compute_s, parse_s = await run_in_threadpool(svc.timed, fn, *args)
+                t1 += parse_s
             except UnknownIdError as e:
                 return err(404, e.args[0] if e.args else str(e))
             except (BadRequest, InputImageError) as e:

@@ -361,12 +361,13 @@ class Store:
     def find_image(self, kind: str, sha256: str, grid_id, tile_id=None, square_id=None,
                    mm_img_id=None) -> int | None:
         """The image_id of an identical earlier push in this session (same kind, pixels and
-        client ids), or None. Lets a client retry a push without duplicating rows."""
+        client ids), or None. Lets a client retry a push without duplicating rows.
+        ``sha256`` None: an earlier push with these client ids, whatever its pixels."""
         with self.snapshot() as c:
             row = c.execute(
-                "SELECT image_id FROM images WHERE session_id=? AND kind=? AND sha256=? AND grid_id IS ? "
-                "AND tile_id IS ? AND square_id IS ? AND mm_img_id IS ? ORDER BY image_id LIMIT 1",
-                (self._session(c), kind, sha256, grid_id, tile_id, square_id, mm_img_id)).fetchone()
+                "SELECT image_id FROM images WHERE session_id=? AND kind=? AND (sha256=? OR ? IS NULL) "
+                "AND grid_id IS ? AND tile_id IS ? AND square_id IS ? AND mm_img_id IS ? ORDER BY image_id LIMIT 1",
+                (self._session(c), kind, sha256, sha256, grid_id, tile_id, square_id, mm_img_id)).fetchone()
         return None if row is None else int(row[0])
 
     # ------------------------------------------------------------------ squares

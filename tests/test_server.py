@@ -245,7 +245,8 @@ def _random_number_text(rng) -> str:
 
 
 def test_body_reader_any_chunking_equals_parse_json_body():
-    """The image parsed while the body arrives (BodyReader, in its own thread) gives the
+    """The image parsed while the body arrives (BodyReader, in its own thread, woken every
+    NOTIFY_STEP bytes) gives the
     bytes of parse_json_body and of float32(json.loads) for any chunking, and the same
     fallback (json lists, the same error) for bodies that are not plain."""
     from ptolemy_rt.server import BadRequest, BodyReader
@@ -270,6 +271,7 @@ def test_body_reader_any_chunking_equals_parse_json_body():
             assert isinstance(ref["image"], np.ndarray) and np.array_equal(ref["image"], want), text
         for trial in range(6):
             reader = BodyReader(None if trial == 5 else len(text))
+            reader.NOTIFY_STEP = (1, 3, 17, BodyReader.NOTIFY_STEP, 1, 1)[trial]  # wake the parser at every ']', ..., at the end
             k = 0
             while k < len(text):
                 step = int(rng.integers(1, 40))
@@ -300,6 +302,15 @@ def test_image_statistics_and_profile_kernels_equal_numpy():
         x = (rng.normal(size=int(rng.integers(1, 3000))) * 10 ** rng.uniform(-3, 4)).astype(np.float32)
         x = np.round(x) if t % 3 == 0 else x
         assert median_p90(x) == (float(np.median(x)), float(np.percentile(x, 90)))
+    # float32 from 1024 values: the counting kernel (ties, negatives, zeros, tiny and huge
+    # magnitudes, the sizes where numpy's 90th-percentile index is near a whole number)
+    for t, n in enumerate([1024, 1025, 1031, 2001, 10241, 65537, 100001, 1024 * 1440] + [0] * 40):
+        n = n or int(rng.integers(1024, 60000))
+        x = (rng.normal(size=n) * 10 ** rng.uniform(-30, 30)).astype(np.float32)
+        x = [x, np.round(x), rng.integers(-2, 3, n).astype(np.float32), np.abs(x) + 1000][t % 4]
+        assert median_p90(x) == (float(np.median(x)), float(np.percentile(x, 90))), (t, n)
+    x[5] = -np.inf
+    assert median_p90(x) == (float(np.median(x)), float(np.percentile(x, 90)))
     for t in range(20):
         pix = (rng.normal(size=(200, 260)) * 100).astype(np.float32)
         yy, xx = np.mgrid[:200, :260]
@@ -425,3 +436,32 @@ def test_historical_states_train_the_gps(tmp_path):
         assert p == [0.25] * 4
         assert post(c, "/append_multi_historical_states", {"paths": [str(saved), str(saved)]}).status_code == 200
         assert len(svc.store.historical("lm")) == 6
+
+
+def test_retried_mm_push_gives_the_same_holes_and_new_pixels_new_holes(tmp_path):
+    """A push with new ids hashes its pixels beside the pipeline: the stored digest is the
+    pixels' (a retry with the same ids and pixels returns the same holes, adds nothing),
+    and the same ids with other pixels are a new image."""
+    from ptolemy_rt.server import pixels_sha256
+    from ptolemy_rt.server_store import HoleRow, SquareRow
+
+    calls = []
+
+    class Stub(PtolemyService):
+        def _holes_of(self, pix, loaded=None):
+            calls.append(pixels_sha256(pix))
+            return [HoleRow((10.0 + k, 20.0), 5.0, 0.5, np.zeros(5)) for k in range(3)]
+
+    svc = Stub(tmp_path / "state")
+    sq = svc.store.add_squares(1, 1, [SquareRow((5.0, 5.0), ((0, 0), (9, 0), (9, 9), (0, 9)), 0.5, 1.0, 81.0,
+                                                np.zeros(4))])[0]
+    a = np.arange(64 * 80, dtype=np.float32).reshape(64, 80)
+    body = lambda img: {"image": img.tolist(), "grid_id": 1, "square_id": sq, "mm_img_id": 7}  # noqa: E731
+    first = rows_of(svc.push_and_evaluate_mm(body(a)))[1]
+    with svc.store.snapshot() as c:
+        assert [r[0] for r in c.execute("SELECT sha256 FROM images WHERE kind='mm'")] == [pixels_sha256(a)]
+    again = rows_of(svc.push_and_evaluate_mm(body(a)))[1]
+    assert [h["hole_id"] for h in again] == [h["hole_id"] for h in first] and len(calls) == 1
+    other = rows_of(svc.push_and_evaluate_mm(body(a + 1)))[1]
+    assert len(calls) == 2 and not {h["hole_id"] for h in other} & {h["hole_id"] for h in first}
+    svc.store.close()
