@@ -216,7 +216,7 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
     out = np.empty((height, width), dtype=np.float32 if mask_threshold is None else bool)
     if _use_deep(models, height, width, c, x2, core_budget_bytes):
         deep = 2 ** arch.deep_level
-        bands = plan_strips(height, width, c, halo=halo, multiple=max(mult, 4 * deep),
+        bands = plan_strips(height, width, c, halo=halo, multiple=max(mult, deep),
                             strip_rows=strip_rows, budget_bytes=budget_bytes)
         wins = list(_windows(bands, height, halo))
         ups_of = _core_in_strips(models, arch, enc, rows, height, width, bands, wins, halo, x2, budget_bytes)
@@ -266,13 +266,13 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
 def _use_deep(models, height: int, width: int, channels: int, x2: bool, core_budget_bytes: int) -> bool:
     """True when the core runs in three passes (`_core_in_strips`): the set has the parts
     ``core_down`` / ``core_deep`` / ``core_up`` (``core_up_x2`` for the phase graphs), rows are
-    a multiple of 4·2**deep_level px (every pooling down to the deep level aligns with
-    strip bounds) and one C-channel quarter-resolution tensor exceeds core_budget_bytes."""
+    a multiple of 2**deep_level px (every pooling down to the deep level aligns with strip
+    bounds) and one C-channel quarter-resolution tensor exceeds core_budget_bytes."""
     entry = models.model(UNET_KEY)
     parts, arch = entry.parts, entry.architecture
     need = DEEP_PARTS[:2] + (("core_up_x2",) if x2 else ("core_up",))
     return (all(p in parts for p in need) and arch.depth - 1 > arch.deep_level
-            and height % (4 * 2 ** arch.deep_level) == 0
+            and height % 2 ** arch.deep_level == 0
             and 4 * channels * (height // 4) * (width // 4) > core_budget_bytes)
 
 
