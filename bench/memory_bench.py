@@ -30,12 +30,8 @@ import numpy as np
 MB = 1e6
 BUDGET_BASE_BYTES = 1.5e9  # docs/BENCH.md#memory-budget: base + BUDGET_BYTES_PER_PX per pixel
 BUDGET_BYTES_PER_PX = 4.0
-#: The published set's medium-mag pipeline: its U-Net core (64 channels) runs on the whole
-#: quarter-resolution tensor (docs/BENCH.md#memory-budget), measured ≈ 57 bytes/px at 6000².
-PUBLISHED_MEDMAG_BYTES_PER_PX = 64.0
 PUBLISHED_SET = "ptolemy-2022"
-#: Cases whose budget exceeds this are skipped (not run) unless MEMBENCH_ALL=1: the published
-#: medium-mag pipeline at 16384² would need ≈ 18 GB.
+#: Cases whose budget exceeds this are skipped (not run) unless MEMBENCH_ALL=1.
 MAX_RUN_BYTES = 8e9
 SIDES = (6000, 16384, 40000)
 MODES = ("lowmag", "medmag")
@@ -69,9 +65,9 @@ def write_big_mrc(path: str | os.PathLike, side: int, touch: bool = True) -> Non
 
 
 def budget_bytes(side: int, mode: str = "lowmag", models: str | None = None) -> float:
-    """The stated peak-RSS budget of one run on a side×side image, bytes."""
-    per_px = PUBLISHED_MEDMAG_BYTES_PER_PX if (mode.startswith("medmag") and models == PUBLISHED_SET) else BUDGET_BYTES_PER_PX
-    return BUDGET_BASE_BYTES + per_px * side * side
+    """The stated peak-RSS budget of one run on a side×side image, bytes (the same for both
+    pipelines and both model sets since the published U-Net's core runs in strips)."""
+    return BUDGET_BASE_BYTES + BUDGET_BYTES_PER_PX * side * side
 
 
 def run_memory(run_child, cli, models: str | None, sides=SIDES, modes=MODES, timeout: float = 1800.0,

@@ -17,6 +17,12 @@ Parts (roles), all float32, arrays N×C×rows×cols, dynamic N, rows and cols:
   upsamplings exact ×2): each up block's conv of the upsampled tensor is done as four 2×2
   convs at the lower resolution (one per output phase) interleaved by DepthToSpace
   (``_Graph.up_block_x2``), ≈ 25 % fewer U-Net FLOPs and no full-resolution upsampled copy.
+- ``core_down`` / ``core_deep`` / ``core_up`` / ``core_up_x2`` (depth > DEEP_LEVEL + 1): the
+  core cut at level DEEP_LEVEL = 5: ``pooled`` strip → ``pooled_deep`` (down blocks 2..4 and
+  their poolings); whole ``pooled_deep`` → ``up_deep`` (down blocks 5.., up blocks down to
+  skip d5); ``pooled`` strip + ``up_deep`` rows → ``up`` (or its phases, as ``core_x2``):
+  recomputes d2..d4, runs the up blocks with skips d4..d2. Same nodes as ``core`` /
+  ``core_x2``; the runtime's three-pass core (ptolemy_rt/unet.py) on large images.
 - ``whole``: ``image`` N×1×H×W → ``logits`` N×1×H×W, the whole network in one graph
   (reference for tests; memory grows with the image).
 
@@ -241,7 +247,8 @@ def _vi(name: str, channels: int, rows: str, cols: str):
 
 
 def build_graphs(weights: dict[str, np.ndarray], channels: int, depth: int) -> dict[str, onnx.ModelProto]:
-    """Build the five ONNX models {role: ModelProto} from a U-Net state dict (numpy arrays)."""
+    """Build the ONNX models {role: ModelProto} from a U-Net state dict (numpy arrays): the
+    roles of the module docstring that the depth allows."""
     c, k = channels, SPLIT_LEVEL
     img = _vi("image", 1, "H", "W")
     logits = _vi("logits", 1, "H", "W")
@@ -390,7 +397,7 @@ def build_graphs(weights: dict[str, np.ndarray], channels: int, depth: int) -> d
 
 
 def export_unet(module, out_dir: Path, prefix: str) -> dict:
-    """Write ``<prefix>_{encoder,core,decoder,core_x2,decoder_x2,whole}.onnx`` into out_dir.
+    """Write ``<prefix>_{role}.onnx`` for each role of `build_graphs` into out_dir.
 
     Parameters
     ----------

@@ -21,6 +21,19 @@ each session sees one input shape. Because every window starts at a multiple of 
 and the ×2 row upsamplings inside a window coincide with the whole image's, so strip-wise
 logits equal whole-image logits up to float rounding (≤ 1e-4 tested).
 
+Three-pass core (large images, sets with the parts ``core_down`` / ``core_deep`` /
+``core_up``, e.g. the published set from exporter classifiers-2+unet-deep): when one C-channel
+quarter-resolution tensor exceeds `DEFAULT_CORE_BUDGET_BYTES` (64 MiB: above ≈ 2048² with 64
+channels), the core's levels 2..4 also run in row strips (windows of `core_halo` = 24 quarter
+rows of context, starting on multiples of 8 quarter rows) and only levels 5.. (1/1024 of the
+pixels per channel) run whole: (1) encoder + ``core_down`` per core band → ``pooled_deep``,
+(2) ``core_deep`` whole → ``up_deep``, (3) encoder + ``core_up`` per core band → the ``up``
+rows of its decoder windows. The graphs are the nodes of ``core`` / ``core_x2`` cut at block
+outputs and every pooling / ×2 upsampling of a window coincides with the whole image's, so
+the logits are bit-identical to the one-piece core (tested; the U-Net has no BatchNorm, so
+the classifiers' BatchNorm regime does not enter). Cost: the encoder runs twice (≈ +5 % of
+the U-Net time). Smaller images run the core in one piece as before.
+
 Memory: the sessions share one arena without memory patterns (ptolemy_rt/models.py), and
 the last run of each stage shrinks it, so the stage peaks do not add up. Measured peak RSS
 of the whole `ptolemy medmag` process (2 threads): 1024×1440 example ≈ 0.38-0.40 GB,
