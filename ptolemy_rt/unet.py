@@ -232,12 +232,12 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
         bands = plan_strips(height, width, c, halo=halo, multiple=max(mult, deep),
                             strip_rows=strip_rows, budget_bytes=budget_bytes)
         wins = list(_windows(bands, height, halo))
+        shrink = _shrink_options()  # arena chunks back after every run (see _core_in_strips)
         ups_of = _core_in_strips(models, arch, enc, rows, height, width, bands, wins, halo, x2, budget_bytes)
         for k, (a, b, lo, hi) in enumerate(wins):
             feeds = {"image": rows(lo, hi)}
             feeds.update(zip(names, ups_of(k)))
-            opts = _shrink_options() if k == len(wins) - 1 else None
-            y = dec.run(None, feeds, opts)[0]
+            y = dec.run(None, feeds, shrink)[0]
             del feeds
             if mask_threshold is None:
                 out[a:b] = y[0, 0, a - lo:b - lo]
@@ -364,7 +364,13 @@ def _core_in_strips(models, arch, enc, rows, height: int, width: int, bands, win
     down = models.session(UNET_KEY, "core_down")
     deep = models.session(UNET_KEY, "core_deep")
     up = models.session(UNET_KEY, "core_up_x2" if x2 else "core_up")
-    enc_rows = max(b - a for a, b in bands)  # px rows per encoder run (memory as the decoder's)
+    # px rows per encoder run: as the decoder's bands, or fewer on wide images (the encoder
+    # is cheap; its runs happen while a core window is held)
+    # every run hands its arena chunks back: the stages' tensors differ in size, and a kept
+    # arena would hold the largest of each beside the windows held between runs
+    shrink = _shrink_options()
+    enc_rows = min(max(b - a for a, b in bands),
+                   max(2 ** arch.deep_level, budget_bytes // max(1, 4 * c * width) // 32 * 32))
 
     # core bands: groups of consecutive decoder bands (quarter rows, multiples of scale)
     fit = budget_bytes // max(1, 4 * c * (width // q))
@@ -382,37 +388,34 @@ def _core_in_strips(models, arch, enc, rows, height: int, width: int, bands, win
     def pooled(lo2, hi2):
         """``pooled`` rows [lo2, hi2) (quarter resolution); windows only move down, the rows
         of the previous window are reused."""
-        out = None
         c_lo, c_hi, prev = cache["lo"], cache["hi"], cache["p"]
         start = lo2
         if prev is not None and c_lo <= lo2 < c_hi:
             start = min(c_hi, hi2)
         sub = [(a, min(q * hi2, a + enc_rows)) for a in range(q * start, q * hi2, enc_rows)]
+        cache.update(lo=0, hi=0, p=None)
         if start == lo2 and len(sub) == 1:
+            del prev
             a, b = sub[0]
             lo, hi = max(0, a - halo), min(height, b + halo)
-            out = enc.run(None, {"image": rows(lo, hi)})[0][:, :, (a - lo) // q:(b - lo) // q]
+            out = enc.run(None, {"image": rows(lo, hi)}, shrink)[0][:, :, (a - lo) // q:(b - lo) // q]
         else:
+            out = np.empty((1, c, hi2 - lo2, width // q), np.float32)
+            if start > lo2:  # the rows of the previous window, then that window is let go
+                out[:, :, :start - lo2] = prev[:, :, lo2 - c_lo:start - c_lo]
+            del prev
             for a, b in sub:
                 lo, hi = max(0, a - halo), min(height, b + halo)
-                p = enc.run(None, {"image": rows(lo, hi)})[0]
-                if out is None:
-                    out = np.empty((1, p.shape[1], hi2 - lo2, p.shape[3]), np.float32)
-                    if start > lo2:
-                        out[:, :, :start - lo2] = prev[:, :, lo2 - c_lo:start - c_lo]
+                p = enc.run(None, {"image": rows(lo, hi)}, shrink)[0]
                 out[:, :, a // q - lo2:b // q - lo2] = p[:, :, (a - lo) // q:(b - lo) // q]
                 del p
-            if out is None:  # the whole window was cached
-                out = np.ascontiguousarray(prev[:, :, lo2 - c_lo:hi2 - c_lo])
-        cache.update(lo=lo2, hi=hi2, p=None)
-        del prev
-        cache["p"] = out
+        cache.update(lo=lo2, hi=hi2, p=out)
         return out
 
     # pass 1: pooled_deep, core band by core band
     pooled_deep = None
     for a2, b2, lo2, hi2 in _windows(core_bands, h4, ch):
-        pd = down.run(None, {"pooled": pooled(lo2, hi2)})[0]
+        pd = down.run(None, {"pooled": pooled(lo2, hi2)}, shrink)[0]
         if pooled_deep is None:
             pooled_deep = np.empty((1, pd.shape[1], h4 // scale, pd.shape[3]), np.float32)
         pooled_deep[:, :, a2 // scale:b2 // scale] = pd[:, :, (a2 - lo2) // scale:(b2 - lo2) // scale]
@@ -435,7 +438,7 @@ def _core_in_strips(models, arch, enc, rows, height: int, width: int, bands, win
         if current["g"] != g:
             current["ys"] = None
             feeds = {"pooled": pooled(lo2, hi2), "up_deep": up_deep[:, :, lo2 // scale:hi2 // scale]}
-            current.update(g=g, ys=up.run(names, feeds))
+            current.update(g=g, ys=up.run(names, feeds, shrink))
             del feeds
             if g == len(groups) - 1:
                 cache.update(p=None)
