@@ -30,12 +30,8 @@ import numpy as np
 MB = 1e6
 BUDGET_BASE_BYTES = 1.5e9  # docs/BENCH.md#memory-budget: base + BUDGET_BYTES_PER_PX per pixel
 BUDGET_BYTES_PER_PX = 4.0
-#: The published set's medium-mag pipeline: its U-Net core (64 channels) runs on the whole
-#: quarter-resolution tensor (docs/BENCH.md#memory-budget), measured ≈ 57 bytes/px at 6000².
-PUBLISHED_MEDMAG_BYTES_PER_PX = 64.0
 PUBLISHED_SET = "ptolemy-2022"
-#: Cases whose budget exceeds this are skipped (not run) unless MEMBENCH_ALL=1: the published
-#: medium-mag pipeline at 16384² would need ≈ 18 GB.
+#: Cases whose budget exceeds this are skipped (not run) unless MEMBENCH_ALL=1.
 MAX_RUN_BYTES = 8e9
 SIDES = (6000, 16384, 40000)
 MODES = ("lowmag", "medmag")
@@ -69,9 +65,9 @@ def write_big_mrc(path: str | os.PathLike, side: int, touch: bool = True) -> Non
 
 
 def budget_bytes(side: int, mode: str = "lowmag", models: str | None = None) -> float:
-    """The stated peak-RSS budget of one run on a side×side image, bytes."""
-    per_px = PUBLISHED_MEDMAG_BYTES_PER_PX if (mode == "medmag" and models == PUBLISHED_SET) else BUDGET_BYTES_PER_PX
-    return BUDGET_BASE_BYTES + per_px * side * side
+    """The stated peak-RSS budget of one run on a side×side image, bytes (the same for both
+    pipelines and both model sets since the published U-Net's core runs in strips)."""
+    return BUDGET_BASE_BYTES + BUDGET_BYTES_PER_PX * side * side
 
 
 def run_memory(run_child, cli, models: str | None, sides=SIDES, modes=MODES, timeout: float = 1800.0,
@@ -79,7 +75,8 @@ def run_memory(run_child, cli, models: str | None, sides=SIDES, modes=MODES, tim
     """Run every (side, mode) case, one at a time; returns one record per case.
 
     run_child(cmd, env=None, timeout=...) -> dict with rss_mb, rc, err, wall_s (run_bench's);
-    cli(mode, image, out_json) -> the command list."""
+    cli(mode, image, out_json) -> the command list. A mode "lowmag+plot" / "medmag+plot" runs
+    that pipeline with ``--plot`` (an extra PNG output)."""
     from ptolemy_rt.mrc import MAX_SECTION_PIXELS
 
     base = os.environ.get("PTOLEMY_BENCH_TMP") or tempfile.gettempdir()
@@ -104,7 +101,9 @@ def run_memory(run_child, cli, models: str | None, sides=SIDES, modes=MODES, tim
                 if accepted and lim > MAX_RUN_BYTES and os.environ.get("MEMBENCH_ALL") != "1":
                     log(f"memory-{mode}-{side} ({models}): skipped, budget {lim / MB:.0f} MB (MEMBENCH_ALL=1 runs it)")
                     continue
-                r = run_child(cli(mode, img, d / "x.json"), timeout=timeout)
+                kind, _, extra = mode.partition("+")  # "lowmag+plot": with --plot (the picture's memory)
+                cmd = cli(kind, img, d / "x.json") + (["--plot", str(d / "x.png")] if extra == "plot" else [])
+                r = run_child(cmd, timeout=timeout)
                 if accepted:
                     ok = r["rc"] == 0 and r["rss_mb"] * MB <= lim
                 else:
@@ -133,6 +132,7 @@ def format_memory(rows: list[dict]) -> str:
 
 
 if __name__ == "__main__":  # standalone: python bench/memory_bench.py [side ...] (lowmag and medmag)
+    # MEMBENCH_MODES=lowmag,lowmag+plot,medmag (default lowmag,medmag), MEMBENCH_MODELS=ptolemy-2022
     import sys
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -140,8 +140,10 @@ if __name__ == "__main__":  # standalone: python bench/memory_bench.py [side ...
 
     sides = tuple(int(s) for s in sys.argv[1:]) or SIDES
     modes = tuple(os.environ.get("MEMBENCH_MODES", ",".join(MODES)).split(","))
+    models = os.environ.get("MEMBENCH_MODELS") or None
 
     def cli(mode, image, out):
-        return [str(BIN / "ptolemy"), mode, str(image), "-f", "json", "-o", str(out)]
+        return [str(BIN / "ptolemy"), mode, str(image), "-f", "json", "-o", str(out)] + (
+            ["--models", models] if models else [])
 
-    print(format_memory(run_memory(run_child, cli, None, sides, modes)))
+    print(format_memory(run_memory(run_child, cli, models, sides, modes)))

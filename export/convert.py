@@ -26,7 +26,7 @@ from .manifest import sha256_file, write_manifest
 
 SET_NAME = "ptolemy-2022"
 #: bump when the exported graphs change, so that existing sets are rebuilt
-EXPORTER_VERSION = "classifiers-2+unet"
+EXPORTER_VERSION = "classifiers-2+unet-deep"
 
 CHECKPOINTS = {
     "square_classifier": "211215_lowmag_64x5_defaultadam_tightw_e2.torchmodel",

@@ -17,6 +17,12 @@ Parts (roles), all float32, arrays N×C×rows×cols, dynamic N, rows and cols:
   upsamplings exact ×2): each up block's conv of the upsampled tensor is done as four 2×2
   convs at the lower resolution (one per output phase) interleaved by DepthToSpace
   (``_Graph.up_block_x2``), ≈ 25 % fewer U-Net FLOPs and no full-resolution upsampled copy.
+- ``core_down`` / ``core_deep`` / ``core_up`` / ``core_up_x2`` (depth > DEEP_LEVEL + 1): the
+  core cut at level DEEP_LEVEL = 5: ``pooled`` strip → ``pooled_deep`` (down blocks 2..4 and
+  their poolings); whole ``pooled_deep`` → ``up_deep`` (down blocks 5.., up blocks down to
+  skip d5); ``pooled`` strip + ``up_deep`` rows → ``up`` (or its phases, as ``core_x2``):
+  recomputes d2..d4, runs the up blocks with skips d4..d2. Same nodes as ``core`` /
+  ``core_x2``; the runtime's three-pass core (ptolemy_rt/unet.py) on large images.
 - ``whole``: ``image`` N×1×H×W → ``logits`` N×1×H×W, the whole network in one graph
   (reference for tests; memory grows with the image).
 
@@ -45,6 +51,8 @@ OPSET = 17
 HALO_ROWS = default(UnetArch, "halo_rows")
 ROW_MULTIPLE = default(UnetArch, "row_multiple")  # strip bounds must be multiples of this (two 2×2 poolings)
 SPLIT_LEVEL = default(UnetArch, "split_level")  # levels 0..1 (full, half resolution) run in strips
+#: core_down / core_up run levels SPLIT_LEVEL..DEEP_LEVEL-1 in strips, core_deep the rest whole
+DEEP_LEVEL = default(UnetArch, "deep_level")
 
 
 class _Graph:
@@ -239,7 +247,8 @@ def _vi(name: str, channels: int, rows: str, cols: str):
 
 
 def build_graphs(weights: dict[str, np.ndarray], channels: int, depth: int) -> dict[str, onnx.ModelProto]:
-    """Build the five ONNX models {role: ModelProto} from a U-Net state dict (numpy arrays)."""
+    """Build the ONNX models {role: ModelProto} from a U-Net state dict (numpy arrays): the
+    roles of the module docstring that the depth allows."""
     c, k = channels, SPLIT_LEVEL
     img = _vi("image", 1, "H", "W")
     logits = _vi("logits", 1, "H", "W")
@@ -334,11 +343,61 @@ def build_graphs(weights: dict[str, np.ndarray], channels: int, depth: int) -> d
     out["decoder_x2"] = g.model([img] + [_vi(n, c, "h8", "W8") for n in phase_names], [logits],
                                 "unet_decoder_x2")
 
+    # core_down / core_deep / core_up / core_up_x2 (depth > DEEP_LEVEL + 1): the core split
+    # once more at level DEEP_LEVEL, so that levels split_level..DEEP_LEVEL-1 (the large
+    # quarter- and eighth-resolution tensors) also run in row strips and only the deep
+    # levels (≤ 1/1024 of the image's pixels per tensor) run on the whole image. Same nodes
+    # as ``core`` / ``core_x2``, cut at block outputs (ptolemy_rt/unet.py, three passes).
+    if depth - 1 <= DEEP_LEVEL:
+        return out
+    pooled_deep_vi = _vi("pooled_deep", c, "HD", "WD")
+    up_deep_vi = _vi("up_deep", c, "HD", "WD")
+    g = _Graph(weights)
+    x = "pooled"
+    for i in range(k, DEEP_LEVEL):
+        x = g.pool(g.conv(x, f"down_path.{i}.conv", relu=True))
+    _rename_output(g, x, "pooled_deep")
+    out["core_down"] = g.model([pooled_vi], [pooled_deep_vi], "unet_core_down")
+
+    g = _Graph(weights)
+    x, skips = "pooled_deep", {}
+    for i in range(DEEP_LEVEL, depth):
+        x = g.conv(x, f"down_path.{i}.conv", relu=True)
+        if i < depth - 1:
+            skips[i] = x
+            x = g.pool(x)
+    for j in range(depth - 1 - DEEP_LEVEL):
+        x = g.up_block(x, skips[depth - 2 - j], j)
+    _rename_output(g, x, "up_deep")
+    out["core_deep"] = g.model([pooled_deep_vi], [up_deep_vi], "unet_core_deep")
+
+    for role, phased in (("core_up", False), ("core_up_x2", True)):
+        g = _Graph(weights)
+        d, x = {}, "pooled"
+        for i in range(k, DEEP_LEVEL):
+            x = g.conv(x, f"down_path.{i}.conv", relu=True)
+            d[i] = x
+            x = g.pool(x)
+        x = "up_deep"
+        for level in range(DEEP_LEVEL - 1, k - 1, -1):
+            j = depth - 2 - level
+            if phased and level == k:
+                z = g.up_block_phases(x, d[level], j)
+                for (p, q), name in zip(((0, 0), (0, 1), (1, 0), (1, 1)), phase_names):
+                    _rename_output(g, z[p, q], name)
+                outs = [_vi(n, c, "h8", "W8") for n in phase_names]
+            else:
+                x = g.up_block(x, d[level], j)
+        if not phased:
+            _rename_output(g, x, "up")
+            outs = [_vi("up", c, "h4", "W4")]
+        out[role] = g.model([_vi("pooled", c, "h4", "W4"), _vi("up_deep", c, "hd", "WD")], outs, f"unet_{role}")
+
     return out
 
 
 def export_unet(module, out_dir: Path, prefix: str) -> dict:
-    """Write ``<prefix>_{encoder,core,decoder,core_x2,decoder_x2,whole}.onnx`` into out_dir.
+    """Write ``<prefix>_{role}.onnx`` for each role of `build_graphs` into out_dir.
 
     Parameters
     ----------

@@ -245,8 +245,12 @@ def analyse(job: Job) -> Outcome:
                                        image.pixel_size_source)
     if px is not None and px != image.pixel_size_nm:  # the scale stage's --hole-pitch-um uses it
         image = replace(image, pixel_size_nm=px)
-    if job.plot is None:  # nothing reads the pixels afterwards: the pipeline may reuse them
-        image = replace(image, scratch=True)
+    grey = None
+    if job.plot is not None:  # the picture's grey levels now (1 byte/px), so that the pipeline
+        from .plot import Grey, to_grey  # may reuse the pixels (no second float32 copy)
+
+        grey = Grey(to_grey(image.pixels))
+    image = replace(image, scratch=True)  # nothing reads the pixels afterwards
     result = run_pipeline(job.kind, image, job.models, job.options)
     report = Report(job.kind, job.input, result, px, src, image.section, time.perf_counter() - t0,
                     stage=image.stage, origin=image.origin)
@@ -276,7 +280,7 @@ def analyse(job: Job) -> Outcome:
     if job.plot is not None:
         from .plot import overlay_png
 
-        outs.append((job.plot, overlay_png(image.pixels, its)))
+        outs.append((job.plot, overlay_png(grey, its)))
     commit_outputs(outs, protect=protect)
     return Outcome(
         input=job.input, status="ok", n_targets=len(its),

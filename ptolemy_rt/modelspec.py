@@ -381,6 +381,9 @@ class UnetArch(_Spec):
     halo_rows: int = decl(8, minimum=0, doc="rows of context above / below each strip, px "
                                             "(8 = the exact receptive field of the stripped levels)")
     row_multiple: int = decl(4, minimum=4, doc="strip bounds are multiples of this, px (two 2×2 poolings)")
+    deep_level: int = decl(5, choices=(5,), omit_default=True,
+                           doc="parts core_down / core_up (when present) run levels split_level..deep_level-1 "
+                               "in strips, core_deep the deeper levels on the whole image")
     upsample: str = decl("torch-legacy-nearest", choices=("torch-legacy-nearest",), doc="upsampling rule")
     input: str = decl("image N×1×H×W float32, normalised (docs/ALGORITHM.md#medmag-normalise, #medmag-padding)", doc="description of the input")
     output: str = decl("logits N×1×H×W float32; mask = sigmoid(logits) > 1e-4", doc="description of the output")

@@ -75,8 +75,53 @@ def score_colour(score: float) -> tuple[int, int, int]:
     return int(round(230 * (1.0 - s) / 0.5)), 230, 0
 
 
+class Grey:
+    """Grey levels made in advance (`to_grey`), for `render` / `overlay_png`: the caller may
+    then reuse or free the pixels (1 byte/px kept instead of the float image).
+
+    Parameters
+    ----------
+    levels : numpy.ndarray
+        uint8 [row, col].
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> Grey(to_grey(np.array([[0.0, 1.0]]))).levels.tolist()
+    [[0, 255]]
+    """
+
+    def __init__(self, levels) -> None:
+        self.levels = levels
+
+
+def _percentiles_1_99(a):
+    """`numpy.percentile(float64(a), [1, 99])` (method "linear") of a 2-D float32 array of
+    finite values, bit for bit, from two order statistics each (`mixture.order_statistics_f32`:
+    no whole-image copy)."""
+    import numpy as np
+
+    from .mixture import order_statistics_f32
+
+    n = a.size
+    virtual = [(n - 1) * q for q in np.true_divide([1.0, 99.0], 100)]  # numpy's "linear" index
+    prev = [int(np.floor(v)) for v in virtual]
+    ranks = sorted({k for p in prev for k in (p, min(p + 1, n - 1))})
+    val = dict(zip(ranks, (np.float64(v) for v in order_statistics_f32(a, ranks))))
+    out = []
+    for v, p in zip(virtual, prev):
+        lo, hi, t = val[p], val[min(p + 1, n - 1)], np.float64(v - p)
+        d = hi - lo
+        out.append(hi - d * (1 - t) if t >= 0.5 else lo + d * t)  # numpy's _lerp
+    return out
+
+
 def to_grey(pixels) -> "Any":
     """Grey levels of an image: pixels stretched between their 1st and 99th percentiles.
+
+    A 2-D float32 image of finite values is done in row strips (the percentiles from order
+    statistics, exactly numpy's): memory one strip besides the uint8 result; other inputs
+    through one float64 copy. Same bytes either way.
 
     Parameters
     ----------
@@ -94,9 +139,26 @@ def to_grey(pixels) -> "Any":
     >>> import numpy as np
     >>> to_grey(np.array([[0.0, 1.0], [2.0, np.nan]])).tolist()
     [[0, 128], [255, 0]]
+    >>> x = np.random.default_rng(0).normal(size=(50, 40)).astype(np.float32)
+    >>> bool((to_grey(x) == to_grey(x.astype(np.float64))).all())
+    True
     """
     import numpy as np
 
+    from .core import row_strips
+
+    a = np.asarray(pixels)
+    if a.ndim == 2 and a.dtype == np.float32 and a.size >= 2 and bool(np.isfinite(a.min() + a.max())):
+        lo, hi = _percentiles_1_99(a)
+        if not hi > lo:
+            lo, hi = float(a.min()), float(a.max())
+        if not hi > lo:
+            hi = lo + 1.0
+        out = np.empty(a.shape, np.uint8)
+        for sl in row_strips(*a.shape):
+            g = (np.asarray(a[sl], np.float64) - lo) / (hi - lo)
+            out[sl] = np.clip(g, 0.0, 1.0) * 255.0 + 0.5
+        return out
     a = np.asarray(pixels, dtype=np.float64)
     finite = np.isfinite(a)
     vals = a[finite] if not finite.all() else a
@@ -125,8 +187,8 @@ def render(pixels, items: list[dict], n_labels: int = N_LABELS):
 
     Parameters
     ----------
-    pixels : array_like
-        2-D image, [row, col] (grey levels by `to_grey`).
+    pixels : array_like or Grey
+        2-D image, [row, col] (grey levels by `to_grey`), or its grey levels made in advance.
     items : list of dict
         "vertices" (4 × [x, y] px), "center" ([x, y] px) and "score", sorted best first
         (rank = position + 1); boxes coloured by `score_colour`.
@@ -157,7 +219,7 @@ def render(pixels, items: list[dict], n_labels: int = N_LABELS):
     require_pillow()
     from PIL import Image, ImageDraw
 
-    grey = to_grey(pixels)
+    grey = pixels.levels if isinstance(pixels, Grey) else to_grey(pixels)
     h, w = grey.shape
     img = Image.fromarray(grey).convert("RGB")  # uint8 2-D → mode "L"
     draw = ImageDraw.Draw(img)
@@ -209,8 +271,8 @@ def overlay_png(pixels, items: list[dict]) -> bytes:
 
     Parameters
     ----------
-    pixels : array_like
-        The image, [row, col].
+    pixels : array_like or Grey
+        The image, [row, col], or its grey levels made in advance (`Grey`).
     items : list of dict
         Targets as `render` takes them, best first.
 

@@ -21,6 +21,19 @@ each session sees one input shape. Because every window starts at a multiple of 
 and the ×2 row upsamplings inside a window coincide with the whole image's, so strip-wise
 logits equal whole-image logits up to float rounding (≤ 1e-4 tested).
 
+Three-pass core (large images, sets with the parts ``core_down`` / ``core_deep`` /
+``core_up``, e.g. the published set from exporter classifiers-2+unet-deep): when one C-channel
+quarter-resolution tensor exceeds `DEFAULT_CORE_BUDGET_BYTES` (64 MiB: above ≈ 2048² with 64
+channels), the core's levels 2..4 also run in row strips (windows of `core_halo` = 24 quarter
+rows of context, starting on multiples of 8 quarter rows) and only levels 5.. (1/1024 of the
+pixels per channel) run whole: (1) encoder + ``core_down`` per core band → ``pooled_deep``,
+(2) ``core_deep`` whole → ``up_deep``, (3) encoder + ``core_up`` per core band → the ``up``
+rows of its decoder windows. The graphs are the nodes of ``core`` / ``core_x2`` cut at block
+outputs and every pooling / ×2 upsampling of a window coincides with the whole image's, so
+the logits are bit-identical to the one-piece core (tested; the U-Net has no BatchNorm, so
+the classifiers' BatchNorm regime does not enter). Cost: the encoder runs twice (≈ +5 % of
+the U-Net time). Smaller images run the core in one piece as before.
+
 Memory: the sessions share one arena without memory patterns (ptolemy_rt/models.py), and
 the last run of each stage shrinks it, so the stage peaks do not add up. Measured peak RSS
 of the whole `ptolemy medmag` process (2 threads): 1024×1440 example ≈ 0.38-0.40 GB,
@@ -39,6 +52,9 @@ UNET_KEY = "hole_unet"
 DEFAULT_STRIP_BUDGET_BYTES = 48 * 2**20  # bytes of one C-channel full-resolution strip tensor
 #: fewest rows per band from a budget (wide images): keeps the halo's recomputation ≤ 25 %
 MIN_STRIP_ROWS = 64
+#: bytes of one C-channel quarter-resolution tensor above which the core runs in three passes
+DEFAULT_CORE_BUDGET_BYTES = 64 * 2**20
+DEEP_PARTS = ("core_down", "core_deep", "core_up")
 
 
 def plan_strips(height: int, width: int, channels: int, *, halo: int = default(UnetArch, "halo_rows"),
@@ -124,7 +140,8 @@ def _use_x2(models, height: int, width: int) -> bool:
 
 
 def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
-                budget_bytes: int = DEFAULT_STRIP_BUDGET_BYTES, mask_threshold=None) -> np.ndarray:
+                budget_bytes: int = DEFAULT_STRIP_BUDGET_BYTES, mask_threshold=None,
+                core_budget_bytes: int = DEFAULT_CORE_BUDGET_BYTES) -> np.ndarray:
     """U-Net logits, float32 [row, col], same shape as ``image`` (with ``mask_threshold``:
     the bool mask logits > mask_threshold instead, made strip by strip, so no whole-image
     logits are held).
@@ -143,6 +160,11 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
     mask_threshold
         None: return the logits; a number (logit units): return the bool mask
         logits > mask_threshold (the same comparisons as on the whole logits).
+    core_budget_bytes
+        When the set has the parts ``core_down`` / ``core_deep`` / ``core_up`` and one
+        C-channel quarter-resolution tensor of the image is larger than this (bytes), the
+        core runs in three passes (`_core_in_strips`: bit-identical, memory bounded by the
+        strips); otherwise the core runs on the whole quarter-resolution tensor.
 
     Returns
     -------
@@ -201,8 +223,28 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
     bands = plan_strips(height, width, c, halo=halo, multiple=mult,
                         strip_rows=strip_rows, budget_bytes=budget_bytes)
     enc = models.session(UNET_KEY, "encoder")
-    core = models.session(UNET_KEY, "core_x2" if x2 else "core")
     dec = models.session(UNET_KEY, "decoder_x2" if x2 else "decoder")
+    names = X2_PHASES if x2 else ("up",)
+    step = X2_MULTIPLE if x2 else 4
+    out = np.empty((height, width), dtype=np.float32 if mask_threshold is None else bool)
+    if _use_deep(models, height, width, c, x2, core_budget_bytes):
+        deep = 2 ** arch.deep_level
+        bands = plan_strips(height, width, c, halo=halo, multiple=max(mult, deep),
+                            strip_rows=strip_rows, budget_bytes=budget_bytes)
+        wins = list(_windows(bands, height, halo))
+        shrink = _shrink_options()  # arena chunks back after every run (see _core_in_strips)
+        ups_of = _core_in_strips(models, arch, enc, rows, height, width, bands, wins, halo, x2, budget_bytes)
+        for k, (a, b, lo, hi) in enumerate(wins):
+            feeds = {"image": rows(lo, hi)}
+            feeds.update(zip(names, ups_of(k)))
+            y = dec.run(None, feeds, shrink)[0]
+            del feeds
+            if mask_threshold is None:
+                out[a:b] = y[0, 0, a - lo:b - lo]
+            else:
+                np.greater(y[0, 0, a - lo:b - lo], mask_threshold, out=out[a:b])
+        return out
+    core = models.session(UNET_KEY, "core_x2" if x2 else "core")
 
     # encoder: quarter-resolution pooled tensor of the whole image, strip by strip
     pooled = None
@@ -218,16 +260,9 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
             pooled[:, :, a // 4:b // 4] = p[:, :, (a - lo) // 4:(b - lo) // 4]
         del p
 
-    if x2:
-        ups = core.run(list(X2_PHASES), {"pooled": pooled}, _shrink_options())
-        step = 8
-    else:
-        ups = core.run(["up"], {"pooled": pooled}, _shrink_options())
-        step = 4
-    names = X2_PHASES if x2 else ("up",)
+    ups = core.run(list(names), {"pooled": pooled}, _shrink_options())
     del pooled
 
-    out = np.empty((height, width), dtype=np.float32 if mask_threshold is None else bool)
     for k, (a, b, lo, hi) in enumerate(wins):
         q0, q1 = lo // step, (hi // step if len(bands) > 1 else ups[0].shape[2])
         feeds = {"image": rows(lo, hi)}
@@ -239,6 +274,179 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
         else:
             np.greater(y[0, 0, a - lo:b - lo], mask_threshold, out=out[a:b])
     return out
+
+
+def _use_deep(models, height: int, width: int, channels: int, x2: bool, core_budget_bytes: int) -> bool:
+    """True when the core runs in three passes (`_core_in_strips`): the set has the parts
+    ``core_down`` / ``core_deep`` / ``core_up`` (``core_up_x2`` for the phase graphs), rows are
+    a multiple of 2**deep_level px (every pooling down to the deep level aligns with strip
+    bounds) and one C-channel quarter-resolution tensor exceeds core_budget_bytes."""
+    entry = models.model(UNET_KEY)
+    parts, arch = entry.parts, entry.architecture
+    need = DEEP_PARTS[:2] + (("core_up_x2",) if x2 else ("core_up",))
+    return (all(p in parts for p in need) and arch.depth - 1 > arch.deep_level
+            and height % 2 ** arch.deep_level == 0
+            and 4 * channels * (height // 4) * (width // 4) > core_budget_bytes)
+
+
+def core_halo(split_level: int, deep_level: int) -> int:
+    """Rows of ``pooled`` (the split level's resolution) on each side that one output row of
+    ``core_up`` depends on, rounded up to a multiple of 2**(deep_level − split_level).
+
+    Exact dependency intervals of the stripped levels: a 3×3 conv (padding 1) reads rows
+    r−1..r+1, a 2×2 pooling rows 2r, 2r+1, and the nearest ×2 upsampling of the level below
+    row ⌊r/2⌋ (⌊(r−1)/2⌋ for the legacy rule with an odd size: both are included); the
+    ``up_deep`` input is an exact ×2ⁿ of the window and adds no context.
+
+    Parameters
+    ----------
+    split_level, deep_level
+        First stripped core level and the first level of ``core_deep`` (UnetArch).
+
+    Returns
+    -------
+    int
+        Halo, rows at the split level's resolution (4 px per row at split level 2).
+
+    Examples
+    --------
+    >>> core_halo(2, 5)
+    24
+    >>> core_halo(2, 3)
+    2
+    """
+    def down(j, a, b):  # rows of pooled needed by d_j rows [a, b]
+        a, b = a - 1, b + 1
+        while j > split_level:
+            a, b, j = 2 * a, 2 * b + 1, j - 1
+            a, b = a - 1, b + 1
+        return a, b
+
+    def up(j, a, b):  # rows of pooled needed by u_j rows [a, b], j < deep_level
+        lo, hi = down(j, a - 1, b + 1)
+        if j + 1 < deep_level:
+            ua, ub = up(j + 1, (a - 2) // 2, (b + 1) // 2)
+            lo, hi = min(lo, ua), max(hi, ub)
+        return lo, hi
+
+    scale = 2 ** (deep_level - split_level)
+    need = 0
+    for r in range(scale):
+        lo, hi = up(split_level, r + 4 * scale, r + 4 * scale)
+        need = max(need, r + 4 * scale - lo, hi - r - 4 * scale)
+    return -(-need // scale) * scale
+
+
+def _core_in_strips(models, arch, enc, rows, height: int, width: int, bands, wins, halo: int, x2: bool,
+                    budget_bytes: int):
+    """The core in three passes, memory bounded by strips.
+
+    The decoder bands are grouped into core bands (consecutive bands whose quarter-resolution
+    window, `core_halo` rows of context on each side and starting on a multiple of
+    2**(deep_level − 2) rows, keeps one C-channel tensor within budget_bytes).
+    (1) per core band, ``pooled`` (encoder) and ``core_down`` on its window give the band's
+    rows of ``pooled_deep``; (2) ``core_deep`` runs on the whole ``pooled_deep``
+    (1/4**deep_level of the image's pixels per channel); (3) returns ``ups_of(k)``: the ``up``
+    rows (or phases) of decoder window k, from ``core_up`` on the window of its core band
+    (computed once per core band). ``pooled`` rows are made by encoder runs of at most one
+    band of px rows and kept between consecutive windows (the encoder runs about twice
+    over the image; nothing at the quarter resolution is kept whole).
+
+    Same nodes as ``core`` / ``core_x2`` cut at block outputs; with aligned windows every
+    pooling and ×2 upsampling inside a window coincides with the whole image's, so the
+    result is bit-identical to the whole core (tests/test_unet.py).
+    """
+    q = 4  # px per quarter-resolution row (split level 2)
+    scale = 2 ** (arch.deep_level - arch.split_level)
+    ch = core_halo(arch.split_level, arch.deep_level)
+    h4, c = height // q, arch.channels
+    ext = -(-halo // q)  # quarter rows of a decoder window beyond its band
+    down = models.session(UNET_KEY, "core_down")
+    deep = models.session(UNET_KEY, "core_deep")
+    up = models.session(UNET_KEY, "core_up_x2" if x2 else "core_up")
+    # px rows per encoder run: as the decoder's bands, or fewer on wide images (the encoder
+    # is cheap; its runs happen while a core window is held)
+    # every run hands its arena chunks back: the stages' tensors differ in size, and a kept
+    # arena would hold the largest of each beside the windows held between runs
+    shrink = _shrink_options()
+    enc_rows = min(max(b - a for a, b in bands),
+                   max(2 ** arch.deep_level, budget_bytes // max(1, 4 * c * width) // 32 * 32))
+
+    # core bands: groups of consecutive decoder bands (quarter rows, multiples of scale)
+    fit = budget_bytes // max(1, 4 * c * (width // q))
+    group_rows = max(fit - 2 * (ch + scale), 2 * ch)
+    groups, members = [], []
+    for k, (a, b) in enumerate(bands):
+        if members and (b - bands[members[0]][0]) // q > group_rows:
+            groups.append(members)
+            members = []
+        members.append(k)
+    groups.append(members)
+    core_bands = [(bands[m[0]][0] // q, bands[m[-1]][1] // q) for m in groups]
+    cache = {"lo": 0, "hi": 0, "p": None}
+
+    def pooled(lo2, hi2):
+        """``pooled`` rows [lo2, hi2) (quarter resolution); windows only move down, the rows
+        of the previous window are reused."""
+        c_lo, c_hi, prev = cache["lo"], cache["hi"], cache["p"]
+        start = lo2
+        if prev is not None and c_lo <= lo2 < c_hi:
+            start = min(c_hi, hi2)
+        sub = [(a, min(q * hi2, a + enc_rows)) for a in range(q * start, q * hi2, enc_rows)]
+        cache.update(lo=0, hi=0, p=None)
+        if start == lo2 and len(sub) == 1:
+            del prev
+            a, b = sub[0]
+            lo, hi = max(0, a - halo), min(height, b + halo)
+            out = enc.run(None, {"image": rows(lo, hi)}, shrink)[0][:, :, (a - lo) // q:(b - lo) // q]
+        else:
+            out = np.empty((1, c, hi2 - lo2, width // q), np.float32)
+            if start > lo2:  # the rows of the previous window, then that window is let go
+                out[:, :, :start - lo2] = prev[:, :, lo2 - c_lo:start - c_lo]
+            del prev
+            for a, b in sub:
+                lo, hi = max(0, a - halo), min(height, b + halo)
+                p = enc.run(None, {"image": rows(lo, hi)}, shrink)[0]
+                out[:, :, a // q - lo2:b // q - lo2] = p[:, :, (a - lo) // q:(b - lo) // q]
+                del p
+        cache.update(lo=lo2, hi=hi2, p=out)
+        return out
+
+    # pass 1: pooled_deep, core band by core band
+    pooled_deep = None
+    for a2, b2, lo2, hi2 in _windows(core_bands, h4, ch):
+        pd = down.run(None, {"pooled": pooled(lo2, hi2)}, shrink)[0]
+        if pooled_deep is None:
+            pooled_deep = np.empty((1, pd.shape[1], h4 // scale, pd.shape[3]), np.float32)
+        pooled_deep[:, :, a2 // scale:b2 // scale] = pd[:, :, (a2 - lo2) // scale:(b2 - lo2) // scale]
+        del pd
+    cache.update(lo=0, hi=0, p=None)
+    # pass 2: the deep levels on the whole image
+    up_deep = deep.run(None, {"pooled_deep": pooled_deep}, _shrink_options())[0]
+    del pooled_deep
+    # pass 3: per core band (extended by the decoder windows' context), core_up once
+    need = [(max(0, (a2 - ext) // scale * scale), min(h4, -(-(b2 + ext) // scale) * scale)) for a2, b2 in core_bands]
+    cwins = [w[2:] for w in _windows(need, h4, ch)]
+    names = list(X2_PHASES) if x2 else ["up"]
+    step = 2 if x2 else 1  # quarter-resolution rows per row of the core_up outputs
+    group_of = {k: g for g, m in enumerate(groups) for k in m}
+    current = {"g": None, "ys": None}
+
+    def ups_of(k):
+        g = group_of[k]
+        lo2, hi2 = cwins[g]
+        if current["g"] != g:
+            current["ys"] = None
+            feeds = {"pooled": pooled(lo2, hi2), "up_deep": up_deep[:, :, lo2 // scale:hi2 // scale]}
+            current.update(g=g, ys=up.run(names, feeds, shrink))
+            del feeds
+            if g == len(groups) - 1:
+                cache.update(p=None)
+        lo, hi = wins[k][2:]
+        r0, r1 = (lo // q - lo2) // step, (hi // q - lo2) // step
+        return [y[:, :, r0:r1] for y in current["ys"]]
+
+    return ups_of
 
 
 def _shrink_options():

@@ -331,3 +331,76 @@ def test_published_medmag_mask_equals_reference(published):
     print(f"mask pixels differing from the published mask: {differ} of {ref.size} "
           f"({100 * differ / ref.size:.4f} %); mask fraction {mask.mean():.5f}")
     assert differ <= 0.001 * ref.size
+
+
+# --- the core in three passes (core_down / core_deep / core_up), bit-identical ----------------
+
+def _core_in_strips_equals_whole(models, img, **kw):
+    """unet_logits with the three-pass core (the test fails if the whole-core parts are used)
+    equals the whole-core run bit for bit; returns the logits."""
+    from ptolemy_rt.unet import _use_deep, _use_x2
+
+    c = models.model("hole_unet").architecture.channels
+    x2 = _use_x2(models, *img.shape)
+    assert _use_deep(models, *img.shape, c, x2, 0)
+    whole = unet_logits(models, img, core_budget_bytes=2**62)
+    session = models.session
+
+    def no_whole_core(key, role):
+        assert role not in ("core", "core_x2"), "the whole-core part was used"
+        return session(key, role)
+
+    models.session = no_whole_core
+    try:
+        strips = unet_logits(models, img, core_budget_bytes=0, **kw)
+    finally:
+        models.session = session
+    print(f"{img.shape} x2={x2} {kw}: max |three-pass core - whole core| = {float(np.abs(strips - whole).max()):.2e}")
+    assert np.array_equal(strips, whole)
+    return whole
+
+
+@pytest.mark.parametrize("shape,strip_rows,budget", [
+    ((1024, 512), 128, 1),  # 8 bands, one per core band (quarter-res windows of 32 + 2·24 rows)
+    ((1024, 508), 128, 1),  # cols not a multiple of 8: the plain core_up / decoder
+    ((768, 256), 256, 2**20),  # several decoder bands per core band
+    ((512, 200), None, None)])  # one band
+def test_core_in_strips_bit_identical_random_weights(tmp_path, shape, strip_rows, budget):
+    from ptolemy_rt.unet import DEEP_PARTS
+
+    models = _sessions_from_weights(tmp_path, _random_weights(8, 9, seed=9), 8, 9)
+    assert set(DEEP_PARTS) | {"core_up_x2"} <= set(models.entry["parts"])
+    img = np.random.default_rng(2).standard_normal(shape).astype(np.float32)
+    kw = {} if budget is None else {"strip_rows": strip_rows, "budget_bytes": budget}
+    whole = _core_in_strips_equals_whole(models, img, **kw)
+    assert whole.std() > 1e-3
+
+
+def test_core_halo_is_needed(tmp_path):
+    """Without the core halo the three-pass core differs from the whole core (the windows'
+    context is what makes it exact; `core_halo` is the analytic bound, 20 rows rounded up
+    to 24)."""
+    from ptolemy_rt import unet
+
+    models = _sessions_from_weights(tmp_path, _random_weights(8, 9, seed=9), 8, 9)
+    img = np.random.default_rng(2).standard_normal((1024, 512)).astype(np.float32)
+    whole = unet_logits(models, img, core_budget_bytes=2**62)
+    full = unet.core_halo
+    try:
+        unet.core_halo = lambda a, b: 0
+        short = unet_logits(models, img, strip_rows=128, budget_bytes=1, core_budget_bytes=0)
+    finally:
+        unet.core_halo = full
+    assert not np.array_equal(short, whole)
+
+
+@needs_shared
+def test_published_core_in_strips_bit_identical(published):
+    """The published U-Net on the padded medium-mag example (1024×1536, x2 graphs) and on its
+    1024×1532 crop (plain graphs): the three-pass core in several core bands equals the
+    whole core bit for bit (no BatchNorm in the U-Net: the result does not depend on the
+    classifiers' BatchNorm regime)."""
+    _, models = published
+    img = _normalised_medmag(pad=True)
+    _core_in_strips_equals_whole(models, img, strip_rows=128, budget_bytes=1)
+    _core_in_strips_equals_whole(models, np.ascontiguousarray(img[:, :1532]), strip_rows=256, budget_bytes=1)
