@@ -59,9 +59,15 @@ MIN_PERIOD_BINNED_PX = 4.0  # shortest period looked for, in binned px
 FINE_PERIOD_BINNED_PX = 20.0  # binned periods below 2 × this are also measured unbinned (crop)
 FINE_SIDE_PX = 384  # side of the central crop measured unbinned when the image is binned
 PRESENT_FRACTION = 0.3  # an autocorrelation maximum ≥ this × the strongest one is a lattice point
+#: when no basis is consistent at PRESENT_FRACTION, lattice points are looked for again at
+#: this fraction (a weak row of repeats in an image only ~3 periods across)
+WEAK_PRESENT_FRACTION = 0.2
 STRONG_FRACTION = 0.5  # basis candidates: the N_PEAKS shortest maxima ≥ this × the strongest
 MIN_PERIODS = 2.0  # a lattice needs at least this many periods across the shorter side
 N_PEAKS = 10  # the shortest strong autocorrelation maxima tried as basis vectors
+#: a half vector t = v/2 of a basis candidate marks a finer lattice only when it rises above
+#: the lag 1.5 t by at least this fraction of v's rise (a ridge through the origin does not)
+HALF_PEAK_CONTRAST = 0.5
 STREAK_NORMALISATION = True  # divide the spectrum by the root of its mean per direction
 ANGLE_BINS = 360  # direction bins of the half circle for the streak normalisation
 CONFIDENT_QUALITY = 5.0  # `LatticeScale.confident` needs quality ≥ this
@@ -555,8 +561,11 @@ def _lattice_from_autocorrelation(ac: np.ndarray, ok: np.ndarray, max_lag: float
     lag holding ≥ PRESENT_FRACTION × the strongest is a lattice point. Among pairs of the
     N_PEAKS shortest candidates, the basis is the consistent pair with the smallest
     cell: a1 ± a2, 2a1 and 2a2 are lattice points (where within the searched lags) and the
-    half vectors a1/2, a2/2, (a1 ± a2)/2 are not (that would be a finer lattice); ties in
-    cell area (within 5 %) go to the higher sum of maxima. None without such a pair."""
+    half vectors a1/2, a2/2, (a1 ± a2)/2 are not (that would be a finer lattice: a half
+    vector on a ridge through the origin, without a peak of its own, is none); ties in
+    cell area (within 5 %) go to the higher sum of maxima. When no pair is consistent, the
+    search is repeated with lattice points at WEAK_PRESENT_FRACTION × the strongest. None
+    without such a pair."""
     from scipy.ndimage import maximum_filter
 
     nr, nc = ac.shape
@@ -595,24 +604,40 @@ def _lattice_from_autocorrelation(ac: np.ndarray, ok: np.ndarray, max_lag: float
         v = _sample_max(ac, t, r)
         return None if v is None else v >= present
 
+    def is_finer_peak(t) -> bool:
+        """Whether the half vector t = v/2 is a lattice point of a finer lattice: present, and
+        a peak along v as v itself is (its rise above the lag 1.5 t, halfway to v, at least
+        HALF_PEAK_CONTRAST × that of v). A straight edge (the border of a square, a grid bar)
+        along a lattice direction is a ridge through the origin: high at t but no peak."""
+        if not is_present(t):
+            return False
+        trough, full = _sample_max(ac, 1.5 * t, 0), _sample_max(ac, 2.0 * t, 1)
+        if trough is None or full is None or full <= trough:
+            return True
+        return _sample_max(ac, t, 1) - trough >= HALF_PEAK_CONTRAST * (full - trough)
+
     best = None
-    for i in range(len(vec)):
-        a1 = vec[i]
-        n1 = math.hypot(*a1)
-        for j in range(2 * len(vec)):
-            a2 = vec[j] if j < len(vec) else -vec[j - len(vec)]
-            n2 = math.hypot(*a2)
-            cross = abs(a1[0] * a2[1] - a1[1] * a2[0])
-            if cross < math.sin(math.radians(30.0)) * n1 * n2 or n2 > 2.5 * n1 or n1 > 2.5 * n2:
-                continue
-            if any(is_present(t, 2) is False for t in (a1 + a2, a1 - a2, 2 * a1, 2 * a2)):
-                continue
-            if any(math.hypot(*t) >= MIN_PERIOD_BINNED_PX and is_present(t)
-                   for t in (0.5 * a1, 0.5 * a2, 0.5 * (a1 + a2), 0.5 * (a1 - a2))):
-                continue
-            score = float(val[i] + val[j % len(vec)])
-            if best is None or cross < 0.95 * best[0] or (cross <= 1.05 * best[0] and score > best[1]):
-                best = (cross, score, a1.copy(), a2.copy(), min(float(val[i]), float(val[j % len(vec)])))
+    for fraction in (PRESENT_FRACTION, WEAK_PRESENT_FRACTION):  # the weaker only when nothing is found
+        if best is not None:
+            break
+        present = fraction * vmax
+        for i in range(len(vec)):
+            a1 = vec[i]
+            n1 = math.hypot(*a1)
+            for j in range(2 * len(vec)):
+                a2 = vec[j] if j < len(vec) else -vec[j - len(vec)]
+                n2 = math.hypot(*a2)
+                cross = abs(a1[0] * a2[1] - a1[1] * a2[0])
+                if cross < math.sin(math.radians(30.0)) * n1 * n2 or n2 > 2.5 * n1 or n1 > 2.5 * n2:
+                    continue
+                if any(is_present(t, 2) is False for t in (a1 + a2, a1 - a2, 2 * a1, 2 * a2)):
+                    continue
+                if any(math.hypot(*t) >= MIN_PERIOD_BINNED_PX and is_finer_peak(t)
+                       for t in (0.5 * a1, 0.5 * a2, 0.5 * (a1 + a2), 0.5 * (a1 - a2))):
+                    continue
+                score = float(val[i] + val[j % len(vec)])
+                if best is None or cross < 0.95 * best[0] or (cross <= 1.05 * best[0] and score > best[1]):
+                    best = (cross, score, a1.copy(), a2.copy(), min(float(val[i]), float(val[j % len(vec)])))
     if best is None:
         return None
     quality = best[4] / noise if noise > 0 else float("inf")
