@@ -5,7 +5,7 @@ Cases (deterministic: fixed seeds and parameters, `ptolemy_rt.synthetic.medmag_w
 pixel sizes PIXEL_NM; hole films of `synthetic.HOLE_FILMS` with diameters 1-2 µm and pitches
 2-4 µm; carbon and gold film; untilted and tilted 10-20°; no grid bar, no broken film (every
 truth hole is on film). Four cases per pixel size: (carbon, 0°), (gold, 0°), (carbon, tilt),
-(gold, tilt), the film cycling over the films. The images are square, 8 lattice pitches
+(gold, tilt), the film cycling over the films; a dose of DOSE counts/px. The images are square, 8 lattice pitches
 across (clipped to 192-1536 px), so that every scale costs about the same once resampled to
 the model set's pitch.
 
@@ -39,6 +39,7 @@ VARIANTS = (("carbon", False), ("gold", False), ("carbon", True), ("gold", True)
 SETS = ("ptolemy-rt-synth-v1", "ptolemy-2022")
 PITCHES_ACROSS = 8
 MATCH_FRACTION = 0.1  # of the pitch
+DOSE = 100.0  # counts/px: the generator's default (8-200) leaves 5 px holes invisible in shot noise
 
 
 def cases(quick: bool = False) -> list[dict]:
@@ -53,7 +54,7 @@ def cases(quick: bool = False) -> list[dict]:
             side = int(min(1536, max(192, 16 * round(PITCHES_ACROSS * pitch / 16))))
             out.append(dict(seed=1500 + 10 * i + k, shape=(side, side), pixel_nm=px, film=film,
                             film_material=material, tilt_deg=(10.0 + 5.0 * ((i + k) % 3)) if tilted else 0.0,
-                            bars=0, broken=False))
+                            bars=0, broken=False, dose=DOSE))
     return out
 
 

@@ -68,6 +68,9 @@ N_PEAKS = 10  # the shortest strong autocorrelation maxima tried as basis vector
 #: a half vector t = v/2 of a basis candidate marks a finer lattice only when it rises above
 #: the lag 1.5 t by at least this fraction of v's rise (a ridge through the origin does not)
 HALF_PEAK_CONTRAST = 0.5
+#: the noise of `LatticeScale.quality` is measured on lags farther than this × the shortest
+#: basis vector from every point of the lattice found
+NOISE_EXCLUSION = 0.25
 STREAK_NORMALISATION = True  # divide the spectrum by the root of its mean per direction
 ANGLE_BINS = 360  # direction bins of the half circle for the streak normalisation
 CONFIDENT_QUALITY = 5.0  # `LatticeScale.confident` needs quality ≥ this
@@ -98,8 +101,8 @@ class LatticeScale:
         [0, 180).
     quality : float
         Height of the weaker of the two basis maxima of the normalised autocorrelation,
-        in robust standard deviations of the autocorrelation over the searched lags (pure
-        noise ≲ 4; the real example images 18-33; `confident` needs ≥ CONFIDENT_QUALITY).
+        in robust standard deviations of the autocorrelation over the searched lags farther
+        than NOISE_EXCLUSION × |a1| from the lattice's points (pure noise ≲ 3; the real example images 18-33; `confident` needs ≥ CONFIDENT_QUALITY).
     periods_across : float
         Shorter image side / longest period of the basis (how many repeats were seen).
     method : str
@@ -592,10 +595,6 @@ def _lattice_from_autocorrelation(ac: np.ndarray, ok: np.ndarray, max_lag: float
     rows, cols = np.unravel_index(idx[order], sub.shape)
     vec = np.stack([lc[0, cols], lr[rows, 0]], axis=1).astype(np.float64)  # (x, y)
     val = vals[order]
-    sample = sub[region]
-    if sample.size > 20000:
-        sample = sample[:: sample.size // 20000]
-    noise = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
 
     def is_present(t, r: int = 1) -> bool | None:
         """Whether the lag t (x, y) holds a value ≥ present within ±r px; None outside."""
@@ -640,6 +639,17 @@ def _lattice_from_autocorrelation(ac: np.ndarray, ok: np.ndarray, max_lag: float
                     best = (cross, score, a1.copy(), a2.copy(), min(float(val[i]), float(val[j % len(vec)])))
     if best is None:
         return None
+    # noise: robust spread of the autocorrelation over the searched lags away from the
+    # lattice's own points (a fine lattice fills the search with its peaks)
+    basis = np.array([best[2], best[3]], np.float64)  # rows a1, a2 (x, y)
+    lx, ly = (lc * np.ones_like(lr))[region], (lr * np.ones_like(lc))[region]
+    coef = np.stack([lx, ly], axis=1) @ np.linalg.inv(basis)
+    resid = np.stack([lx, ly], axis=1) - np.rint(coef) @ basis
+    away = np.hypot(resid[:, 0], resid[:, 1]) > NOISE_EXCLUSION * float(min(np.hypot(*best[2]), np.hypot(*best[3])))
+    sample = sub[region][away] if np.count_nonzero(away) >= 100 else sub[region]
+    if sample.size > 20000:
+        sample = sample[:: sample.size // 20000]
+    noise = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
     quality = best[4] / noise if noise > 0 else float("inf")
     return best[2], best[3], quality
 
