@@ -10,7 +10,8 @@ across (clipped to 192-1536 px), so that every scale costs about the same once r
 the model set's pitch.
 
 Truth: the holes drawn wholly inside the image (centre ± major semi-axis within the pixel
-area). A found hole (the mean of its box corners, (x, y) px of the input image) matches a
+area). A found hole (the mean of its box corners, pixel-corner coordinates, − 0.5: (x, y) px
+of the input image, pixel centres at integers as the truth) matches a
 truth hole within 0.1 × the lattice pitch (`evaluate.match_points_to_discs`: one to one);
 found holes near a hole cut by the image edge are neither matches nor extras.
 
@@ -81,7 +82,9 @@ def run_case(case: dict, set_name: str) -> dict:
     t0 = time.perf_counter()
     res = find_holes(img, models=set_name)
     dt = time.perf_counter() - t0
-    found = np.array([np.mean(np.asarray(h.vertices, float), axis=0) for h in res.holes]).reshape(-1, 2)
+    # box corners are pixel-corner coordinates: their mean − 0.5 is the centre in the truth's
+    # pixel-centre convention
+    found = np.array([np.mean(np.asarray(h.vertices, float), axis=0) - 0.5 for h in res.holes]).reshape(-1, 2)
     tol = MATCH_FRACTION * pitch
     m = match_points_to_discs(found, inside[:, :2], tol, ignore_xy=cut[:, :2],
                               ignore_radii=np.maximum(cut[:, 2], tol))
