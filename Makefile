@@ -6,7 +6,7 @@ SHARED ?= ../shared
 WEIGHTS := $(SHARED)/ptolemy-2022/weights
 PUBLISHED_SET := onnx_models/ptolemy-2022
 
-.PHONY: install venv kernels export-deps models test fuzz bench train train-quick wheel clean
+.PHONY: install venv kernels export-deps models test fuzz bench sweep train train-quick wheel clean
 
 install: venv kernels
 	@if [ -d "$(WEIGHTS)" ] && [ -f export/convert.py ]; then $(MAKE) --no-print-directory models; \
@@ -57,6 +57,12 @@ fuzz: venv kernels
 bench: venv kernels
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/scale_bench.py
+
+# Issue 15 synthetic scale sweep: hole F1 of the default pipeline with both model sets on
+# synthetic square images 10-200 nm/px (bench/synthetic_sweep.py; 36 cases, tens of minutes
+# on two cores; `SWEEP_ARGS=--quick` runs one case per pixel size).
+sweep: venv kernels
+	$(BIN)/python bench/synthetic_sweep.py $(SWEEP_ARGS)
 
 # Own model set from synthetic data: the exact steps that made the committed
 # onnx_models/ptolemy-rt-synth-v1 (docs/OWN_MODELS.md; about 1.9 h on one CPU thread).

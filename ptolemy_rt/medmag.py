@@ -509,26 +509,35 @@ def published_frame_shift(angle_deg: float, in_shape, out_shape) -> np.ndarray:
     return geometry.rotate_points(fi, angle_deg, (0, 0), (0, 0)) - fo
 
 
-def lattice_mode(models) -> str:
-    """The lattice search a model set asks for (`modelspec.PipelineSpec.lattice`).
+def lattice_mode(models, compat: str | None = None) -> str:
+    """The lattice search used when ``--lattice`` is not given: in the robust pipeline
+    (``compat="robust"``) "oblique" for every model set (a tilted grid's lattice is oblique
+    whatever the networks; the square lattice still wins ties); otherwise the one the model
+    set declares (`modelspec.PipelineSpec.lattice`; ``--compat published`` keeps it).
 
     Parameters
     ----------
     models : models.ModelSet or None
         None: the default of the manifest declaration.
+    compat : str or None
+        "robust", "published" or None (the model set's declaration).
 
     Returns
     -------
     str
-        "square" (the published search; the default) or "oblique" (square and oblique
-        candidates).
+        "square" (the published search; the declared default) or "oblique" (square and
+        oblique candidates).
 
     Examples
     --------
     >>> from ptolemy_rt.models import load_model_set
     >>> lattice_mode(None), lattice_mode(load_model_set("ptolemy-rt-synth-v1"))
     ('square', 'oblique')
+    >>> lattice_mode(None, "robust"), lattice_mode(None, "published")
+    ('oblique', 'square')
     """
+    if compat is not None and compat != "published":
+        return "oblique"
     return models.spec.pipeline.lattice if models is not None else default(PipelineSpec, "lattice")
 
 
@@ -970,7 +979,7 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
     image, mask : numpy.ndarray
         The raw image and its bool U-Net hole mask, [row, col], same shape.
     options, **keywords : MedmagOptions and keywords replacing its fields, as `find_holes`
-        (lattice None: what the model set declares, `lattice_mode`).
+        (lattice None: `lattice_mode` of the model set and compat mode).
     models : models.ModelSet or None
         Scores the crops; None leaves every score at 0.0 (geometry only, for tests).
     timings : dict or None
@@ -1019,7 +1028,7 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
     m = np.asarray(mask, dtype=bool)
     if m.shape != pix.shape:
         raise ValueError(f"mask shape {m.shape} differs from image shape {pix.shape}")
-    mode = opts.lattice or lattice_mode(models)
+    mode = opts.lattice or lattice_mode(models, opts.compat)
     layout = layout_holes(m, t, mode, opts.compat)
     check = None
     if robust and layout.reason is None and len(layout.points):
@@ -1087,7 +1096,8 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
         crops together when they all have one shape, else of each crop alone) or "running"
         (stored statistics, each crop alone).
         lattice: "square" (published), "oblique" (also fits the oblique lattice of a tilted
-        grid) or None (the model set's choice, `lattice_mode`).
+        grid) or None (`lattice_mode`: "oblique" when robust, the model set's choice when
+        published).
         scale: "auto" (measure the hole lattice; resample the image to the model set's
         `pipeline.hole_pitch_px` when it is outside the set's tolerance; results come back in
         input pixels), "off" (the published pipeline) or None (the compat mode's: "auto"
@@ -1268,7 +1278,7 @@ def lattice_holes_seen(mask: np.ndarray, opts: MedmagOptions, models) -> int:
     >>> lattice_holes_seen(m, MedmagOptions(lattice="square"), ms), lattice_holes_seen(~m, MedmagOptions(lattice="square"), ms)
     (16, 0)
     """
-    layout = layout_holes(mask, None, opts.lattice or lattice_mode(models))
+    layout = layout_holes(mask, None, opts.lattice or lattice_mode(models, opts.compat))
     if layout.reason is not None or len(layout.points) == 0:
         return 0
     p = np.floor(layout.points).astype(np.int64)

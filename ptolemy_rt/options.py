@@ -371,7 +371,8 @@ class MedmagOptions:
 
     batchnorm: "published" | "running" (`BATCHNORMS`).
     lattice: "square" (published) | "oblique" (also oblique lattices: grids imaged at a stage
-    tilt) | None (what the model set declares, `medmag.lattice_mode`).
+    tilt) | None (`medmag.lattice_mode`: oblique when robust; with compat "published" what
+    the model set declares).
     scale: "auto" | "off" (`SCALE_MODES`) | None (the compat mode's: "auto" when robust, "off"
     when published; `scale_mode` is the value in force). hole_pitch_um: the grid's hole pitch
     (µm, centre to centre, e.g. 2.5 for R1.2/1.3) or None; with a known pixel size it sets the
@@ -395,8 +396,8 @@ class MedmagOptions:
         "--lattice", choices=("auto",) + LATTICE_SEARCHES, cli_default="auto",
         parse=lambda v: None if v == "auto" else v,
         help="square: the published square-lattice search; oblique: also oblique lattices "
-             "(grids imaged at a stage tilt up to ~45°); auto: what the model set declares "
-             "(published set: square; own set: oblique)."))
+             "(grids imaged at a stage tilt up to ~45°); auto: oblique, and with --compat published "
+             "what the model set declares (published set: square; own set: oblique)."))
     scale: str | None = field(default=None, metadata=cli_option(
         "--scale", choices=SCALE_MODES,
         help="auto: measure the hole lattice and resample the image to the model set's scale when "

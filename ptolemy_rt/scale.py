@@ -59,9 +59,18 @@ MIN_PERIOD_BINNED_PX = 4.0  # shortest period looked for, in binned px
 FINE_PERIOD_BINNED_PX = 20.0  # binned periods below 2 × this are also measured unbinned (crop)
 FINE_SIDE_PX = 384  # side of the central crop measured unbinned when the image is binned
 PRESENT_FRACTION = 0.3  # an autocorrelation maximum ≥ this × the strongest one is a lattice point
+#: when no basis is consistent at PRESENT_FRACTION, lattice points are looked for again at
+#: this fraction (a weak row of repeats in an image only ~3 periods across)
+WEAK_PRESENT_FRACTION = 0.2
 STRONG_FRACTION = 0.5  # basis candidates: the N_PEAKS shortest maxima ≥ this × the strongest
 MIN_PERIODS = 2.0  # a lattice needs at least this many periods across the shorter side
 N_PEAKS = 10  # the shortest strong autocorrelation maxima tried as basis vectors
+#: a half vector t = v/2 of a basis candidate marks a finer lattice only when it rises above
+#: the lag 1.5 t by at least this fraction of v's rise (a ridge through the origin does not)
+HALF_PEAK_CONTRAST = 0.5
+#: the noise of `LatticeScale.quality` is measured on lags farther than this × the shortest
+#: basis vector from every point of the lattice found
+NOISE_EXCLUSION = 0.25
 STREAK_NORMALISATION = True  # divide the spectrum by the root of its mean per direction
 ANGLE_BINS = 360  # direction bins of the half circle for the streak normalisation
 CONFIDENT_QUALITY = 5.0  # `LatticeScale.confident` needs quality ≥ this
@@ -92,8 +101,8 @@ class LatticeScale:
         [0, 180).
     quality : float
         Height of the weaker of the two basis maxima of the normalised autocorrelation,
-        in robust standard deviations of the autocorrelation over the searched lags (pure
-        noise ≲ 4; the real example images 18-33; `confident` needs ≥ CONFIDENT_QUALITY).
+        in robust standard deviations of the autocorrelation over the searched lags farther
+        than NOISE_EXCLUSION × |a1| from the lattice's points (pure noise ≲ 3; the real example images 18-33; `confident` needs ≥ CONFIDENT_QUALITY).
     periods_across : float
         Shorter image side / longest period of the basis (how many repeats were seen).
     method : str
@@ -555,8 +564,11 @@ def _lattice_from_autocorrelation(ac: np.ndarray, ok: np.ndarray, max_lag: float
     lag holding ≥ PRESENT_FRACTION × the strongest is a lattice point. Among pairs of the
     N_PEAKS shortest candidates, the basis is the consistent pair with the smallest
     cell: a1 ± a2, 2a1 and 2a2 are lattice points (where within the searched lags) and the
-    half vectors a1/2, a2/2, (a1 ± a2)/2 are not (that would be a finer lattice); ties in
-    cell area (within 5 %) go to the higher sum of maxima. None without such a pair."""
+    half vectors a1/2, a2/2, (a1 ± a2)/2 are not (that would be a finer lattice: a half
+    vector on a ridge through the origin, without a peak of its own, is none); ties in
+    cell area (within 5 %) go to the higher sum of maxima. When no pair is consistent, the
+    search is repeated with lattice points at WEAK_PRESENT_FRACTION × the strongest. None
+    without such a pair."""
     from scipy.ndimage import maximum_filter
 
     nr, nc = ac.shape
@@ -583,10 +595,6 @@ def _lattice_from_autocorrelation(ac: np.ndarray, ok: np.ndarray, max_lag: float
     rows, cols = np.unravel_index(idx[order], sub.shape)
     vec = np.stack([lc[0, cols], lr[rows, 0]], axis=1).astype(np.float64)  # (x, y)
     val = vals[order]
-    sample = sub[region]
-    if sample.size > 20000:
-        sample = sample[:: sample.size // 20000]
-    noise = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
 
     def is_present(t, r: int = 1) -> bool | None:
         """Whether the lag t (x, y) holds a value ≥ present within ±r px; None outside."""
@@ -595,26 +603,53 @@ def _lattice_from_autocorrelation(ac: np.ndarray, ok: np.ndarray, max_lag: float
         v = _sample_max(ac, t, r)
         return None if v is None else v >= present
 
+    def is_finer_peak(t) -> bool:
+        """Whether the half vector t = v/2 is a lattice point of a finer lattice: present, and
+        a peak along v as v itself is (its rise above the lag 1.5 t, halfway to v, at least
+        HALF_PEAK_CONTRAST × that of v). A straight edge (the border of a square, a grid bar)
+        along a lattice direction is a ridge through the origin: high at t but no peak."""
+        if not is_present(t):
+            return False
+        trough, full = _sample_max(ac, 1.5 * t, 0), _sample_max(ac, 2.0 * t, 1)
+        if trough is None or full is None or full <= trough:
+            return True
+        return _sample_max(ac, t, 1) - trough >= HALF_PEAK_CONTRAST * (full - trough)
+
     best = None
-    for i in range(len(vec)):
-        a1 = vec[i]
-        n1 = math.hypot(*a1)
-        for j in range(2 * len(vec)):
-            a2 = vec[j] if j < len(vec) else -vec[j - len(vec)]
-            n2 = math.hypot(*a2)
-            cross = abs(a1[0] * a2[1] - a1[1] * a2[0])
-            if cross < math.sin(math.radians(30.0)) * n1 * n2 or n2 > 2.5 * n1 or n1 > 2.5 * n2:
-                continue
-            if any(is_present(t, 2) is False for t in (a1 + a2, a1 - a2, 2 * a1, 2 * a2)):
-                continue
-            if any(math.hypot(*t) >= MIN_PERIOD_BINNED_PX and is_present(t)
-                   for t in (0.5 * a1, 0.5 * a2, 0.5 * (a1 + a2), 0.5 * (a1 - a2))):
-                continue
-            score = float(val[i] + val[j % len(vec)])
-            if best is None or cross < 0.95 * best[0] or (cross <= 1.05 * best[0] and score > best[1]):
-                best = (cross, score, a1.copy(), a2.copy(), min(float(val[i]), float(val[j % len(vec)])))
+    for fraction in (PRESENT_FRACTION, WEAK_PRESENT_FRACTION):  # the weaker only when nothing is found
+        if best is not None:
+            break
+        present = fraction * vmax
+        for i in range(len(vec)):
+            a1 = vec[i]
+            n1 = math.hypot(*a1)
+            for j in range(2 * len(vec)):
+                a2 = vec[j] if j < len(vec) else -vec[j - len(vec)]
+                n2 = math.hypot(*a2)
+                cross = abs(a1[0] * a2[1] - a1[1] * a2[0])
+                if cross < math.sin(math.radians(30.0)) * n1 * n2 or n2 > 2.5 * n1 or n1 > 2.5 * n2:
+                    continue
+                if any(is_present(t, 2) is False for t in (a1 + a2, a1 - a2, 2 * a1, 2 * a2)):
+                    continue
+                if any(math.hypot(*t) >= MIN_PERIOD_BINNED_PX and is_finer_peak(t)
+                       for t in (0.5 * a1, 0.5 * a2, 0.5 * (a1 + a2), 0.5 * (a1 - a2))):
+                    continue
+                score = float(val[i] + val[j % len(vec)])
+                if best is None or cross < 0.95 * best[0] or (cross <= 1.05 * best[0] and score > best[1]):
+                    best = (cross, score, a1.copy(), a2.copy(), min(float(val[i]), float(val[j % len(vec)])))
     if best is None:
         return None
+    # noise: robust spread of the autocorrelation over the searched lags away from the
+    # lattice's own points (a fine lattice fills the search with its peaks)
+    basis = np.array([best[2], best[3]], np.float64)  # rows a1, a2 (x, y)
+    lx, ly = (lc * np.ones_like(lr))[region], (lr * np.ones_like(lc))[region]
+    coef = np.stack([lx, ly], axis=1) @ np.linalg.inv(basis)
+    resid = np.stack([lx, ly], axis=1) - np.rint(coef) @ basis
+    away = np.hypot(resid[:, 0], resid[:, 1]) > NOISE_EXCLUSION * float(min(np.hypot(*best[2]), np.hypot(*best[3])))
+    sample = sub[region][away] if np.count_nonzero(away) >= 100 else sub[region]
+    if sample.size > 20000:
+        sample = sample[:: sample.size // 20000]
+    noise = 1.4826 * float(np.median(np.abs(sample - np.median(sample))))
     quality = best[4] / noise if noise > 0 else float("inf")
     return best[2], best[3], quality
 

@@ -563,3 +563,39 @@ def test_scale_stage_memory_is_bounded(monkeypatch):
     assert dec.factor < 20.0 and big.size * dec.factor ** 2 <= medmag.MAX_RESAMPLED_PIXELS * 1.0001
     assert "capped" in dec.note
     assert medmag.scale_decision(big, load_model_set(OWN_SET), MedmagOptions(scale="off"), None) is None
+
+
+def test_robust_pipeline_searches_oblique_lattices_for_every_model_set():
+    """Issue 15: a tilted grid's lattice is oblique whatever the networks. Without
+    ``--lattice`` the robust pipeline uses the oblique search also for a set that declares
+    the published square one (here: no set, the declaration's default "square"); ``compat
+    ="published"`` keeps the declared square search. Exact truth: a lattice of discs with
+    vectors (160, 0) and (0, 160 cos 40°) turned by 20° (a square grid tilted 40° about the
+    first vector), every disc wholly inside."""
+    assert medmag.lattice_mode(None, "robust") == "oblique"
+    assert medmag.lattice_mode(None, "published") == medmag.lattice_mode(None) == "square"
+    shape, r = (1000, 1200), 30.0
+    t = math.radians(20.0)
+    a1 = 160.0 * np.array([math.cos(t), math.sin(t)])
+    a2 = 160.0 * math.cos(math.radians(40.0)) * np.array([-math.sin(t), math.cos(t)])
+    pts = np.array([(600.0, 500.0) + i * a1 + j * a2 for i in range(-8, 9) for j in range(-8, 9)])
+    pts = pts[(pts[:, 0] >= r) & (pts[:, 0] <= shape[1] - r) & (pts[:, 1] >= r) & (pts[:, 1] <= shape[0] - r)]
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    mask = np.zeros(shape, bool)
+    for x, y in pts:
+        mask |= (cc + 0.5 - x) ** 2 + (rr + 0.5 - y) ** 2 <= r * r
+    img = np.where(mask, 200.0, 80.0).astype(np.float32)
+    robust = medmag.holes_from_mask(img, mask)
+    published = medmag.holes_from_mask(img, mask, compat="published")
+    assert robust.lattice_search == "oblique" and published.lattice_search == "square"
+
+    def matched(res):
+        """(drawn holes found within 5 px, found points 5 px or more from every drawn hole and
+        more than r from the border: the points of undrawn holes cut by the edge do not count)."""
+        found = np.array([np.mean(h.vertices, axis=0) for h in res.holes]).reshape(-1, 2)
+        d = np.hypot(*(found[:, None] - pts[None]).transpose(2, 0, 1))
+        far = (found[:, 0] >= r) & (found[:, 0] <= shape[1] - r) & (found[:, 1] >= r) & (found[:, 1] <= shape[0] - r)
+        return int((d.min(axis=0) < 5.0).sum()), int(((d.min(axis=1) >= 5.0) & far).sum())
+
+    assert matched(robust) == (len(pts), 0)
+    assert matched(published)[0] < len(pts)

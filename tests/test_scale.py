@@ -293,3 +293,33 @@ def test_other_facility_hole_images(path):
     assert m is not None and m.confident
     assert abs(m.period_px / 285.0 - 1) < 0.03, m
     assert angle_diff(m.orientation_deg, 5.0, 90.0) < 2.0
+
+
+def test_square_border_along_the_lattice_is_no_finer_lattice():
+    """Issue 15: synthetic whole squares (`ptolemy_rt.scenes`, 512², 62.5 nm/px, 1.2 µm holes
+    at 2.5 µm: a 40 px lattice) whose film border runs along the lattice: the border is a
+    ridge through the origin of the autocorrelation, high at the half lattice vectors but
+    with no peak there, and no longer hides the lattice (seed 0: none measured before; seed
+    5: a superlattice, 73 px)."""
+    from ptolemy_rt import scenes
+
+    for seed in (0, 5):
+        s = scenes.scene(seed, (512, 512), kind="square", pixel_nm=62.5, hole_um=1.2, pitch_um=2.5,
+                         square_um=24.0, tilt_deg=0.0)
+        m = scale.measure_hole_lattice(s.image)
+        assert m is not None and m.confident, (seed, m)
+        for length in m.lengths_px:
+            assert abs(length / 40.0 - 1) < 0.03, (seed, m)
+
+
+def test_weak_lattice_row_in_an_image_three_periods_across():
+    """Issue 15: a 4096² R2/2 image at 3.45 nm/px (1160 px pitch, 3.5 periods across; seed 7),
+    where an ice gradient leaves one lattice row weak in the autocorrelation (below the
+    PRESENT_FRACTION of the strongest maximum): found on the second pass at
+    WEAK_PRESENT_FRACTION, within 3 % (none before)."""
+    img, _, _, params = synthetic.medmag_with_ids(7, (4096, 4096), pixel_nm=4000.0 / 1160.0, film="R2/2",
+                                                  film_material="carbon", angle_deg=12.0, tilt_deg=0.0,
+                                                  invert=False, bars=0, broken=False)
+    m = scale.measure_hole_lattice(img)
+    assert m is not None and m.confident, m
+    check_against_truth(m, params)
