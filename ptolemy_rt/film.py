@@ -48,8 +48,9 @@ MIN_SEEN = 3  # lattice points on U-Net holes needed for a film reference
 MIN_ANNULUS_PX = 12  # fewer usable annulus pixels: the point is kept (nothing to measure)
 MIN_DISC_PX = 4  # fewer hole-disc pixels: the dark test uses the annulus alone
 #: a point whose hole disc (radius rh) has a median at or above the dark threshold and above
-#: the point's annulus level by more than HOLE_LIKE_FRACTION × (H − F) is a hole (when H > F):
-#: never off film on the dark side (a hole at the film's edge)
+#: the median of the annulus pixels at or above it (the local film) by more than
+#: HOLE_LIKE_FRACTION × (H − F) is a hole (when H > F): never off film on the dark side (a
+#: hole at the film's edge)
 HOLE_LIKE_FRACTION = 0.5
 #: `hole_polarity` calls the holes dark only when the cell's mean − median is at least this
 #: many robust standard errors from zero (and the lattice is confident)
@@ -192,8 +193,10 @@ def film_check(image: np.ndarray, mask: np.ndarray, points: np.ndarray, spacing_
     `_dark_cluster`, at level D) a point is also off film below D + 0.5 (P − D), P the 5th
     percentile of the reference levels: half way from the dark area to the dimmest film.
     On the dark side a point whose hole disc (radius rh) has a median at or above the dark
-    threshold and above its annulus level by more than 0.5 (H − F) (when H > F) is a hole and
-    stays: a hole at the film's edge, its annulus mostly on the dark area. Fewer than 3 reference points: every point is kept. The
+    threshold stays when the U-Net saw a hole at it (its pixel in the mask) or when the disc
+    is above the film part of its annulus (the pixels at or above the threshold,
+    their median) by more than 0.5 (H − F) (when H > F) is a hole and stays: a hole at the
+    film's edge, its annulus mostly on the dark area. Fewer than 3 reference points: every point is kept. The
     levels are medians of full-resolution pixels (block means would shrink S and call film
     in an illumination gradient dark); only the mask dilation runs on the mask binned to a
     spacing of ≥ 40 px (speed on upsampled images).
@@ -267,26 +270,31 @@ def _film_check(image, mask, points, spacing_px, polarity) -> FilmCheck:
     grow = int(math.ceil(MASK_DILATE_FRACTION * d + 2.0))
     excl = _dilate(m, grow, max(1, int(d / CHECK_SPACING_BINNED_PX)))
     R = int(math.ceil(r_out)) + 1
-    off = np.arange(-R, R + 1, dtype=np.float64)
-    level = np.full(n, np.nan)
-    hole = np.full(n, np.nan)  # median of the hole disc (radius rh) at each point
     h, w = x.shape
-    for k, (pr, pc) in enumerate(p):
+
+    def window(pr, pc):
+        """(values × sign, annulus selection, hole-disc selection) around a point, or None."""
         r0, r1 = max(0, int(math.floor(pr)) - R), min(h, int(math.floor(pr)) + R + 1)
         c0, c1 = max(0, int(math.floor(pc)) - R), min(w, int(math.floor(pc)) + R + 1)
         if r0 >= r1 or c0 >= c1:
-            continue
+            return None
         dr = (np.arange(r0, r1) + 0.5 - pr)[:, None]
         dc = (np.arange(c0, c1) + 0.5 - pc)[None, :]
         d2 = dr * dr + dc * dc
         sel = (d2 >= r_in * r_in) & (d2 <= r_out * r_out) & ~excl[r0:r1, c0:c1]
-        win = np.asarray(x[r0:r1, c0:c1], dtype=np.float64)
+        return sign * np.asarray(x[r0:r1, c0:c1], dtype=np.float64), sel, d2 <= rh * rh
+
+    level = np.full(n, np.nan)
+    hole = np.full(n, np.nan)  # median of the hole disc (radius rh) at each point
+    for k, (pr, pc) in enumerate(p):
+        got = window(pr, pc)
+        if got is None:
+            continue
+        win, sel, dsel = got
         if np.count_nonzero(sel) >= MIN_ANNULUS_PX:
-            level[k] = sign * float(np.median(win[sel]))
-        dsel = d2 <= rh * rh
+            level[k] = float(np.median(win[sel]))
         if np.count_nonzero(dsel) >= MIN_DISC_PX:
-            hole[k] = sign * float(np.median(win[dsel]))
-    del off
+            hole[k] = float(np.median(win[dsel]))
     pi = np.floor(p).astype(np.int64)
     inside = (pi[:, 0] >= 0) & (pi[:, 0] < h) & (pi[:, 1] >= 0) & (pi[:, 1] < w)
     seen = np.zeros(n, dtype=bool)
@@ -319,11 +327,16 @@ def _film_check(image, mask, points, spacing_px, polarity) -> FilmCheck:
     high = F + max(BRIGHT_SPREAD * S, BRIGHT_CONTRAST * C) if H > F else None
     lv = np.where(np.isfinite(level), level, F)
     # dark side: a hole at the film's edge, its annulus mostly on the dark area, is still a
-    # hole itself (its disc at least half way from the film to the holes' level); a point on
-    # the dark area is not
-    hole_like = ((np.isfinite(hole) & (hole >= low) & (hole - lv > HOLE_LIKE_FRACTION * (H - F))) if H > F
-                 else np.zeros(n, bool))
-    off_film = (lv < low) & ~hole_like
+    # hole itself (its disc brighter than the film part of its annulus by half the hole
+    # contrast); a point on the dark area, or on the film's edge, is not
+    off_film = lv < low
+    off_film[seen & (hole >= low)] = False  # the U-Net saw a hole there, and it is not dark
+    if H > F:
+        for k in np.flatnonzero(off_film & np.isfinite(hole) & (hole >= low)):
+            win, sel, _ = window(*p[k])
+            film_px = win[sel & (win >= low)]  # the annulus's film part: the local film level
+            if len(film_px) >= MIN_ANNULUS_PX and hole[k] > float(np.median(film_px)) + HOLE_LIKE_FRACTION * (H - F):
+                off_film[k] = False
     if high is not None:
         off_film |= lv > high
     out.on_film = ~off_film
@@ -332,7 +345,7 @@ def _film_check(image, mask, points, spacing_px, polarity) -> FilmCheck:
                 f" left out); off film below F - max({DARK_SPREAD:g} S, {DARK_CONTRAST:g} |H - F|)"
                 + (f" or above F + max({BRIGHT_SPREAD:g} S, {BRIGHT_CONTRAST:g} |H - F|)" if high is not None else "")
                 + "; F, S from the points on U-Net holes, H the median of the U-Net holes at those points"
-                + (f"; not dark when the hole disc is above that and {HOLE_LIKE_FRACTION:g} (H - F) above the annulus"
+                + (f"; not dark when the hole disc is above that and on a U-Net hole or {HOLE_LIKE_FRACTION:g} (H - F) above the annulus's film part"
                    if H > F else "")
                 + ("" if dark is None else f"; a dark area at D (dark_level): also off film below D +"
                    f" {DARK_CLUSTER_FRACTION:g} (P - D), P the {DARK_CLUSTER_REF_PERCENTILE:g}th percentile of those points"))
