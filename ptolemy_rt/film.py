@@ -34,10 +34,24 @@ DARK_CONTRAST = 0.25
 #: BRIGHT_CONTRAST × C) when the holes are brighter than the film
 BRIGHT_SPREAD = 6.0
 BRIGHT_CONTRAST = 0.75
+#: a dark area (the frame around a square, grid bars) is a tight cluster of point levels: the
+#: lower Otsu class of all the points' levels, accepted when its median D lies at least
+#: DARK_CLUSTER_SEP robust sd (of that class) below the film reference's low end P (the 5th
+#: percentile of the levels of the points on U-Net holes); then a point is also off film below
+#: D + DARK_CLUSTER_FRACTION × (P − D), half way from the dark area to the film
+DARK_CLUSTER_SEP = 6.0
+DARK_CLUSTER_FRACTION = 0.5
+DARK_CLUSTER_REF_PERCENTILE = 5.0
 #: the mask dilation of the check runs on the mask binned so that the spacing is ≥ this many px
 CHECK_SPACING_BINNED_PX = 40.0
 MIN_SEEN = 3  # lattice points on U-Net holes needed for a film reference
 MIN_ANNULUS_PX = 12  # fewer usable annulus pixels: the point is kept (nothing to measure)
+MIN_DISC_PX = 4  # fewer hole-disc pixels: the dark test uses the annulus alone
+#: a point whose hole disc (radius rh) has a median at or above the dark threshold and above
+#: the median of the annulus pixels at or above it (the local film) by more than
+#: HOLE_LIKE_FRACTION × (H − F) is a hole (when H > F): never off film on the dark side (a
+#: hole at the film's edge)
+HOLE_LIKE_FRACTION = 0.5
 #: `hole_polarity` calls the holes dark only when the cell's mean − median is at least this
 #: many robust standard errors from zero (and the lattice is confident)
 POLARITY_Z = 3.0
@@ -54,6 +68,11 @@ class FilmCheck:
         Median intensity of the point's film annulus (image units; NaN: not measured).
     film_level, spread, hole_level : float or None
         F, S and H of the rule (image units), None when there was no reference.
+    low, high : float or None
+        The dark and bright thresholds (image units; high None: no bright rule).
+    dark_level : float or None
+        D, the median level of the points of a dark area (`_dark_cluster`), None when the
+        levels hold none.
     hole_radius_px, inner_px, outer_px : float
         Estimated hole radius and the annulus radii, px.
     rule : str
@@ -70,6 +89,7 @@ class FilmCheck:
     outer_px: float = 0.0
     low: float | None = None
     high: float | None = None
+    dark_level: float | None = None
     rule: str = ""
 
     def as_dict(self, factor: float = 1.0) -> dict:
@@ -82,7 +102,7 @@ class FilmCheck:
 
         return {"lattice_points": int(len(self.on_film)), "off_film": n_off, "off_film_dark": below,
                 "off_film_bright": n_off - below, "film_level": r(self.film_level), "film_spread": r(self.spread),
-                "hole_level": r(self.hole_level), "dark_below": r(self.low), "bright_above": r(self.high),
+                "hole_level": r(self.hole_level), "dark_below": r(self.low), "bright_above": r(self.high), "dark_level": r(self.dark_level),
                 "hole_radius_px": round(self.hole_radius_px / factor, 2),
                 "annulus_px": [round(self.inner_px / factor, 2), round(self.outer_px / factor, 2)],
                 "rule": self.rule}
@@ -124,6 +144,35 @@ def hole_radius_px(mask: np.ndarray, points: np.ndarray, spacing_px: float) -> f
     return float(min(max(r, 0.15 * d), 0.45 * d))
 
 
+def _dark_cluster(levels: np.ndarray, reference: np.ndarray) -> tuple[float, float] | None:
+    """(D, P) when the lattice points' film levels hold a dark area (docs/ALGORITHM.md#medmag-film),
+    else None.
+
+    The levels (NaN ignored) split in two by Otsu's threshold; the lower class is a dark area
+    when it has at least MIN_SEEN points and its median D lies at least DARK_CLUSTER_SEP
+    robust sd (1.4826 × MAD of the class, at least 1e-6 × |P| + 1e-12) below P, the
+    DARK_CLUSTER_REF_PERCENTILE-th percentile of `reference` (the levels of the points on
+    U-Net holes). The frame around a square or a grid bar is flat and far below the film: a
+    tight class well under the whole reference. The film alone (an illumination gradient, a
+    thicker-ice corner) splits into classes that overlap the reference: no dark area.
+    """
+    v = np.asarray(levels, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    ref = np.asarray(reference, dtype=np.float64)
+    ref = ref[np.isfinite(ref)]
+    if len(v) < 2 * MIN_SEEN or len(ref) < MIN_SEEN:
+        return None
+    lower = v[v <= _otsu(v)]
+    if len(lower) < MIN_SEEN or len(lower) == len(v):
+        return None
+    D = float(np.median(lower))
+    P = float(np.percentile(ref, DARK_CLUSTER_REF_PERCENTILE))
+    sd = max(_robust_sd(lower), 1e-6 * abs(P) + 1e-12)
+    if P - D < DARK_CLUSTER_SEP * sd:
+        return None
+    return D, P
+
+
 def film_check(image: np.ndarray, mask: np.ndarray, points: np.ndarray, spacing_px: float,
                polarity: int = 1) -> FilmCheck:
     """Lattice points on the holey film (docs/ALGORITHM.md#medmag-film).
@@ -137,7 +186,17 @@ def film_check(image: np.ndarray, mask: np.ndarray, points: np.ndarray, spacing_
     those points) and contrast C = |H − F|. A
     point is off film when its level is below F − max(6 S, 0.25 C) (dark: the area around a
     square, a grid bar, thick debris), or, when H > F, above F + max(6 S, 0.75 C) (the film
-    itself is missing: torn film). Fewer than 3 reference points: every point is kept. The
+    itself is missing: torn film). F − 6 S alone misses a dark area when the film's level
+    varies across the image (the beam's fall-off over a whole square makes S ~ 15 % of F)
+    and F − 0.25 C when the holes are far brighter than the film (gold: C several times F),
+    so when the points' levels hold a dark area (a tight class well below the reference,
+    `_dark_cluster`, at level D) a point is also off film below D + 0.5 (P − D), P the 5th
+    percentile of the reference levels: half way from the dark area to the dimmest film.
+    On the dark side a point whose hole disc (radius rh) has a median at or above the dark
+    threshold stays when the U-Net saw a hole at it (its pixel in the mask) or when the disc
+    is above the film part of its annulus (the pixels at or above the threshold,
+    their median) by more than 0.5 (H − F) (when H > F) is a hole and stays: a hole at the
+    film's edge, its annulus mostly on the dark area. Fewer than 3 reference points: every point is kept. The
     levels are medians of full-resolution pixels (block means would shrink S and call film
     in an illumination gradient dark); only the mask dilation runs on the mask binned to a
     spacing of ≥ 40 px (speed on upsampled images).
@@ -211,21 +270,31 @@ def _film_check(image, mask, points, spacing_px, polarity) -> FilmCheck:
     grow = int(math.ceil(MASK_DILATE_FRACTION * d + 2.0))
     excl = _dilate(m, grow, max(1, int(d / CHECK_SPACING_BINNED_PX)))
     R = int(math.ceil(r_out)) + 1
-    off = np.arange(-R, R + 1, dtype=np.float64)
-    level = np.full(n, np.nan)
     h, w = x.shape
-    for k, (pr, pc) in enumerate(p):
+
+    def window(pr, pc):
+        """(values × sign, annulus selection, hole-disc selection) around a point, or None."""
         r0, r1 = max(0, int(math.floor(pr)) - R), min(h, int(math.floor(pr)) + R + 1)
         c0, c1 = max(0, int(math.floor(pc)) - R), min(w, int(math.floor(pc)) + R + 1)
         if r0 >= r1 or c0 >= c1:
-            continue
+            return None
         dr = (np.arange(r0, r1) + 0.5 - pr)[:, None]
         dc = (np.arange(c0, c1) + 0.5 - pc)[None, :]
         d2 = dr * dr + dc * dc
         sel = (d2 >= r_in * r_in) & (d2 <= r_out * r_out) & ~excl[r0:r1, c0:c1]
+        return sign * np.asarray(x[r0:r1, c0:c1], dtype=np.float64), sel, d2 <= rh * rh
+
+    level = np.full(n, np.nan)
+    hole = np.full(n, np.nan)  # median of the hole disc (radius rh) at each point
+    for k, (pr, pc) in enumerate(p):
+        got = window(pr, pc)
+        if got is None:
+            continue
+        win, sel, dsel = got
         if np.count_nonzero(sel) >= MIN_ANNULUS_PX:
-            level[k] = sign * float(np.median(np.asarray(x[r0:r1, c0:c1], dtype=np.float64)[sel]))
-    del off
+            level[k] = float(np.median(win[sel]))
+        if np.count_nonzero(dsel) >= MIN_DISC_PX:
+            hole[k] = float(np.median(win[dsel]))
     pi = np.floor(p).astype(np.int64)
     inside = (pi[:, 0] >= 0) & (pi[:, 0] < h) & (pi[:, 1] >= 0) & (pi[:, 1] < w)
     seen = np.zeros(n, dtype=bool)
@@ -251,9 +320,23 @@ def _film_check(image, mask, points, spacing_px, polarity) -> FilmCheck:
     H = sign * float(np.median(np.asarray(x, dtype=np.float64)[disc]))
     C = abs(H - F)
     low = F - max(DARK_SPREAD * S, DARK_CONTRAST * C)
+    dark = _dark_cluster(level, level[seen])
+    if dark is not None:
+        out.dark_level, p_ref = dark
+        low = max(low, out.dark_level + DARK_CLUSTER_FRACTION * (p_ref - out.dark_level))
     high = F + max(BRIGHT_SPREAD * S, BRIGHT_CONTRAST * C) if H > F else None
     lv = np.where(np.isfinite(level), level, F)
+    # dark side: a hole at the film's edge, its annulus mostly on the dark area, is still a
+    # hole itself (its disc brighter than the film part of its annulus by half the hole
+    # contrast); a point on the dark area, or on the film's edge, is not
     off_film = lv < low
+    off_film[seen & (hole >= low)] = False  # the U-Net saw a hole there, and it is not dark
+    if H > F:
+        for k in np.flatnonzero(off_film & np.isfinite(hole) & (hole >= low)):
+            win, sel, _ = window(*p[k])
+            film_px = win[sel & (win >= low)]  # the annulus's film part: the local film level
+            if len(film_px) >= MIN_ANNULUS_PX and hole[k] > float(np.median(film_px)) + HOLE_LIKE_FRACTION * (H - F):
+                off_film[k] = False
     if high is not None:
         off_film |= lv > high
     out.on_film = ~off_film
@@ -261,7 +344,11 @@ def _film_check(image, mask, points, spacing_px, polarity) -> FilmCheck:
     out.rule = ("film = median of the annulus (annulus_px) around each lattice point (U-Net holes"
                 f" left out); off film below F - max({DARK_SPREAD:g} S, {DARK_CONTRAST:g} |H - F|)"
                 + (f" or above F + max({BRIGHT_SPREAD:g} S, {BRIGHT_CONTRAST:g} |H - F|)" if high is not None else "")
-                + "; F, S from the points on U-Net holes, H the median of the U-Net holes at those points")
+                + "; F, S from the points on U-Net holes, H the median of the U-Net holes at those points"
+                + (f"; not dark when the hole disc is above that and on a U-Net hole or {HOLE_LIKE_FRACTION:g} (H - F) above the annulus's film part"
+                   if H > F else "")
+                + ("" if dark is None else f"; a dark area at D (dark_level): also off film below D +"
+                   f" {DARK_CLUSTER_FRACTION:g} (P - D), P the {DARK_CLUSTER_REF_PERCENTILE:g}th percentile of those points"))
     return out
 
 
