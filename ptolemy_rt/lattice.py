@@ -75,6 +75,9 @@ BOX_PX = 30
 MAX_POINTS = 5_000_000  # a winning lattice denser than this gets no point list (degenerate)
 #: Oblique candidates' basis vectors are within this factor of the square winner's |d|.
 OBLIQUE_LENGTH_RATIO = 0.7
+#: The measured basis is scored only when the search's winner has a cell area more than this
+#: factor from the basis's (it lost the spacing: e.g. twice the pitch, 4× the area).
+BASIS_AREA_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -298,7 +301,8 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
         A lattice measured beforehand (the scale stage's, in this mask's frame): two
         (row, col) px vectors. Not with `published`. When given, the lattice of this basis
         anchored at each centroid is a candidate too (`basis_costs`), after all the others
-        (it wins only when strictly cheaper): a mask whose neighbours mislead the square
+        (it wins only when strictly cheaper), when the cheapest of the others has a cell area
+        more than `BASIS_AREA_RATIO` from the basis's: a mask whose neighbours mislead the square
         search (noise regions between holes: a lattice of twice the pitch wins it, and the
         oblique pass only looks near that) still gets the measured lattice.
 
@@ -328,12 +332,15 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
     >>> lat.origin.tolist(), lat.cost, lat.n_candidates
     ([20.0, 20.0], 3200, 12)
 
-    With a measured basis, its lattice anchored at each centroid is scored as well (here it
-    ties with the square winner, which stays):
+    A measured basis whose cell area the search's winner disagrees with (here 4×: a basis
+    of 30 px) is scored too, anchored at each centroid (it loses here: its boxes cover more
+    film); one that agrees is not scored:
 
-    >>> lat = find_lattice(m, [[20, 20], [20, 80], [80, 20], [80, 80]], basis=[[60, 0], [0, 60]])
+    >>> lat = find_lattice(m, [[20, 20], [20, 80], [80, 20], [80, 80]], basis=[[30, 0], [0, 30]])
     >>> lat.d.tolist(), lat.cost, lat.n_candidates, lat.oblique
     ([60.0, 0.0], 3200, 16, False)
+    >>> find_lattice(m, [[20, 20], [20, 80], [80, 20], [80, 80]], basis=[[61, 0], [0, 59]]).n_candidates
+    12
     """
     if published and basis is not None:
         raise ValueError("a measured basis is not part of the published search")
@@ -351,7 +358,7 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
         _, _, costs2 = kernels.score_candidates(m, c, nb, float(margin), int(box), True, r2 * d2sq, d2sq / r2,
                                                 published)
     costs3 = np.empty(0, np.int64)
-    if basis is not None:
+    if basis is not None and _basis_disagrees(c, nb, costs, costs2, basis):
         uv = np.asarray(basis, dtype=np.float64).reshape(2, 2)
         costs3 = basis_costs(m.view(bool), c, uv[0], uv[1], margin=margin, box=box)
     flat = np.concatenate([np.where(costs >= 0, costs, big).ravel(), np.where(costs2 >= 0, costs2, big).ravel(),
@@ -452,6 +459,30 @@ def basis_costs(mask: np.ndarray, centroids: np.ndarray, u, v, *, margin: float 
         inside = int(np.sum((sat[r1, c1].astype(np.int64) - sat[r0, c1]) - (sat[r1, c0].astype(np.int64) - sat[r0, c0])))
         out[i] = MISS_WEIGHT * (total - inside) + (covered - inside)
     return out
+
+
+def _basis_disagrees(c, nb, costs, costs2, basis) -> bool:
+    """True when the cheapest centroid-pair candidate's cell area differs from the measured
+    basis's by more than a factor BASIS_AREA_RATIO (or there is none): only then is the
+    basis scored, so a search that found the measured spacing keeps its exact
+    (centroid-derived) lattice."""
+    big = np.iinfo(np.int64).max
+    flat = np.concatenate([np.where(costs >= 0, costs, big).ravel(), np.where(costs2 >= 0, costs2, big).ravel()])
+    uv = np.asarray(basis, dtype=np.float64).reshape(2, 2)
+    area_b = abs(float(uv[0, 0] * uv[1, 1] - uv[0, 1] * uv[1, 0]))
+    if flat.size == 0 or flat.min() == big or area_b == 0.0:
+        return True
+    best = int(np.argmin(flat))
+    if best < costs.size:
+        i, s = divmod(best, nb.shape[1])
+        d = c[nb[i, s]] - c[i]
+        area = float(d @ d)
+    else:
+        i, p = divmod(best - costs.size, costs2.shape[1])
+        s, t = _pair(p, nb.shape[1])
+        d, d2 = c[nb[i, s]] - c[i], c[nb[i, t]] - c[i]
+        area = abs(float(d[0] * d2[1] - d[1] * d2[0]))
+    return not (area > 0.0 and abs(math.log(area / area_b)) < math.log(BASIS_AREA_RATIO))
 
 
 def _pair(p: int, k: int) -> tuple[int, int]:
