@@ -422,11 +422,11 @@ def basis_costs(mask: np.ndarray, centroids: np.ndarray, u, v, *, margin: float 
     Examples
     --------
     Two 10×10 px holes 60 px apart: anchored at either hole the 60 px lattice covers both
-    (2 × 800 px outside the holes in the boxes).
+    (800 px outside each hole in its box) and puts two empty boxes at row 80 (900 px each):
 
     >>> m = np.zeros((100, 100), bool); m[15:25, 15:25] = True; m[15:25, 75:85] = True
     >>> basis_costs(m, [[20, 20], [20, 80]], (60, 0), (0, 60)).tolist()
-    [1600, 1600]
+    [3400, 3400]
     """
     m = np.asarray(mask, dtype=bool)
     c = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)
