@@ -75,6 +75,9 @@ BOX_PX = 30
 MAX_POINTS = 5_000_000  # a winning lattice denser than this gets no point list (degenerate)
 #: Oblique candidates' basis vectors are within this factor of the square winner's |d|.
 OBLIQUE_LENGTH_RATIO = 0.7
+#: The measured basis is scored only when the search's winner has a cell area more than this
+#: factor from the basis's (it lost the spacing: e.g. twice the pitch, 4× the area).
+BASIS_AREA_RATIO = 1.5
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,8 @@ class Lattice:
     c_j − c_i; d2: the second lattice vector, (−d_col, d_row) for a square lattice, c_k − c_i
     for an oblique one; points: n×2 (row, col) px of all
     lattice points within the image plus the margin (before any edge filter);
-    cost: its cost (see module docstring); i, j: indices of the centroids that made it;
+    cost: its cost (see module docstring); i, j: indices of the centroids that made it (j = −1
+    for the measured basis of `find_lattice`);
     n_candidates: how many candidates were scored.
 
     Examples
@@ -269,7 +273,7 @@ def lattice_points(origin, d, shape, margin: float = MARGIN_PX) -> np.ndarray:
 
 def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOURS,
                  margin: float = MARGIN_PX, box: int = BOX_PX, oblique: bool = False,
-                 published: bool = False) -> Lattice | None:
+                 published: bool = False, basis=None) -> Lattice | None:
     """Cheapest candidate lattice (module docstring) for a bool [row, col] mask and n×2
     (row, col) centroids (px, pixel-corner coordinates); square candidates only (published)
     unless oblique. None when fewer than 2 centroids (no candidate).
@@ -293,6 +297,14 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
         (`published_neighbours`; k is then ignored) and box rule
         (docs/ALGORITHM.md#published-box-rule). False: k sorted neighbours, rounded and
         clipped boxes (docs/ALGORITHM.md#medmag-lattice-cost).
+    basis : array_like (2, 2) or None, optional
+        A lattice measured beforehand (the scale stage's, in this mask's frame): two
+        (row, col) px vectors. Not with `published`. When given, the lattice of this basis
+        anchored at each centroid is a candidate too (`basis_costs`), after all the others
+        (it wins only when strictly cheaper), when the cheapest of the others has a cell area
+        more than `BASIS_AREA_RATIO` from the basis's: a mask whose neighbours mislead the square
+        search (noise regions between holes: a lattice of twice the pitch wins it, and the
+        oblique pass only looks near that) still gets the measured lattice.
 
     Returns
     -------
@@ -319,7 +331,19 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
     >>> lat = find_lattice(m, [[20, 20], [20, 80], [80, 20], [80, 80]], published=True)
     >>> lat.origin.tolist(), lat.cost, lat.n_candidates
     ([20.0, 20.0], 3200, 12)
+
+    A measured basis whose cell area the search's winner disagrees with (here 4×: a basis
+    of 30 px) is scored too, anchored at each centroid (it loses here: its boxes cover more
+    film); one that agrees is not scored:
+
+    >>> lat = find_lattice(m, [[20, 20], [20, 80], [80, 20], [80, 80]], basis=[[30, 0], [0, 30]])
+    >>> lat.d.tolist(), lat.cost, lat.n_candidates, lat.oblique
+    ([60.0, 0.0], 3200, 16, False)
+    >>> find_lattice(m, [[20, 20], [20, 80], [80, 20], [80, 80]], basis=[[61, 0], [0, 59]]).n_candidates
+    12
     """
+    if published and basis is not None:
+        raise ValueError("a measured basis is not part of the published search")
     m = np.ascontiguousarray(np.asarray(mask, dtype=bool).view(np.uint8))
     c = np.ascontiguousarray(np.asarray(centroids, dtype=np.float64).reshape(-1, 2))
     if len(c) < 2:
@@ -333,12 +357,22 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
         r2 = OBLIQUE_LENGTH_RATIO ** 2
         _, _, costs2 = kernels.score_candidates(m, c, nb, float(margin), int(box), True, r2 * d2sq, d2sq / r2,
                                                 published)
-    flat = np.concatenate([np.where(costs >= 0, costs, big).ravel(), np.where(costs2 >= 0, costs2, big).ravel()])
-    n_valid = int((costs >= 0).sum() + (costs2 >= 0).sum())
+    costs3 = np.empty(0, np.int64)
+    if basis is not None and _basis_disagrees(c, nb, costs, costs2, basis):
+        uv = np.asarray(basis, dtype=np.float64).reshape(2, 2)
+        costs3 = basis_costs(m.view(bool), c, uv[0], uv[1], margin=margin, box=box)
+    flat = np.concatenate([np.where(costs >= 0, costs, big).ravel(), np.where(costs2 >= 0, costs2, big).ravel(),
+                           np.where(costs3 >= 0, costs3, big)])
+    n_valid = int((costs >= 0).sum() + (costs2 >= 0).sum() + (costs3 >= 0).sum())
     if n_valid == 0:
         return None
     best = int(np.argmin(flat))  # first minimum: square candidates first, (i, neighbour rank) order
-    if best < costs.size:
+    if best >= costs.size + costs2.size:  # the measured basis at centroid i
+        i = best - costs.size - costs2.size
+        j = -1
+        d, d2 = uv[0].copy(), uv[1].copy()
+        cost = int(costs3[i])
+    elif best < costs.size:
         i, s = divmod(best, nb.shape[1])
         j = int(nb[i, s])
         d = c[j] - c[i]
@@ -358,6 +392,97 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
     else:
         pts = kernels.lattice_points2(c[i, 0], c[i, 1], d[0], d[1], d2[0], d2[1], m.shape[0], m.shape[1], margin)
     return Lattice(origin=c[i].copy(), d=d, points=pts, cost=cost, i=int(i), j=j, n_candidates=n_valid, d2=d2)
+
+
+def basis_costs(mask: np.ndarray, centroids: np.ndarray, u, v, *, margin: float = MARGIN_PX,
+                box: int = BOX_PX) -> np.ndarray:
+    """Cost (module docstring: robust box rule) of the lattice c_i + a·u + b·v anchored at
+    each centroid c_i; −1 where u, v are (nearly) parallel or the lattice is degenerate
+    (more than `MAX_POINTS` points).
+
+    Summed-area table when the lattice's shortest vector is ≥ box·√2 (boxes cannot
+    overlap), else `painted_cost` (exact, slow).
+
+    Parameters
+    ----------
+    mask : array_like, bool, [row, col]
+        Hole mask.
+    centroids : array_like, (n, 2)
+        Anchors (row, col), px, pixel-corner coordinates.
+    u, v : sequence of 2 float
+        Basis vectors (row, col), px.
+    margin, box
+        As in `find_lattice`.
+
+    Returns
+    -------
+    ndarray, int64, (n,)
+        One cost per centroid.
+
+    Examples
+    --------
+    Two 10×10 px holes 60 px apart: anchored at either hole the 60 px lattice covers both
+    (800 px outside each hole in its box) and puts two empty boxes at row 80 (900 px each):
+
+    >>> m = np.zeros((100, 100), bool); m[15:25, 15:25] = True; m[15:25, 75:85] = True
+    >>> basis_costs(m, [[20, 20], [20, 80]], (60, 0), (0, 60)).tolist()
+    [3400, 3400]
+    """
+    m = np.asarray(mask, dtype=bool)
+    c = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)
+    u = np.asarray(u, dtype=np.float64)
+    v = np.asarray(v, dtype=np.float64)
+    h, w = m.shape
+    out = np.full(len(c), -1, np.int64)
+    area = abs(float(u[0] * v[1] - u[1] * v[0]))
+    if len(c) == 0 or area < 1e-9 * (float(u @ u) + float(v @ v)) or \
+            (h + 2 * margin + 1) * (w + 2 * margin + 1) / max(area, 1e-300) > MAX_POINTS:
+        return out
+    total = int(np.count_nonzero(m))
+    sat_ok = kernels.shortest_vector2(u[0], u[1], v[0], v[1]) >= 2.0 * box * box
+    if sat_ok:
+        sat = np.zeros((h + 1, w + 1), np.int32)  # exact below 2³¹ mask pixels
+        np.cumsum(m, axis=0, dtype=np.int32, out=sat[1:, 1:])
+        np.cumsum(sat[1:, 1:], axis=1, out=sat[1:, 1:])
+    half = box // 2
+    for i in range(len(c)):
+        pts = kernels.lattice_points2(c[i, 0], c[i, 1], u[0], u[1], v[0], v[1], h, w, margin)
+        if not sat_ok:
+            out[i] = painted_cost(m, pts, box)
+            continue
+        s = np.floor(pts + 0.5).astype(np.int64) - half
+        r0, c0 = np.clip(s[:, 0], 0, h), np.clip(s[:, 1], 0, w)
+        r1, c1 = np.clip(s[:, 0] + box, 0, h), np.clip(s[:, 1] + box, 0, w)
+        ok = (r1 > r0) & (c1 > c0)
+        r0, c0, r1, c1 = r0[ok], c0[ok], r1[ok], c1[ok]
+        covered = int(np.sum((r1 - r0) * (c1 - c0)))
+        inside = int(np.sum((sat[r1, c1].astype(np.int64) - sat[r0, c1]) - (sat[r1, c0].astype(np.int64) - sat[r0, c0])))
+        out[i] = MISS_WEIGHT * (total - inside) + (covered - inside)
+    return out
+
+
+def _basis_disagrees(c, nb, costs, costs2, basis) -> bool:
+    """True when the cheapest centroid-pair candidate's cell area differs from the measured
+    basis's by more than a factor BASIS_AREA_RATIO (or there is none): only then is the
+    basis scored, so a search that found the measured spacing keeps its exact
+    (centroid-derived) lattice."""
+    big = np.iinfo(np.int64).max
+    flat = np.concatenate([np.where(costs >= 0, costs, big).ravel(), np.where(costs2 >= 0, costs2, big).ravel()])
+    uv = np.asarray(basis, dtype=np.float64).reshape(2, 2)
+    area_b = abs(float(uv[0, 0] * uv[1, 1] - uv[0, 1] * uv[1, 0]))
+    if flat.size == 0 or flat.min() == big or area_b == 0.0:
+        return True
+    best = int(np.argmin(flat))
+    if best < costs.size:
+        i, s = divmod(best, nb.shape[1])
+        d = c[nb[i, s]] - c[i]
+        area = float(d @ d)
+    else:
+        i, p = divmod(best - costs.size, costs2.shape[1])
+        s, t = _pair(p, nb.shape[1])
+        d, d2 = c[nb[i, s]] - c[i], c[nb[i, t]] - c[i]
+        area = abs(float(d[0] * d2[1] - d[1] * d2[0]))
+    return not (area > 0.0 and abs(math.log(area / area_b)) < math.log(BASIS_AREA_RATIO))
 
 
 def _pair(p: int, k: int) -> tuple[int, int]:

@@ -563,7 +563,7 @@ def crop_half_size(d) -> int:
 
 
 def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None, lattice_mode: str = "square",
-                 compat: str = "robust") -> HoleLayout:
+                 compat: str = "robust", basis=None) -> HoleLayout:
     """Regions → centroids → lattice → holes → crop boxes, for the hole mask of an input image.
 
     Only the mask is read; the rotated frame is the one of
@@ -581,6 +581,10 @@ def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None, latt
     compat : str
         "robust" (rounded, clipped lattice boxes, 6 sorted neighbours) or "published" (the
         published tool's lattice search exactly, docs/ALGORITHM.md#published-box-rule).
+    basis : array_like (2, 2) or None
+        The scale stage's measured lattice in this mask's frame, two (row, col) px vectors:
+        with the "oblique" mode (robust only) it is also a candidate of the lattice search
+        (`lattice.find_lattice`); ignored otherwise.
 
     Returns
     -------
@@ -616,18 +620,20 @@ def layout_holes(mask: np.ndarray, timings: dict[str, float] | None = None, latt
     with sw.stage("regions"):
         cents = mask_centroids(m)
     with sw.stage("lattice"):
-        return _layout(m, shape, cents, lattice_mode, compat)
+        return _layout(m, shape, cents, lattice_mode, compat, basis)
 
 
 def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray, lattice_mode: str = "square",
-            compat: str = "robust") -> HoleLayout:
+            compat: str = "robust", basis=None) -> HoleLayout:
     if lattice_mode not in LATTICE_MODES:
         raise ValueError(f"lattice mode must be one of {LATTICE_MODES}, got {lattice_mode!r}")
     if compat not in COMPAT_MODES:
         raise ValueError(f"compat mode must be one of {COMPAT_MODES}, got {compat!r}")
     if len(cents) < 2:
         return HoleLayout(cents, reason=f"fewer than 2 hole regions in the U-Net mask ({len(cents)} found): no lattice")
-    lat = lattice.find_lattice(m, cents, oblique=lattice_mode == "oblique", published=compat == "published")
+    oblique = lattice_mode == "oblique"
+    lat = lattice.find_lattice(m, cents, oblique=oblique, published=compat == "published",
+                               basis=basis if oblique and compat != "published" else None)
     if lat is None:
         return HoleLayout(cents, reason="no lattice candidate (coincident hole centroids)")
     pts = lat.points[inside_points(lat.points, shape)]
@@ -970,7 +976,7 @@ def _holes(layout: HoleLayout, scores: np.ndarray) -> list[Hole]:
 
 def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions | None = None, *, models=None,
                     timings: dict[str, float] | None = None, model_name: str = "",
-                    intermediates: dict | None = None, **keywords) -> HoleResult:
+                    intermediates: dict | None = None, basis=None, **keywords) -> HoleResult:
     """Everything after the U-Net: holes of `image` (2-D [row, col], raw pixels; negatives
     are set to 0) given its bool hole mask (same shape).
 
@@ -991,6 +997,8 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
         (m×2 (row, col) px of the mask regions), "layout" (the `HoleLayout`: lattice, points,
         rotated frame), "boxes" (n×4 crop boxes, rotated frame) and "crops" ({hole index: the
         prepared float32 crop the classifier saw}; empty without models); None: keep nothing.
+    basis : array_like (2, 2) or None
+        The measured lattice in this image's frame ((row, col) px vectors; `layout_holes`).
 
     Returns
     -------
@@ -1029,7 +1037,7 @@ def holes_from_mask(image: np.ndarray, mask: np.ndarray, options: MedmagOptions 
     if m.shape != pix.shape:
         raise ValueError(f"mask shape {m.shape} differs from image shape {pix.shape}")
     mode = opts.lattice or lattice_mode(models, opts.compat)
-    layout = layout_holes(m, t, mode, opts.compat)
+    layout = layout_holes(m, t, mode, opts.compat, basis)
     check = None
     if robust and layout.reason is None and len(layout.points):
         with sw.stage("film"):
@@ -1184,6 +1192,10 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
                     else film.Polarity(1, None, "no confident hole lattice: polarity not measured (holes taken as bright)"))
         sw.lap("polarity")
 
+    basis = None  # the measured lattice in the work frame: a lattice-search candidate
+    if robust and decision is not None and decision.measured is not None and decision.measured.confident:
+        fr, fc = (1.0, 1.0) if resampling is None else resampling.factors_rc
+        basis = np.array([[y * fr, x * fc] for x, y in decision.measured.vectors_xy], dtype=np.float64)
     region = None
     if robust:
         period = None if decision is None or decision.source == "none" else decision.period_px * decision.factor
@@ -1217,7 +1229,7 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     if polarity is not None and polarity.sign < 0:  # confirm with the U-Net (docs/ALGORITHM.md#medmag-polarity)
         flipped = -work
         logits_f, mask_f = masked(flipped)
-        n_as_is, n_flipped = lattice_holes_seen(mask, opts, ms), lattice_holes_seen(mask_f, opts, ms)
+        n_as_is, n_flipped = lattice_holes_seen(mask, opts, ms, basis), lattice_holes_seen(mask_f, opts, ms, basis)
         if n_flipped > n_as_is:
             work, logits, mask = flipped, logits_f, mask_f
             note = f"; the U-Net confirms: {n_flipped} lattice holes negated vs {n_as_is} as is"
@@ -1229,7 +1241,8 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
         del logits_f, mask_f, flipped
     kept = {"logits": logits} if intermediates else None
     del logits
-    res = holes_from_mask(work, mask, opts, models=ms, timings=sw.timings, model_name=ms.name, intermediates=kept)
+    res = holes_from_mask(work, mask, opts, models=ms, timings=sw.timings, model_name=ms.name, intermediates=kept,
+                          basis=basis)
     if kept is not None:
         kept.update(scale=decision, resampling=resampling, work=work)  # the other intermediates: resampled frame
     if resampling is not None:
@@ -1245,7 +1258,7 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     return res
 
 
-def lattice_holes_seen(mask: np.ndarray, opts: MedmagOptions, models) -> int:
+def lattice_holes_seen(mask: np.ndarray, opts: MedmagOptions, models, basis=None) -> int:
     """How many lattice points of the layout of a U-Net mask lie on a mask pixel (a hole the
     U-Net saw where the lattice puts one): the evidence that decides an image's polarity when
     the folded cell calls its holes dark (docs/ALGORITHM.md#medmag-polarity).
@@ -1258,6 +1271,8 @@ def lattice_holes_seen(mask: np.ndarray, opts: MedmagOptions, models) -> int:
         Its `lattice` (None: the model set's).
     models : ModelSet
         For `lattice_mode`.
+    basis : array_like (2, 2) or None
+        The measured lattice in the mask's frame (`layout_holes`).
 
     Returns
     -------
@@ -1278,7 +1293,7 @@ def lattice_holes_seen(mask: np.ndarray, opts: MedmagOptions, models) -> int:
     >>> lattice_holes_seen(m, MedmagOptions(lattice="square"), ms), lattice_holes_seen(~m, MedmagOptions(lattice="square"), ms)
     (16, 0)
     """
-    layout = layout_holes(mask, None, opts.lattice or lattice_mode(models, opts.compat))
+    layout = layout_holes(mask, None, opts.lattice or lattice_mode(models, opts.compat), basis=basis)
     if layout.reason is not None or len(layout.points) == 0:
         return 0
     p = np.floor(layout.points).astype(np.int64)

@@ -238,3 +238,61 @@ def test_oblique_costs_equal_painted_costs():
 def test_shortest_vector(u, v, want):
     assert kernels.shortest_vector2(*u, *v) == pytest.approx(want)
     assert kernels.shortest_vector2(*v, *u) == pytest.approx(want)
+
+
+def _oblique_mask_with_noise(seed=1, n_noise=60, side=600, rh=12, rn=9):
+    """Discs of radius rh on an exact oblique lattice (a tilted square grid) plus n_noise
+    discs of radius rn at seeded random places ≥ 40 px from every hole (mask regions between
+    holes, as a U-Net gives on film): (mask, true points (row, col), u, v)."""
+    from ptolemy_rt import kernels
+
+    u, v, o = np.array([100.0, 8.0]), np.array([-7.0, 88.0]), np.array([50.0, 45.0])
+    pts = kernels.lattice_points2(o[0], o[1], *u, *v, side, side, 0.0)
+    pts = pts[(pts >= rh).all(1) & (pts < side - rh).all(1)]
+    rr, cc = np.mgrid[:side, :side] + 0.5
+    m = np.zeros((side, side), bool)
+    for p in pts:
+        m |= (rr - p[0]) ** 2 + (cc - p[1]) ** 2 <= rh * rh
+    rng = np.random.default_rng(seed)
+    k = 0
+    while k < n_noise:
+        q = rng.uniform(rn, side - rn, 2)
+        if np.hypot(*(pts - q).T).min() < 40:
+            continue
+        m |= (rr - q[0]) ** 2 + (cc - q[1]) ** 2 <= rn * rn
+        k += 1
+    return m, pts, u, v
+
+
+def test_measured_basis_recovers_lattice_the_search_loses():
+    # issue 15 (120 nm/px, tilted R1/1): noise regions between the holes make the
+    # centroid-pair search keep a wrong, denser lattice; the scale stage's measured basis,
+    # scored anchored at each centroid, is cheaper and puts a point on every true hole
+    from ptolemy_rt.medmag import mask_centroids
+
+    m, pts, u, v = _oblique_mask_with_noise()
+    c = mask_centroids(m)
+    plain = lattice.find_lattice(m, c, oblique=True)
+    assert plain.shortest_px < 70.0  # the search alone loses the 88 px spacing
+    lat = lattice.find_lattice(m, c, oblique=True, basis=[u, v])
+    assert lat.j == -1 and lat.cost < plain.cost
+    assert lat.d.tolist() == u.tolist() and lat.d2.tolist() == v.tolist()
+    near = np.hypot(*(lat.points[:, None] - pts[None]).transpose(2, 0, 1)).min(0)
+    assert near.max() < 3.0  # every true hole has a lattice point within 3 px
+    # the SAT costs equal the painted reference
+    costs = lattice.basis_costs(m, c[:5], u, v)
+    for i in range(5):
+        ref = lattice.painted_cost(m, lattice.kernels.lattice_points2(*c[i], *u, *v, *m.shape, lattice.MARGIN_PX))
+        assert costs[i] == ref
+
+
+def test_measured_basis_left_out_when_search_agrees_and_refused_when_published():
+    m, pts, u, v = _oblique_mask_with_noise(seed=3, n_noise=20)
+    from ptolemy_rt.medmag import mask_centroids
+
+    c = mask_centroids(m)
+    plain = lattice.find_lattice(m, c, oblique=True)
+    with_b = lattice.find_lattice(m, c, oblique=True, basis=[u * 1.01, v * 0.99])
+    assert with_b.n_candidates == plain.n_candidates and with_b.cost == plain.cost and with_b.j == plain.j
+    with pytest.raises(ValueError):
+        lattice.find_lattice(m, c, published=True, basis=[u, v])
