@@ -246,6 +246,21 @@ def _vi(name: str, channels: int, rows: str, cols: str):
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", channels, rows, cols])
 
 
+def _levels_down_and_up(g: "_Graph", x: str, first: int, depth: int) -> str:
+    """Add the U-Net's levels `first`..`depth`-1 to graph `g` from the tensor named `x` (the
+    input of level `first`): each level's conv (pooled below, output kept as the skip), then
+    the up blocks back to level `first`. Returns the name of the last up block's output."""
+    skips = {}
+    for i in range(first, depth):
+        x = g.conv(x, f"down_path.{i}.conv", relu=True)
+        if i < depth - 1:
+            skips[i] = x
+            x = g.pool(x)
+    for j in range(depth - 1 - first):
+        x = g.up_block(x, skips[depth - 2 - j], j)
+    return x
+
+
 def build_graphs(weights: dict[str, np.ndarray], channels: int, depth: int) -> dict[str, onnx.ModelProto]:
     """Build the ONNX models {role: ModelProto} from a U-Net state dict (numpy arrays): the
     roles of the module docstring that the depth allows."""
@@ -266,17 +281,7 @@ def build_graphs(weights: dict[str, np.ndarray], channels: int, depth: int) -> d
 
     # core: whole pooled -> up (quarter resolution)
     g = _Graph(weights)
-    x, skips = "pooled", {}
-    for i in range(k, depth):
-        x = g.conv(x, f"down_path.{i}.conv", relu=True)
-        if i < depth - 1:
-            skips[i] = x
-            x = g.pool(x)
-    for j in range(depth - 1):
-        level = depth - 2 - j
-        if level < k:
-            break
-        x = g.up_block(x, skips[level], j)
+    x = _levels_down_and_up(g, "pooled", k, depth)
     _rename_output(g, x, "up")
     out["core"] = g.model([pooled_vi], [up_vi], "unet_core")
 
@@ -360,14 +365,7 @@ def build_graphs(weights: dict[str, np.ndarray], channels: int, depth: int) -> d
     out["core_down"] = g.model([pooled_vi], [pooled_deep_vi], "unet_core_down")
 
     g = _Graph(weights)
-    x, skips = "pooled_deep", {}
-    for i in range(DEEP_LEVEL, depth):
-        x = g.conv(x, f"down_path.{i}.conv", relu=True)
-        if i < depth - 1:
-            skips[i] = x
-            x = g.pool(x)
-    for j in range(depth - 1 - DEEP_LEVEL):
-        x = g.up_block(x, skips[depth - 2 - j], j)
+    x = _levels_down_and_up(g, "pooled_deep", DEEP_LEVEL, depth)
     _rename_output(g, x, "up_deep")
     out["core_deep"] = g.model([pooled_deep_vi], [up_deep_vi], "unet_core_deep")
 
