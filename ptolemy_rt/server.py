@@ -1895,7 +1895,9 @@ def serve(host: str = "127.0.0.1", port: int = 8000, state_dir: str = "ptolemy-s
     import uvicorn
 
     from .medmag import warmup as mm_warmup
+    from .models import keep_memory_warm
 
+    keep_memory_warm()  # a warm server reuses its buffers request after request (no page faults)
     app = create_app(state_dir, models=models, rule=rule)
     mm_warmup()
     warmup_kernels()

@@ -451,9 +451,14 @@ def _core_in_strips(models, arch, enc, rows, height: int, width: int, bands, win
 
 def _shrink_options():
     """RunOptions that hand the CPU arena's free chunks back at the end of the run (the
-    U-Net's strip tensors are not needed by the later, smaller stages)."""
+    U-Net's strip tensors are not needed by the later, smaller stages); None (keep them for
+    the next request) under the "warm" memory policy of a server (`models.keep_memory_warm`)."""
     import onnxruntime as ort
 
+    from .models import memory_policy
+
+    if memory_policy() == "warm":
+        return None
     ro = ort.RunOptions()
     ro.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
     return ro

@@ -204,3 +204,48 @@ def test_plot_keeps_no_float_copy_of_the_image(tmp_path):
     assert extra <= 1.5
     x = (atlas + 500.0).astype(np.float32)
     assert np.array_equal(plot.to_grey(x), plot.to_grey(x.astype(np.float64)))
+
+
+_FAULTS_SCRIPT = r"""
+import resource, sys, threading
+from ptolemy_rt import synthetic
+from ptolemy_rt.medmag import find_holes
+from ptolemy_rt.models import keep_memory_warm, load_model_set
+if sys.argv[1] == "warm":
+    keep_memory_warm()
+ms = load_model_set("ptolemy-rt-synth-v1")
+img, _ = synthetic.medmag_image(3, shape=(512, 720))
+out = []
+def work():  # as a server runs requests: in a worker thread
+    for _ in range(4):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        res = find_holes(img, models=ms)
+        out.append((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0, len(res.holes)))
+t = threading.Thread(target=work)
+t.start(); t.join()
+print(" ".join(f"{f}:{n}" for f, n in out))
+"""
+
+
+def test_warm_memory_policy_reuses_buffers_request_after_request():
+    """`ptolemy serve`'s "warm" policy (models.keep_memory_warm): after two requests the
+    pipeline reuses its buffers (few page faults), where the one-shot "bounded" policy hands
+    them back to the OS after every stage and faults them in again; same holes either way."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]), PTOLEMY_THREADS="1")
+    env.pop("PTOLEMY_MALLOC_TUNE", None)
+    runs = {}
+    for policy in ("bounded", "warm"):
+        r = subprocess.run([sys.executable, "-c", _FAULTS_SCRIPT, policy], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        runs[policy] = [tuple(int(v) for v in cell.split(":")) for cell in r.stdout.split()]
+    holes = {n for p in runs.values() for _, n in p}
+    assert len(holes) == 1 and holes.pop() > 0
+    warm_faults = max(f for f, _ in runs["warm"][2:])
+    bounded_faults = min(f for f, _ in runs["bounded"][2:])
+    assert warm_faults * 5 < bounded_faults, runs
