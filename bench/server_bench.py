@@ -176,6 +176,7 @@ def latency(models: str, runs: int) -> dict:
                 worker.stdin.write("\n")
                 worker.stdin.flush()
                 inproc_s.append(float(worker.stdout.readline()))
+            peaks = {"server": peak_rss_mb(srv.pid), "inproc": peak_rss_mb(worker.pid)}
         finally:
             stop(srv)
             worker.stdin.close()
@@ -186,7 +187,20 @@ def latency(models: str, runs: int) -> dict:
             "http_median_s": h, "inproc_median_s": i, "ratio": h / i,
             # server side: parse = receiving and parsing the body, compute = pipeline + hole features
             "server_parse_median_s": med["parse"], "server_compute_median_s": med["compute"],
-            "server_total_median_s": med["total"]}
+            "server_total_median_s": med["total"],
+            # peak RSS (VmHWM) of the server process and of the in-process worker, MB
+            "server_peak_rss_mb": peaks["server"], "inproc_peak_rss_mb": peaks["inproc"]}
+
+
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident set (VmHWM) of a live process, MB (Linux /proc; NaN elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
 
 
 def select_latency(rule: str, runs: int = 7) -> dict:
@@ -334,7 +348,8 @@ def run(args) -> dict:
             print(f"push_and_evaluate_mm 1024x1440 nested list ({r['body_mb']:.0f} MB JSON), {m}: "
                   f"HTTP {r['http_median_s']:.3f} s, in-process find_holes {r['inproc_median_s']:.3f} s, "
                   f"ratio {r['ratio']:.3f} (target <= 1.15); server: receive+parse {r['server_parse_median_s']:.3f} s, "
-                  f"pipeline+features {r['server_compute_median_s']:.3f} s", flush=True)
+                  f"pipeline+features {r['server_compute_median_s']:.3f} s; peak RSS server "
+                  f"{r['server_peak_rss_mb']:.0f} MB, in-process worker {r['inproc_peak_rss_mb']:.0f} MB", flush=True)
     if "select" in args.parts:
         rep["select"] = []
         for rule in ("published", "fitted"):
