@@ -636,6 +636,8 @@ def _layout(m: np.ndarray, shape: tuple[int, int], cents: np.ndarray, lattice_mo
                                basis=basis if oblique and compat != "published" else None)
     if lat is None:
         return HoleLayout(cents, reason="no lattice candidate (coincident hole centroids)")
+    if compat != "published":  # least squares on every centroid it explains (the search's winner: one difference)
+        lat = lattice.refine_to_centroids(lat, cents, shape)
     pts = lat.points[inside_points(lat.points, shape)]
     angle = lat.angle_deg
     half = int(math.floor(lat.shortest_px / 2.0)) - CROP_SHRINK_PX  # = crop_half_size(d) when square
@@ -1183,78 +1185,94 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     else:
         pix = clamp_negatives(loaded.pixels)
     decision = scale_decision(pix, ms, opts, loaded.pixel_size_nm if pixel_size_nm is None else pixel_size_nm)
-    work, resampling = (pix, None) if decision is None or decision.factor == 1.0 else scale.resample(pix, decision.factor)
-    sw.lap("scale")
-    polarity = None
-    if robust:
-        measured = None if decision is None else decision.measured
-        polarity = (film.hole_polarity(pix, measured.vectors_xy) if measured is not None and measured.confident
-                    else film.Polarity(1, None, "no confident hole lattice: polarity not measured (holes taken as bright)"))
-        sw.lap("polarity")
 
-    basis = None  # the measured lattice in the work frame: a lattice-search candidate
-    if robust and decision is not None and decision.measured is not None and decision.measured.confident:
-        fr, fc = (1.0, 1.0) if resampling is None else resampling.factors_rc
-        basis = np.array([[y * fr, x * fc] for x, y in decision.measured.vectors_xy], dtype=np.float64)
-    region = None
-    if robust:
-        period = None if decision is None or decision.source == "none" else decision.period_px * decision.factor
-        region = film.film_region(work, period)
-        sw.lap("film")
+    def at_scale(decision):
+        """The pipeline from the scale stage's decision on: the result in input pixels."""
+        work, resampling = (pix, None) if decision is None or decision.factor == 1.0 else scale.resample(pix, decision.factor)
+        sw.lap("scale")
+        polarity = None
+        if robust:
+            measured = None if decision is None else decision.measured
+            polarity = (film.hole_polarity(pix, measured.vectors_xy) if measured is not None and measured.confident
+                        else film.Polarity(1, None, "no confident hole lattice: polarity not measured (holes taken as bright)"))
+            sw.lap("polarity")
 
-    def masked(img):
-        """(logits cut to img or None, mask) of the U-Net on img; without intermediates the
-        mask is made strip by strip (no whole-image logits; the same comparisons)."""
-        where = None if region is None else region.mask
-        if img.size > ROTATE_WHOLE_MAX_PIXELS and not intermediates:
-            padded = _NormalisedPadded(img, clamp=not robust, where=where)  # bands normalised as the U-Net reads them
-        else:
-            padded = pad_for_unet(normalise(img, clamp=not robust, where=where))
-        sw.lap("normalise")
-        if intermediates:
-            logits = unet_logits(ms, padded)
-            del padded
-            mask = mask_from_logits(logits, img.shape)
-            logits = logits[: img.shape[0], : img.shape[1]]
-        else:
-            full = unet_logits(ms, padded, mask_threshold=_logit_threshold())
-            del padded
-            mask, logits = np.ascontiguousarray(full[: img.shape[0], : img.shape[1]]), None
-            del full
-        out = logits, drop_small_regions(mask, mask_min_region_px(ms))
-        sw.lap("unet")
-        return out
+        basis = None  # the measured lattice in the work frame: a lattice-search candidate
+        if robust and decision is not None and decision.measured is not None and (
+                decision.measured.confident or decision.source == scale.WEAK_SOURCE):
+            fr, fc = (1.0, 1.0) if resampling is None else resampling.factors_rc
+            basis = np.array([[y * fr, x * fc] for x, y in decision.measured.vectors_xy], dtype=np.float64)
+        region = None
+        if robust:
+            period = None if decision is None or decision.source == "none" else decision.period_px * decision.factor
+            region = film.film_region(work, period)
+            sw.lap("film")
 
-    logits, mask = masked(work)
-    if polarity is not None and polarity.sign < 0:  # confirm with the U-Net (docs/ALGORITHM.md#medmag-polarity)
-        flipped = -work
-        logits_f, mask_f = masked(flipped)
-        n_as_is, n_flipped = lattice_holes_seen(mask, opts, ms, basis), lattice_holes_seen(mask_f, opts, ms, basis)
-        if n_flipped > n_as_is:
-            work, logits, mask = flipped, logits_f, mask_f
-            note = f"; the U-Net confirms: {n_flipped} lattice holes negated vs {n_as_is} as is"
-        else:
-            polarity = film.Polarity(1, polarity.z, polarity.note.split(":")[0] + f", but the U-Net finds more lattice"
-                                     f" holes as is ({n_as_is} vs {n_flipped} negated): not negated")
-            note = ""
-        polarity = film.Polarity(polarity.sign, polarity.z, polarity.note + note)
-        del logits_f, mask_f, flipped
-    kept = {"logits": logits} if intermediates else None
-    del logits
-    res = holes_from_mask(work, mask, opts, models=ms, timings=sw.timings, model_name=ms.name, intermediates=kept,
-                          basis=basis)
-    if kept is not None:
-        kept.update(scale=decision, resampling=resampling, work=work)  # the other intermediates: resampled frame
-    if resampling is not None:
-        res = to_input_frame(res, resampling, pix.shape)
-        if res.film is not None:
-            f = float(np.mean(resampling.factors_rc))
-            res.film = dict(res.film, hole_radius_px=round(res.film["hole_radius_px"] / f, 2),
-                            annulus_px=[round(v / f, 2) for v in res.film["annulus_px"]])
-    res.scale = None if decision is None else decision.as_dict()
-    res.polarity = None if polarity is None else polarity.as_dict()
-    if region is not None and res.film is not None:
-        res.film = dict(res.film, region=region.as_dict())
+        def masked(img):
+            """(logits cut to img or None, mask) of the U-Net on img; without intermediates the
+            mask is made strip by strip (no whole-image logits; the same comparisons)."""
+            where = None if region is None else region.mask
+            if img.size > ROTATE_WHOLE_MAX_PIXELS and not intermediates:
+                padded = _NormalisedPadded(img, clamp=not robust, where=where)  # bands normalised as the U-Net reads them
+            else:
+                padded = pad_for_unet(normalise(img, clamp=not robust, where=where))
+            sw.lap("normalise")
+            if intermediates:
+                logits = unet_logits(ms, padded)
+                del padded
+                mask = mask_from_logits(logits, img.shape)
+                logits = logits[: img.shape[0], : img.shape[1]]
+            else:
+                full = unet_logits(ms, padded, mask_threshold=_logit_threshold())
+                del padded
+                mask, logits = np.ascontiguousarray(full[: img.shape[0], : img.shape[1]]), None
+                del full
+            out = logits, drop_small_regions(mask, mask_min_region_px(ms))
+            sw.lap("unet")
+            return out
+
+        logits, mask = masked(work)
+        if polarity is not None and polarity.sign < 0:  # confirm with the U-Net (docs/ALGORITHM.md#medmag-polarity)
+            flipped = -work
+            logits_f, mask_f = masked(flipped)
+            n_as_is, n_flipped = lattice_holes_seen(mask, opts, ms, basis), lattice_holes_seen(mask_f, opts, ms, basis)
+            if n_flipped > n_as_is:
+                work, logits, mask = flipped, logits_f, mask_f
+                note = f"; the U-Net confirms: {n_flipped} lattice holes negated vs {n_as_is} as is"
+            else:
+                polarity = film.Polarity(1, polarity.z, polarity.note.split(":")[0] + f", but the U-Net finds more lattice"
+                                         f" holes as is ({n_as_is} vs {n_flipped} negated): not negated")
+                note = ""
+            polarity = film.Polarity(polarity.sign, polarity.z, polarity.note + note)
+            del logits_f, mask_f, flipped
+        kept = {"logits": logits} if intermediates else None
+        del logits
+        res = holes_from_mask(work, mask, opts, models=ms, timings=sw.timings, model_name=ms.name, intermediates=kept,
+                              basis=basis)
+        if kept is not None:
+            kept.update(scale=decision, resampling=resampling, work=work)  # the other intermediates: resampled frame
+        if resampling is not None:
+            res = to_input_frame(res, resampling, pix.shape)
+            if res.film is not None:
+                f = float(np.mean(resampling.factors_rc))
+                res.film = dict(res.film, hole_radius_px=round(res.film["hole_radius_px"] / f, 2),
+                                annulus_px=[round(v / f, 2) for v in res.film["annulus_px"]])
+        res.scale = None if decision is None else decision.as_dict()
+        res.polarity = None if polarity is None else polarity.as_dict()
+        if region is not None and res.film is not None:
+            res.film = dict(res.film, region=region.as_dict())
+        return res
+
+    res = at_scale(decision)
+    weak = None if not robust or res.holes or decision is None else scale.weak_decision(
+        decision, ms.spec.pipeline.hole_pitch_px, ms.spec.pipeline.hole_pitch_tolerance)
+    if weak is not None:
+        weak = capped_decision(weak, pix.size)
+    if weak is not None:  # the image as it is gave no holes: try the lattice measured weakly
+        retry = at_scale(weak)
+        if retry.holes:
+            retry.scale = dict(retry.scale, note=retry.scale["note"] + f"; as is: {res.reason or 'no holes'}")
+            res = retry
     return res
 
 
@@ -1353,7 +1371,22 @@ def scale_decision(pix: np.ndarray, models, opts: MedmagOptions, pixel_size_nm: 
 
     if opts.hole_pitch_um is not None and not use_metadata:
         dec = replace(dec, note=dec.note + "; --hole-pitch-um ignored: no pixel size (header or --pixel-size)")
-    cap = math.sqrt(MAX_RESAMPLED_PIXELS / max(1, pix.size))
+    return capped_decision(dec, pix.size)
+
+
+def capped_decision(dec, n_pixels: int):
+    """``dec`` (a `scale.ScaleDecision`) with its factor capped so that the resampled image
+    has at most `MAX_RESAMPLED_PIXELS` (bounded memory; the note says so).
+
+    Examples
+    --------
+    >>> d = capped_decision(scale.ScaleDecision(10.0, 20.0, "measured", None), 1_000_000)
+    >>> d.factor, d.note
+    (8.0, '; capped at x8 (64 Mpx)')
+    """
+    from dataclasses import replace
+
+    cap = math.sqrt(MAX_RESAMPLED_PIXELS / max(1, n_pixels))
     if dec.factor > cap:  # bounded memory: never upsample beyond MAX_RESAMPLED_PIXELS
         dec = replace(dec, factor=cap, note=dec.note + f"; capped at x{cap:.4g} ({MAX_RESAMPLED_PIXELS / 1e6:.0f} Mpx)")
     return dec

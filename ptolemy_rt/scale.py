@@ -74,6 +74,10 @@ NOISE_EXCLUSION = 0.25
 STREAK_NORMALISATION = True  # divide the spectrum by the root of its mean per direction
 ANGLE_BINS = 360  # direction bins of the half circle for the streak normalisation
 CONFIDENT_QUALITY = 5.0  # `LatticeScale.confident` needs quality ≥ this
+#: a lattice below CONFIDENT_QUALITY but at least this (pure noise ≲ 3) is tried by
+#: `weak_decision` when the image as it is gave no holes
+WEAK_QUALITY = 4.0
+WEAK_SOURCE = "measured (weak)"  # `ScaleDecision.source` of `weak_decision`
 #: |factor − 1| within this (relative, log) → not resampled: the published default of the
 #: model-set declaration `pipeline.hole_pitch_tolerance` (each set declares its own)
 SAME_SCALE_TOLERANCE = default(PipelineSpec, "hole_pitch_tolerance")
@@ -1001,6 +1005,53 @@ def cross_check(measured: LatticeScale | None, expected_px: float,
             name = f", about {label}"
     return agrees, (f"measured {measured.period_px:.1f} px vs expected {expected_px:.1f} px "
                     f"(ratio {ratio:.2f}{name}): {'agree' if agrees else 'disagree'}")
+
+
+def weak_decision(decision: ScaleDecision, model_period: float | None,
+                  tolerance: float = SAME_SCALE_TOLERANCE) -> ScaleDecision | None:
+    """A second chance for an image whose lattice was measured but not confidently: the
+    decision from that measurement (source `WEAK_SOURCE`), for the pipeline to try when the
+    image as it is gave no holes. None when ``decision`` did not come out "none", when the
+    measurement is missing, below `WEAK_QUALITY` or under MIN_PERIODS repeats, or when it
+    would not resample (factor 1).
+
+    Parameters
+    ----------
+    decision : ScaleDecision
+        What `choose_scale` decided.
+    model_period : float or None
+        px the model set expects; None: None.
+    tolerance : float
+        Same-scale band of `resample_factor`.
+
+    Returns
+    -------
+    ScaleDecision or None
+
+    Examples
+    --------
+    >>> m = LatticeScale(vectors_xy=((26.6, 0.0), (0.0, 26.6)), period_px=26.6, orientation_deg=0.0,
+    ...                  quality=4.7, periods_across=7.8, method="autocorrelation", bin_factor=1)
+    >>> d = choose_scale(np.zeros((8, 8)), 275.0, measured=m)
+    >>> d.source, d.factor
+    ('none', 1.0)
+    >>> w = weak_decision(d, 275.0, 0.1)
+    >>> w.source, round(w.factor, 2), round(w.period_px, 1)
+    ('measured (weak)', 10.34, 26.6)
+    >>> weak_decision(d, None) is None, weak_decision(choose_scale(np.zeros((8, 8)), 26.6, measured=m), 26.6) is None
+    (True, True)
+    """
+    m = decision.measured
+    if (decision.source != "none" or m is None or model_period is None or m.quality < WEAK_QUALITY
+            or m.periods_across < MIN_PERIODS):
+        return None
+    factor = resample_factor(m.period_px, model_period, tolerance)
+    if factor == 1.0:
+        return None
+    return ScaleDecision(factor, m.period_px, WEAK_SOURCE, m, decision.expected_px, decision.agrees,
+                         f"measured {m.period_px:.1f} px ({m.method}, quality {m.quality:.1f}: below the confident "
+                         f"{CONFIDENT_QUALITY:g}, tried because the image as it is gave no holes); "
+                         f"model {float(model_period):.0f} px, factor {factor:.4g}")
 
 
 def choose_scale(image: np.ndarray, model_period: float | None, *, pixel_size_nm: float | None = None,

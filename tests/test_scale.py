@@ -323,3 +323,37 @@ def test_weak_lattice_row_in_an_image_three_periods_across():
     m = scale.measure_hole_lattice(img)
     assert m is not None and m.confident, m
     check_against_truth(m, params)
+
+
+def test_weakly_measured_lattice_is_tried_when_the_image_as_is_gives_no_holes():
+    """A 150 nm/px R2/2 square (13 px holes at 26.7 px, 7.8 periods across, the synthetic
+    sweep's case 28): the lattice is measured right but below the confident quality, so the
+    image is first run as it is, where the U-Net sees no holes; the weakly measured lattice
+    is then tried (source "measured (weak)") and every hole wholly inside is found."""
+    import sys
+
+    from ptolemy_rt.evaluate import match_points_to_discs
+    from ptolemy_rt.medmag import find_holes
+
+    sys.path.insert(0, str(REPO / "bench"))
+    import synthetic_sweep
+
+    case = dict(seed=1570, shape=(208, 208), pixel_nm=150.0, film="R2/2", film_material="carbon", tilt_deg=0.0,
+                bars=0, broken=False, dose=100.0)
+    assert case in synthetic_sweep.cases()  # the sweep's own case
+    p = dict(case)
+    seed, shape = p.pop("seed"), p.pop("shape")
+    img, truth, _, params = synthetic.medmag_with_ids(seed, shape, **p)
+    m = scale.measure_hole_lattice(img)
+    assert not m.confident and m.quality >= scale.WEAK_QUALITY and abs(m.period_px - params["pitch_px"]) < 0.5
+    res = find_holes(img, models="ptolemy-rt-synth-v1")
+    assert res.scale["source"] == scale.WEAK_SOURCE and res.scale["factor"] > 5
+    assert "as is: fewer than 2 hole regions" in res.scale["note"]
+    inside, cut = synthetic_sweep.truth_and_ignore(truth, shape, params["pitch_px"])
+    found = np.array([np.mean(np.asarray(h.vertices, float), axis=0) - 0.5 for h in res.holes])
+    tol = 0.1 * params["pitch_px"]
+    r = match_points_to_discs(found, inside[:, :2], tol, ignore_xy=cut[:, :2], ignore_radii=np.maximum(cut[:, 2], tol))
+    assert r["f1"] >= 0.95, r
+    # an image with a confident lattice never takes the weak path
+    img2, _ = synthetic.medmag_image(0, (512, 512), pixel_nm=20.0, film="R2/2", angle_deg=0.0, tilt_deg=0.0)
+    assert find_holes(img2, models="ptolemy-rt-synth-v1").scale["source"] == "measured"
