@@ -1,4 +1,4 @@
-"""Hole-localiser U-Net inference (docs/ALGORITHM.md#hole-unet, #medmag-mask) in row strips, bounded memory.
+"""Hole-localiser U-Net inference (docs/ALGORITHM.md#hole-unet, #medmag-mask) in row strips (and column tiles), bounded memory.
 
 numpy + onnxruntime only. Arrays are [row, col] (row = first axis = y); sizes in px.
 
@@ -34,11 +34,25 @@ the logits are bit-identical to the one-piece core (tested; the U-Net has no Bat
 the classifiers' BatchNorm regime does not enter). Cost: the encoder runs twice (≈ +5 % of
 the U-Net time). Smaller images run the core in one piece as before.
 
+Column tiles (wide images): rows per band never go below MIN_STRIP_ROWS = 64, so on a wide
+image a full-width decoder window exceeds the strip budget (64 channels × 80 rows × 16384
+cols × 4 B ≈ 335 MB per tensor, the decoder holding several). Then each decoder window runs
+in column tiles (`plan_cols`: the budget's cols per tile, ≥ 8 cols of context left and right
+except at the true image border, all tiles equally wide, starts on multiples of the row
+alignment, so the poolings and the ``up`` phases coincide with the whole image's): the
+logits are bit-identical to the untiled decoder (tests/test_unet.py). Only the decoder is
+tiled (it was the peak); the encoder and ``core_down`` / ``core_up`` keep full-width row
+windows (smaller: 48 rows, quarter resolution). Images up to ≈ 2450 cols (64 channels) or
+≈ 9800 cols (16 channels) are not tiled (the same runs as before).
+
 Memory: the sessions share one arena without memory patterns (ptolemy_rt/models.py), and
 the last run of each stage shrinks it, so the stage peaks do not add up. Measured peak RSS
 of the whole `ptolemy medmag` process (2 threads): 1024×1440 example ≈ 0.38-0.40 GB,
-2048² ≈ 0.47 GB, 4096² ≈ 1.28 GB (before: 1.1-1.3, 1.6, 2.6 GB). Images whose height is
-not a multiple of 4 run as one band (exact, but unbounded memory).
+2048² ≈ 0.47 GB, 4096² ≈ 1.28 GB (before: 1.1-1.3, 1.6, 2.6 GB). `unet_logits` alone on a
+1024×16384 float32 image, published set, 1 thread: peak RSS 0.68 GB of which 0.23 GB is the
+process, the input and the logits (before the column tiles: 1.26 GB; the decoder runs took
++0.76 GB, now +0.06 GB). Images whose height is not a multiple of 4 run as one band (exact,
+but unbounded memory).
 """
 from __future__ import annotations
 
