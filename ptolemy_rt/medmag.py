@@ -29,6 +29,7 @@ Published conventions reproduced (derived from the reference outputs of the publ
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -1176,8 +1177,13 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     if robust:  # shifted so that the rotation fill is 0: float32 keeps the precision of any offset
         raw = np.asarray(loaded.pixels)
         ref = rotation_fill(raw)
+        # the pixels are this call's own (read from a path, or a LoadedImage marked `scratch`
+        # by the batch runner / CLI: nothing reads them afterwards): shifted in place, no
+        # second whole-image float32 array (docs/BENCH.md#memory-budget); same values
+        own = ((isinstance(image, (str, os.PathLike)) or (loaded is image and loaded.scratch))
+               and raw.dtype == np.float32 and raw.flags.writeable and raw.flags.c_contiguous)
         if ref != 0.0:  # in float64 row strips: no whole-image float64 copy
-            pix = np.empty(raw.shape, np.float32)
+            pix = raw if own else np.empty(raw.shape, np.float32)
             for sl in row_strips(*raw.shape):
                 pix[sl] = raw[sl].astype(np.float64) - ref
         else:

@@ -1,4 +1,4 @@
-"""Hole-localiser U-Net inference (docs/ALGORITHM.md#hole-unet, #medmag-mask) in row strips, bounded memory.
+"""Hole-localiser U-Net inference (docs/ALGORITHM.md#hole-unet, #medmag-mask) in row strips (and column tiles), bounded memory.
 
 numpy + onnxruntime only. Arrays are [row, col] (row = first axis = y); sizes in px.
 
@@ -34,11 +34,25 @@ the logits are bit-identical to the one-piece core (tested; the U-Net has no Bat
 the classifiers' BatchNorm regime does not enter). Cost: the encoder runs twice (≈ +5 % of
 the U-Net time). Smaller images run the core in one piece as before.
 
+Column tiles (wide images): rows per band never go below MIN_STRIP_ROWS = 64, so on a wide
+image a full-width decoder window exceeds the strip budget (64 channels × 80 rows × 16384
+cols × 4 B ≈ 335 MB per tensor, the decoder holding several). Then each decoder window runs
+in column tiles (`plan_cols`: the budget's cols per tile, ≥ 8 cols of context left and right
+except at the true image border, all tiles equally wide, starts on multiples of the row
+alignment, so the poolings and the ``up`` phases coincide with the whole image's): the
+logits are bit-identical to the untiled decoder (tests/test_unet.py). Only the decoder is
+tiled (it was the peak); the encoder and ``core_down`` / ``core_up`` keep full-width row
+windows (smaller: 48 rows, quarter resolution). Images up to ≈ 2450 cols (64 channels) or
+≈ 9800 cols (16 channels) are not tiled (the same runs as before).
+
 Memory: the sessions share one arena without memory patterns (ptolemy_rt/models.py), and
 the last run of each stage shrinks it, so the stage peaks do not add up. Measured peak RSS
 of the whole `ptolemy medmag` process (2 threads): 1024×1440 example ≈ 0.38-0.40 GB,
-2048² ≈ 0.47 GB, 4096² ≈ 1.28 GB (before: 1.1-1.3, 1.6, 2.6 GB). Images whose height is
-not a multiple of 4 run as one band (exact, but unbounded memory).
+2048² ≈ 0.47 GB, 4096² ≈ 1.28 GB (before: 1.1-1.3, 1.6, 2.6 GB). `unet_logits` alone on a
+1024×16384 float32 image, published set, 1 thread: peak RSS 0.68 GB of which 0.23 GB is the
+process, the input and the logits (before the column tiles: 1.26 GB; the decoder runs took
++0.76 GB, now +0.06 GB). Images whose height is not a multiple of 4 run as one band (exact,
+but unbounded memory).
 """
 from __future__ import annotations
 
@@ -141,7 +155,7 @@ def _use_x2(models, height: int, width: int) -> bool:
 
 def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
                 budget_bytes: int = DEFAULT_STRIP_BUDGET_BYTES, mask_threshold=None,
-                core_budget_bytes: int = DEFAULT_CORE_BUDGET_BYTES) -> np.ndarray:
+                core_budget_bytes: int = DEFAULT_CORE_BUDGET_BYTES, strip_cols: int | None = None) -> np.ndarray:
     """U-Net logits, float32 [row, col], same shape as ``image`` (with ``mask_threshold``:
     the bool mask logits > mask_threshold instead, made strip by strip, so no whole-image
     logits are held).
@@ -165,6 +179,11 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
         C-channel quarter-resolution tensor of the image is larger than this (bytes), the
         core runs in three passes (`_core_in_strips`: bit-identical, memory bounded by the
         strips); otherwise the core runs on the whole quarter-resolution tensor.
+    strip_cols
+        Cols per decoder tile (rounded up to the row alignment): each decoder row window
+        then runs in column tiles (`plan_cols`; bit-identical). Default: column tiles only
+        when one C-channel full-resolution tensor of a full-width window exceeds
+        budget_bytes (wide images, where MIN_STRIP_ROWS overrides the budget).
 
     Returns
     -------
@@ -234,15 +253,10 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
         wins = list(_windows(bands, height, halo))
         shrink = _shrink_options()  # arena chunks back after every run (see _core_in_strips)
         ups_of = _core_in_strips(models, arch, enc, rows, height, width, bands, wins, halo, x2, budget_bytes)
+        cols = plan_cols(width, wins[0][3] - wins[0][2], c, halo=halo, multiple=mult,
+                         strip_cols=strip_cols, budget_bytes=budget_bytes)
         for k, (a, b, lo, hi) in enumerate(wins):
-            feeds = {"image": rows(lo, hi)}
-            feeds.update(zip(names, ups_of(k)))
-            y = dec.run(None, feeds, shrink)[0]
-            del feeds
-            if mask_threshold is None:
-                out[a:b] = y[0, 0, a - lo:b - lo]
-            else:
-                np.greater(y[0, 0, a - lo:b - lo], mask_threshold, out=out[a:b])
+            _decode(dec, rows(lo, hi), ups_of(k), names, step, cols, a, b, lo, out, mask_threshold, shrink)
         return out
     core = models.session(UNET_KEY, "core_x2" if x2 else "core")
 
@@ -263,17 +277,82 @@ def unet_logits(models, image: np.ndarray, *, strip_rows: int | None = None,
     ups = core.run(list(names), {"pooled": pooled}, _shrink_options())
     del pooled
 
+    cols = plan_cols(width, wins[0][3] - wins[0][2], c, halo=halo, multiple=mult,
+                     strip_cols=strip_cols, budget_bytes=budget_bytes)
     for k, (a, b, lo, hi) in enumerate(wins):
         q0, q1 = lo // step, (hi // step if len(bands) > 1 else ups[0].shape[2])
-        feeds = {"image": rows(lo, hi)}
-        feeds.update({n: u[:, :, q0:q1] for n, u in zip(names, ups)})
         opts = _shrink_options() if k == len(wins) - 1 else None
-        y = dec.run(None, feeds, opts)[0]
-        if mask_threshold is None:
-            out[a:b] = y[0, 0, a - lo:b - lo]
-        else:
-            np.greater(y[0, 0, a - lo:b - lo], mask_threshold, out=out[a:b])
+        _decode(dec, rows(lo, hi), [u[:, :, q0:q1] for u in ups], names, step, cols, a, b, lo, out,
+                mask_threshold, opts)
     return out
+
+
+def plan_cols(width: int, window_rows: int, channels: int, *, halo: int = default(UnetArch, "halo_rows"),
+              multiple: int = default(UnetArch, "row_multiple"), strip_cols: int | None = None,
+              budget_bytes: int = DEFAULT_STRIP_BUDGET_BYTES) -> list[tuple[int, int, int, int]]:
+    """Column tiles of the decoder's row windows: [(c0, c1, lo, hi), ...] (px cols).
+
+    Each tile computes the output cols [c0, c1) on the input cols [lo, hi): at least
+    ``halo`` cols of context left and right except at the true image border (where the
+    graph's zero padding is the network's own), all windows equally wide (border windows
+    shifted inwards: one input shape), c0 and lo multiples of ``multiple`` (the poolings and
+    the ``up`` phases coincide with the whole image's: bit-identical logits). One tile
+    [(0, width, 0, width)] unless ``strip_cols`` is given or one float32 tensor of
+    ``channels`` × window_rows × width exceeds budget_bytes (images so wide that
+    MIN_STRIP_ROWS overrides the budget); then tiles as `plan_strips` plans rows, with cols
+    and rows swapped.
+
+    Parameters
+    ----------
+    width, window_rows
+        Image cols and rows of one decoder window, px.
+    channels
+        Channels of the full-resolution U-Net tensors.
+    halo, multiple
+        Context cols on each side and the col alignment, px (as the rows').
+    strip_cols
+        Cols per tile (default: from budget_bytes).
+    budget_bytes
+        Memory bound of one C-channel full-resolution tensor of a window, bytes.
+
+    Returns
+    -------
+    list of (int, int, int, int)
+        Output cols [c0, c1) and window cols [lo, hi) of each tile.
+
+    Examples
+    --------
+    >>> plan_cols(1536, 120, 64)  # within the budget: one tile
+    [(0, 1536, 0, 1536)]
+    >>> plan_cols(16384, 80, 64, multiple=8)[:2]  # 7 tiles of 2344 (+ 8 + 8) cols
+    [(0, 2344, 0, 2360), (2344, 4688, 2336, 4696)]
+    >>> plan_cols(100, 80, 8, strip_cols=40)
+    [(0, 36, 0, 52), (36, 72, 28, 80), (72, 100, 48, 100)]
+    """
+    if strip_cols is None and 4 * channels * window_rows * width <= budget_bytes:
+        return [(0, width, 0, width)]
+    bands = plan_strips(width, window_rows, channels, halo=halo, multiple=multiple, strip_rows=strip_cols,
+                        budget_bytes=budget_bytes)
+    return list(_windows(bands, width, halo))
+
+
+def _decode(dec, image, ups, names, step: int, cols, a: int, b: int, lo: int, out, mask_threshold, opts) -> None:
+    """Decoder on one row window (``image`` N×1×rows×W, ``ups`` its ``up`` rows or phases at
+    1/step resolution) in the column tiles ``cols`` (`plan_cols`); writes rows [a, b) of out."""
+    for j, (c0, c1, clo, chi) in enumerate(cols):
+        if len(cols) == 1:
+            feeds = {"image": image}
+            feeds.update(zip(names, ups))
+        else:
+            feeds = {"image": np.ascontiguousarray(image[:, :, :, clo:chi])}
+            feeds.update((n, np.ascontiguousarray(u[:, :, :, clo // step:chi // step])) for n, u in zip(names, ups))
+        y = dec.run(None, feeds, opts if j == len(cols) - 1 else None)[0]
+        del feeds
+        if mask_threshold is None:
+            out[a:b, c0:c1] = y[0, 0, a - lo:b - lo, c0 - clo:c1 - clo]
+        else:
+            np.greater(y[0, 0, a - lo:b - lo, c0 - clo:c1 - clo], mask_threshold, out=out[a:b, c0:c1])
+        del y
 
 
 def _use_deep(models, height: int, width: int, channels: int, x2: bool, core_budget_bytes: int) -> bool:

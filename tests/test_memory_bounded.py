@@ -249,3 +249,26 @@ def test_warm_memory_policy_reuses_buffers_request_after_request():
     warm_faults = max(f for f, _ in runs["warm"][2:])
     bounded_faults = min(f for f, _ in runs["bounded"][2:])
     assert warm_faults * 5 < bounded_faults, runs
+
+
+def test_medmag_shift_in_place_on_scratch_pixels():
+    """The robust medium-mag pipeline shifts a `scratch` image's own float32 pixels by the
+    rotation fill in place (no second whole-image array) and gives the same result as on
+    a caller's array, which it leaves unchanged."""
+    from dataclasses import replace
+
+    from ptolemy_rt import synthetic
+
+    image, _ = synthetic.medmag_image(3, (600, 800), pixel_nm=9.0, film="R1.2/1.3", angle_deg=0.0, tilt_deg=0.0)
+    arr = (np.asarray(image, np.float32) + np.float32(5000.0))  # an offset: rotation fill ≠ 0
+    keep = arr.copy()
+    ref = medmag.rotation_fill(arr)
+    assert ref != 0.0
+    want = medmag.find_holes(arr)
+    assert np.array_equal(arr, keep)  # the caller's array is never modified
+    loaded = replace(io.as_loaded_image(arr.copy()), scratch=True)
+    got = medmag.find_holes(loaded)
+    assert len(got.holes) > 0 and repr(got.holes) == repr(want.holes)  # the same holes and scores
+    expect = np.empty_like(keep)
+    expect[:] = keep.astype(np.float64) - ref
+    assert np.array_equal(loaded.pixels, expect)  # shifted in place: the pipeline's own pixels

@@ -17,7 +17,7 @@ import pytest
 
 from export.onnx_unet import HALO_ROWS, _Graph, build_graphs
 from ptolemy_rt.modelspec import UnetArch, parse
-from ptolemy_rt.unet import MIN_STRIP_ROWS, logits_to_mask, plan_strips, unet_logits, unet_logits_whole
+from ptolemy_rt.unet import MIN_STRIP_ROWS, logits_to_mask, plan_cols, plan_strips, unet_logits, unet_logits_whole
 
 from conftest import MEDMAG_MRC, REFERENCE, WEIGHTS, needs_shared
 
@@ -123,6 +123,29 @@ def test_plan_strips_cover_aligned_and_bounded(height, width, strip_rows):
             assert 4 * 64 * width * rows <= max(budget, 4 * 64 * width * (MIN_STRIP_ROWS + 2 * HALO_ROWS))
     if strip_rows is not None:
         assert max(b - a for a, b in bands) <= max(4, math.ceil(strip_rows / 4) * 4)
+
+
+@pytest.mark.parametrize("width,rows,multiple,strip_cols", [
+    (16384, 80, 8, None), (16384, 48, 8, None), (4096, 80, 8, None), (1536, 120, 8, None),
+    (1000, 80, 4, 40), (1024, 80, 8, 64), (1020, 80, 8, 64), (64, 16, 8, 8)])
+def test_plan_cols_cover_aligned_one_shape_bounded(width, rows, multiple, strip_cols):
+    budget, halo = 48 * 2**20, 8
+    tiles = plan_cols(width, rows, 64, halo=halo, multiple=multiple, strip_cols=strip_cols, budget_bytes=budget)
+    if strip_cols is None and 4 * 64 * rows * width <= budget:
+        assert tiles == [(0, width, 0, width)]
+        return
+    if width % multiple:  # unaligned: one tile (as plan_strips' rows)
+        assert tiles == [(0, width, 0, width)]
+        return
+    assert tiles[0][0] == 0 and tiles[-1][1] == width and len(tiles) > 1
+    assert len({hi - lo for _, _, lo, hi in tiles}) == 1  # one input shape
+    for (c0, c1, lo, hi), (d0, _, _, _) in zip(tiles, tiles[1:]):
+        assert c1 == d0
+    for c0, c1, lo, hi in tiles:
+        assert c0 % multiple == 0 and lo % multiple == 0 and 0 <= lo <= c0 < c1 <= hi <= width
+        assert (lo == 0 or c0 - lo >= halo) and (hi == width or hi - c1 >= halo)  # context or the true border
+        if strip_cols is None:  # a window's C-channel tensor within the budget
+            assert 4 * 64 * rows * (hi - lo) <= budget
 
 
 def test_plan_strips_unaligned_height_is_one_band():
@@ -404,3 +427,74 @@ def test_published_core_in_strips_bit_identical(published):
     img = _normalised_medmag(pad=True)
     _core_in_strips_equals_whole(models, img, strip_rows=128, budget_bytes=1)
     _core_in_strips_equals_whole(models, np.ascontiguousarray(img[:, :1532]), strip_rows=256, budget_bytes=1)
+
+
+# --- column tiles of the decoder, bit-identical ---------------------------------------------
+
+def _col_tiles_equal_untiled(models, img, strip_cols, **kw):
+    """unet_logits with decoder column tiles of strip_cols equals the untiled run bit for bit
+    (logits and the strip-wise mask); returns the logits."""
+    from ptolemy_rt import unet
+
+    runs = []
+    session = models.session
+
+    def counting(key, role):
+        s = session(key, role)
+        if role.startswith("decoder"):
+            return SimpleNamespace(run=lambda names, feeds, opts=None: runs.append(feeds["image"].shape) or s.run(names, feeds, opts))
+        return s
+
+    models.session = counting
+    try:
+        untiled = unet_logits(models, img, strip_cols=img.shape[1], **kw)  # one tile: the whole width
+        assert {r[3] for r in runs} == {img.shape[1]}
+        runs.clear()
+        tiled = unet_logits(models, img, strip_cols=strip_cols, **kw)
+        mask = unet_logits(models, img, strip_cols=strip_cols, mask_threshold=np.float32(-0.5), **kw)
+    finally:
+        models.session = session
+    assert len({r[3] for r in runs}) == 1 and runs[0][3] < img.shape[1]  # tiles, one width
+    print(f"{img.shape} {kw} strip_cols={strip_cols}: {len(runs) // 2} decoder runs of {runs[0][2:]}, "
+          f"max |tiled - untiled| = {float(np.abs(tiled - untiled).max()):.2e}")
+    assert np.array_equal(tiled, untiled)
+    assert np.array_equal(mask, untiled > np.float32(-0.5))
+    assert unet.MIN_STRIP_ROWS == 64
+    return untiled
+
+
+@pytest.mark.parametrize("depth,shape,strip_cols,kw", [
+    (9, (256, 1024), 64, {}),  # x2 graphs, whole core
+    (9, (256, 1020), 64, {}),  # cols a multiple of 4 only: plain core / decoder
+    (9, (512, 768), 200, {"strip_rows": 64}),  # several row bands
+    (9, (1024, 512), 96, {"strip_rows": 128, "budget_bytes": 1, "core_budget_bytes": 0}),  # three-pass core
+    (9, (1024, 508), 64, {"strip_rows": 128, "budget_bytes": 1, "core_budget_bytes": 0}),  # ... plain graphs
+    (5, (200, 152), 40, {"strip_rows": 12})])
+def test_col_tiles_bit_identical_random_weights(tmp_path, depth, shape, strip_cols, kw):
+    models = _sessions_from_weights(tmp_path, _random_weights(8, depth, seed=3 + depth), 8, depth)
+    img = np.random.default_rng(6).standard_normal(shape).astype(np.float32)
+    assert _col_tiles_equal_untiled(models, img, strip_cols, **kw).std() > 1e-3
+
+
+def test_col_tiles_by_budget_bit_identical(tmp_path):
+    """Without strip_cols a window over budget_bytes is tiled by the budget (as a wide image
+    is by the default budget); same logits."""
+    models = _sessions_from_weights(tmp_path, _random_weights(8, 9, seed=12), 8, 9)
+    img = np.random.default_rng(7).standard_normal((256, 2048)).astype(np.float32)
+    budget = 4 * 8 * 2048 * 40  # one 8-channel window of 40 rows × 2048 cols
+    assert len(plan_cols(2048, 80, 8, multiple=8, budget_bytes=budget)) > 1
+    whole = unet_logits(models, img, strip_rows=10**6)
+    tiled = unet_logits(models, img, strip_rows=64, budget_bytes=budget)
+    assert np.array_equal(tiled, whole)
+
+
+@needs_shared
+def test_published_col_tiles_bit_identical(published):
+    """The published U-Net on the padded medium-mag example (x2 graphs) and its 1024×1532 crop
+    (plain graphs), decoder in column tiles: bit-identical to the untiled decoder, with the
+    core whole and in three passes."""
+    _, models = published
+    img = _normalised_medmag(pad=True)
+    _col_tiles_equal_untiled(models, img, 320)
+    _col_tiles_equal_untiled(models, img, 512, strip_rows=128, budget_bytes=1, core_budget_bytes=0)
+    _col_tiles_equal_untiled(models, np.ascontiguousarray(img[:, :1532]), 400)
