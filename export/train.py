@@ -16,6 +16,10 @@ recipe of docs/OWN_MODELS.md: U-Net 3900 steps, hole CNN 20 epochs with cosine d
 `--hole-schedule cosine`), and after training the
 U-Net's `last` bias is shifted by a constant chosen on held-out synthetic images so that
 the runtime's fixed mask threshold (sigmoid > 1e-4) gives the best hole-centroid F1.
+Hole-classifier experiments (off by default; docs/OWN_MODELS.md "Gold film and the hole
+classifier's head"): `--hole-pooling centre` (Gaussian-weighted pooling about the crop
+centre, same ONNX contract) and `--hole-gold-extra F` (a fraction F of the training images
+forced to gold film).
 
 Training data are exactly what the runtime pipelines feed the networks: square crops from
 `ptolemy_rt.lowmag.locate_squares` + `prepared_crop` (240×240, normalised by the in-mask
@@ -229,7 +233,7 @@ def gold_forced(seed: int, gold_extra: float) -> bool:
 
     >>> gold_forced(100_000, 0.0), gold_forced(100_000, 1.0)
     (False, True)
-    >>> round(np.mean([gold_forced(s, 0.4) for s in range(1000)]), 1)
+    >>> round(float(np.mean([gold_forced(s, 0.4) for s in range(1000)])), 1)
     0.4
     """
     return gold_extra > 0 and bool(np.random.default_rng([int(seed), 17]).random() < gold_extra)
