@@ -60,7 +60,11 @@ class HoleClassifier(nn.Module):
 
     Stage k (k = 0..n_stages-1): ``convs.k`` conv (no bias, no padding; 5×5 for the first,
     3×3 after) → ``bns.k`` BatchNorm2d (eps 1e-5) → ReLU → MaxPool(3, stride 2, padding 0).
-    Then mean over both spatial axes → ``final`` Linear channels→1.
+    Then mean over both spatial axes → ``final`` Linear channels→1. With ``pooling``
+    "centre" the mean is weighted by a Gaussian about the centre of the last feature map
+    (`centre_weights`, standard deviation ``centre_sigma`` × the map's height / width), so
+    the score comes mostly from the hole's inside rather than the film around it (a crop is
+    one lattice cell centred on its hole).
 
     Input N×1×H×W float32, any H, W for which every stage has a non-empty output
     (≥ 63 px for four stages). ``forward`` returns logits of shape N×1.
@@ -68,8 +72,11 @@ class HoleClassifier(nn.Module):
 
     family = "hole_cnn"
 
-    def __init__(self, channels: int = 128, n_stages: int = 4):
+    def __init__(self, channels: int = 128, n_stages: int = 4, pooling: str = "mean", centre_sigma: float = 0.15):
         super().__init__()
+        if pooling not in ("mean", "centre"):
+            raise ValueError(f"pooling must be 'mean' or 'centre', got {pooling!r}")
+        self.pooling, self.centre_sigma = pooling, float(centre_sigma)
         self.channels = int(channels)
         self.kernels = tuple([5] + [3] * (int(n_stages) - 1))
         cin = 1
@@ -90,8 +97,26 @@ class HoleClassifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for conv, bn in zip(self.convs, self.bns):
             x = self.pool(torch.relu(bn(conv(x))))
-        x = x.mean(dim=(2, 3))
+        if self.pooling == "centre":
+            w = centre_weights(x.shape[2], x.shape[3], self.centre_sigma, x.dtype)
+            x = (x * w).sum(dim=(2, 3))
+        else:
+            x = x.mean(dim=(2, 3))
         return self.final(x)
+
+
+def centre_weights(h: int, w: int, sigma: float, dtype=torch.float32) -> torch.Tensor:
+    """h×w weights (sum 1) of a Gaussian about the map centre: cell (i, j) at
+    u = (i + 0.5) / h − 0.5, v = (j + 0.5) / w − 0.5, weight ∝ exp(−(u² + v²) / (2 sigma²)).
+
+    >>> w = centre_weights(3, 5, 0.15)
+    >>> tuple(w.shape), round(float(w.sum()), 6), int(w.argmax()) == 7
+    ((3, 5), 1.0, True)
+    """
+    u = (torch.arange(h, dtype=dtype) + 0.5) / h - 0.5
+    v = (torch.arange(w, dtype=dtype) + 0.5) / w - 0.5
+    g = torch.exp(-(u[:, None] ** 2 + v[None, :] ** 2) / (2.0 * sigma * sigma))
+    return g / g.sum()
 
 
 def min_hole_input(n_stages: int = 4) -> int:

@@ -244,6 +244,27 @@ def export_square_classifier(module: torch.nn.Module, out_dir: Path, prefix: str
     return {"architecture": arch, "parts": parts}
 
 
+def _centre_pool(g: _Graph, x: str, sigma: float) -> str:
+    """N×C: the mean of x (N×C×h×w) weighted by the Gaussian of
+    export.arch_classifiers.centre_weights, built in the graph from x's shape (any h, w)."""
+    shape = g.op("Cast", [g.op("Shape", [x])], to=TensorProto.FLOAT)
+    half = g.const("half", np.array([0.5], np.float32))
+
+    def coords(axis: int) -> str:  # (k + 0.5) / n − 0.5, k = 0..n−1
+        n = g.op("Gather", [shape, g.const(f"axis{axis}", np.array([axis], np.int64))], axis=0)
+        k = g.op("Range", [g.const(f"zero{axis}", np.array(0.0, np.float32)), g.op("Squeeze", [n]),
+                           g.const(f"one{axis}", np.array(1.0, np.float32))])
+        return g.op("Sub", [g.op("Div", [g.op("Add", [k, half]), n]), half])
+
+    u, v = coords(2), coords(3)
+    u2 = g.op("Unsqueeze", [g.op("Mul", [u, u]), g.const("ax_last", np.array([1], np.int64))])  # h×1
+    d2 = g.op("Add", [u2, g.op("Mul", [v, v])])  # h×w
+    e = g.op("Exp", [g.op("Mul", [d2, g.const("neg_inv_2s2", np.array(-0.5 / (sigma * sigma), np.float32))])])
+    wts = g.op("Div", [e, g.op("ReduceSum", [e], keepdims=1)])
+    ax_hw = g.const("axes_hw", np.array([2, 3], np.int64))
+    return g.op("ReduceSum", [g.op("Mul", [x, wts]), ax_hw], keepdims=0)
+
+
 def export_hole_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) -> dict:
     """Export an export.arch_classifiers.HoleClassifier (any width / depth) to ``out_dir``.
 
@@ -261,7 +282,10 @@ def export_hole_classifier(module: torch.nn.Module, out_dir: Path, prefix: str) 
                                   pool_pad=default(HoleClassifierArch, "pool").padding)
 
     def head(g: _Graph, x: str) -> None:
-        m = g.op("ReduceMean", [x], axes=[2, 3], keepdims=0)
+        if getattr(module, "pooling", "mean") == "centre":
+            m = _centre_pool(g, x, module.centre_sigma)
+        else:
+            m = g.op("ReduceMean", [x], axes=[2, 3], keepdims=0)
         g.op("Gemm", [m, g.const("final_weight", fw), g.const("final_bias", fb)], "logit", transB=1)
         g.outputs.append(_vi("logit", ["N", 1]))
 

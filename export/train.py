@@ -16,6 +16,10 @@ recipe of docs/OWN_MODELS.md: U-Net 3900 steps, hole CNN 20 epochs with cosine d
 `--hole-schedule cosine`), and after training the
 U-Net's `last` bias is shifted by a constant chosen on held-out synthetic images so that
 the runtime's fixed mask threshold (sigmoid > 1e-4) gives the best hole-centroid F1.
+Hole-classifier experiments (off by default; docs/OWN_MODELS.md "Gold film and the hole
+classifier's head"): `--hole-pooling centre` (Gaussian-weighted pooling about the crop
+centre, same ONNX contract) and `--hole-gold-extra F` (a fraction F of the training images
+forced to gold film).
 
 Training data are exactly what the runtime pipelines feed the networks: square crops from
 `ptolemy_rt.lowmag.locate_squares` + `prepared_crop` (240×240, normalised by the in-mask
@@ -64,7 +68,14 @@ DEFAULTS = {
     "unet_target_fraction": 0.5, "unet_target_min": 6.0, "calib_images": 12, "unet_init": "",
     "unet_sigma_max": 6.0, "unet_lr": 1e-3, "hole_lr": 1e-3, "hole_init": "",
     "hole_channels": 16, "hole_schedule": "constant",
+    "hole_pooling": "mean", "hole_centre_sigma": 0.15, "hole_gold_extra": 0.0,
 }
+#: hole classifier heads (arch_classifiers.HoleClassifier pooling): "mean" over the whole last
+#: feature map (the shipped v1 set), or "centre" (Gaussian-weighted about the crop centre,
+#: sigma hole_centre_sigma × the map side: mostly the hole's inside, docs/OWN_MODELS.md
+#: "Gold film and the hole classifier's head (session 9)"). Both export to the same ONNX
+#: roles and inputs/outputs; the runtime needs no change.
+HOLE_POOLINGS = ("mean", "centre")
 #: learning-rate schedules of the classifiers: constant, or cosine decay over all steps from
 #: the rate to COSINE_FLOOR × the rate
 SCHEDULES = ("constant", "cosine")
@@ -215,12 +226,29 @@ def hole_groups(img: np.ndarray, centres_xy, label_of_points, models=None) -> li
     return [(np.stack([crops[k] for k in idx]).astype(np.float16), lab[idx]) for idx in groups.values()]
 
 
-def hole_data_synthetic(seeds) -> list[tuple[np.ndarray, np.ndarray]]:
+def gold_forced(seed: int, gold_extra: float) -> bool:
+    """Whether training image `seed` is drawn on gold film by force (`--hole-gold-extra`):
+    a fixed draw per seed, true for a fraction gold_extra of the seeds; the other images keep
+    the generator's own film (20 % gold), so they equal the default recipe's images.
+
+    >>> gold_forced(100_000, 0.0), gold_forced(100_000, 1.0)
+    (False, True)
+    >>> round(float(np.mean([gold_forced(s, 0.4) for s in range(1000)])), 1)
+    0.4
+    """
+    return gold_extra > 0 and bool(np.random.default_rng([int(seed), 17]).random() < gold_extra)
+
+
+def hole_data_synthetic(seeds, gold_extra: float = 0.0, films: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Hole crops (`hole_groups`) of synthetic images `seeds`; gold_extra: see `gold_forced`
+    (0: the generator's own film mix). films: when a list, the film material ("carbon" or
+    "gold") of each returned group is appended to it."""
     from ptolemy_rt import synthetic
 
     out = []
     for s in seeds:
-        img, truth, ids, _ = synthetic.medmag_with_ids(int(s))
+        kw = {"film_material": "gold"} if gold_forced(s, gold_extra) else {}
+        img, truth, ids, par = synthetic.medmag_with_ids(int(s), **kw)
         h, w = ids.shape
         cents = [t.center for t in truth if 0 <= t.center[0] < w and 0 <= t.center[1] < h
                  and ids[int(t.center[1]), int(t.center[0])] == t.id]
@@ -231,7 +259,10 @@ def hole_data_synthetic(seeds) -> list[tuple[np.ndarray, np.ndarray]]:
             k = ids[r, c]
             return np.array([float(truth[i - 1].good) if i > 0 else 0.0 for i in k], np.float32)
 
-        out += hole_groups(img, cents, label_of)
+        groups = hole_groups(img, cents, label_of)
+        if films is not None:
+            films += [par["film_material"]] * len(groups)
+        out += groups
     return out
 
 
@@ -323,7 +354,7 @@ def train_classifier(key: str, data, epochs: int, seed: int, batch_max: int | No
     rng = np.random.default_rng([seed, 11])
     a = arch or ARCH[key]
     net = (SquareClassifier(a["channels"], tuple(a["kernels"]), a["head_kernel"]) if key == "square_classifier"
-           else HoleClassifier(a["channels"], a["n_stages"]))
+           else HoleClassifier(a["channels"], a["n_stages"], a.get("pooling", "mean"), a.get("centre_sigma", 0.15)))
     if init:
         net.load_state_dict(torch.load(init, map_location="cpu")["state"])
     opt = torch.optim.Adam(net.parameters(), lr=lr)
@@ -555,11 +586,15 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
                 data = sum((hole_data_labelled(d) for d in med), [])
                 spec = {"source": "labelled", "folders": [str(d.root) for d in med]}
             else:
-                data = hole_data_synthetic(_seeds(seed, cfg["hole_images"], 100_000))
+                data = hole_data_synthetic(_seeds(seed, cfg["hole_images"], 100_000), cfg["hole_gold_extra"])
                 spec = {"source": "synthetic", "generator": "ptolemy_rt.synthetic.medmag_image", "shape": [1024, 1440],
                         "seeds": f"{seed}*10^6 + 100000 + 0..{cfg['hole_images'] - 1}"}
+                if cfg["hole_gold_extra"] > 0:
+                    spec["gold_extra"] = cfg["hole_gold_extra"]  # train.gold_forced
             train, val = _split(data)
             arch = {**ARCH[key], "channels": cfg["hole_channels"]}
+            if cfg["hole_pooling"] != "mean":  # the v1 recipe's arch block stays as it was
+                arch.update(pooling=cfg["hole_pooling"], centre_sigma=cfg["hole_centre_sigma"])
             _log(f"hole data: {sum(len(l) for _, l in data)} crops in {len(data)} groups "
                  f"({time.perf_counter() - t0:.0f} s), positives {np.mean(np.concatenate([l for _, l in data])):.2f}")
             net, info = train_classifier(key, train, cfg["hole_epochs"], seed, batch_max=cfg["hole_batch"], val=val,
@@ -567,6 +602,8 @@ def run(out: Path, seed: int, only: list[str], datas: list[Path], cfg: dict) -> 
                                          arch=arch)
             if cfg["hole_init"]:
                 info["init"] = {"from": cfg["hole_init"], "info": torch.load(cfg["hole_init"])["info"]}
+            if "pooling" in arch:  # recorded in the manifest's training block (the ONNX head carries it)
+                info.update(pooling=arch["pooling"], centre_sigma=arch["centre_sigma"])
         elif key == "hole_unet":
             if med:
                 pool = sum((unet_pool_labelled(d, cfg["unet_target_fraction"], cfg["unet_target_min"])
@@ -640,7 +677,7 @@ def export(out: Path) -> Path:
             net = SquareClassifier(a["channels"], tuple(a["kernels"]), a["head_kernel"])
             fn = export_square_classifier
         elif key == "hole_classifier":
-            net = HoleClassifier(a["channels"], a["n_stages"])
+            net = HoleClassifier(a["channels"], a["n_stages"], a.get("pooling", "mean"), a.get("centre_sigma", 0.15))
             fn = export_hole_classifier
         else:
             net = UNet(a["channels"], a["depth"])
@@ -689,6 +726,12 @@ def main(argv=None) -> int:
             ap.error(f"--{k.replace('_', '-')} {cfg[k]}: no such checkpoint file")
     if cfg["hole_schedule"] not in SCHEDULES:
         ap.error(f"--hole-schedule must be one of {', '.join(SCHEDULES)}, got {cfg['hole_schedule']!r}")
+    if cfg["hole_pooling"] not in HOLE_POOLINGS:
+        ap.error(f"--hole-pooling must be one of {', '.join(HOLE_POOLINGS)}, got {cfg['hole_pooling']!r}")
+    if not 0.0 <= cfg["hole_gold_extra"] <= 1.0:
+        ap.error(f"--hole-gold-extra must be in [0, 1], got {cfg['hole_gold_extra']}")
+    if not cfg["hole_centre_sigma"] > 0:
+        ap.error(f"--hole-centre-sigma must be > 0, got {cfg['hole_centre_sigma']}")
     if cfg["hole_channels"] < 1:
         ap.error(f"--hole-channels must be >= 1, got {cfg['hole_channels']}")
     for k in ("unet_lr", "hole_lr", "unet_sigma_max"):

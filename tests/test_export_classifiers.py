@@ -251,6 +251,38 @@ def test_export_is_deterministic(tmp_path):
         assert (tmp_path / "a" / n).read_bytes() == (tmp_path / "b" / n).read_bytes(), n
 
 
+@pytest.mark.parametrize("regime", ["published", "running"])
+def test_centre_pooled_hole_head_exports_with_the_same_contract(tmp_path, monkeypatch, regime):
+    """pooling="centre" (Gaussian-weighted mean about the map centre) exports to the same
+    roles, inputs and outputs; the runtime's scores match torch for several crop shapes, and
+    the head reads the centre: changing only a crop's border moves its logit less than with
+    the mean head."""
+    torch.manual_seed(1)
+    heads = {p: _randomise_bn(HoleClassifier(channels=8, pooling=p), 6).eval() for p in ("mean", "centre")}
+    heads["centre"].load_state_dict(heads["mean"].state_dict())
+    for p, m in heads.items():
+        d = tmp_path / p
+        spec = {"hole_classifier": export_hole_classifier(m, d, "hole_classifier")}
+        write_manifest(d, p, spec, "test", "test")
+    monkeypatch.setenv("PTOLEMY_MODELS_DIR", str(tmp_path))
+    sets = {p: load_model_set(p) for p in heads}
+    spec_of = {p: ms.spec.models.hole_classifier for p, ms in sets.items()}
+    assert spec_of["mean"].architecture == spec_of["centre"].architecture
+    assert {r: (q.inputs, q.outputs) for r, q in spec_of["mean"].parts.items()} == \
+        {r: (q.inputs, q.outputs) for r, q in spec_of["centre"].parts.items()}
+    rng = np.random.default_rng(3)
+    for shape in ((63, 63), (150, 210), (256, 256)):
+        x = rng.standard_normal((4,) + shape).astype(np.float32)
+        _check(f"centre/{regime}/{shape}", _ort_logits(sets["centre"], "hole_classifier", x, regime),
+               _torch_logits(heads["centre"], x, regime))
+    x = rng.standard_normal((4, 256, 256)).astype(np.float32)
+    y = x.copy()
+    y[:, :48], y[:, -48:], y[:, :, :48], y[:, :, -48:] = 3.0, 3.0, 3.0, 3.0
+    moved = {p: float(np.abs(_torch_logits(m, y, regime) - _torch_logits(m, x, regime)).mean())
+             for p, m in heads.items()}
+    assert moved["centre"] < 0.5 * moved["mean"], moved
+
+
 def test_runtime_does_not_import_torch():
     import ast
     from pathlib import Path

@@ -93,17 +93,23 @@ def test_fine_tune_steps_record_their_start_and_refuse_missing_checkpoints(tmp_p
 
 
 def test_hole_classifier_options_are_recorded_and_bad_values_refused(tmp_path):
-    """`--hole-channels` sets the trained (and exported) width, `--hole-schedule cosine` is
-    written to the step's record; an unknown schedule or a width < 1 is a usage error (exit 2)."""
+    """`--hole-channels` sets the trained (and exported) width, `--hole-schedule cosine`,
+    `--hole-pooling centre` / `--hole-centre-sigma` and `--hole-gold-extra` are written to the
+    step's record; an unknown schedule or head, a width < 1, a gold fraction outside [0, 1]
+    or a sigma ≤ 0 is a usage error (exit 2)."""
     torch = pytest.importorskip("torch")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.run([sys.executable, "-m", "export.train", "--out", str(tmp_path / "toy"), "--seed", "3", *TOY,
-                           "--only", "hole_classifier", "--hole-channels", "8", "--hole-schedule", "cosine"],
+                           "--only", "hole_classifier", "--hole-channels", "8", "--hole-schedule", "cosine",
+                           "--hole-pooling", "centre", "--hole-centre-sigma", "0.2", "--hole-gold-extra", "1"],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-1500:]
     ck = torch.load(tmp_path / "build" / "train-cache" / "hole_classifier.pt", map_location="cpu")
     assert ck["arch"]["channels"] == 8 and ck["state"]["convs.1.weight"].shape[:2] == (8, 8)
     assert ck["arch"]["crop_normalisation"] == "image"
     assert ck["info"]["schedule"] == "cosine" and ck["info"]["steps"] > 0
-    for bad in (["--hole-schedule", "linear"], ["--hole-channels", "0"]):
+    assert ck["arch"]["pooling"] == "centre" and ck["arch"]["centre_sigma"] == 0.2
+    assert ck["info"]["pooling"] == "centre" and ck["info"]["data"]["gold_extra"] == 1.0
+    for bad in (["--hole-schedule", "linear"], ["--hole-channels", "0"], ["--hole-pooling", "max"],
+                ["--hole-gold-extra", "1.5"], ["--hole-centre-sigma", "0"]):
         _assert_usage_error(tmp_path, env, bad)
