@@ -942,7 +942,9 @@ class ScaleDecision:
         Lattice period in the input image the factor was computed from, px.
     source : str
         "measured" (the image's own lattice), "metadata" (pixel size × hole pitch),
-        or "none" (no confident lattice and no metadata: not resampled).
+        "none" (no confident lattice and no metadata: not resampled), or `WEAK_SOURCE`
+        (`weak_decision`: a lattice below the confident quality, tried because the image as
+        it is gave no holes).
     measured : LatticeScale or None
         The measurement (always attempted).
     expected_px : float or None
