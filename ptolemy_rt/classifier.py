@@ -233,7 +233,18 @@ def score_crops(models: ModelSet, key: str, n: int, get_crop: Callable[[int], np
     False
     """
     z = logits(models, key, n, get_crop, batchnorm, pooled_ram_budget=pooled_ram_budget, run_budget=run_budget)
-    return np.exp(-np.logaddexp(0.0, -z))
+    return sigmoid(z)
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + e^−z) in float64, without overflow: the score of a logit.
+
+    Examples
+    --------
+    >>> sigmoid(np.array([0.0, 800.0, -800.0])).tolist()
+    [0.5, 1.0, 0.0]
+    """
+    return np.exp(-np.logaddexp(0.0, -np.asarray(z, dtype=np.float64)))
 
 
 def _logits_running(models, key, arch, n, get_crop, run_budget) -> np.ndarray:

@@ -832,6 +832,29 @@ def crop_normalisation(models) -> str:
     return models.model(HOLE_KEY).architecture.crop_normalisation
 
 
+def score_fusion(models):
+    """A model set's hole score fusion (`modelspec.ScoreFusionSpec`, ptolemy_rt/hole_features.py),
+    or None: the score is the classifier's alone (published; every set without the declaration).
+
+    Parameters
+    ----------
+    models : models.ModelSet or None
+
+    Returns
+    -------
+    modelspec.ScoreFusionSpec or None
+
+    Examples
+    --------
+    >>> from ptolemy_rt.models import load_model_set
+    >>> score_fusion(None), score_fusion(load_model_set("ptolemy-rt-synth-v1"))
+    (None, None)
+    """
+    if models is None or not models.has(HOLE_KEY):
+        return None
+    return models.model(HOLE_KEY).score_fusion
+
+
 def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str = "published",
                 norm: tuple[float, float] | None = None, crops: dict | None = None) -> np.ndarray:
     """Hole classifier scores of the crops `boxes` of the rotated image.
@@ -841,7 +864,10 @@ def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str =
     same shape they are scored in one batch (shared BatchNorm statistics); otherwise each crop
     is scored alone. A model set declaring `bn_batches` "shape" (`bn_batches`) gets one batch
     per crop shape instead, as it was trained. Running regime: crops are independent; equal
-    shapes share a call.
+    shapes share a call. A set declaring a score fusion (`score_fusion`) scores
+    sigmoid(`hole_features.fused_logits`) of the classifier's logits (either regime) and of
+    hand features of the same prepared crops, each relative to all `boxes` of the call (one
+    image), so in that case no score is independent of the other crops.
 
     Parameters
     ----------
@@ -883,11 +909,15 @@ def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str =
     >>> sorted((k, v.shape) for k, v in crops.items())
     [(0, (63, 63)), (1, (63, 63)), (2, (63, 63))]
     """
-    from .classifier import score_crops
+    from .classifier import logits, score_crops, sigmoid
+    from .hole_features import CROP_STATS, crop_stats, fused_logits
 
     b = np.asarray(boxes, dtype=np.int64).reshape(-1, 4)
     scores = np.zeros(len(b), dtype=np.float64)
     min_side = MIN_CROP_PX if models is None else models.model(HOLE_KEY).architecture.min_input
+    fusion = score_fusion(models)
+    # with a score fusion: the classifier's logits, then the fused score over all crops
+    stats = None if fusion is None else np.zeros((len(b), len(CROP_STATS)), dtype=np.float64)
     groups: dict[tuple[int, int], list[int]] = {}
     for k, (r0, c0, r1, c1) in enumerate(b):
         groups.setdefault((int(r1 - r0), int(c1 - c0)), []).append(k)
@@ -902,9 +932,16 @@ def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str =
             crop = prepare_crop(rotated[r0:r1, c0:c1], norm, min_side)
             if crops is not None:
                 crops[idx[i]] = crop
+            if stats is not None:
+                stats[idx[i]] = crop_stats(crop)
             return crop
 
-        scores[idx] = score_crops(models, HOLE_KEY, len(idx), get_crop, batchnorm)
+        if fusion is None:
+            scores[idx] = score_crops(models, HOLE_KEY, len(idx), get_crop, batchnorm)
+        else:
+            scores[idx] = logits(models, HOLE_KEY, len(idx), get_crop, batchnorm)
+    if fusion is not None and len(b):
+        scores = sigmoid(fused_logits(fusion, scores, stats))
     return scores
 
 

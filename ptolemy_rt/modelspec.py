@@ -14,7 +14,8 @@ Classes (JSON object → class)::
     ModelSetSpec            the whole manifest
       .models: ModelsSpec   one optional entry per model key (MODEL_KEYS)
         .square_classifier: SquareClassifierModel (.architecture: SquareClassifierArch)
-        .hole_classifier:   HoleClassifierModel   (.architecture: HoleClassifierArch)
+        .hole_classifier:   HoleClassifierModel   (.architecture: HoleClassifierArch,
+                                                   .score_fusion: ScoreFusionSpec | None)
         .hole_unet:         HoleUnetModel         (.architecture: UnetArch)
           .parts: {role: PartSpec}, .source: SourceSpec | None
       .pipeline: PipelineSpec   pipeline choices of the set (lattice search)
@@ -55,6 +56,9 @@ LATTICE_MODES = ("square", "oblique")
 BN_BATCHES = ("published", "shape")
 #: normalisation of hole crops (`HoleClassifierArch.crop_normalisation`)
 CROP_NORMALISATIONS = ("crop", "image")
+#: features a hole score fusion may weigh (`ScoreFusionSpec`; defined in ptolemy_rt/hole_features.py):
+#: the classifier's logit and three hand features of the crop relative to the image's crops
+FUSION_FEATURES = ("cnn_logit", "level_dev", "contrast_dev", "log_texture")
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -427,8 +431,34 @@ class SquareClassifierModel(_Model):
 
 
 @dataclass(frozen=True, kw_only=True)
+class ScoreFusionSpec(_Spec):
+    """Late fusion of the hole classifier's logit with hand features of the same crops
+    (ptolemy_rt/hole_features.py): score = sigmoid(bias + Σ weights[k] · features[k])."""
+
+    features: tuple[str, ...] = decl(doc=f"feature names, each one of {', '.join(FUSION_FEATURES)}")
+    weights: tuple[float, ...] = decl(doc="one weight per feature (per unit of the feature)")
+    bias: float = decl(doc="added to the weighted sum (logit units)")
+
+    def _check(self) -> None:
+        if not self.features:
+            raise SpecProblem("features", "empty")
+        for i, f in enumerate(self.features):
+            if f not in FUSION_FEATURES:
+                raise SpecProblem(f"features[{i}]", f"{f!r} is not one of {', '.join(map(repr, FUSION_FEATURES))}")
+        if len(set(self.features)) != len(self.features):
+            raise SpecProblem("features", "a feature is named twice")
+        if len(self.weights) != len(self.features):
+            raise SpecProblem("weights", f"{len(self.weights)} weights for {len(self.features)} features")
+        for i, w in enumerate(self.weights + (self.bias,)):
+            if not -1e6 < w < 1e6:  # also refuses NaN
+                raise SpecProblem("bias" if i == len(self.weights) else f"weights[{i}]", f"{w!r} is not a finite number")
+
+
+@dataclass(frozen=True, kw_only=True)
 class HoleClassifierModel(_Model):
     architecture: HoleClassifierArch = decl(doc="network layout")
+    score_fusion: ScoreFusionSpec | None = decl(None, doc="hole score = the classifier's alone (null) or its "
+                                                          "fusion with hand features of the crops")
 
 
 @dataclass(frozen=True, kw_only=True)
