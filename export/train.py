@@ -5,6 +5,8 @@ hole U-Net) on synthetic data or a labelled folder, then export it to ONNX + man
     python -m export.train --out DIR --data LABELLED_DIR [--data DIR2]  (real sessions)
     python -m export.train --out DIR --only unet                        (one model; the
         others are taken from the cache of an earlier run, build/train-cache/)
+    python -m export.train --only hole_fusion --fusion-base SET_DIR --out DIR
+        (hole score fusion for SET_DIR's hole classifier: DIR = that set + score_fusion)
 
 Recipes (docs/ALGORITHM.md#training, paper appendix B): Adam (default hyper-parameters), binary cross-entropy;
 random 90° rotations for all models; U-Net: positive-class weight 100, bias of `last`
@@ -27,7 +29,8 @@ mean/std; one BatchNorm batch = all squares of one atlas, as the published regim
 crops from `ptolemy_rt.medmag.layout_holes` on a mask of the true hole centres (crops of
 the lattice-aligned rotated image, normalised by the whole image's mean/std; one batch =
 one image's crops of equal shape), U-Net patches of the whole-image-normalised image (`medmag.normalise`).
-Synthetic seeds: training  seed·10⁶ + i (i < 10⁶), calibration seed·10⁶ + 900 000 + i;
+Synthetic seeds: training  seed·10⁶ + i (i < 10⁶; square atlases + 0, hole crops + 100 000, U-Net + 200 000, hole
+score fusion + 300 000), calibration seed·10⁶ + 900 000 + i;
 the evaluation set (`export.evalset`) uses seeds ≥ 9·10⁶, disjoint for seeds 0..8.
 Reproducible from --seed (torch.manual_seed, numpy Generators, deterministic data).
 """
@@ -43,6 +46,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from ptolemy_rt.hole_features import HAND_FEATURES
 
 #: trained states between the steps of a recipe (PTOLEMY_TRAIN_CACHE: another folder, e.g. to
 #: rerun a step for a reproduction check without touching the committed set's states)
@@ -69,6 +74,7 @@ DEFAULTS = {
     "unet_sigma_max": 6.0, "unet_lr": 1e-3, "hole_lr": 1e-3, "hole_init": "",
     "hole_channels": 16, "hole_schedule": "constant",
     "hole_pooling": "mean", "hole_centre_sigma": 0.15, "hole_gold_extra": 0.0,
+    "fusion_images": 250,
 }
 #: hole classifier heads (arch_classifiers.HoleClassifier pooling): "mean" over the whole last
 #: feature map (the shipped v1 set), or "centre" (Gaussian-weighted about the crop centre,
@@ -86,6 +92,16 @@ COSINE_FLOOR = 0.01
 #: hole_pitch_px / tolerance: the U-Net's training pitches, 180-420 px (synthetic.medmag_image's
 #: default scale choice), as a geometric centre and band: sqrt(180*420) = 275, 420/275 = 1.53
 PIPELINE = {"lattice": "oblique", "hole_pitch_px": 275.0, "hole_pitch_tolerance": 0.53}
+#: hole score fusion (`--only hole_fusion`, ptolemy_rt/hole_features.py, docs/OWN_MODELS.md
+#: "Gold film: late fusion of the hole score (session 10)"): the hand features next to the
+#: classifier's logit (HAND_FEATURES, defined there), the L2 weight of the logistic fit (on standardised features) and the
+#: held-out images its AUCs are measured on: (first seed, images, forced to gold film)
+FUSION_L2 = 1e-3
+#: the fusion is fitted on images the classifier never saw (seed·10⁶ + FUSION_OFFSET + i): on
+#: its own training images the classifier's logit is over-confident (gold AUC 0.85 there
+#: against 0.68 held out), so a fit there over-weights it
+FUSION_OFFSET = 300_000
+FUSION_EVAL = {"mix": (7_000_000, 150, False), "gold": (7_500_000, 40, True)}
 UNET_POS_WEIGHT = 100.0
 #: px²: mask components smaller than this are dropped at run time (own U-Net speckles; the
 #: published set has no such filter). 50-500 all give 17/17 holes on the real example.
@@ -178,7 +194,8 @@ def centre_mask(shape, centres_xy, radius) -> np.ndarray:
     return m
 
 
-def hole_groups(img: np.ndarray, centres_xy, label_of_points, models=None) -> list[tuple[np.ndarray, np.ndarray]]:
+def hole_groups(img: np.ndarray, centres_xy, label_of_points, models=None,
+                features: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Hole-classifier training crops, cut by the shipped medium-mag pipeline.
 
     models None (the recipe): the hole mask is made from the known hole centres (discs of
@@ -192,7 +209,10 @@ def hole_groups(img: np.ndarray, centres_xy, label_of_points, models=None) -> li
 
     label_of_points(points n×2 (row, col) px of the input image) -> labels (float32, NaN =
     unknown, dropped). Boxes under 8 px a side are dropped. Returns [(crops float16 n×h×w,
-    labels)] per crop shape, shapes in order of first appearance.
+    labels)] per crop shape, shapes in order of first appearance. features: when a list, the
+    hand features of each returned group's crops (n × 3 float64: `HAND_FEATURES`, from the
+    float32 crops, each relative to all the image's crops as `medmag.score_holes` makes them,
+    ptolemy_rt/hole_features.py) are appended to it, one array per group.
     """
     from ptolemy_rt import geometry, medmag
     from ptolemy_rt.core import clamp_negatives
@@ -221,8 +241,14 @@ def hole_groups(img: np.ndarray, centres_xy, label_of_points, models=None) -> li
     if crops is None and groups:
         rot = geometry.rotate_image(pix, -lay.angle_deg)
         norm = medmag.image_norm(pix) if ARCH["hole_classifier"].get("crop_normalisation") == "image" else None
-        crops = {k: medmag.prepare_crop(rot[b[0]:b[2], b[1]:b[3]], norm)
-                 for idx in groups.values() for k, b in zip(idx, lay.boxes[idx])}
+        every = range(len(lay.boxes)) if features is not None else [k for idx in groups.values() for k in idx]
+        crops = {k: medmag.prepare_crop(rot[b[0]:b[2], b[1]:b[3]], norm) for k, b in zip(every, lay.boxes[every])}
+    if features is not None and groups:  # over all the image's crops, as the runtime
+        from ptolemy_rt import hole_features
+
+        cols = hole_features.image_features(np.stack([hole_features.crop_stats(crops[k]) for k in range(len(lay.boxes))]))
+        table = np.stack([cols[n] for n in HAND_FEATURES], axis=1)
+        features += [table[idx] for idx in groups.values()]
     return [(np.stack([crops[k] for k in idx]).astype(np.float16), lab[idx]) for idx in groups.values()]
 
 
@@ -239,10 +265,11 @@ def gold_forced(seed: int, gold_extra: float) -> bool:
     return gold_extra > 0 and bool(np.random.default_rng([int(seed), 17]).random() < gold_extra)
 
 
-def hole_data_synthetic(seeds, gold_extra: float = 0.0, films: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+def hole_data_synthetic(seeds, gold_extra: float = 0.0, films: list | None = None,
+                        features: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Hole crops (`hole_groups`) of synthetic images `seeds`; gold_extra: see `gold_forced`
     (0: the generator's own film mix). films: when a list, the film material ("carbon" or
-    "gold") of each returned group is appended to it."""
+    "gold") of each returned group is appended to it; features: see `hole_groups`."""
     from ptolemy_rt import synthetic
 
     out = []
@@ -259,17 +286,17 @@ def hole_data_synthetic(seeds, gold_extra: float = 0.0, films: list | None = Non
             k = ids[r, c]
             return np.array([float(truth[i - 1].good) if i > 0 else 0.0 for i in k], np.float32)
 
-        groups = hole_groups(img, cents, label_of)
+        groups = hole_groups(img, cents, label_of, features=features)
         if films is not None:
             films += [par["film_material"]] * len(groups)
         out += groups
     return out
 
 
-def hole_data_labelled(ds) -> list[tuple[np.ndarray, np.ndarray]]:
+def hole_data_labelled(ds, features: list | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
     """Hole crops of a labelled medmag folder; the mask is made from the labelled points.
     A lattice point is positive when it lies within a good point's radius (default: 1/4 of
-    the lattice spacing ~ half a hole radius)."""
+    the lattice spacing ~ half a hole radius). features: see `hole_groups`."""
     out = []
     for item in ds.images:
         img = item.load().pixels
@@ -286,7 +313,7 @@ def hole_data_labelled(ds) -> list[tuple[np.ndarray, np.ndarray]]:
             lab[hit] = item.good[j[hit]].astype(np.float32)
             return lab
 
-        out += hole_groups(img, [tuple(p) for p in pts], label_of)
+        out += hole_groups(img, [tuple(p) for p in pts], label_of, features=features)
     return out
 
 
@@ -326,6 +353,151 @@ def roc_auc(y, s) -> float:
     from ptolemy_rt.evaluate import roc_auc as f
 
     return f(np.asarray(y), np.asarray(s))
+
+
+def auc_by_film(y, s, films) -> dict:
+    """ROC AUC of scores s for labels y: {"carbon", "gold", "all"} (films: per-crop material;
+    a film without both classes is left out)."""
+    y, s, films = np.asarray(y), np.asarray(s), np.asarray(films)
+    out = {}
+    for name, m in (("carbon", films == "carbon"), ("gold", films == "gold"), ("all", np.ones(len(y), bool))):
+        if m.any() and 0 < y[m].sum() < m.sum():
+            out[name] = round(roc_auc(y[m], s[m]), 4)
+    return out
+
+
+# ------------------------------------------------------------------------------- score fusion
+
+def set_logits(models, data, batchnorm: str = "published") -> np.ndarray:
+    """The hole classifier logits of a model set (runtime ONNX path, `classifier.logits`) for
+    every crop of `data` ([(crops, labels)] groups), one BatchNorm batch per group (one image's
+    crops of one shape: what `medmag.score_holes` does for a set declaring bn_batches "shape")."""
+    from ptolemy_rt import classifier, medmag
+
+    if medmag.bn_batches(models) != "shape":
+        raise SystemExit("hole_fusion: the base set's hole classifier must declare bn_batches 'shape'")
+    return np.concatenate([classifier.logits(models, medmag.HOLE_KEY, len(lab),
+                                             lambda i, c=crops: c[i].astype(np.float32), batchnorm)
+                           for crops, lab in data]) if data else np.zeros(0)
+
+
+def fit_fusion(x: np.ndarray, y: np.ndarray, l2: float = FUSION_L2) -> tuple[tuple[float, ...], float]:
+    """L2-regularised logistic regression of labels y (0/1) on the columns of x (n × k), fitted
+    on standardised columns (scipy L-BFGS, the bias not penalised); returns (weights, bias) on
+    the raw columns (`hole_features.standardised_to_raw`)."""
+    from scipy.optimize import minimize
+
+    from ptolemy_rt.hole_features import standardised_to_raw
+
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    mu, sd = x.mean(0), x.std(0)
+    sd = np.where(sd > 0, sd, 1.0)
+    xa = np.hstack([(x - mu) / sd, np.ones((len(x), 1))])
+
+    def loss(w):
+        t = xa @ w
+        g = xa.T @ (np.exp(-np.logaddexp(0.0, -t)) - y) / len(y)
+        return (np.logaddexp(0.0, t) - y * t).mean() + l2 * np.sum(w[:-1] ** 2), g + np.r_[2 * l2 * w[:-1], 0.0]
+
+    w = minimize(loss, np.zeros(x.shape[1] + 1), jac=True, method="L-BFGS-B").x
+    return standardised_to_raw(w[:-1], w[-1], mu, sd)
+
+
+def fusion_data(models, seeds, gold_extra: float = 0.0, datas=()):
+    """(cnn logits published, cnn logits running, hand features n×3, labels, films) of the
+    hole crops of synthetic images `seeds` (or of the labelled medmag folders `datas`)."""
+    films, feats = [], []
+    if datas:
+        data = []
+        for d in datas:
+            data += hole_data_labelled(d, features=feats)
+        films = ["labelled"] * len(data)
+    else:
+        data = hole_data_synthetic(seeds, gold_extra, films, features=feats)
+    y = np.concatenate([lab for _, lab in data]) if data else np.zeros(0, np.float32)
+    fl = np.concatenate([[f] * len(lab) for f, (_, lab) in zip(films, data)]) if data else np.zeros(0, str)
+    return (set_logits(models, data), set_logits(models, data, "running"),
+            np.concatenate(feats) if feats else np.zeros((0, len(HAND_FEATURES))), y, fl)
+
+
+def run_hole_fusion(out: Path, base: Path, seed: int, cfg: dict, datas: list[Path]) -> Path:
+    """`--only hole_fusion`: fit the hole score fusion (`fit_fusion` over "cnn_logit" and
+    `HAND_FEATURES`) for the hole classifier of the exported set `base` on synthetic images
+    the classifier did not see (seed·10⁶ + FUSION_OFFSET + i, i < fusion_images; or the
+    labelled medmag folders), measure it on `FUSION_EVAL`, and write the set `out` (named
+    after its folder): base's part files and manifest plus ``hole_classifier.score_fusion``
+    and a training record ``hole_fusion``."""
+    import shutil
+
+    from ptolemy_rt.hole_features import fusion_logits
+    from ptolemy_rt.labels import read_dataset
+    from ptolemy_rt.models import ModelSet
+    from ptolemy_rt.modelspec import ScoreFusionSpec, manifest_text, read_manifest, to_json
+
+    from .manifest import sha256_file
+
+    base, out = Path(base), Path(out)
+    if base.resolve() == out.resolve():
+        raise SystemExit(f"hole_fusion: --out {out} is the base set itself (--fusion-base)")
+    spec = read_manifest(base / "manifest.json")
+    models = ModelSet(spec.name, base, spec)
+    hc = spec.models.hole_classifier
+    if hc is None:
+        raise SystemExit(f"hole_fusion: {base} has no hole classifier")
+    for role, part in hc.parts.items():
+        if sha256_file(base / part.file) != part.sha256:
+            raise SystemExit(f"hole_fusion: {base / part.file}: sha256 differs from the manifest")
+    med = [d for d in (read_dataset(d) for d in datas) if d.kind == "medmag"]
+    names = ("cnn_logit",) + HAND_FEATURES
+    t0 = time.perf_counter()
+    if med:
+        z, z_run, f, y, fl = fusion_data(models, [], datas=med)
+        data_spec = {"source": "labelled", "folders": [str(d.root) for d in med]}
+    else:
+        z, z_run, f, y, fl = fusion_data(models, _seeds(seed, cfg["fusion_images"], FUSION_OFFSET),
+                                         cfg["hole_gold_extra"])
+        data_spec = {"source": "synthetic", "generator": "ptolemy_rt.synthetic.medmag_image", "shape": [1024, 1440],
+                     "seeds": f"{seed}*10^6 + {FUSION_OFFSET} + 0..{cfg['fusion_images'] - 1}"}
+        if cfg["hole_gold_extra"] > 0:
+            data_spec["gold_extra"] = cfg["hole_gold_extra"]
+    _log(f"hole_fusion data: {len(y)} crops, positives {y.mean():.2f} ({time.perf_counter() - t0:.0f} s)")
+    weights, bias = fit_fusion(np.column_stack([z, f]), y)
+    fusion = ScoreFusionSpec(features=names, weights=tuple(round(w, 6) for w in weights), bias=round(bias, 6))
+
+    def scores(z_, f_):  # the runtime's formula on the hand features made per image
+        return fusion_logits(fusion, {"cnn_logit": z_, **{n: f_[:, i] for i, n in enumerate(HAND_FEATURES)}})
+
+    info = {"features": list(names), "l2": FUSION_L2, "fit": "logistic regression, standardised features, L-BFGS",
+            "n_crops": int(len(y)), "positives": round(float(y.mean()), 3), "data": data_spec, "seed": seed,
+            "base": {"name": spec.name, "hole_classifier_head_sha256": hc.parts[hc.architecture.head_role].sha256},
+            "train_auc": {"cnn": auc_by_film(y, z, fl), "fused": auc_by_film(y, scores(z, f), fl)}}
+    if cfg["fusion_eval"]:
+        ev = {}
+        for key, (first, n, gold) in FUSION_EVAL.items():
+            ze, zr, fe, ye, fle = fusion_data(models, range(first, first + n), 1.0 if gold else 0.0)
+            ev[key] = {"seeds": f"{first} + 0..{n - 1}" + (" (gold film)" if gold else ""), "n_crops": int(len(ye)),
+                       "cnn": auc_by_film(ye, ze, fle), "fused": auc_by_film(ye, scores(ze, fe), fle),
+                       "cnn_running_bn": auc_by_film(ye, zr, fle), "fused_running_bn": auc_by_film(ye, scores(zr, fe), fle)}
+        info["heldout_auc"] = ev
+    info["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    _log(f"hole_fusion: {json.dumps({'fusion': to_json(fusion), **info})}")
+    out.mkdir(parents=True, exist_ok=True)
+    files = {p.file for m in (spec.models.square_classifier, spec.models.hole_classifier, spec.models.hole_unet)
+             if m is not None for p in m.parts.values()}
+    for fn in sorted(files):
+        shutil.copy2(base / fn, out / fn)
+    training = dict(spec.training or {})
+    training["hole_fusion"] = info
+    metrics = out / "metrics.json"
+    new = dataclasses.replace(spec, name=out.name, training=training,
+                              metrics=json.loads(metrics.read_text()) if metrics.is_file() else None,
+                              models=dataclasses.replace(spec.models, hole_classifier=dataclasses.replace(hc, score_fusion=fusion)))
+    path = out / "manifest.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(manifest_text(new), encoding="utf-8")
+    tmp.replace(path)
+    _log(f"wrote {path}")
+    return path
 
 
 # ------------------------------------------------------------------------------- training
@@ -714,6 +886,11 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="hole_unet,hole_classifier,square_classifier",
                     help="comma-separated models to train (others come from build/train-cache)")
     ap.add_argument("--export-only", action="store_true", help="only write ONNX + manifest from the cache")
+    ap.add_argument("--fusion-base", type=Path, default=Path("onnx_models") / SET_NAME,
+                    help="--only hole_fusion: the exported set whose hole classifier the fusion is fitted for "
+                         "(its parts are copied to --out)")
+    ap.add_argument("--no-fusion-eval", action="store_true",
+                    help="--only hole_fusion: skip the held-out AUCs (FUSION_EVAL)")
     for k, v in DEFAULTS.items():
         ap.add_argument(f"--{k.replace('_', '-')}", type=type(v), default=v)
     a = ap.parse_args(argv)
@@ -738,6 +915,12 @@ def main(argv=None) -> int:
         if not cfg[k] > 0:
             ap.error(f"--{k.replace('_', '-')} must be > 0, got {cfg[k]}")
     only = [s.strip() for s in a.only.split(",") if s.strip()]
+    if "hole_fusion" in only:
+        if only != ["hole_fusion"]:
+            ap.error("--only hole_fusion is a step of its own (it reads an exported set, --fusion-base)")
+        cfg["fusion_eval"] = not a.no_fusion_eval
+        run_hole_fusion(a.out, a.fusion_base, a.seed, cfg, a.data)
+        return 0
     run(a.out, a.seed, only, a.data, cfg)
     return 0
 

@@ -40,6 +40,8 @@ MIN_SPREAD = 0.02
 MIN_TEXTURE = 1e-6
 #: per-crop statistics (`crop_stats` columns)
 CROP_STATS = ("disc_mean", "film_level", "texture")
+#: the hand features (`image_features`): every fusion feature but the classifier's logit
+HAND_FEATURES = tuple(f for f in FUSION_FEATURES if f != "cnn_logit")
 
 
 def _offsets(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -150,7 +152,7 @@ def image_features(stats: np.ndarray) -> dict[str, np.ndarray]:
     """
     s = np.asarray(stats, dtype=np.float64).reshape(-1, len(CROP_STATS))
     if len(s) == 0:
-        return {k: np.zeros(0) for k in ("level_dev", "contrast_dev", "log_texture")}
+        return {k: np.zeros(0) for k in HAND_FEATURES}
     disc, film, tex = s[:, 0], s[:, 1], np.maximum(s[:, 2], MIN_TEXTURE)
     m, sp = robust_level(disc)
     contrast = disc - film
@@ -159,69 +161,72 @@ def image_features(stats: np.ndarray) -> dict[str, np.ndarray]:
             "log_texture": np.log(tex / float(np.median(tex)))}
 
 
-def feature_matrix(names, cnn_logits: np.ndarray, stats: np.ndarray) -> np.ndarray:
-    """Columns `names` (of `FUSION_FEATURES`) for one image's crops.
+def fusion_logits(fusion, features: dict) -> np.ndarray:
+    """bias + Σ weights[k] · features[names[k]] (`ScoreFusionSpec` `fusion`): the fused logit;
+    the hole score is its sigmoid.
 
     Parameters
     ----------
-    names : sequence of str
-        Feature names, e.g. a `ScoreFusionSpec`'s features.
+    fusion : modelspec.ScoreFusionSpec
+        Feature names, weights, bias.
+    features : dict
+        {name: float array (n,)} holding at least the fusion's features ("cnn_logit": the
+        classifier's logits; the others as `image_features` makes them).
+
+    Returns
+    -------
+    numpy.ndarray
+        float64 (n,).
+
+    Examples
+    --------
+    >>> from ptolemy_rt.modelspec import ScoreFusionSpec
+    >>> f = ScoreFusionSpec(features=("cnn_logit", "level_dev"), weights=(1.0, -0.5), bias=0.25)
+    >>> fusion_logits(f, {"cnn_logit": np.array([2.0, -1.0]), "level_dev": np.array([0.0, 3.0])}).tolist()
+    [2.25, -2.25]
+    >>> fusion_logits(f, {"cnn_logit": np.zeros(2)})
+    Traceback (most recent call last):
+    ...
+    ValueError: hole score fusion: no feature 'level_dev' (given: cnn_logit)
+    """
+    z = np.full(len(next(iter(features.values()))) if features else 0, float(fusion.bias))
+    for name, w in zip(fusion.features, fusion.weights):
+        if name not in features:
+            raise ValueError(f"hole score fusion: no feature {name!r} (given: {', '.join(features)})")
+        z = z + float(w) * np.asarray(features[name], dtype=np.float64)
+    return z
+
+
+def fused_logits(fusion, cnn_logits: np.ndarray, stats: np.ndarray) -> np.ndarray:
+    """The fused logits (`fusion_logits`) of one image's crops from the classifier's logits
+    and the crops' `crop_stats`.
+
+    Parameters
+    ----------
+    fusion : modelspec.ScoreFusionSpec
     cnn_logits : numpy.ndarray
-        (n,) the classifier's logits of the crops.
+        (n,) the classifier's logits.
     stats : numpy.ndarray
         n × 3 `crop_stats` rows of the same crops (all crops of one image).
 
     Returns
     -------
     numpy.ndarray
-        float64 n × len(names).
+        float64 (n,).
 
     Examples
     --------
-    >>> s = np.array([[0.0, -1.0, 0.1], [0.1, -1.0, 0.1], [-0.1, -1.0, 0.1]])
-    >>> feature_matrix(["cnn_logit", "level_dev"], np.array([2.0, -1.0, 0.5]), s).round(3).tolist()
-    [[2.0, 0.0], [-1.0, 0.674], [0.5, 0.674]]
-    >>> feature_matrix(["size"], np.zeros(3), s)
-    Traceback (most recent call last):
-    ...
-    ValueError: unknown hole feature 'size' (known: cnn_logit, level_dev, contrast_dev, log_texture)
-    """
-    z = np.asarray(cnn_logits, dtype=np.float64).reshape(-1)
-    feats = image_features(stats)
-    feats["cnn_logit"] = z
-    cols = []
-    for n in names:
-        if n not in FUSION_FEATURES:
-            raise ValueError(f"unknown hole feature {n!r} (known: {', '.join(FUSION_FEATURES)})")
-        cols.append(feats[n])
-    return np.stack(cols, axis=1) if cols else np.zeros((len(z), 0))
+    The third crop is darker than the other two: its level deviation lowers its logit.
 
-
-def fused_logits(fusion, cnn_logits: np.ndarray, stats: np.ndarray) -> np.ndarray:
-    """bias + Σ weights[k] · feature_k of one image's crops (`ScoreFusionSpec` `fusion`).
-
-    Parameters
-    ----------
-    fusion : modelspec.ScoreFusionSpec
-        Features, weights, bias.
-    cnn_logits, stats : numpy.ndarray
-        As `feature_matrix`.
-
-    Returns
-    -------
-    numpy.ndarray
-        float64 (n,) logits; the hole score is their sigmoid.
-
-    Examples
-    --------
     >>> from ptolemy_rt.modelspec import ScoreFusionSpec
     >>> f = ScoreFusionSpec(features=("cnn_logit", "level_dev"), weights=(1.0, -0.5), bias=0.25)
-    >>> s = np.array([[0.0, -1.0, 0.1], [0.1, -1.0, 0.1], [-0.1, -1.0, 0.1]])
+    >>> s = np.array([[0.0, -1.0, 0.1], [0.1, -1.0, 0.1], [-1.0, -1.0, 0.1]])
     >>> fused_logits(f, np.array([2.0, -1.0, 0.5]), s).round(3).tolist()
-    [2.25, -1.087, 0.413]
+    [2.25, -1.087, -2.622]
     """
-    x = feature_matrix(fusion.features, cnn_logits, stats)
-    return fusion.bias + x @ np.asarray(fusion.weights, dtype=np.float64)
+    feats = image_features(stats)
+    feats["cnn_logit"] = np.asarray(cnn_logits, dtype=np.float64).reshape(-1)
+    return fusion_logits(fusion, feats)
 
 
 def standardised_to_raw(weights, bias: float, mean, std) -> tuple[tuple[float, ...], float]:

@@ -850,9 +850,7 @@ def score_fusion(models):
     >>> score_fusion(None), score_fusion(load_model_set("ptolemy-rt-synth-v1"))
     (None, None)
     """
-    if models is None or not models.has(HOLE_KEY):
-        return None
-    return models.model(HOLE_KEY).score_fusion
+    return None if models is None else models.model(HOLE_KEY).score_fusion
 
 
 def score_holes(models, rotated: np.ndarray, boxes: np.ndarray, batchnorm: str = "published",

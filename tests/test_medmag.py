@@ -386,7 +386,8 @@ class _ManifestOnly:
         from ptolemy_rt.modelspec import HoleClassifierArch, parse
 
         block = {"channels": 8, "kernels": [5, 3, 3, 3], **arch}
-        self.entry = SimpleNamespace(architecture=parse(HoleClassifierArch, block, "test-set/manifest.json"))
+        self.entry = SimpleNamespace(architecture=parse(HoleClassifierArch, block, "test-set/manifest.json"),
+                                     score_fusion=None)
 
     def model(self, key):
         assert key == "hole_classifier"

@@ -279,7 +279,7 @@ def test_declared_min_input_is_the_crop_padding(monkeypatch):
     from ptolemy_rt import classifier
 
     arch = parse(HoleClassifierArch, {"channels": 8, "kernels": [5, 3, 3, 3], "min_input": 71})
-    models = SimpleNamespace(model=lambda key: SimpleNamespace(architecture=arch))
+    models = SimpleNamespace(model=lambda key: SimpleNamespace(architecture=arch, score_fusion=None))
     seen = []
 
     def fake_scores(models, key, n, get_crop, batchnorm):

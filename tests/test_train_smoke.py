@@ -113,3 +113,33 @@ def test_hole_classifier_options_are_recorded_and_bad_values_refused(tmp_path):
     for bad in (["--hole-schedule", "linear"], ["--hole-channels", "0"], ["--hole-pooling", "max"],
                 ["--hole-gold-extra", "1.5"], ["--hole-centre-sigma", "0"]):
         _assert_usage_error(tmp_path, env, bad)
+
+
+def test_hole_fusion_step_writes_a_set_the_runtime_scores_with(tmp_path):
+    """--only hole_fusion on the own set: the new set is the base's parts plus a fitted
+    score_fusion and its training record; it loads, and its hole scores are the fused ones."""
+    env = dict(os.environ, PYTHONPATH=str(REPO), PTOLEMY_MODELS_DIR=str(tmp_path))
+    out = tmp_path / "fused-toy"
+    base = REPO / "onnx_models" / "ptolemy-rt-synth-v1"
+    proc = subprocess.run([sys.executable, "-m", "export.train", "--only", "hole_fusion", "--hole-images", "3",
+                           "--no-fusion-eval", "--fusion-base", str(base), "--out", str(out)],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-1500:] + proc.stderr[-1500:]
+    man = json.loads((out / "manifest.json").read_text())
+    old = json.loads((base / "manifest.json").read_text())
+    assert man["name"] == "fused-toy" and _part_hashes(man) == _part_hashes(old)
+    fusion = man["models"]["hole_classifier"]["score_fusion"]
+    assert fusion["features"] == ["cnn_logit", "level_dev", "contrast_dev", "log_texture"]
+    assert fusion["weights"][0] > 0  # the classifier's logit still counts for a good hole
+    rec = man["training"]["hole_fusion"]
+    assert rec["base"]["name"] == "ptolemy-rt-synth-v1" and rec["n_crops"] > 10 and "heldout_auc" not in rec
+    code = ("from ptolemy_rt import synthetic, find_holes\n"
+            "img, truth = synthetic.medmag_image(5, (1024, 1440))\n"
+            "a = find_holes(img, models='fused-toy')\n"
+            "assert a.holes and all(0.0 <= h.score <= 1.0 for h in a.holes)\n"
+            "print(len(a.holes))\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-1500:]
+    bad = subprocess.run([sys.executable, "-m", "export.train", "--only", "hole_fusion,hole_unet", "--out", str(tmp_path / "x")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--only hole_fusion" in bad.stderr and not (tmp_path / "x").exists()
