@@ -6,7 +6,7 @@ SHARED ?= ../shared
 WEIGHTS := $(SHARED)/ptolemy-2022/weights
 PUBLISHED_SET := onnx_models/ptolemy-2022
 
-.PHONY: install venv kernels export-deps models test fuzz bench sweep train train-quick wheel clean
+.PHONY: install venv kernels export-deps models test fuzz bench sweep train train-v1 train-v2 train-quick wheel clean
 
 install: venv kernels
 	@if [ -d "$(WEIGHTS)" ] && [ -f export/convert.py ]; then $(MAKE) --no-print-directory models; \
@@ -64,10 +64,19 @@ bench: venv kernels
 sweep: venv kernels
 	$(BIN)/python bench/synthetic_sweep.py $(SWEEP_ARGS)
 
-# Own model set from synthetic data: the exact steps that made the committed
-# onnx_models/ptolemy-rt-synth-v1 (docs/OWN_MODELS.md; about 1.9 h on one CPU thread).
-# `make train-quick` is the short recipe (first U-Net stage only) into build/quick-set.
-train: export-deps
+# Own model sets from synthetic data (docs/OWN_MODELS.md), seed 0:
+# - `make train`: the exact steps that made both committed sets: v1 from scratch (about 1.9 h
+#   on one CPU thread), then the default set onnx_models/ptolemy-rt-synth-v2 from it;
+# - `make train-v2`: only the last step, on the committed v1 (about 4 min, no torch needed):
+#   v1's U-Net and square classifier, its hole classifier's logit fused with three hand
+#   features of each crop (ptolemy_rt/hole_features.py), fitted on images nothing else uses;
+# - `make train-quick`: the short recipe (first U-Net stage only) into build/quick-set.
+train: train-v1 train-v2
+
+train-v2: venv
+	$(BIN)/python -m export.train --only hole_fusion --fusion-base onnx_models/ptolemy-rt-synth-v1 --out onnx_models/ptolemy-rt-synth-v2
+
+train-v1: export-deps
 	$(BIN)/python -m export.train --only hole_unet --unet-steps 1000
 	mkdir -p build && cp build/train-cache/hole_unet.pt build/hole_unet_v2.pt
 	$(BIN)/python -m export.train --only hole_unet --unet-steps 800 --unet-target-fraction 0.25 --unet-init build/hole_unet_v2.pt

@@ -57,8 +57,7 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
 IMAGES = SHARED / "ptolemy-2022" / "images"
 OTHER = SHARED / "other-facilities"
-PUBLISHED = "ptolemy-2022"
-OWN = "ptolemy-rt-synth-v1"
+from ptolemy_rt.models import OWN_SET as OWN, PUBLISHED_SET as PUBLISHED  # noqa: E402  (the default set and the published one)
 MATCH_FRACTION = 0.1       # label radius = this × pitch: centres within 0.1 × pitch
 OFF_FILM_DISC = 0.2        # disc radius (× pitch) of the off-film test
 OFF_FILM_LEVEL = 0.35      # dropped below this × the image's 99th percentile

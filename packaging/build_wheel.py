@@ -28,7 +28,9 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_SET = "ptolemy-rt-synth-v1"
+#: the own sets shipped in the wheel: the default first, then the earlier set it was made from
+SHIPPED_SETS = ("ptolemy-rt-synth-v2", "ptolemy-rt-synth-v1")
+DEFAULT_SET = SHIPPED_SETS[0]
 BASELINE_CPU = "haswell"
 TOP_FILES = ("pyproject.toml", "setup.py", "README.md")
 
@@ -39,7 +41,8 @@ def stage(dst: Path) -> None:
         shutil.copy2(REPO / name, dst / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "_kernels_aot*")
     shutil.copytree(REPO / "ptolemy_rt", dst / "ptolemy_rt", ignore=ignore)
-    shutil.copytree(REPO / "onnx_models" / DEFAULT_SET, dst / "onnx_models" / DEFAULT_SET)
+    for name in SHIPPED_SETS:
+        shutil.copytree(REPO / "onnx_models" / name, dst / "onnx_models" / name)
     shutil.copytree(REPO / "export", dst / "export", ignore=ignore)  # -> ptolemy_rt.export
 
 

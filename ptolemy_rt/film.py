@@ -480,6 +480,32 @@ def _otsu(v: np.ndarray, bins: int = 256) -> float:
     return float(edges[int(np.argmax(between[:-1])) + 1])
 
 
+def _film_is_brighter(texture: np.ndarray, hi: np.ndarray, reach: int) -> bool:
+    """Whether the film is the brighter class ``hi`` (bool [row, col] of the binned image) by
+    the local contrast ``texture`` (same shape), judged on each class's interior: the pixels
+    farther than ``reach`` binned px from the other class (the image border does not count),
+    so that the step at the boundary between the classes, which the texture filter turns into
+    contrast on both sides of it, does not decide. A class with no interior (a strip narrower
+    than 2 × reach, e.g. a grid bar's edge in the picture) is not the film; with neither, the
+    whole classes are compared.
+
+    >>> t = np.ones((20, 20)); hi = np.zeros((20, 20), bool); hi[:, 3:] = True
+    >>> t[:, :6] = 5.0        # the step at the boundary, as the texture filter makes it
+    >>> _film_is_brighter(t, hi, 3), _film_is_brighter(t, hi, 0)
+    (True, False)
+    """
+    import scipy.ndimage as ndi
+
+    st = np.ones((3, 3), bool)
+    core_hi = ndi.binary_erosion(hi, st, iterations=reach, border_value=1) if reach > 0 else hi
+    core_lo = ndi.binary_erosion(~hi, st, iterations=reach, border_value=1) if reach > 0 else ~hi
+    if core_hi.any() and core_lo.any():
+        return float(np.median(texture[core_hi])) >= float(np.median(texture[core_lo]))
+    if core_hi.any() or core_lo.any():
+        return bool(core_hi.any())
+    return float(np.median(texture[hi])) >= float(np.median(texture[~hi]))
+
+
 def film_region(image: np.ndarray, period_px: float | None) -> FilmRegion:
     """The holey film of a medium-mag image, from its pixels alone (robust mode).
 
@@ -534,8 +560,9 @@ def film_region(image: np.ndarray, period_px: float | None) -> FilmRegion:
     sep = float((v_hi.mean() - v_lo.mean()) / pooled) if pooled > 0 else math.inf
     if sep < REGION_SEPARATION:
         return FilmRegion(None, 1.0, sep, f"no separate off-film area (classes {sep:.1f} sd apart): the whole image is film")
-    texture = np.abs(x - ndi.gaussian_filter(x, 0.25 * sig, mode="nearest"))
-    film_is_hi = float(np.median(texture[hi])) >= float(np.median(texture[~hi]))
+    blur = 0.25 * sig  # binned px
+    texture = np.abs(x - ndi.gaussian_filter(x, blur, mode="nearest"))
+    film_is_hi = _film_is_brighter(texture, hi, int(math.ceil(3.0 * blur)) + 1)
     fb = hi if film_is_hi else ~hi
     full = np.zeros(a.shape, dtype=bool)
     up = np.repeat(np.repeat(fb, b, axis=0), b, axis=1)

@@ -15,7 +15,8 @@ facility that keeps every set in one folder); otherwise
 2. the per-user data folder (`user_models_dir`): ``$XDG_DATA_HOME/ptolemy-rt/models`` (default
    ``~/.local/share/ptolemy-rt/models``), on Windows ``%LOCALAPPDATA%\\ptolemy-rt\\models``;
    ``ptolemy models convert-published`` writes there.
-Default set: ``ptolemy-rt-synth-v1`` when it is found, else ``ptolemy-2022``.
+Default set: ``ptolemy-rt-synth-v2`` when it is found, else ``ptolemy-2022``
+(``ptolemy-rt-synth-v1``, the set v2 was made from, stays loadable by name).
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from .errors import ModelSetError
 from .modelspec import MODEL_KEYS, ModelSetSpec, read_manifest
 
 PUBLISHED_SET = "ptolemy-2022"
-OWN_SET = "ptolemy-rt-synth-v1"
+OWN_SET = "ptolemy-rt-synth-v2"
 
 _CACHE: dict = {}
 _LOCK = threading.Lock()
@@ -580,7 +581,7 @@ def load_model_set(name: str | None = None) -> ModelSet:
     --------
     >>> ms = load_model_set(OWN_SET)
     >>> ms.name, ms.spec.pipeline.lattice, load_model_set(OWN_SET) is ms  # cached
-    ('ptolemy-rt-synth-v1', 'oblique', True)
+    ('ptolemy-rt-synth-v2', 'oblique', True)
 
     A folder with an invalid manifest, and a name that is not there:
 
@@ -604,7 +605,7 @@ def load_model_set(name: str | None = None) -> ModelSet:
     ...         load_model_set(OWN_SET)
     ...     except ModelSetError as e:
     ...         print(str(e).split("); ")[1].split(";")[0].replace(str(package_models_dir()), "PKG"))
-    it is in PKG/ptolemy-rt-synth-v1, which PTOLEMY_MODELS_DIR hides: unset PTOLEMY_MODELS_DIR or copy that folder into it
+    it is in PKG/ptolemy-rt-synth-v2, which PTOLEMY_MODELS_DIR hides: unset PTOLEMY_MODELS_DIR or copy that folder into it
     """
     if name is None:
         name = OWN_SET if find_set_folder(OWN_SET) is not None else PUBLISHED_SET

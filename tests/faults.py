@@ -46,8 +46,7 @@ from conftest import REPO
 from ptolemy_rt.errors import (DOCUMENTED_EXIT_CODES, EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_MODEL,
                                EXIT_OK, EXIT_OUTPUT, EXIT_PARTIAL, EXIT_TERMINATED, EXIT_USAGE)
 
-OWN_SET = "ptolemy-rt-synth-v1"
-PUBLISHED_SET = "ptolemy-2022"
+from ptolemy_rt.models import OWN_SET, PUBLISHED_SET  # noqa: E402
 TIMEOUT_S = 120  # one case; a hang is a failure, not a stuck test run
 
 

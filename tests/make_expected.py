@@ -17,9 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ptolemy_rt.models import OWN_SET  # the default set
+
 HERE = Path(__file__).resolve().parent
 DATA = HERE / "data" / "expected"
-OWN_SET = "ptolemy-rt-synth-v1"
 
 #: name -> (kind, generator, seed, shape (rows, cols), generator parameters)
 INPUTS = {

@@ -19,6 +19,7 @@ if os.name != "posix":  # process groups, FIFOs, /dev/full, RLIMIT_FSIZE
 
 import faults  # noqa: E402
 from conftest import REPO, SHARED  # noqa: E402
+from ptolemy_rt.models import OWN_SET  # noqa: E402
 
 PUBLISHED = SHARED.is_dir() and (REPO / "onnx_models" / faults.PUBLISHED_SET / "manifest.json").is_file()
 CASES = {c.name: c for c in faults.cases(published=True)}
@@ -73,8 +74,8 @@ def test_corpus_covers_every_kind():
                  "mrc/constant", "mrc/ext-header-wrong-size", "mrc/garbage", "input/directory", "input/unreadable",
                  "output/missing-folder", "output/read-only-folder", "output/dev-full", "output/fsize-limit-plot",
                  "output/fifo", "output/dev-null", "output/symlink", "output/the-input", "batch/colliding-names",
-                 "models/ptolemy-rt-synth-v1/missing-onnx", "models/ptolemy-rt-synth-v1/bad-manifest",
-                 "models/ptolemy-rt-synth-v1/digest-mismatch"):
+                 f"models/{OWN_SET}/missing-onnx", f"models/{OWN_SET}/bad-manifest",
+                 f"models/{OWN_SET}/digest-mismatch"):
         assert any(n.startswith(must) for n in names), must
     moments = {n.split("/")[3] for n in names if n.startswith("signal/default/")}
     assert {"start-up", "model-load", "compute"} <= moments

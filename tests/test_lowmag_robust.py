@@ -16,8 +16,7 @@ import pytest
 from ptolemy_rt import io, lowmag, mixture, synthetic
 from ptolemy_rt.output import Report, full_object
 from conftest import LOWMAG_MRC, needs_shared
-
-OWN_SET = "ptolemy-rt-synth-v1"
+from ptolemy_rt.models import OWN_SET
 
 
 def _published_set_ready() -> bool:

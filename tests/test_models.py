@@ -82,10 +82,15 @@ def test_load_built_set(root):
 
 
 def test_default_set(root):
+    from ptolemy_rt.models import OWN_SET
+
+    assert OWN_SET == "ptolemy-rt-synth-v2"
     assert load_model_set().name == "ptolemy-2022"
     shutil.copytree(root / "ptolemy-2022", root / "ptolemy-rt-synth-v1")
-    assert load_model_set().name == "ptolemy-rt-synth-v1"
-    assert available_sets(root) == ["ptolemy-2022", "ptolemy-rt-synth-v1"]
+    assert load_model_set().name == "ptolemy-2022"  # the earlier own set: by name only
+    shutil.copytree(root / "ptolemy-2022", root / OWN_SET)
+    assert load_model_set().name == OWN_SET
+    assert available_sets(root) == ["ptolemy-2022", "ptolemy-rt-synth-v1", OWN_SET]
 
 
 def _a_part(root: Path, key="square_classifier", role="stage2") -> Path:

@@ -29,6 +29,8 @@ sys.path.insert(0, str(REPO / "packaging"))
 import fresh_venv  # noqa: E402
 import make_expected as E  # noqa: E402
 
+from ptolemy_rt.models import OWN_SET  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
@@ -76,7 +78,7 @@ def test_wheel_holds_every_module_and_the_default_set_only(installed):
     assert {"ptolemy_rt/sources.py", "ptolemy_rt/scenes.py", "ptolemy_rt/session_sim.py",
             "ptolemy_rt/interrupt.py", "ptolemy_rt/export/convert.py"} <= want
     assert sorted(want - names) == []  # the package list is found from the tree (setup.py), not hand-listed
-    assert "ptolemy_rt/model_sets/ptolemy-rt-synth-v1/manifest.json" in names
+    assert f"ptolemy_rt/model_sets/{OWN_SET}/manifest.json" in names
     assert not [n for n in names if n.startswith(("tests/", "bench/", "ptolemy_rt/model_sets/ptolemy-2022"))]
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
 
@@ -95,7 +97,7 @@ def test_installed_wheel_finds_its_set_and_gives_the_checkouts_results(installed
     script, _, tmp = installed
     r = _run(installed, tmp_path, "models", "list")
     assert r.returncode == 0, r.stderr
-    row = [ln for ln in r.stdout.splitlines() if ln.startswith("ptolemy-rt-synth-v1\t")]
+    row = [ln for ln in r.stdout.splitlines() if ln.startswith(f"{OWN_SET}\t")]
     assert row and row[0].endswith("\tverified") and f"{os.sep}ptolemy_rt{os.sep}model_sets" in row[0]
     assert str(script.parent.parent) in row[0]
     case = "medmag_s41.default"
@@ -103,7 +105,7 @@ def test_installed_wheel_finds_its_set_and_gives_the_checkouts_results(installed
     r = _run(installed, tmp_path, "medmag", E.input_path(name), "-f", "json-full", *opts)
     assert r.returncode == 0, r.stderr
     got = E.comparable(r.stdout)
-    assert got["models"] == "ptolemy-rt-synth-v1"
+    assert got["models"] == OWN_SET
     want = json.loads((E.DATA / f"{case}.json").read_text())
     assert [h["center"] for h in got["items"]] == [h["center"] for h in want["items"]]
 
@@ -141,7 +143,7 @@ def test_installed_wheel_messages_name_commands_that_work_there(installed, tmp_p
     # a damaged default set: reinstall the wheel (offline), never a make target
     script, whl, tmp = installed
     sets = script.parent.parent
-    (manifest,) = sets.glob("lib/python*/site-packages/ptolemy_rt/model_sets/ptolemy-rt-synth-v1/manifest.json")
+    (manifest,) = sets.glob(f"lib/python*/site-packages/ptolemy_rt/model_sets/{OWN_SET}/manifest.json")
     part = next(p for p in manifest.parent.iterdir() if p.suffix == ".onnx")
     saved = part.read_bytes()
     try:
