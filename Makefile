@@ -57,6 +57,7 @@ fuzz: venv kernels
 bench: venv kernels
 	$(BIN)/python bench/run_bench.py
 	$(BIN)/python bench/scale_bench.py
+	$(BIN)/python bench/sets_bench.py
 
 # Issue 15 synthetic scale sweep: hole F1 of the default pipeline with both model sets on
 # synthetic square images 10-200 nm/px (bench/synthetic_sweep.py; 36 cases, tens of minutes
