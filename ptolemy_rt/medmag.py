@@ -1324,8 +1324,9 @@ def lattice_holes_seen(mask: np.ndarray, opts: MedmagOptions, models, basis=None
     return int(np.count_nonzero(np.asarray(mask, dtype=bool)[p[:, 0], p[:, 1]]))
 
 
-#: Largest image (pixels) the scale stage resamples to: 64 Mpx (256 MB as float32; the U-Net
-#: runs in strips). A larger factor is capped, and the note in `scale` says so.
+#: Largest image (pixels) the scale stage UPsamples to: 64 Mpx (256 MB as float32; the U-Net
+#: runs in strips). A larger upsampling factor is capped (never below 1: an image is never
+#: downsampled below the model's scale to bound memory), and the note in `scale` says so.
 MAX_RESAMPLED_PIXELS = 64_000_000
 
 
@@ -1334,8 +1335,8 @@ def scale_decision(pix: np.ndarray, models, opts: MedmagOptions, pixel_size_nm: 
     "off").
 
     It uses the model set's declared hole pitch and tolerance (`modelspec.PipelineSpec`), the
-    measured lattice, and ``opts.hole_pitch_um`` with the pixel size when both are known. The
-    factor is capped so that the resampled image has at most `MAX_RESAMPLED_PIXELS`.
+    measured lattice, and ``opts.hole_pitch_um`` with the pixel size when both are known. An
+    upsampling factor is capped by `capped_decision` (`MAX_RESAMPLED_PIXELS`).
 
     Parameters
     ----------
@@ -1381,18 +1382,46 @@ def scale_decision(pix: np.ndarray, models, opts: MedmagOptions, pixel_size_nm: 
 
 
 def capped_decision(dec, n_pixels: int):
-    """``dec`` (a `scale.ScaleDecision`) with its factor capped so that the resampled image
-    has at most `MAX_RESAMPLED_PIXELS` (bounded memory; the note says so).
+    """``dec`` (a `scale.ScaleDecision`) with an upsampling factor capped so that the
+    resampled image has at most `MAX_RESAMPLED_PIXELS` (bounded memory; the note says so).
+
+    Only upsampling is bounded: a factor ≤ 1 is kept as it is, whatever the image's size (a
+    downsampled image is smaller than the input, and downsampling below the model's scale
+    would lose holes), and a factor > 1 is capped at max(1, sqrt(MAX_RESAMPLED_PIXELS /
+    n_pixels)), so an image already above the limit is not resampled at all.
+
+    Parameters
+    ----------
+    dec : scale.ScaleDecision
+    n_pixels : int
+        Pixels of the input image.
+
+    Returns
+    -------
+    scale.ScaleDecision
 
     Examples
     --------
     >>> d = capped_decision(scale.ScaleDecision(10.0, 20.0, "measured", None), 1_000_000)
     >>> d.factor, d.note
     (8.0, '; capped at x8 (64 Mpx)')
+
+    A 16384² image (268 Mpx, above the limit) at the model's scale, or to be downsampled,
+    keeps its factor; asked to be upsampled, it is left at factor 1:
+
+    >>> capped_decision(scale.ScaleDecision(1.0, None, "none", None), 16384 ** 2).factor
+    1.0
+    >>> capped_decision(scale.ScaleDecision(0.5, 560.0, "measured", None), 16384 ** 2).factor
+    0.5
+    >>> d = capped_decision(scale.ScaleDecision(2.0, 140.0, "measured", None), 16384 ** 2)
+    >>> d.factor, d.note
+    (1.0, '; capped at x1 (64 Mpx)')
     """
     from dataclasses import replace
 
-    cap = math.sqrt(MAX_RESAMPLED_PIXELS / max(1, n_pixels))
+    if dec.factor <= 1.0:  # never downsample to bound memory: only upsampling is capped
+        return dec
+    cap = max(1.0, math.sqrt(MAX_RESAMPLED_PIXELS / max(1, n_pixels)))
     if dec.factor > cap:  # bounded memory: never upsample beyond MAX_RESAMPLED_PIXELS
         dec = replace(dec, factor=cap, note=dec.note + f"; capped at x{cap:.4g} ({MAX_RESAMPLED_PIXELS / 1e6:.0f} Mpx)")
     return dec
