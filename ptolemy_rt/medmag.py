@@ -327,7 +327,7 @@ def drop_small_regions(mask: np.ndarray, min_px: int) -> np.ndarray:
     if min_px <= 1:
         return mask
     m = np.ascontiguousarray(mask, dtype=bool)
-    if m.ndim == 2 and _run_count(m) * RUN_BYTES <= 4 * m.size:
+    if regions.runs_are_smaller(m):
         # row runs (`regions.region_runs`): no int32 label image (the same 8-connected components)
         runs = regions.region_runs(m, 0)
         if runs.n == 0:
@@ -344,19 +344,6 @@ def drop_small_regions(mask: np.ndarray, min_px: int) -> np.ndarray:
     keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_px
     keep[0] = False
     return keep[labels]
-
-
-#: Bytes per row run while `regions.region_runs` labels (run arrays and union-find).
-RUN_BYTES = 24
-
-
-def _run_count(mask: np.ndarray) -> int:
-    """Number of row runs of a bool [row, col] mask, counted in row strips."""
-    total = 0
-    for sl in row_strips(*mask.shape):
-        m = mask[sl]
-        total += int(np.count_nonzero(m[:, 0])) + int(np.count_nonzero(m[:, 1:] > m[:, :-1]))
-    return total
 
 
 def mask_min_region_px(models) -> int:

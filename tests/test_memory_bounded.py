@@ -272,3 +272,36 @@ def test_medmag_shift_in_place_on_scratch_pixels():
     expect = np.empty_like(keep)
     expect[:] = keep.astype(np.float64) - ref
     assert np.array_equal(loaded.pixels, expect)  # shifted in place: the pipeline's own pixels
+
+
+def test_film_check_makes_no_whole_image_labels_or_float64_copy():
+    """Issue 14: `film.film_check` at 16384² took +3.2 GB (an int32 label image for the hole
+    radius, its int64 copy in np.bincount, a float64 copy of the image for the hole level).
+    The hole radius now comes from row runs (the same components: equal to the label-image
+    radius) and the hole level from the disc pixels only (float32, partitioned in place):
+    traced peak ≤ 4 bytes/px of the image (the bool disc and exclusion masks, 1 byte/px
+    each, and the disc pixels: 4 bytes × the mask fraction 0.31), before 12.3."""
+    import tracemalloc
+
+    import scipy.ndimage as ndi
+
+    from ptolemy_rt import film
+
+    n = 1536
+    rr, cc = np.mgrid[:n, :n]
+    mask = (rr % 96 - 48) ** 2 + (cc % 96 - 48) ** 2 <= 30 ** 2
+    mask[:, 700:760] = False  # split some holes: components of several sizes
+    img = np.where(mask, 200.0, 100.0).astype(np.float32) + np.random.default_rng(0).random((n, n), np.float32)
+    pts = np.array([[r + 48.0, c + 48.0] for r in range(0, n, 96) for c in range(0, n, 96)])
+    labels, k = ndi.label(mask, structure=np.ones((3, 3), bool))  # the whole-image reference radius
+    ids = np.unique(labels[pts[:, 0].astype(int), pts[:, 1].astype(int)])
+    ref = float(min(max(np.sqrt(np.median(np.bincount(labels.ravel())[ids[ids > 0]]) / np.pi), 0.15 * 96), 0.45 * 96))
+    assert film.hole_radius_px(mask, pts, 96.0) == ref
+    film.film_check(img, mask, pts, 96.0)  # warm
+    tracemalloc.start()
+    check = film.film_check(img, mask, pts, 96.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    print(f"film_check traced peak {peak / img.size:.2f} bytes/px")
+    assert check.hole_level is not None and check.on_film.all()
+    assert peak <= 4.0 * img.size
