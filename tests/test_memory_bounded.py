@@ -305,3 +305,38 @@ def test_film_check_makes_no_whole_image_labels_or_float64_copy():
     print(f"film_check traced peak {peak / img.size:.2f} bytes/px")
     assert check.hole_level is not None and check.on_film.all()
     assert peak <= 4.0 * img.size
+
+
+def test_medmag_lets_the_input_go_once_resampled(monkeypatch):
+    """Issue 14: when the scale stage resamples, the input's pixels are let go before the
+    U-Net (−4 bytes/px of the input) when they are the pipeline's own (a `scratch`
+    LoadedImage: its ``pixels`` become None), never a caller's array; the same holes either
+    way."""
+    import weakref
+    from dataclasses import replace
+
+    from ptolemy_rt import synthetic, unet
+    from ptolemy_rt.models import OWN_SET, available_sets
+
+    if OWN_SET not in available_sets():
+        pytest.skip("own set not present")
+    img, _ = synthetic.medmag_image(3, (384, 448), film="R1.2/1.3", pixel_nm=40.0, tilt_deg=0.0, broken=False, bars=0)
+    arr = np.asarray(img, np.float32)
+    alive = {}
+    logits = unet.unet_logits
+
+    def spy(models, image, **kw):  # when the U-Net runs: is the input array still referenced?
+        alive.setdefault("at_unet", ref() is not None)
+        return logits(models, image, **kw)
+
+    monkeypatch.setattr(unet, "unet_logits", spy)
+    keep = arr.copy()
+    ref = weakref.ref(arr)
+    want = medmag.find_holes(arr, models=OWN_SET)  # a caller's array: kept, unchanged
+    assert want.scale["factor"] > 3.0 and len(want.holes) > 0
+    assert alive.pop("at_unet") and np.array_equal(arr, keep)
+    loaded = replace(io.as_loaded_image(arr.copy()), scratch=True)
+    ref = weakref.ref(loaded.pixels)
+    got = medmag.find_holes(loaded, models=OWN_SET)
+    assert alive.pop("at_unet") is False and loaded.pixels is None  # let go before the U-Net
+    assert repr(got.holes) == repr(want.holes) and got.image_shape == want.image_shape
