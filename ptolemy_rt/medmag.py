@@ -148,14 +148,43 @@ def _normalised_rows(a: np.ndarray, sl: slice, mean: float, std: float, clamp: b
 _NUMPY_BUFSIZE = 8192
 
 
+#: Images above this many pixels reach the U-Net as bands normalised when read
+#: (`_NormalisedPadded`), and the polarity check's negated image as `_Negated` bands.
+LAZY_UNET_INPUT_PIXELS = 4096 * 4096
+
+
+class _Negated:
+    """Stands for ``-pixels`` (2-D [row, col]) where only row bands are read (``[rows]``, as
+    `_NormalisedPadded` reads them): the polarity check's negated image without a whole-image
+    copy (−4 bytes/px while the U-Net runs on it). Same values as ``-pixels``.
+
+    Examples
+    --------
+    >>> a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    >>> n = _Negated(a)
+    >>> n.shape, bool(np.array_equal(n[0:2], -a))
+    ((2, 3), True)
+    """
+
+    def __init__(self, pixels: np.ndarray):
+        self.pixels = pixels
+        self.shape = pixels.shape
+        self.size = pixels.size
+        self.ndim = pixels.ndim
+        self.dtype = pixels.dtype
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.negative(self.pixels[key])
+
+
 class _NormalisedPadded:
     """Stands for `pad_for_unet(normalise(pixels, clamp, where))` (float32 [row, col], `shape`) where only
     row bands are read (`rows`): each is normalised when asked for, so the whole normalised
-    and padded image never exists (images above `ROTATE_WHOLE_MAX_PIXELS`; the U-Net reads
+    and padded image never exists (images above `LAZY_UNET_INPUT_PIXELS`; the U-Net reads
     bands, `unet.unet_logits`). Same values as the whole arrays."""
 
     def __init__(self, pixels: np.ndarray, clamp: bool = True, where: np.ndarray | None = None):
-        self.pixels = np.asarray(pixels)
+        self.pixels = pixels if isinstance(pixels, _Negated) else np.asarray(pixels)
         self.clamp = bool(clamp)
         self.where = None if where is None or not np.any(where) else np.asarray(where, dtype=bool)
         h, w = self.pixels.shape
@@ -1221,7 +1250,7 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
             """(logits cut to img or None, mask) of the U-Net on img; without intermediates the
             mask is made strip by strip (no whole-image logits; the same comparisons)."""
             where = None if region is None else region.mask
-            if img.size > ROTATE_WHOLE_MAX_PIXELS and not intermediates:
+            if lazy:
                 padded = _NormalisedPadded(img, clamp=not robust, where=where)  # bands normalised as the U-Net reads them
             else:
                 padded = pad_for_unet(normalise(img, clamp=not robust, where=where))
@@ -1240,12 +1269,17 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
             sw.lap("unet")
             return out
 
+        lazy = work.size > LAZY_UNET_INPUT_PIXELS and not intermediates
         logits, mask = masked(work)
         if polarity is not None and polarity.sign < 0:  # confirm with the U-Net (docs/ALGORITHM.md#medmag-polarity)
-            flipped = -work
+            flipped = _Negated(work) if lazy else -work  # large: negated band by band as the U-Net reads it
             logits_f, mask_f = masked(flipped)
             n_as_is, n_flipped = lattice_holes_seen(mask, opts, ms, basis), lattice_holes_seen(mask_f, opts, ms, basis)
             if n_flipped > n_as_is:
+                if lazy:  # the pipeline's own array (resampled, or its own input) is negated in place
+                    # (a confident lattice: no weak-lattice retry reads the input again)
+                    mine = (resampling is not None or releasable) and work.flags.writeable
+                    flipped = np.negative(work, out=work) if mine else -work
                 work, logits, mask = flipped, logits_f, mask_f
                 note = f"; the U-Net confirms: {n_flipped} lattice holes negated vs {n_as_is} as is"
             else:

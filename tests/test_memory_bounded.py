@@ -340,3 +340,37 @@ def test_medmag_lets_the_input_go_once_resampled(monkeypatch):
     got = medmag.find_holes(loaded, models=OWN_SET)
     assert alive.pop("at_unet") is False and loaded.pixels is None  # let go before the U-Net
     assert repr(got.holes) == repr(want.holes) and got.image_shape == want.image_shape
+
+
+def test_medmag_polarity_check_negates_band_by_band(monkeypatch):
+    """Issue 14: on a large image with dark holes the polarity check ran the U-Net on a whole
+    negated copy (−work: +4 bytes/px). Above `medmag.LAZY_UNET_INPUT_PIXELS` (lowered here)
+    the U-Net reads the negation band by band (`_Negated`), and when the negated image wins
+    the pipeline's own array is negated in place: the same holes, polarity and scores as the
+    whole-array path."""
+    from dataclasses import replace
+
+    from ptolemy_rt import synthetic, unet
+    from ptolemy_rt.models import OWN_SET, available_sets
+
+    if OWN_SET not in available_sets():
+        pytest.skip("own set not present")
+    img, _ = synthetic.medmag_image(21, (512, 720), pixel_nm=40.0, film="R2/2", tilt_deg=0.0, bars=0,
+                                    broken=False, invert=False, offset=0.0)  # as tests/test_film.py's small_film
+    dark = np.float32(2 * float(np.max(img))) - np.asarray(img, np.float32)  # inverted: dark holes
+    want = medmag.find_holes(dark, models=OWN_SET)
+    assert want.polarity["sign"] == -1 and "confirms" in want.polarity["note"] and len(want.holes) > 0
+    seen = []
+    logits = unet.unet_logits
+
+    def spy(models, image, **kw):
+        seen.append(isinstance(getattr(image, "pixels", None), medmag._Negated))
+        return logits(models, image, **kw)
+
+    monkeypatch.setattr(unet, "unet_logits", spy)
+    monkeypatch.setattr(medmag, "LAZY_UNET_INPUT_PIXELS", 1000)
+    loaded = replace(io.as_loaded_image(dark.copy()), scratch=True)
+    got = medmag.find_holes(loaded, models=OWN_SET)
+    assert seen == [False, True]  # as is, then the negation read band by band
+    assert repr(got.holes) == repr(want.holes) and got.polarity == want.polarity
+    assert loaded.pixels is None  # resampled (×2.75): the input was let go
