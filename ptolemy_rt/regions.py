@@ -241,7 +241,14 @@ def run_count(mask: np.ndarray) -> int:
 
 def runs_are_smaller(mask: np.ndarray) -> bool:
     """True when `region_runs` of the 2-D bool mask takes less memory than an int32 label image
-    (`run_count` × RUN_BYTES ≤ 4 bytes per pixel): then the run-based path is used."""
+    (`run_count` × RUN_BYTES ≤ 4 bytes per pixel): then the run-based path is used.
+
+    Examples
+    --------
+    >>> m = np.zeros((64, 64), bool); m[8:40, 8:40] = True
+    >>> runs_are_smaller(m), runs_are_smaller(np.indices((64, 64)).sum(axis=0) % 2 == 0)  # a checkerboard: not
+    (True, False)
+    """
     return mask.ndim == 2 and run_count(mask) * RUN_BYTES <= 4 * mask.size
 
 
