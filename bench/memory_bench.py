@@ -13,7 +13,8 @@ result's ``scale.factor``: "U-Net 16384×16384"). Before issue 14's fix of
 `medmag.capped_decision` every image above 64 Mpx was shrunk to 64 Mpx (×0.488 at 16384²)
 before the U-Net; this bench measured that smaller U-Net.
 
-Per case: ``ptolemy lowmag|medmag IMG -f json -o TMP`` in a child process, peak RSS from
+Per case: ``ptolemy lowmag|medmag IMG -f json -o TMP`` (medmag: ``-f json-full``, whose
+``scale`` gives the U-Net's input size) in a child process, peak RSS from
 ``os.wait4`` (ru_maxrss), exit code, wall time and the last stderr line; the budget the
 runtime keeps (docs/BENCH.md#memory-budget) is checked per case: a case passes when the run
 succeeds and its peak RSS is within ``BUDGET_BASE_BYTES`` + ``BUDGET_BYTES_PER_PX`` per
@@ -89,9 +90,10 @@ def unet_side(out_json: Path, side: int) -> str | None:
     from ptolemy_rt.scale import resampled_shape
 
     try:
-        sc = json.loads(Path(out_json).read_text()).get("scale")
+        obj = json.loads(Path(out_json).read_text())
     except (OSError, ValueError):
         return None
+    sc = obj.get("scale") if isinstance(obj, dict) else None  # -f json-full: a dict with "scale"
     if not sc:
         return None
     r, c = resampled_shape((side, side), float(sc["factor"]))
@@ -131,6 +133,8 @@ def run_memory(run_child, cli, models: str | None, sides=SIDES, modes=MODES, tim
                     continue
                 kind, _, extra = mode.partition("+")  # "lowmag+plot": with --plot (the picture's memory)
                 cmd = cli(kind, img, d / "x.json") + (["--plot", str(d / "x.png")] if extra == "plot" else [])
+                if kind == "medmag" and "-f" in cmd:  # json-full: the result's scale (the U-Net's input size)
+                    cmd[cmd.index("-f") + 1] = "json-full"
                 out_json = d / "x.json"
                 if out_json.exists():
                     out_json.unlink()
