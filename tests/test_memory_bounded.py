@@ -400,3 +400,22 @@ def test_lattice_costs_with_the_blocked_table_are_the_same(monkeypatch):
     monkeypatch.setattr(lattice, "BLOCKED_SAT_MIN_PIXELS", 0)
     got = lattice.basis_costs(m, cents, (60.0, 0.0), (0.0, 60.0))
     assert np.array_equal(got, want) and (want >= 0).all()
+
+
+def test_lattice_kernel_blocked_table_gives_the_painted_costs():
+    """Issue 14: the lattice kernel's summed-area table (`lattice_kernels._summed_area`) is
+    blocked (uint16 in-block counts + int32 block boundaries; it was int32: +1.07 GB at
+    16384²). Its square-candidate costs equal `lattice.basis_costs` (Python int32 table) on a
+    mask whose sides are not multiples of the 64 px block."""
+    from ptolemy_rt import kernels, lattice
+
+    rr, cc = np.mgrid[:331, :297]
+    m = ((rr % 50 - 25) ** 2 + (cc % 50 - 25) ** 2 <= 11 ** 2) & ~((rr > 140) & (rr < 160))
+    cents = np.array([[25.0 + 50 * i, 25.0 + 50 * j] for i in range(6) for j in range(5) if not 2 < 25 + 50 * i - 150 < 10])
+    nb = np.array([[k + 1 if k + 1 < len(cents) else k - 1] for k in range(len(cents))], np.int64)  # the next along the row
+    costs, counts, _ = kernels.score_candidates(m.view(np.uint8), cents, nb, 100.0, 30, False, 0.0, 1e9)
+    d = cents[nb[:, 0]] - cents
+    for i in range(len(cents)):
+        u = d[i]
+        want = lattice.basis_costs(m, cents[i:i + 1], (u[0], u[1]), (-u[1], u[0]), margin=100.0, box=30)
+        assert costs[i, 0] == want[0] and want[0] >= 0, (i, costs[i, 0], want[0])
