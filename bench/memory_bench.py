@@ -4,16 +4,26 @@ The images are written straight to an MRC file through a memory map (``mrcfile.n
 strip by strip, never held in RAM: mode 6 (uint16), a background of 1000 counts plus
 uniform noise 0..15 (seeded per strip: not constant, no periodic texture) and, in the
 top-left 2048×2048 px only, bright 128×128 px blocks (+2000) on a square lattice of pitch
-280 px: a hole lattice within both model sets' scale tolerance (so the scale stage does not
-resample and the U-Net runs on the whole image) and a few dozen squares / holes to classify
-(so the run is dominated by the whole-image stages, whose memory is what is measured).
+280 px (within both model sets' scale tolerance) and a few dozen squares / holes to
+classify. On the 16384² image the lattice covers 1/64 of the image, so the scale stage's
+measurement is not confident (quality ≈ 2.6: "not resampled", factor 1); on the 6000²
+image likewise or within tolerance: the scale stage does not resample, and the U-Net runs on
+the whole image at its own size (each medium-mag case prints the U-Net's input size from the
+result's ``scale.factor``: "U-Net 16384×16384"). Before issue 14's fix of
+`medmag.capped_decision` every image above 64 Mpx was shrunk to 64 Mpx (×0.488 at 16384²)
+before the U-Net; this bench measured that smaller U-Net.
 
-Per case: ``ptolemy lowmag|medmag IMG -f json -o TMP`` in a child process, peak RSS from
-``os.wait4`` (ru_maxrss), exit code and the last stderr line; the budget the runtime keeps
-(docs/BENCH.md#memory-budget) is checked per case: a case passes when the run succeeds and
-its peak RSS is within ``BUDGET_BASE_BYTES`` + ``BUDGET_BYTES_PER_PX`` per pixel, or
-when the image is above the pixel budget (`ptolemy_rt.mrc.MAX_SECTION_PIXELS`) and is
-refused with exit 3 and one ``ptolemy: error:`` line.
+Per case: ``ptolemy lowmag|medmag IMG -f json -o TMP`` (medmag: ``-f json-full``, whose
+``scale`` gives the U-Net's input size) in a child process, peak RSS from
+``os.wait4`` (ru_maxrss), exit code, wall time and the last stderr line; the budget the
+runtime keeps (docs/BENCH.md#memory-budget) is checked per case: a case passes when the run
+succeeds and its peak RSS is within ``BUDGET_BASE_BYTES`` + ``BUDGET_BYTES_PER_PX`` per
+pixel, or when the image is above the pixel budget (`ptolemy_rt.mrc.MAX_SECTION_PIXELS`) and
+is refused with exit 3 and one ``ptolemy: error:`` line.
+
+Time: the published set's medium-mag run on 16384² (a full-size 64-channel U-Net) takes
+about 45 min on one thread of the 2-core development machine (the own set's ≈ 3.5 min);
+each case has a timeout of ``CASE_TIMEOUT_S`` = 3600 s (this bench is not CI).
 
 The files go to a temporary folder ($PTOLEMY_BENCH_TMP or /tmp) and are deleted after the
 case. Sizes: 6000² (the size of the issue's report), 16384² (the largest accepted, 512 MiB as uint16) and 40000² (refused, 3.2 GB
@@ -33,6 +43,8 @@ BUDGET_BYTES_PER_PX = 4.0
 PUBLISHED_SET = "ptolemy-2022"
 #: Cases whose budget exceeds this are skipped (not run) unless MEMBENCH_ALL=1.
 MAX_RUN_BYTES = 8e9
+#: seconds per case before the child is killed (the published 16384² medmag run: ≈ 45 min)
+CASE_TIMEOUT_S = 3600.0
 SIDES = (6000, 16384, 40000)
 MODES = ("lowmag", "medmag")
 STRIP_ROWS = 1024
@@ -70,7 +82,25 @@ def budget_bytes(side: int, mode: str = "lowmag", models: str | None = None) -> 
     return BUDGET_BASE_BYTES + BUDGET_BYTES_PER_PX * side * side
 
 
-def run_memory(run_child, cli, models: str | None, sides=SIDES, modes=MODES, timeout: float = 1800.0,
+def unet_side(out_json: Path, side: int) -> str | None:
+    """"rows×cols" the U-Net ran on, from a medium-mag result's ``scale.factor`` (the image
+    resampled by it, `scale.resampled_shape`), or None when the output has no scale."""
+    import json
+
+    from ptolemy_rt.scale import resampled_shape
+
+    try:
+        obj = json.loads(Path(out_json).read_text())
+    except (OSError, ValueError):
+        return None
+    sc = obj.get("scale") if isinstance(obj, dict) else None  # -f json-full: a dict with "scale"
+    if not sc:
+        return None
+    r, c = resampled_shape((side, side), float(sc["factor"]))
+    return f"{r}×{c}"
+
+
+def run_memory(run_child, cli, models: str | None, sides=SIDES, modes=MODES, timeout: float = CASE_TIMEOUT_S,
                log=print) -> list[dict]:
     """Run every (side, mode) case, one at a time; returns one record per case.
 
@@ -103,16 +133,23 @@ def run_memory(run_child, cli, models: str | None, sides=SIDES, modes=MODES, tim
                     continue
                 kind, _, extra = mode.partition("+")  # "lowmag+plot": with --plot (the picture's memory)
                 cmd = cli(kind, img, d / "x.json") + (["--plot", str(d / "x.png")] if extra == "plot" else [])
+                if kind == "medmag" and "-f" in cmd:  # json-full: the result's scale (the U-Net's input size)
+                    cmd[cmd.index("-f") + 1] = "json-full"
+                out_json = d / "x.json"
+                if out_json.exists():
+                    out_json.unlink()
                 r = run_child(cmd, timeout=timeout)
+                unet = unet_side(out_json, side) if kind == "medmag" and r["rc"] == 0 else None
                 if accepted:
                     ok = r["rc"] == 0 and r["rss_mb"] * MB <= lim
                 else:
                     ok = r["rc"] == 3 and r["err"].startswith("ptolemy: error:")
                 rec = {"name": f"memory-{mode}-{side}" + (f" ({models})" if models else ""), "mode": mode, "side": side, "pixels": side * side,
                        "rss_mb": r["rss_mb"], "budget_mb": lim / MB, "wall_s": r["wall_s"], "rc": r["rc"],
-                       "err": r["err"], "accepted": accepted, "ok": ok}
+                       "err": r["err"], "accepted": accepted, "ok": ok, "unet": unet}
                 log(f"{rec['name']}: rc {r['rc']}  peak RSS {r['rss_mb']:.0f} MB (budget {lim / MB:.0f} MB)  "
-                    f"{r['wall_s']:.1f} s  {'ok' if ok else 'OVER / FAILED'}  {r['err'] if r['rc'] else ''}")
+                    f"{r['wall_s']:.1f} s  {'ok' if ok else 'OVER / FAILED'}  {r['err'] if r['rc'] else ''}"
+                    + (f"  U-Net {unet}" if unet else ""))
                 rows.append(rec)
         finally:
             for f in d.iterdir():
@@ -123,10 +160,10 @@ def run_memory(run_child, cli, models: str | None, sides=SIDES, modes=MODES, tim
 
 def format_memory(rows: list[dict]) -> str:
     """A table of `run_memory`'s records."""
-    lines = [f"{'case':38s} {'rc':>3s} {'peak RSS MB':>12s} {'budget MB':>10s} {'wall s':>8s}  verdict"]
+    lines = [f"{'case':38s} {'rc':>3s} {'peak RSS MB':>12s} {'budget MB':>10s} {'wall s':>8s} {'U-Net on':>12s}  verdict"]
     for r in rows:
         lines.append(f"{r['name']:38s} {r['rc']:>3d} {r['rss_mb']:>12.0f} {r['budget_mb']:>10.0f} "
-                     f"{r['wall_s']:>8.1f}  {'ok' if r['ok'] else 'OVER / FAILED'}"
+                     f"{r['wall_s']:>8.1f} {r.get('unet') or '':>12s}  {'ok' if r['ok'] else 'OVER / FAILED'}"
                      + ("" if r["accepted"] else " (refused: above the pixel budget)"))
     return "\n".join(lines)
 

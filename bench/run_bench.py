@@ -332,7 +332,7 @@ def main(argv=None) -> int:
         rows = []
         for m in dict.fromkeys([None, models]):  # the default set, and the published one when built
             rows += memory_bench.run_memory(run_child, lambda mode, image, out, m=m: mem_cli(mode, image, out, m),
-                                            m, timeout=max(a.timeout, 1800.0))
+                                            m, timeout=max(a.timeout, memory_bench.CASE_TIMEOUT_S))
         print(memory_bench.format_memory(rows))
         if a.only == "memory":
             Path(a.out).parent.mkdir(parents=True, exist_ok=True)

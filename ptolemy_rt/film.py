@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from . import regions
+from .core import row_strips
+
 #: annulus around a lattice point where the film is measured: from HOLE_MARGIN × the hole
 #: radius (+1 px) out to OUTER_FRACTION × the lattice spacing
 HOLE_MARGIN = 1.25
@@ -115,6 +118,29 @@ def _robust_sd(v: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(v - np.median(v))))
 
 
+def _median_as_float64(v: np.ndarray) -> float:
+    """``np.median(v.astype(np.float64))`` of a 1-D array of real values exactly representable
+    in float64 (float32, small ints), without the float64 copy: `v` (the caller's own array)
+    is partitioned in place and the middle value(s) converted (even n: their float64 sum / 2,
+    as numpy's mean of the two). NaN for an empty array.
+
+    Examples
+    --------
+    >>> v = np.array([3.5, 1.25, 2.0, 7.0], np.float32)
+    >>> _median_as_float64(v.copy()) == float(np.median(v.astype(np.float64))), _median_as_float64(v[:3].copy())
+    (True, 2.0)
+    """
+    n = v.size
+    if n == 0:
+        return float("nan")
+    k = n // 2
+    if n % 2:
+        v.partition(k)
+        return float(np.float64(v[k]))
+    v.partition([k - 1, k])
+    return float((np.float64(v[k - 1]) + np.float64(v[k])) / 2.0)
+
+
 def hole_radius_px(mask: np.ndarray, points: np.ndarray, spacing_px: float) -> float:
     """Typical hole radius (px): the median equivalent-disc radius sqrt(area / π) of the
     8-connected U-Net mask components under the lattice points, clipped to [0.15, 0.45] ×
@@ -136,10 +162,19 @@ def hole_radius_px(mask: np.ndarray, points: np.ndarray, spacing_px: float) -> f
     p = p[ok]
     if len(p) == 0 or not m[p[:, 0], p[:, 1]].any():
         return 0.3 * d
-    labels, _ = ndi.label(m, structure=np.ones((3, 3), dtype=bool))
-    ids = labels[p[:, 0], p[:, 1]]
-    ids = np.unique(ids[ids > 0])
-    areas = np.bincount(labels.ravel())[ids]
+    if regions.runs_are_smaller(m):  # row runs: no int32 label image (the same components)
+        runs = regions.region_runs(m, 0)
+        ids = runs.at(p[:, 0], p[:, 1])
+        ids = np.unique(ids[ids > 0])
+        areas = runs.areas()[ids]
+    else:
+        labels, n = ndi.label(m, structure=np.ones((3, 3), dtype=bool))
+        ids = labels[p[:, 0], p[:, 1]]
+        ids = np.unique(ids[ids > 0])
+        areas = np.zeros(n + 1, dtype=np.int64)
+        for sl in row_strips(*labels.shape):  # no whole-image int64 copy of the labels
+            areas += np.bincount(labels[sl].ravel(), minlength=n + 1)
+        areas = areas[ids]
     r = math.sqrt(float(np.median(areas)) / math.pi)
     return float(min(max(r, 0.15 * d), 0.45 * d))
 
@@ -317,7 +352,7 @@ def _film_check(image, mask, points, spacing_px, polarity) -> FilmCheck:
         dc = (np.arange(c0, c1) + 0.5 - pc)[None, :]
         disc[r0:r1, c0:c1] |= dr * dr + dc * dc <= rh * rh
     disc &= m
-    H = sign * float(np.median(np.asarray(x, dtype=np.float64)[disc]))
+    H = sign * _median_as_float64(np.asarray(x)[disc])  # the disc pixels only: no whole-image float64 copy
     C = abs(H - F)
     low = F - max(DARK_SPREAD * S, DARK_CONTRAST * C)
     dark = _dark_cluster(level, level[seen])

@@ -51,9 +51,27 @@ class LoadedImage:
     stage: object | None = None
     origin: dict | None = None
     #: True when nothing reads the pixels after the pipeline (set by the batch runner when no
-    #: plot is drawn): the low-mag pipeline may then overwrite them in place (zero level,
-    #: clamp) instead of making a second whole-image array (docs/BENCH.md#memory-budget).
+    #: plot is drawn): the pipelines may then overwrite them in place (zero level, clamp,
+    #: shift) instead of making a second whole-image array, and the medium-mag pipeline drops
+    #: them once it has resampled the image (`release_pixels`; docs/BENCH.md#memory-budget).
     scratch: bool = False
+
+    def release_pixels(self) -> None:
+        """Let go of the pixels of a `scratch` image: ``pixels`` becomes None, so no holder of
+        this LoadedImage keeps the array alive (the medium-mag pipeline, once a resampled copy
+        replaces it: −4 bytes/px). The other fields stay. A non-scratch image is left as is.
+
+        Examples
+        --------
+        >>> from dataclasses import replace
+        >>> im = as_loaded_image(np.arange(64 * 64, dtype=np.float32).reshape(64, 64))
+        >>> im.release_pixels(); im.pixels.shape  # not scratch: kept
+        (64, 64)
+        >>> im = replace(im, scratch=True); im.release_pixels(); im.pixels is None, im.integer_valued
+        (True, True)
+        """
+        if self.scratch:
+            object.__setattr__(self, "pixels", None)  # frozen: the one field the protocol changes
 
 
 def _fail(path: str | os.PathLike, problem: str) -> InputImageError:

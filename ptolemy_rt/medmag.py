@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -148,14 +148,43 @@ def _normalised_rows(a: np.ndarray, sl: slice, mean: float, std: float, clamp: b
 _NUMPY_BUFSIZE = 8192
 
 
+#: Images above this many pixels reach the U-Net as bands normalised when read
+#: (`_NormalisedPadded`), and the polarity check's negated image as `_Negated` bands.
+LAZY_UNET_INPUT_PIXELS = 4096 * 4096
+
+
+class _Negated:
+    """Stands for ``-pixels`` (2-D [row, col]) where only row bands are read (``[rows]``, as
+    `_NormalisedPadded` reads them): the polarity check's negated image without a whole-image
+    copy (−4 bytes/px while the U-Net runs on it). Same values as ``-pixels``.
+
+    Examples
+    --------
+    >>> a = np.arange(6, dtype=np.float32).reshape(2, 3)
+    >>> n = _Negated(a)
+    >>> n.shape, bool(np.array_equal(n[0:2], -a))
+    ((2, 3), True)
+    """
+
+    def __init__(self, pixels: np.ndarray):
+        self.pixels = pixels
+        self.shape = pixels.shape
+        self.size = pixels.size
+        self.ndim = pixels.ndim
+        self.dtype = pixels.dtype
+
+    def __getitem__(self, key) -> np.ndarray:
+        return np.negative(self.pixels[key])
+
+
 class _NormalisedPadded:
     """Stands for `pad_for_unet(normalise(pixels, clamp, where))` (float32 [row, col], `shape`) where only
     row bands are read (`rows`): each is normalised when asked for, so the whole normalised
-    and padded image never exists (images above `ROTATE_WHOLE_MAX_PIXELS`; the U-Net reads
+    and padded image never exists (images above `LAZY_UNET_INPUT_PIXELS`; the U-Net reads
     bands, `unet.unet_logits`). Same values as the whole arrays."""
 
     def __init__(self, pixels: np.ndarray, clamp: bool = True, where: np.ndarray | None = None):
-        self.pixels = np.asarray(pixels)
+        self.pixels = pixels if isinstance(pixels, _Negated) else np.asarray(pixels)
         self.clamp = bool(clamp)
         self.where = None if where is None or not np.any(where) else np.asarray(where, dtype=bool)
         h, w = self.pixels.shape
@@ -327,7 +356,7 @@ def drop_small_regions(mask: np.ndarray, min_px: int) -> np.ndarray:
     if min_px <= 1:
         return mask
     m = np.ascontiguousarray(mask, dtype=bool)
-    if m.ndim == 2 and _run_count(m) * RUN_BYTES <= 4 * m.size:
+    if regions.runs_are_smaller(m):
         # row runs (`regions.region_runs`): no int32 label image (the same 8-connected components)
         runs = regions.region_runs(m, 0)
         if runs.n == 0:
@@ -344,19 +373,6 @@ def drop_small_regions(mask: np.ndarray, min_px: int) -> np.ndarray:
     keep = np.bincount(labels.ravel(), minlength=n + 1) >= min_px
     keep[0] = False
     return keep[labels]
-
-
-#: Bytes per row run while `regions.region_runs` labels (run arrays and union-find).
-RUN_BYTES = 24
-
-
-def _run_count(mask: np.ndarray) -> int:
-    """Number of row runs of a bool [row, col] mask, counted in row strips."""
-    total = 0
-    for sl in row_strips(*mask.shape):
-        m = mask[sl]
-        total += int(np.count_nonzero(m[:, 0])) + int(np.count_nonzero(m[:, 1:] > m[:, :-1]))
-    return total
 
 
 def mask_min_region_px(models) -> int:
@@ -1226,17 +1242,33 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     else:
         pix = clamp_negatives(loaded.pixels)
     decision = scale_decision(pix, ms, opts, loaded.pixel_size_nm if pixel_size_nm is None else pixel_size_nm)
+    in_shape, in_size = tuple(pix.shape), int(pix.size)
+    # the input's pixels may be let go once resampled when they are this call's own (read from
+    # a path, or a scratch LoadedImage, which then drops them too: `io.LoadedImage.release_pixels`),
+    # never a caller's array
+    releasable = robust and (isinstance(image, (str, os.PathLike)) or (loaded is image and loaded.scratch))
+    raw = None
+    if releasable and loaded is not image:  # read from a path here: no one else holds it
+        loaded = replace(loaded, pixels=None)
 
     def at_scale(decision):
         """The pipeline from the scale stage's decision on: the result in input pixels."""
-        work, resampling = (pix, None) if decision is None or decision.factor == 1.0 else scale.resample(pix, decision.factor)
+        nonlocal pix
         sw.lap("scale")
         polarity = None
-        if robust:
+        if robust:  # on the input pixels, before a resampling may overwrite and let them go
             measured = None if decision is None else decision.measured
             polarity = (film.hole_polarity(pix, measured.vectors_xy) if measured is not None and measured.confident
                         else film.Polarity(1, None, "no confident hole lattice: polarity not measured (holes taken as bright)"))
             sw.lap("polarity")
+        if decision is None or decision.factor == 1.0:
+            work, resampling = pix, None
+        else:
+            work, resampling = scale.resample(pix, decision.factor, overwrite=releasable)
+            if releasable:  # the resampled copy replaces the input (−4 bytes/px, twice that while downsampling)
+                pix = None
+                loaded.release_pixels()
+        sw.lap("scale")
 
         basis = None  # the measured lattice in the work frame: a lattice-search candidate
         if robust and decision is not None and decision.measured is not None and (
@@ -1253,7 +1285,7 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
             """(logits cut to img or None, mask) of the U-Net on img; without intermediates the
             mask is made strip by strip (no whole-image logits; the same comparisons)."""
             where = None if region is None else region.mask
-            if img.size > ROTATE_WHOLE_MAX_PIXELS and not intermediates:
+            if lazy:
                 padded = _NormalisedPadded(img, clamp=not robust, where=where)  # bands normalised as the U-Net reads them
             else:
                 padded = pad_for_unet(normalise(img, clamp=not robust, where=where))
@@ -1272,12 +1304,17 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
             sw.lap("unet")
             return out
 
+        lazy = work.size > LAZY_UNET_INPUT_PIXELS and not intermediates
         logits, mask = masked(work)
         if polarity is not None and polarity.sign < 0:  # confirm with the U-Net (docs/ALGORITHM.md#medmag-polarity)
-            flipped = -work
+            flipped = _Negated(work) if lazy else -work  # large: negated band by band as the U-Net reads it
             logits_f, mask_f = masked(flipped)
             n_as_is, n_flipped = lattice_holes_seen(mask, opts, ms, basis), lattice_holes_seen(mask_f, opts, ms, basis)
             if n_flipped > n_as_is:
+                if lazy:  # the pipeline's own array (resampled, or its own input) is negated in place
+                    # (a confident lattice: no weak-lattice retry reads the input again)
+                    mine = (resampling is not None or releasable) and work.flags.writeable
+                    flipped = np.negative(work, out=work) if mine else -work
                 work, logits, mask = flipped, logits_f, mask_f
                 note = f"; the U-Net confirms: {n_flipped} lattice holes negated vs {n_as_is} as is"
             else:
@@ -1293,7 +1330,7 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
         if kept is not None:
             kept.update(scale=decision, resampling=resampling, work=work)  # the other intermediates: resampled frame
         if resampling is not None:
-            res = to_input_frame(res, resampling, pix.shape)
+            res = to_input_frame(res, resampling, in_shape)
             if res.film is not None:
                 f = float(np.mean(resampling.factors_rc))
                 res.film = dict(res.film, hole_radius_px=round(res.film["hole_radius_px"] / f, 2),
@@ -1308,7 +1345,7 @@ def find_holes(image, options: MedmagOptions | None = None, *, models=None, inte
     weak = None if not robust or res.holes or decision is None else scale.weak_decision(
         decision, ms.spec.pipeline.hole_pitch_px, ms.spec.pipeline.hole_pitch_tolerance)
     if weak is not None:
-        weak = capped_decision(weak, pix.size)
+        weak = capped_decision(weak, in_size)
     if weak is not None:  # the image as it is gave no holes: try the lattice measured weakly
         retry = at_scale(weak)
         if retry.holes:
@@ -1359,8 +1396,9 @@ def lattice_holes_seen(mask: np.ndarray, opts: MedmagOptions, models, basis=None
     return int(np.count_nonzero(np.asarray(mask, dtype=bool)[p[:, 0], p[:, 1]]))
 
 
-#: Largest image (pixels) the scale stage resamples to: 64 Mpx (256 MB as float32; the U-Net
-#: runs in strips). A larger factor is capped, and the note in `scale` says so.
+#: Largest image (pixels) the scale stage UPsamples to: 64 Mpx (256 MB as float32; the U-Net
+#: runs in strips). A larger upsampling factor is capped (never below 1: an image is never
+#: downsampled below the model's scale to bound memory), and the note in `scale` says so.
 MAX_RESAMPLED_PIXELS = 64_000_000
 
 
@@ -1369,8 +1407,8 @@ def scale_decision(pix: np.ndarray, models, opts: MedmagOptions, pixel_size_nm: 
     "off").
 
     It uses the model set's declared hole pitch and tolerance (`modelspec.PipelineSpec`), the
-    measured lattice, and ``opts.hole_pitch_um`` with the pixel size when both are known. The
-    factor is capped so that the resampled image has at most `MAX_RESAMPLED_PIXELS`.
+    measured lattice, and ``opts.hole_pitch_um`` with the pixel size when both are known. An
+    upsampling factor is capped by `capped_decision` (`MAX_RESAMPLED_PIXELS`).
 
     Parameters
     ----------
@@ -1416,18 +1454,46 @@ def scale_decision(pix: np.ndarray, models, opts: MedmagOptions, pixel_size_nm: 
 
 
 def capped_decision(dec, n_pixels: int):
-    """``dec`` (a `scale.ScaleDecision`) with its factor capped so that the resampled image
-    has at most `MAX_RESAMPLED_PIXELS` (bounded memory; the note says so).
+    """``dec`` (a `scale.ScaleDecision`) with an upsampling factor capped so that the
+    resampled image has at most `MAX_RESAMPLED_PIXELS` (bounded memory; the note says so).
+
+    Only upsampling is bounded: a factor ≤ 1 is kept as it is, whatever the image's size (a
+    downsampled image is smaller than the input, and downsampling below the model's scale
+    would lose holes), and a factor > 1 is capped at max(1, sqrt(MAX_RESAMPLED_PIXELS /
+    n_pixels)), so an image already above the limit is not resampled at all.
+
+    Parameters
+    ----------
+    dec : scale.ScaleDecision
+    n_pixels : int
+        Pixels of the input image.
+
+    Returns
+    -------
+    scale.ScaleDecision
 
     Examples
     --------
     >>> d = capped_decision(scale.ScaleDecision(10.0, 20.0, "measured", None), 1_000_000)
     >>> d.factor, d.note
     (8.0, '; capped at x8 (64 Mpx)')
+
+    A 16384² image (268 Mpx, above the limit) at the model's scale, or to be downsampled,
+    keeps its factor; asked to be upsampled, it is left at factor 1:
+
+    >>> capped_decision(scale.ScaleDecision(1.0, None, "none", None), 16384 ** 2).factor
+    1.0
+    >>> capped_decision(scale.ScaleDecision(0.5, 560.0, "measured", None), 16384 ** 2).factor
+    0.5
+    >>> d = capped_decision(scale.ScaleDecision(2.0, 140.0, "measured", None), 16384 ** 2)
+    >>> d.factor, d.note
+    (1.0, '; capped at x1 (64 Mpx)')
     """
     from dataclasses import replace
 
-    cap = math.sqrt(MAX_RESAMPLED_PIXELS / max(1, n_pixels))
+    if dec.factor <= 1.0:  # never downsample to bound memory: only upsampling is capped
+        return dec
+    cap = max(1.0, math.sqrt(MAX_RESAMPLED_PIXELS / max(1, n_pixels)))
     if dec.factor > cap:  # bounded memory: never upsample beyond MAX_RESAMPLED_PIXELS
         dec = replace(dec, factor=cap, note=dec.note + f"; capped at x{cap:.4g} ({MAX_RESAMPLED_PIXELS / 1e6:.0f} Mpx)")
     return dec

@@ -148,6 +148,33 @@ class RegionRuns:
         verts, offsets = kernels.hulls_of_rows(rows, cmin, cmax, starts)
         return [verts[offsets[i - 1]:offsets[i]] for i in range(1, self.n + 1)]
 
+    def at(self, rows, cols) -> np.ndarray:
+        """int32 labels (0: no label) of the pixels (rows[i], cols[i]) (integer px, inside the
+        image): the runs are row-major, so each pixel's run is found by binary search.
+
+        Examples
+        --------
+        >>> m = np.zeros((4, 6), bool); m[1:3, 1:3] = True; m[0, 5] = True
+        >>> region_runs(m).at(np.array([0, 1, 2, 3]), np.array([5, 1, 3, 0])).tolist()
+        [1, 2, 0, 0]
+        """
+        r = np.asarray(rows, dtype=np.int64).reshape(-1)
+        c = np.asarray(cols, dtype=np.int64).reshape(-1)
+        w = int(self.shape[1]) + 1
+        key = self.rr.astype(np.int64) * w + self.rs
+        k = np.searchsorted(key, r * w + c, side="right") - 1
+        out = np.zeros(len(r), dtype=np.int32)
+        ok = k >= 0
+        kk = k[ok]
+        hit = (self.rr[kk] == r[ok]) & (self.re[kk] >= c[ok])
+        out[np.flatnonzero(ok)[hit]] = self.lab[kk[hit]]
+        return out
+
+    def areas(self) -> np.ndarray:
+        """int64 pixels of each region, indexed by label (entry 0: 0)."""
+        return np.bincount(self.lab, weights=(self.re - self.rs + 1).astype(np.float64),
+                           minlength=self.n + 1).astype(np.int64)
+
     def lookup(self, table: np.ndarray) -> np.ndarray:
         """table[labels] for a bool table of n + 1 entries (table[0]: pixels without a label),
         made strip by strip: a bool [row, col] image."""
@@ -189,6 +216,40 @@ def region_runs(mask: np.ndarray, dilate: int = 0) -> RegionRuns:
     rr, rs, re, lab, n = kernels.label_runs(grown)
     del grown
     return RegionRuns(rr, rs, re, lab, n, m)
+
+
+#: Bytes per row run while `region_runs` labels (run arrays and union-find).
+RUN_BYTES = 24
+
+
+def run_count(mask: np.ndarray) -> int:
+    """Number of row runs of a bool [row, col] mask, counted in row strips (`core.row_strips`).
+
+    Examples
+    --------
+    >>> run_count(np.array([[1, 1, 0, 1], [0, 0, 0, 0], [1, 0, 1, 0]], bool))
+    4
+    """
+    from .core import row_strips
+
+    total = 0
+    for sl in row_strips(*mask.shape):
+        m = mask[sl]
+        total += int(np.count_nonzero(m[:, 0])) + int(np.count_nonzero(m[:, 1:] > m[:, :-1]))
+    return total
+
+
+def runs_are_smaller(mask: np.ndarray) -> bool:
+    """True when `region_runs` of the 2-D bool mask takes less memory than an int32 label image
+    (`run_count` × RUN_BYTES ≤ 4 bytes per pixel): then the run-based path is used.
+
+    Examples
+    --------
+    >>> m = np.zeros((64, 64), bool); m[8:40, 8:40] = True
+    >>> runs_are_smaller(m), runs_are_smaller(np.indices((64, 64)).sum(axis=0) % 2 == 0)  # a checkerboard: not
+    (True, False)
+    """
+    return mask.ndim == 2 and run_count(mask) * RUN_BYTES <= 4 * mask.size
 
 
 def region_hulls(labels: np.ndarray, n: int) -> list[np.ndarray]:

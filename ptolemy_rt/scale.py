@@ -877,7 +877,7 @@ class Resampling:
         return (p + 0.5) * scale - 0.5
 
 
-def resample(image: np.ndarray, factor: float) -> tuple[np.ndarray, Resampling]:
+def resample(image: np.ndarray, factor: float, overwrite: bool = False) -> tuple[np.ndarray, Resampling]:
     """Zoom a 2-D image by `factor` (pixel-area convention of `Resampling`).
 
     Downsampling low-pass filters first (Gaussian, σ = (1/factor − 1)/2 px of the input, as
@@ -889,6 +889,12 @@ def resample(image: np.ndarray, factor: float) -> tuple[np.ndarray, Resampling]:
     ----------
     image : 2-D array [row, col], any real dtype
     factor : float > 0
+    overwrite : bool
+        True: the caller lets the image go afterwards, so a float32 image (writable,
+        C-contiguous) is low-pass filtered in place (no second whole-image float32 array
+        while downsampling: −4 bytes/px of the input; scipy's 1-D filters buffer each line
+        before writing it, so the values are those of the filtered copy, bit for bit, tested)
+        and is garbage afterwards.
 
     Returns
     -------
@@ -923,7 +929,8 @@ def resample(image: np.ndarray, factor: float) -> tuple[np.ndarray, Resampling]:
     fr, fc = rs.factors_rc
     sig = (max(0.0, (1.0 / fr - 1.0) / 2.0), max(0.0, (1.0 / fc - 1.0) / 2.0))
     if sig[0] > 0 or sig[1] > 0:
-        x = ndi.gaussian_filter(x, sig, mode="nearest")
+        in_place = overwrite and x is a and x.dtype == np.float32 and x.flags.writeable and x.flags.c_contiguous
+        x = ndi.gaussian_filter(x, sig, mode="nearest", output=x if in_place else None)
     out = ndi.zoom(x, (fr, fc), order=1, mode="nearest", grid_mode=True)
     if out.shape != out_shape:  # zoom rounds the same way; guard against float edge cases
         raise RuntimeError(f"resample produced {out.shape}, expected {out_shape}")

@@ -566,6 +566,28 @@ def test_scale_stage_memory_is_bounded(monkeypatch):
     assert medmag.scale_decision(big, load_model_set(OWN_SET), MedmagOptions(scale="off"), None) is None
 
 
+def test_scale_cap_never_downsamples_a_big_image(monkeypatch):
+    """Issue 14: the cap bounds upsampling only. An image above MAX_RESAMPLED_PIXELS (16384²)
+    at the model's scale (factor 1, or no confident lattice) keeps factor 1 (it was shrunk
+    ×0.488 to 7999², losing holes); one to be downsampled keeps its factor; one to be
+    upsampled is left at factor 1, never below."""
+    from ptolemy_rt import scale
+    from ptolemy_rt.models import OWN_SET, available_sets, load_model_set
+    from ptolemy_rt.options import MedmagOptions
+
+    if OWN_SET not in available_sets():
+        pytest.skip("own set not present")
+    big = np.broadcast_to(np.float32(0.0), (16384, 16384))  # only its size is read (no memory)
+    ms = load_model_set(OWN_SET)
+    for factor, expected in ((1.0, 1.0), (0.7, 0.7), (3.0, 1.0)):
+        wanted = scale.ScaleDecision(factor, 280.0, "measured", None, None, None, "measured 280.0 px")
+        monkeypatch.setattr(scale, "choose_scale", lambda *a, wanted=wanted, **k: wanted)
+        dec = medmag.scale_decision(big, ms, MedmagOptions(), None)
+        assert dec.factor == expected, (factor, dec.factor, dec.note)
+        assert ("capped" in dec.note) == (factor > 1.0)
+    assert medmag.capped_decision(scale.ScaleDecision(1.0, None, "none", None), 16384 ** 2).factor == 1.0
+
+
 def test_robust_pipeline_searches_oblique_lattices_for_every_model_set():
     """Issue 15: a tilted grid's lattice is oblique whatever the networks. Without
     ``--lattice`` the robust pipeline uses the oblique search also for a set that declares

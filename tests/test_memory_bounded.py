@@ -272,3 +272,150 @@ def test_medmag_shift_in_place_on_scratch_pixels():
     expect = np.empty_like(keep)
     expect[:] = keep.astype(np.float64) - ref
     assert np.array_equal(loaded.pixels, expect)  # shifted in place: the pipeline's own pixels
+
+
+def test_film_check_makes_no_whole_image_labels_or_float64_copy():
+    """Issue 14: `film.film_check` at 16384² took +3.2 GB (an int32 label image for the hole
+    radius, its int64 copy in np.bincount, a float64 copy of the image for the hole level).
+    The hole radius now comes from row runs (the same components: equal to the label-image
+    radius) and the hole level from the disc pixels only (float32, partitioned in place):
+    traced peak ≤ 4 bytes/px of the image (the bool disc and exclusion masks, 1 byte/px
+    each, and the disc pixels: 4 bytes × the mask fraction 0.31), before 12.3."""
+    import tracemalloc
+
+    import scipy.ndimage as ndi
+
+    from ptolemy_rt import film
+
+    n = 1536
+    rr, cc = np.mgrid[:n, :n]
+    mask = (rr % 96 - 48) ** 2 + (cc % 96 - 48) ** 2 <= 30 ** 2
+    mask[:, 700:760] = False  # split some holes: components of several sizes
+    img = np.where(mask, 200.0, 100.0).astype(np.float32) + np.random.default_rng(0).random((n, n), np.float32)
+    pts = np.array([[r + 48.0, c + 48.0] for r in range(0, n, 96) for c in range(0, n, 96)])
+    labels, k = ndi.label(mask, structure=np.ones((3, 3), bool))  # the whole-image reference radius
+    ids = np.unique(labels[pts[:, 0].astype(int), pts[:, 1].astype(int)])
+    ref = float(min(max(np.sqrt(np.median(np.bincount(labels.ravel())[ids[ids > 0]]) / np.pi), 0.15 * 96), 0.45 * 96))
+    assert film.hole_radius_px(mask, pts, 96.0) == ref
+    film.film_check(img, mask, pts, 96.0)  # warm
+    tracemalloc.start()
+    check = film.film_check(img, mask, pts, 96.0)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    print(f"film_check traced peak {peak / img.size:.2f} bytes/px")
+    assert check.hole_level is not None and check.on_film.all()
+    assert peak <= 4.0 * img.size
+
+
+def test_medmag_lets_the_input_go_once_resampled(monkeypatch):
+    """Issue 14: when the scale stage resamples, the input's pixels are let go before the
+    U-Net (−4 bytes/px of the input) when they are the pipeline's own (a `scratch`
+    LoadedImage: its ``pixels`` become None), never a caller's array; the same holes either
+    way."""
+    import weakref
+    from dataclasses import replace
+
+    from ptolemy_rt import synthetic, unet
+    from ptolemy_rt.models import OWN_SET, available_sets
+
+    if OWN_SET not in available_sets():
+        pytest.skip("own set not present")
+    img, _ = synthetic.medmag_image(3, (384, 448), film="R1.2/1.3", pixel_nm=40.0, tilt_deg=0.0, broken=False, bars=0)
+    arr = np.asarray(img, np.float32)
+    alive = {}
+    logits = unet.unet_logits
+
+    def spy(models, image, **kw):  # when the U-Net runs: is the input array still referenced?
+        alive.setdefault("at_unet", ref() is not None)
+        return logits(models, image, **kw)
+
+    monkeypatch.setattr(unet, "unet_logits", spy)
+    keep = arr.copy()
+    ref = weakref.ref(arr)
+    want = medmag.find_holes(arr, models=OWN_SET)  # a caller's array: kept, unchanged
+    assert want.scale["factor"] > 3.0 and len(want.holes) > 0
+    assert alive.pop("at_unet") and np.array_equal(arr, keep)
+    loaded = replace(io.as_loaded_image(arr.copy()), scratch=True)
+    ref = weakref.ref(loaded.pixels)
+    got = medmag.find_holes(loaded, models=OWN_SET)
+    assert alive.pop("at_unet") is False and loaded.pixels is None  # let go before the U-Net
+    assert repr(got.holes) == repr(want.holes) and got.image_shape == want.image_shape
+
+
+def test_medmag_polarity_check_negates_band_by_band(monkeypatch):
+    """Issue 14: on a large image with dark holes the polarity check ran the U-Net on a whole
+    negated copy (−work: +4 bytes/px). Above `medmag.LAZY_UNET_INPUT_PIXELS` (lowered here)
+    the U-Net reads the negation band by band (`_Negated`), and when the negated image wins
+    the pipeline's own array is negated in place: the same holes, polarity and scores as the
+    whole-array path."""
+    from dataclasses import replace
+
+    from ptolemy_rt import synthetic, unet
+    from ptolemy_rt.models import OWN_SET, available_sets
+
+    if OWN_SET not in available_sets():
+        pytest.skip("own set not present")
+    img, _ = synthetic.medmag_image(21, (512, 720), pixel_nm=40.0, film="R2/2", tilt_deg=0.0, bars=0,
+                                    broken=False, invert=False, offset=0.0)  # as tests/test_film.py's small_film
+    dark = np.float32(2 * float(np.max(img))) - np.asarray(img, np.float32)  # inverted: dark holes
+    want = medmag.find_holes(dark, models=OWN_SET)
+    assert want.polarity["sign"] == -1 and "confirms" in want.polarity["note"] and len(want.holes) > 0
+    seen = []
+    logits = unet.unet_logits
+
+    def spy(models, image, **kw):
+        seen.append(isinstance(getattr(image, "pixels", None), medmag._Negated))
+        return logits(models, image, **kw)
+
+    monkeypatch.setattr(unet, "unet_logits", spy)
+    monkeypatch.setattr(medmag, "LAZY_UNET_INPUT_PIXELS", 1000)
+    loaded = replace(io.as_loaded_image(dark.copy()), scratch=True)
+    got = medmag.find_holes(loaded, models=OWN_SET)
+    assert seen == [False, True]  # as is, then the negation read band by band
+    assert repr(got.holes) == repr(want.holes) and got.polarity == want.polarity
+    assert loaded.pixels is None  # resampled (×2.75): the input was let go
+
+
+@pytest.mark.parametrize("shape", [(128, 128), (64, 200), (1, 1), (65, 64), (130, 191), (63, 5)])
+def test_blocked_summed_area_table_equals_int32_table(shape):
+    """Issue 14: the lattice search's summed-area table of a large mask is `lattice.BlockedSAT`
+    (uint16 in-block counts + int32 block boundaries, ≈ 2.1 bytes/px instead of 4: −0.5 GB at
+    16384²): the same integers at every (r, c), block-aligned sizes and edges included."""
+    from ptolemy_rt import lattice
+
+    m = np.random.default_rng(sum(shape)).random(shape) < 0.6
+    r, c = np.meshgrid(np.arange(shape[0] + 1), np.arange(shape[1] + 1), indexing="ij")
+    assert np.array_equal(lattice.BlockedSAT(m).at(r, c), lattice._SAT(m).at(r, c))
+    full = np.ones((200, 130), bool)  # the largest in-block count, 64² = 4096, fits uint16
+    assert int(lattice.BlockedSAT(full).at(200, 130)) == 200 * 130
+
+
+def test_lattice_costs_with_the_blocked_table_are_the_same(monkeypatch):
+    from ptolemy_rt import lattice
+
+    rr, cc = np.mgrid[:400, :380]
+    m = (rr % 60 - 30) ** 2 + (cc % 60 - 30) ** 2 <= 14 ** 2
+    cents = np.array([[30.0 + 60 * i, 30.0 + 60 * j] for i in range(6) for j in range(6)])
+    want = lattice.basis_costs(m, cents, (60.0, 0.0), (0.0, 60.0))
+    monkeypatch.setattr(lattice, "BLOCKED_SAT_MIN_PIXELS", 0)
+    got = lattice.basis_costs(m, cents, (60.0, 0.0), (0.0, 60.0))
+    assert np.array_equal(got, want) and (want >= 0).all()
+
+
+def test_lattice_kernel_blocked_table_gives_the_painted_costs():
+    """Issue 14: the lattice kernel's summed-area table (`lattice_kernels._summed_area`) is
+    blocked (uint16 in-block counts + int32 block boundaries; it was int32: +1.07 GB at
+    16384²). Its square-candidate costs equal `lattice.basis_costs` (Python int32 table) on a
+    mask whose sides are not multiples of the 64 px block."""
+    from ptolemy_rt import kernels, lattice
+
+    rr, cc = np.mgrid[:331, :297]
+    m = ((rr % 50 - 25) ** 2 + (cc % 50 - 25) ** 2 <= 11 ** 2) & ~((rr > 140) & (rr < 160))
+    cents = np.array([[25.0 + 50 * i, 25.0 + 50 * j] for i in range(6) for j in range(5) if not 2 < 25 + 50 * i - 150 < 10])
+    nb = np.array([[k + 1 if k + 1 < len(cents) else k - 1] for k in range(len(cents))], np.int64)  # the next along the row
+    costs, counts, _ = kernels.score_candidates(m.view(np.uint8), cents, nb, 100.0, 30, False, 0.0, 1e9)
+    d = cents[nb[:, 0]] - cents
+    for i in range(len(cents)):
+        u = d[i]
+        want = lattice.basis_costs(m, cents[i:i + 1], (u[0], u[1]), (-u[1], u[0]), margin=100.0, box=30)
+        assert costs[i, 0] == want[0] and want[0] >= 0, (i, costs[i, 0], want[0])

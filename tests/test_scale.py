@@ -357,3 +357,26 @@ def test_weakly_measured_lattice_is_tried_when_the_image_as_is_gives_no_holes():
     # an image with a confident lattice never takes the weak path
     img2, _ = synthetic.medmag_image(0, (512, 512), pixel_nm=20.0, film="R2/2", angle_deg=0.0, tilt_deg=0.0)
     assert find_holes(img2, models="ptolemy-rt-synth-v1").scale["source"] == "measured"
+
+
+@pytest.mark.parametrize("shape,factor", [((301, 257), 0.37), ((256, 256), 0.5), ((97, 130), 0.8), ((64, 90), 2.3)])
+def test_resample_overwrite_is_bit_identical_and_in_place(shape, factor):
+    """Issue 14: ``overwrite=True`` low-pass filters a float32 image in place (scipy's 1-D
+    filters buffer each line) instead of into a second whole-image array: the same values bit
+    for bit; traced memory at most the output and line buffers (without: + the filtered copy,
+    4 bytes/px of the input)."""
+    import tracemalloc
+
+    x = (np.random.default_rng(3).standard_normal(shape) * 50 + 1000).astype(np.float32)
+    want, rs = scale.resample(x.copy(), factor)
+    y = x.copy()
+    tracemalloc.start()
+    got, rs2 = scale.resample(y, factor, overwrite=True)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert rs2 == rs and got.dtype == np.float32 and np.array_equal(got, want)
+    if factor < 1:  # filtered in place: the input is garbage, and no second input-size array was made
+        assert factor > 0.6 or not np.array_equal(y, x)  # (σ = 0.125 px at 0.8: float32 values unchanged)
+        assert peak < got.nbytes + 0.5 * x.nbytes, (peak, got.nbytes, x.nbytes)
+    else:
+        assert np.array_equal(y, x)  # nothing to filter: the input is left as it was
