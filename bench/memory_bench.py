@@ -22,7 +22,7 @@ pixel, or when the image is above the pixel budget (`ptolemy_rt.mrc.MAX_SECTION_
 is refused with exit 3 and one ``ptolemy: error:`` line.
 
 Time: the published set's medium-mag run on 16384² (a full-size 64-channel U-Net) takes
-about 45 min on one thread of the 2-core development machine (the own set's ≈ 3.5 min);
+about 16.5 min on one thread of the 2-core development machine (the own set's ≈ 3 min);
 each case has a timeout of ``CASE_TIMEOUT_S`` = 3600 s (this bench is not CI).
 
 The files go to a temporary folder ($PTOLEMY_BENCH_TMP or /tmp) and are deleted after the
@@ -43,7 +43,7 @@ BUDGET_BYTES_PER_PX = 4.0
 PUBLISHED_SET = "ptolemy-2022"
 #: Cases whose budget exceeds this are skipped (not run) unless MEMBENCH_ALL=1.
 MAX_RUN_BYTES = 8e9
-#: seconds per case before the child is killed (the published 16384² medmag run: ≈ 45 min)
+#: seconds per case before the child is killed (the published 16384² medmag run: ≈ 16.5 min)
 CASE_TIMEOUT_S = 3600.0
 SIDES = (6000, 16384, 40000)
 MODES = ("lowmag", "medmag")
