@@ -714,7 +714,7 @@ def read_manifest(path: str | Path, hint: str = "") -> ModelSetSpec:
     >>> from ptolemy_rt.models import OWN_SET, package_models_dir
     >>> spec = read_manifest(package_models_dir() / OWN_SET / "manifest.json")
     >>> spec.name, spec.pipeline.lattice, spec.models.hole_classifier.architecture.min_input
-    ('ptolemy-rt-synth-v1', 'oblique', 63)
+    ('ptolemy-rt-synth-v2', 'oblique', 63)
 
     A bad value is refused at load, naming the file and the key:
 
