@@ -49,10 +49,12 @@ class _PooledStore:
         self._end = 0
         self.spilled = 0
 
-    def append(self, a: np.ndarray) -> None:
+    def append(self, a: np.ndarray, owned: bool = False) -> None:
+        """Keep `a` (copied, unless `owned`: an array nobody else writes, e.g. a slice of an
+        ONNX Runtime output, kept as it is)."""
         a = np.ascontiguousarray(a, dtype=np.float32)
         if self.used + a.nbytes <= self.budget:
-            self.items.append(a.copy())
+            self.items.append(a if owned else a.copy())
             self.used += a.nbytes
             return
         if self._file is None:
@@ -62,6 +64,27 @@ class _PooledStore:
         self.items.append((self._end, a.shape))
         self._end += a.nbytes
         self.spilled += 1
+
+    def append_batch(self, batch: np.ndarray) -> None:
+        """Keep each row of an owned batch (an ONNX Runtime output: nobody else writes it) as
+        `append(row, owned=True)`; rows kept in RAM stay views of `batch`, so `get_batch`
+        can hand back a run of them without copying."""
+        for row in batch:
+            self.append(row, owned=True)
+
+    def get_batch(self, idx: range) -> np.ndarray:
+        """Items idx stacked (n × item shape): a view when they are consecutive rows of one
+        kept batch (`append_batch`), else a copy."""
+        first = self.items[idx.start] if len(idx) else None
+        base = first.base if isinstance(first, np.ndarray) else None
+        if base is not None and base.ndim == first.ndim + 1 and base.flags.c_contiguous:
+            row = (first.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // first.nbytes
+            if row + len(idx) <= len(base) and all(
+                    self.items[i] is not None and isinstance(self.items[i], np.ndarray) and self.items[i].base is base
+                    and self.items[i].__array_interface__["data"][0] == first.__array_interface__["data"][0] + k * first.nbytes
+                    for k, i in enumerate(idx)):
+                return base[row:row + len(idx)]
+        return np.stack([self.get(i) for i in idx])
 
     def get(self, i: int) -> np.ndarray:
         it = self.items[i]
@@ -303,17 +326,20 @@ def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.
     kernels = list(arch.kernels)
     c = arch.channels
     pad = arch.pool.padding
-    # stage 1's pooled output, made again in the stage-2 pass: the stats-free graph when the
-    # model set declares it (older sets: the full stage-1 graph, same numbers)
-    sess1 = models.session(key, arch.stage1_pool_role or roles[0])
     first = _crop(get_crop, 0)
     shape = first.shape
     _check_shape(arch, key, shape)
-
-    crop_store = _PooledStore(min(CROP_RAM_BUDGET_BYTES, budget))
+    # Stage 1's pooled output is the largest stored tensor (published set: ~3.6 MB per 240 px
+    # crop) and the cheapest to make (1 input channel: ~6 % of its FLOPs): unless all crops'
+    # fit in `budget` (the own sets' 16 channels: 0.9 MB per crop, a quarter of their FLOPs), it
+    # is not stored but made again from the crops when stage 2 runs (the stats-free graph when
+    # the set declares it, else the full stage-1 graph: the same numbers).
+    pooled1 = _pool_out(_conv_out(shape, kernels[0]), pad)
+    keep_stage1 = n * c * pooled1[0] * pooled1[1] * 4 <= budget
+    crop_store = _PooledStore(0 if keep_stage1 else min(CROP_RAM_BUDGET_BYTES, budget))
 
     def crops_of(idx: range) -> np.ndarray:
-        """Crops idx (stage-1 pass: prepared and kept; stage-2 pass: read back)."""
+        """Crops idx (stage-1 pass: prepared, and kept unless stage 1's output is; stage-2 pass: read back)."""
         if idx.start < len(crop_store.items):
             return np.stack([crop_store.get(i) for i in idx])[:, None]
         crops = []
@@ -323,12 +349,10 @@ def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.
                 raise ValueError(f"{key}: batchnorm='published' needs crops of one shape; crop {i} is "
                                  f"{cr.shape[0]}×{cr.shape[1]} px, crop 0 is {shape[0]}×{shape[1]} px")
             crops.append(cr)
-            crop_store.append(cr)
+            if not keep_stage1:
+                crop_store.append(cr)
         return np.stack(crops)[:, None]
 
-    # Stage 1's pooled output is the largest stored tensor (~3.6 MB per 240 px crop) and the
-    # cheapest to make (1 input channel: ~6 % of the FLOPs): it is not stored but made again
-    # from the crops when stage 2 runs (same graph, same inputs: the same numbers).
     per1 = _per_run(c, _conv_out(shape, kernels[0]), run_budget)
     prev: _PooledStore | None = None
     store: _PooledStore | None = None
@@ -337,29 +361,36 @@ def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.
     try:
         for k, role in enumerate(roles):
             sess = models.session(key, role)
-            store = _PooledStore(budget) if k > 0 else None
+            store = _PooledStore(budget) if k > 0 or keep_stage1 else None
             means = np.empty((n, c), dtype=np.float64)
             m2s = np.empty((n, c), dtype=np.float64)
             zshape = _conv_out(in_shape, kernels[k])
             per = _per_run(c, zshape, run_budget)
-            if k == 1:
+            # k == 1 without stage 1's output kept: made again from the crops; with it kept: read
+            # in stage 1's own runs (`get_batch` hands them back without copying)
+            sess1 = models.session(key, arch.stage1_pool_role or roles[0]) if k == 1 and prev is None else None
+            if sess1 is not None:
                 per = min(per, per1)
+            elif k == 1:
+                per = per1
             for idx in _chunks(n, per):
                 if k == 0:
-                    mean, m2 = sess.run(["mean", "m2"], {"x": crops_of(idx)})
-                    pooled = None
+                    if keep_stage1:
+                        mean, m2, pooled = sess.run(["mean", "m2", "pooled"], {"x": crops_of(idx)})
+                    else:
+                        mean, m2 = sess.run(["mean", "m2"], {"x": crops_of(idx)})
+                        pooled = None
                 else:
-                    if k == 1:
+                    if sess1 is not None:
                         x = sess1.run(["pooled"], {"x": crops_of(idx)})[0]
                     else:
-                        x = np.stack([prev.get(i) for i in idx])
+                        x = prev.get_batch(idx)
                     mean, m2, pooled = sess.run(["mean", "m2", "pooled"], {"x": x, "scale": scale, "shift": shift})
                     del x
                 means[idx.start:idx.stop] = mean
                 m2s[idx.start:idx.stop] = m2
                 if pooled is not None:
-                    for p in pooled:
-                        store.append(p)
+                    store.append_batch(pooled)
                     del pooled
             counts = np.full(n, float(zshape[0] * zshape[1]))
             scale, shift = _affine_from_stats(table[k], counts, means, m2s, eps)
@@ -370,16 +401,16 @@ def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.
                 prev.close()
             prev, store = store, None
             in_shape = _pool_out(zshape, pad)
-        if len(roles) == 1:  # head directly after stage 1: its pooled output is needed
+        if prev is None:  # head directly after stage 1, its output not kept: made again
+            sess1 = models.session(key, arch.stage1_pool_role or roles[0])
             prev = _PooledStore(budget)
             for idx in _chunks(n, per1):
-                for p in sess1.run(["pooled"], {"x": crops_of(idx)})[0]:
-                    prev.append(p)
+                prev.append_batch(sess1.run(["pooled"], {"x": crops_of(idx)})[0])
         head = models.session(key, arch.head_role)
         out = np.empty(n, dtype=np.float64)
         per = _per_run(c, in_shape, run_budget)
         for idx in _chunks(n, per):
-            y = head.run(["logit"], {"x": np.stack([prev.get(i) for i in idx]), "scale": scale, "shift": shift})[0]
+            y = head.run(["logit"], {"x": prev.get_batch(idx), "scale": scale, "shift": shift})[0]
             out[idx.start:idx.stop] = _one_logit(y, key)
         return out
     finally:

@@ -29,13 +29,16 @@ from __future__ import annotations
 
 import math
 import os
-import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import InputImageError
+
+if TYPE_CHECKING:  # the XML parser is imported where a file is parsed (≈ 10 ms a process otherwise)
+    import xml.etree.ElementTree as ET
 
 __all__ = [
     "EpuImageMeta",
@@ -100,6 +103,8 @@ def _text(e: ET.Element | None, path: str) -> str | None:
 
 
 def _parse(source, path) -> ET.Element:
+    import xml.etree.ElementTree as ET
+
     try:
         if isinstance(source, (bytes, str)):
             return ET.fromstring(source)

@@ -20,11 +20,19 @@ exact only for square images of even size; these maps are exact for every shape.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import scipy.ndimage as ndi
-from scipy.optimize import minimize_scalar
 
 from . import kernels
+
+#: Brent's bounded search (`bounded_brent`): the golden section's step fraction (3 − √5) / 2
+GOLDEN_FRACTION = 0.5 * (3.0 - math.sqrt(5.0))
+#: its relative tolerance, √(2.2·10⁻¹⁶) (the constant of scipy.optimize.fminbound, so that the grid
+#: angle equals the published tool's bit for bit); absolute tolerance default XATOL
+SQRT_EPS = math.sqrt(2.2e-16)
+XATOL = 1e-5
 
 
 def _rot(angle_deg: float) -> np.ndarray:
@@ -94,9 +102,11 @@ def rotate_image(image: np.ndarray, angle_deg: float) -> np.ndarray:
 
 #: Extra input pixels around a crop's source window for the spline prefilter. The cubic
 #: B-spline prefilter is a recursive filter along each line whose boundary influence decays
-#: as |z|^d, z = √3 − 2 ≈ −0.268: at 40 px it is ~1e-23 of a pixel value, far below float64
-#: resolution, so a window prefilter equals the whole-image prefilter wherever it is used.
-WINDOW_MARGIN_PX = 40
+#: as |z|^d, z = √3 − 2 ≈ −0.268: at 20 px it is ~4e-12 of a pixel value, far below the
+#: float32 resolution of the crops (and ≤ 1e-9 as documented), so a window prefilter equals the
+#: whole-image prefilter wherever it is used (40 px, before: the same crops, twice the area to
+#: prefilter for a low-mag square crop).
+WINDOW_MARGIN_PX = 20
 
 
 def _rotation_transform(in_shape, angle_deg: float):
@@ -325,8 +335,8 @@ def bounding_boxes(polygons, angle_deg: float, in_shape=(0, 0), out_shape=(0, 0)
 def grid_angle(hulls) -> float:
     """Grid angle θ, degrees in [0, 90] (docs/ALGORITHM.md#lowmag-grid-angle): minimises the summed areas (px²) of the
     axis-aligned bounding boxes of all polygons ((row, col) vertices) rotated by θ as
-    `rotate_points` rotates them; bounded Brent (scipy minimize_scalar, method "bounded",
-    bounds (0, 90), default tolerance) over the compiled cost `geometry_kernels.box_area_sum`. No polygons: 0.0.
+    `rotate_points` rotates them; `bounded_brent` on (0, 90) (as the published tool's scipy
+    minimize_scalar, method "bounded", default tolerance: the same θ) over the compiled cost `geometry_kernels.box_area_sum`. No polygons: 0.0.
 
     Parameters
     ----------
@@ -352,6 +362,90 @@ def grid_angle(hulls) -> float:
     if len(starts) == 0:
         return 0.0
     pts = np.ascontiguousarray(pts - pts.mean(axis=0))  # translation keeps sizes; small numbers
-    res = minimize_scalar(lambda theta: kernels.box_area_sum(pts, starts, theta), bounds=(0.0, 90.0),
-                          method="bounded")
-    return float(res.x)
+    return bounded_brent(lambda theta: kernels.box_area_sum(pts, starts, theta), 0.0, 90.0)
+
+
+def bounded_brent(cost, lo: float, hi: float, xatol: float = XATOL, max_evaluations: int = 500) -> float:
+    """x in [lo, hi] minimising the scalar function ``cost``: Brent's method (golden section
+    search with parabolic interpolation; Brent 1973, ch. 5; Forsythe, Malcolm & Moler 1977,
+    *fmin*), stopped when the bracket around the best point is within
+    2·(SQRT_EPS·|x| + xatol/3) of it, or after ``max_evaluations`` calls of ``cost``.
+
+    The same iterates as scipy.optimize.minimize_scalar(method="bounded") with its default
+    options (tests/test_geometry.py checks equality), without importing scipy.optimize
+    (≈ 0.15 s per process, docs/BENCH.md#startup).
+
+    Parameters
+    ----------
+    cost : callable
+        float → float, evaluated only inside (lo, hi).
+    lo, hi : float
+        The bracket, lo < hi (units of x).
+    xatol : float, optional
+        Absolute tolerance on x.
+    max_evaluations : int, optional
+        Most calls of ``cost``.
+
+    Returns
+    -------
+    float
+        The best x found.
+
+    Examples
+    --------
+    >>> round(bounded_brent(lambda x: (x - 1.25) ** 2, 0.0, 90.0), 6)
+    1.25
+    >>> round(bounded_brent(lambda x: -x, 0.0, 2.0), 4)  # a minimum at the bound is approached
+    2.0
+    """
+    a, b = float(lo), float(hi)
+    # x: best point so far; w: second best; v: the previous w (names as Brent's)
+    x = w = v = a + GOLDEN_FRACTION * (b - a)
+    fx = fw = fv = cost(x)
+    step = previous_step = 0.0
+    evaluations = 1
+    mid = 0.5 * (a + b)
+    tol = SQRT_EPS * abs(x) + xatol / 3.0
+    while abs(x - mid) > 2.0 * tol - 0.5 * (b - a):
+        golden = True
+        if abs(previous_step) > tol:
+            # parabola through (v, fv), (w, fw), (x, fx): its vertex is x + p / q
+            r = (x - w) * (fx - fv)
+            q = (x - v) * (fx - fw)
+            p = (x - v) * q - (x - w) * r
+            q = 2.0 * (q - r)
+            if q > 0.0:
+                p = -p
+            q = abs(q)
+            older_step, previous_step = previous_step, step
+            if abs(p) < abs(0.5 * q * older_step) and q * (a - x) < p < q * (b - x):
+                golden = False
+                step = p / q
+                if (x + step) - a < 2.0 * tol or b - (x + step) < 2.0 * tol:
+                    step = tol if mid >= x else -tol
+        if golden:
+            previous_step = (a - x) if x >= mid else (b - x)
+            step = GOLDEN_FRACTION * previous_step
+        u = x + (1.0 if step >= 0.0 else -1.0) * max(abs(step), tol)
+        fu = cost(u)
+        evaluations += 1
+        if fu <= fx:
+            if u >= x:
+                a = x
+            else:
+                b = x
+            v, fv, w, fw, x, fx = w, fw, x, fx, u, fu
+        else:
+            if u < x:
+                a = u
+            else:
+                b = u
+            if fu <= fw or w == x:
+                v, fv, w, fw = w, fw, u, fu
+            elif fu <= fv or v == x or v == w:
+                v, fv = u, fu
+        mid = 0.5 * (a + b)
+        tol = SQRT_EPS * abs(x) + xatol / 3.0
+        if evaluations >= max_evaluations:
+            break
+    return float(x)

@@ -64,10 +64,12 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 from . import kernels
 from .kernel_constants import MISS_WEIGHT  # uncovered mask pixel's cost (covered outside: 1)
+
+#: rows of the squared-distance table `nearest_neighbours` holds at a time (256 × n float64)
+NEIGHBOUR_BLOCK = 256
 
 N_NEIGHBOURS = 6
 MARGIN_PX = 100.0
@@ -167,7 +169,12 @@ def lattice_angle_deg(d) -> float:
 
 def nearest_neighbours(centroids: np.ndarray, k: int = N_NEIGHBOURS) -> np.ndarray:
     """n×k int64: for each centroid the indices of its k nearest *other* centroids, nearest
-    first (cKDTree order); slots beyond n−1 others are −1.
+    first, equal distances in index order; slots beyond n−1 others are −1.
+
+    Squared distances (Δrow² + Δcol², px²) of NEIGHBOUR_BLOCK rows at a time against all
+    points (O(n²) time, O(NEIGHBOUR_BLOCK · n) memory; n is at most a few thousand holes
+    once the image is at the model set's pitch). No scipy.spatial: its import costs
+    ≈ 0.1 s per process (docs/BENCH.md#startup).
 
     Parameters
     ----------
@@ -188,18 +195,24 @@ def nearest_neighbours(centroids: np.ndarray, k: int = N_NEIGHBOURS) -> np.ndarr
     [[1, 2], [0, 2], [1, 0], [0, 1]]
     >>> nearest_neighbours([[0, 0], [0, 1]], 2).tolist()
     [[1, -1], [0, -1]]
+    >>> nearest_neighbours([[0, 0], [0, 2], [0, -2], [2, 0]], 3)[0].tolist()  # a tie: index order
+    [1, 2, 3]
     """
     c = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)
     n = len(c)
     out = np.full((n, k), -1, np.int64)
-    if n < 2:
+    kk = min(k, n - 1)
+    if kk <= 0:
         return out
-    kk = min(k + 1, n)
-    _, idx = cKDTree(c).query(c, k=kk)
-    idx = np.asarray(idx).reshape(n, kk)
-    for i in range(n):
-        row = [int(j) for j in idx[i] if int(j) != i][:k]
-        out[i, : len(row)] = row
+    for start in range(0, n, NEIGHBOUR_BLOCK):
+        rows = np.arange(start, min(n, start + NEIGHBOUR_BLOCK))
+        d2 = (c[rows, None, 0] - c[None, :, 0]) ** 2 + (c[rows, None, 1] - c[None, :, 1]) ** 2
+        d2[np.arange(len(rows)), rows] = np.inf
+        # the kk nearest, then the rows' ties at the kk-th distance settled by index
+        kth = np.partition(d2, kk - 1, axis=1)[:, kk - 1:kk]
+        for i, row in enumerate(rows):
+            cand = np.flatnonzero(d2[i] <= kth[i])
+            out[row, :kk] = cand[np.argsort(d2[i, cand], kind="stable")][:kk]
     return out
 
 
@@ -321,7 +334,7 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
     ...     m[r - 5:r + 5, c - 5:c + 5] = True
     >>> lat = find_lattice(m, [[20, 20], [20, 80], [80, 20], [80, 80]])
     >>> lat.origin.tolist(), lat.d.tolist(), lat.cost, lat.n_candidates, len(lat.points)
-    ([20.0, 20.0], [60.0, 0.0], 3200, 12, 36)
+    ([20.0, 20.0], [0.0, 60.0], 3200, 12, 36)
     >>> find_lattice(m, [[20, 20]]) is None
     True
 
@@ -338,7 +351,7 @@ def find_lattice(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_NEIGHBOU
 
     >>> lat = find_lattice(m, [[20, 20], [20, 80], [80, 20], [80, 80]], basis=[[30, 0], [0, 30]])
     >>> lat.d.tolist(), lat.cost, lat.n_candidates, lat.oblique
-    ([60.0, 0.0], 3200, 16, False)
+    ([0.0, 60.0], 3200, 16, False)
     >>> find_lattice(m, [[20, 20], [20, 80], [80, 20], [80, 80]], basis=[[61, 0], [0, 59]]).n_candidates
     12
     """
@@ -725,7 +738,7 @@ def find_lattice_painted(mask: np.ndarray, centroids: np.ndarray, *, k: int = N_
     ...     m[r - 5:r + 5, c - 5:c + 5] = True
     >>> lat = find_lattice_painted(m, [[20, 20], [20, 80], [80, 20], [80, 80]])
     >>> lat.d.tolist(), lat.cost, lat.n_candidates
-    ([60.0, 0.0], 3200, 12)
+    ([0.0, 60.0], 3200, 12)
     """
     m = np.asarray(mask, dtype=bool)
     c = np.asarray(centroids, dtype=np.float64).reshape(-1, 2)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import math
 import os
-import xml.etree.ElementTree as ET
 from dataclasses import replace
 from pathlib import Path
 
@@ -89,6 +88,8 @@ def auto_bin(shape: tuple[int, int], pixel_size_nm: float | None, kind: str) -> 
 
 def _xml_root_name(path: Path) -> str | None:
     """Local name of an XML file's root element, or None when it is not XML."""
+    import xml.etree.ElementTree as ET
+
     try:
         for _, elem in ET.iterparse(path, events=("start",)):
             return elem.tag.rsplit("}", 1)[-1]

@@ -37,6 +37,27 @@ def test_help_is_light():
     assert "lowmag" in p.stdout and "--pixel-size" in p.stdout
 
 
+#: modules neither pipeline needs: each costs 0.05-0.15 s of start-up per process
+#: (docs/BENCH.md#startup). The grid angle's search and the lattice's neighbours are own code;
+#: pydantic comes only with typer ≥ 0.29 (pyproject.toml pins below it).
+UNUSED_MODULES = ("scipy.optimize", "scipy.spatial", "scipy.linalg", "scipy.sparse", "pydantic")
+
+
+@pytest.mark.parametrize("mode", ["lowmag", "medmag"])
+def test_pipelines_do_not_import_unused_modules(tmp_path, mode):
+    """A whole run (synthetic image, default set) imports none of UNUSED_MODULES."""
+    from ptolemy_rt import synthetic
+
+    img = synthetic.atlas(5, (384, 512))[0] if mode == "lowmag" else synthetic.medmag_image(3, (512, 720))[0]
+    write_mrc(tmp_path / "x.mrc", img.astype(np.float32))
+    code = ("import sys; from ptolemy_rt.cli import run; "
+            f"rc = run([{mode!r}, {str(tmp_path / 'x.mrc')!r}, '-f', 'json', '-o', {str(tmp_path / 'o.json')!r}]); "
+            f"sys.stderr.write(repr((rc, [m for m in {UNUSED_MODULES!r} if m in sys.modules])))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert p.stderr.strip().endswith("(0, [])"), p.stderr[-2000:]
+    assert json.loads((tmp_path / "o.json").read_text())
+
+
 @pytest.mark.parametrize("args,words", [
     (["lowmag", "--bogus", "x.mrc"], ["no such option"]),
     (["medmag", "-f", "xml", "x.mrc"], ["format"]),

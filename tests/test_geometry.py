@@ -112,6 +112,42 @@ def test_grid_angle_empty():
     assert geometry.grid_angle([]) == 0.0
 
 
+def _brent_cases(n):
+    """n (cost, lo, hi): smooth, kinked, periodic and box-area-like costs, seeded."""
+    rng = np.random.default_rng(20261203)
+    for i in range(n):
+        c, s = rng.uniform(-20, 120), rng.uniform(0.1, 50)
+        lo = rng.uniform(-10, 10)
+        hi = lo + rng.uniform(0.5, 100)
+        kind = i % 4
+        if kind == 0:
+            yield (lambda x, c=c: (x - c) ** 2), lo, hi
+        elif kind == 1:
+            yield (lambda x, c=c, s=s: abs(x - c) ** 0.5 + 0.1 * np.sin(x / s)), lo, hi
+        elif kind == 2:
+            k = int(rng.integers(1, 8))
+            yield (lambda x, k=k: np.cos(k * np.radians(x)) + 0.01 * x), lo, hi
+        else:
+            pts = rng.normal(size=(int(rng.integers(3, 30)), 2)) * s
+            yield (lambda x, p=pts: float(np.abs(p @ [np.cos(np.radians(x)), np.sin(np.radians(x))]).sum())), 0.0, 90.0
+
+
+def test_bounded_brent_equals_scipy_minimize_scalar_bounded():
+    """The published tool's grid angle came from scipy's bounded Brent: the own search must take
+    the very same steps (equal floats, not approximately equal) on every kind of cost."""
+    from scipy.optimize import minimize_scalar
+
+    for cost, lo, hi in _brent_cases(400):
+        want = minimize_scalar(cost, bounds=(lo, hi), method="bounded").x
+        assert geometry.bounded_brent(cost, lo, hi) == want, (lo, hi)
+
+
+def test_bounded_brent_stops_at_max_evaluations():
+    calls = []
+    geometry.bounded_brent(lambda x: calls.append(x) or np.sin(x), 0.0, 1000.0, xatol=1e-300, max_evaluations=7)
+    assert len(calls) == 7 and all(0.0 < x < 1000.0 for x in calls)
+
+
 def test_bounding_boxes_layout():
     poly = np.array([[1.0, 2.0], [4.0, 2.0], [4.0, 7.0], [1.0, 7.0]])
     b = geometry.bounding_boxes([poly, np.empty((0, 2)), poly + 10], 0.0)

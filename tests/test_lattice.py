@@ -137,6 +137,28 @@ def test_nearest_neighbours_excludes_self_and_pads():
     assert nb[2, :2].tolist() == [1, 0]
 
 
+@pytest.mark.parametrize("n", [2, 7, 300, 600])
+def test_nearest_neighbours_are_the_nearest_in_index_order_on_ties(n):
+    """Against a full stable sort of all distances (blocks of NEIGHBOUR_BLOCK rows: n = 600
+    spans three), on a perfect lattice (every distance tied many times) shuffled and on
+    jittered points; the distances agree with scipy's k-d tree."""
+    from scipy.spatial import cKDTree
+
+    rng = np.random.default_rng(n)
+    side = int(np.ceil(np.sqrt(n)))
+    grid = np.array([(r * 40.0, c * 40.0) for r in range(side) for c in range(side)])[:n]
+    for pts in (grid[rng.permutation(n)], grid + rng.normal(scale=2.0, size=grid.shape)):
+        nb = lattice.nearest_neighbours(pts, 6)
+        d2 = ((pts[:, None, :] - pts[None, :, :]) ** 2).sum(-1)
+        np.fill_diagonal(d2, np.inf)
+        kk = min(6, n - 1)
+        want = np.argsort(d2, axis=1, kind="stable")[:, :kk]
+        assert (nb[:, :kk] == want).all() and (nb[:, kk:] == -1).all()
+        dist, _ = cKDTree(pts).query(pts, k=kk + 1)
+        got = np.sqrt(np.take_along_axis(d2, nb[:, :kk], axis=1))
+        np.testing.assert_allclose(got, np.asarray(dist).reshape(n, -1)[:, 1:], rtol=1e-12)
+
+
 def test_angle_convention():
     assert lattice.lattice_angle_deg((1.0, 1.0)) == pytest.approx(45.0)
     assert lattice.lattice_angle_deg((-1.0, -1.0)) == pytest.approx(45.0)  # quadrant lost
