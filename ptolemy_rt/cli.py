@@ -805,16 +805,19 @@ def _command_name(argv: list[str]) -> str | None:
 
 def _exit_now(code: int) -> None:
     """Flush stdout and stderr and end the process with `code` at once (`os._exit`); a failed
-    stdout flush (a closed pipe) turns a success into EXIT_INTERNAL, with one line on stderr."""
+    stdout flush (a closed pipe) turns a success into EXIT_INTERNAL, with one line on stderr.
+    A stream that is not there (started with it closed: None) is skipped."""
     try:
-        sys.stdout.flush()
+        if sys.stdout is not None:
+            sys.stdout.flush()
     except (OSError, ValueError) as e:
         if code == EXIT_OK:
             code = EXIT_INTERNAL
-        with contextlib.suppress(OSError, ValueError):
+        with contextlib.suppress(Exception):
             _err(f"standard output: {e}")
-    with contextlib.suppress(OSError, ValueError):
-        sys.stderr.flush()
+    with contextlib.suppress(Exception):
+        if sys.stderr is not None:
+            sys.stderr.flush()
     os._exit(code)
 
 

@@ -58,6 +58,35 @@ def test_pipelines_do_not_import_unused_modules(tmp_path, mode):
     assert json.loads((tmp_path / "o.json").read_text())
 
 
+@pytest.mark.parametrize("full_exit", ["0", "1"])
+def test_fast_exit_and_full_exit_give_the_same_result(tmp_path, full_exit):
+    """lowmag ends with os._exit (cli.FAST_EXIT_COMMANDS) unless PTOLEMY_FULL_EXIT=1: the same
+    stdout, exit code and output file either way; the committed output is complete."""
+    from ptolemy_rt import synthetic
+
+    img = write_mrc(tmp_path / "a.mrc", synthetic.atlas(5, (384, 512))[0])
+    p = run_cli("lowmag", img, "-f", "json", env={"PTOLEMY_FULL_EXIT": full_exit})
+    q = run_cli("lowmag", img, "-f", "json", "-o", tmp_path / "o.json", env={"PTOLEMY_FULL_EXIT": full_exit})
+    assert p.returncode == 0 and q.returncode == 0 and p.stderr == "" and q.stdout == ""
+    assert json.loads(p.stdout) == json.loads((tmp_path / "o.json").read_text())
+    assert len(json.loads(p.stdout)) == 10
+
+
+def test_closed_stdout_is_one_line_not_a_traceback(tmp_path):
+    """Started with stdout closed (`>&-`), a run writing its result to stdout fails in one line,
+    exit 1; with -o it succeeds: the fast exit skips a stream that is not there."""
+    from ptolemy_rt import synthetic
+
+    img = write_mrc(tmp_path / "a.mrc", synthetic.atlas(5, (384, 512))[0])
+    cmd = [sys.executable, "-c", "import sys; from ptolemy_rt.cli import main; sys.argv[0] = 'ptolemy'; main()"]
+    for extra, rc in (([], 1), (["-o", str(tmp_path / "o.json")], 0)):
+        p = subprocess.run(cmd + ["lowmag", str(img), "-f", "json", *extra], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, preexec_fn=lambda: os.close(1))
+        assert p.returncode == rc, p.stderr
+        assert "Traceback" not in p.stderr and len(p.stderr.splitlines()) == (1 if rc else 0), p.stderr
+    assert json.loads((tmp_path / "o.json").read_text())
+
+
 @pytest.mark.parametrize("args,words", [
     (["lowmag", "--bogus", "x.mrc"], ["no such option"]),
     (["medmag", "-f", "xml", "x.mrc"], ["format"]),
