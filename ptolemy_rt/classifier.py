@@ -48,6 +48,7 @@ class _PooledStore:
         self._file = None
         self._end = 0
         self.spilled = 0
+        self._origin: dict[int, tuple[np.ndarray, int]] = {}  # item → (batch, row), `append_batch`
 
     def append(self, a: np.ndarray, owned: bool = False) -> None:
         """Keep `a` (copied, unless `owned`: an array nobody else writes, e.g. a slice of an
@@ -67,23 +68,21 @@ class _PooledStore:
 
     def append_batch(self, batch: np.ndarray) -> None:
         """Keep each row of an owned batch (an ONNX Runtime output: nobody else writes it) as
-        `append(row, owned=True)`; rows kept in RAM stay views of `batch`, so `get_batch`
-        can hand back a run of them without copying."""
-        for row in batch:
+        `append(row, owned=True)`; the rows kept in RAM are views of `batch`, remembered as
+        (batch, row) so that `get_batch` can hand back a run of them without copying."""
+        for r, row in enumerate(batch):
             self.append(row, owned=True)
+            if isinstance(self.items[-1], np.ndarray) and np.shares_memory(self.items[-1], batch):
+                self._origin[len(self.items) - 1] = (batch, r)
 
     def get_batch(self, idx: range) -> np.ndarray:
         """Items idx stacked (n × item shape): a view when they are consecutive rows of one
-        kept batch (`append_batch`), else a copy."""
-        first = self.items[idx.start] if len(idx) else None
-        base = first.base if isinstance(first, np.ndarray) else None
-        if base is not None and base.ndim == first.ndim + 1 and base.flags.c_contiguous:
-            row = (first.__array_interface__["data"][0] - base.__array_interface__["data"][0]) // first.nbytes
-            if row + len(idx) <= len(base) and all(
-                    self.items[i] is not None and isinstance(self.items[i], np.ndarray) and self.items[i].base is base
-                    and self.items[i].__array_interface__["data"][0] == first.__array_interface__["data"][0] + k * first.nbytes
-                    for k, i in enumerate(idx)):
-                return base[row:row + len(idx)]
+        batch kept by `append_batch`, else a copy."""
+        origins = [self._origin.get(i) for i in idx]
+        if origins and all(o is not None and o[0] is origins[0][0] and o[1] == origins[0][1] + k
+                           for k, o in enumerate(origins)):
+            batch, r0 = origins[0]
+            return batch[r0:r0 + len(idx)]
         return np.stack([self.get(i) for i in idx])
 
     def get(self, i: int) -> np.ndarray:
@@ -100,6 +99,7 @@ class _PooledStore:
 
     def close(self) -> None:
         self.items = []
+        self._origin = {}
         if self._file is not None:
             self._file.close()
             self._file = None
@@ -336,7 +336,7 @@ def _logits_published(models, key, arch, n, get_crop, budget, run_budget) -> np.
     # the set declares it, else the full stage-1 graph: the same numbers).
     pooled1 = _pool_out(_conv_out(shape, kernels[0]), pad)
     keep_stage1 = n * c * pooled1[0] * pooled1[1] * 4 <= budget
-    crop_store = _PooledStore(0 if keep_stage1 else min(CROP_RAM_BUDGET_BYTES, budget))
+    crop_store = _PooledStore(min(CROP_RAM_BUDGET_BYTES, budget))
 
     def crops_of(idx: range) -> np.ndarray:
         """Crops idx (stage-1 pass: prepared, and kept unless stage 1's output is; stage-2 pass: read back)."""

@@ -207,6 +207,42 @@ def test_spill_to_disk(sets, monkeypatch):
     _check(f"{which}/square_classifier/published/spill", low, _torch_logits(mods["square_classifier"], x, "published"))
 
 
+def test_kept_stage1_output_equals_the_recomputed_one(sets, monkeypatch):
+    """When all crops' stage-1 output fits the pooled budget it is kept (not made again from
+    the crops), and stage 2 reads it in stage 1's runs as views: the logits are bit for bit
+    those of the recomputing path (a budget below it), which made stage 1 twice."""
+    ms, _ = sets["small"]
+    views = []
+
+    class Recording(classifier._PooledStore):
+        def get_batch(self, idx):
+            out = super().get_batch(idx)
+            views.append(out.base is not None)
+            return out
+
+    monkeypatch.setattr(classifier, "_PooledStore", Recording)
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((6, 240, 240)) + np.linspace(-1, 1, 240)[None, None, :]).astype(np.float32)
+    kept = _ort_logits(ms, "square_classifier", x, "published", pooled_ram_budget=1 << 30, run_budget=4 << 20)
+    assert views and views[0], "stage 2 should read stage 1's kept output as views"
+    views.clear()
+    made_again = _ort_logits(ms, "square_classifier", x, "published", pooled_ram_budget=1 << 20, run_budget=4 << 20)
+    np.testing.assert_array_equal(kept, made_again)
+
+
+def test_pooled_store_hands_back_batch_views_and_spilled_copies():
+    batch = np.arange(2 * 4 * 3, dtype=np.float32).reshape(4, 2, 3)
+    ram = classifier._PooledStore(1 << 20)
+    ram.append_batch(batch)
+    assert np.shares_memory(ram.get_batch(range(1, 3)), batch)
+    np.testing.assert_array_equal(ram.get_batch(range(1, 3)), batch[1:3])
+    part = classifier._PooledStore(2 * batch[0].nbytes)  # two rows in RAM, two in the file
+    part.append_batch(batch)
+    np.testing.assert_array_equal(part.get_batch(range(0, 4)), batch)
+    assert not np.shares_memory(part.get_batch(range(1, 3)), batch) and part.spilled == 2
+    part.close()
+
+
 def test_chunking_does_not_change_results(sets):
     ms, _ = sets["small"]
     rng = np.random.default_rng(5)
