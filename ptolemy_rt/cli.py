@@ -790,8 +790,27 @@ def _run(argv: list[str] | None) -> int:
 #: Commands whose process ends as soon as their outputs are committed and stdout / stderr are
 #: flushed, without the interpreter's shut-down (tearing down numpy, scipy and ONNX Runtime takes
 #: 0.06-0.1 s, a tenth of a low-mag run; docs/BENCH.md#startup). PTOLEMY_FULL_EXIT=1 keeps the
-#: normal shut-down (for coverage or profilers that write at exit).
+#: normal shut-down (for coverage or profilers that write at exit). A process that used
+#: multiprocessing (a batch with workers) always shuts down normally: its finalizers unregister the
+#: pool's semaphores, else the resource tracker warns on stderr about "leaked" ones after the
+#: result line (`_may_exit_fast`).
 FAST_EXIT_COMMANDS = ("lowmag", "medmag")
+
+
+def _may_exit_fast(argv: list[str], modules=sys.modules, environ=os.environ) -> bool:
+    """Whether this process may end with `_exit_now`: a `FAST_EXIT_COMMANDS` command, no
+    PTOLEMY_FULL_EXIT=1, and multiprocessing never imported (no pool whose resources need the
+    interpreter's shut-down).
+
+    >>> _may_exit_fast(["lowmag", "a.mrc"], modules={}, environ={})
+    True
+    >>> _may_exit_fast(["lowmag", "d/", "-j", "2"], modules={"multiprocessing": None}, environ={})
+    False
+    >>> _may_exit_fast(["medmag", "a.mrc"], modules={}, environ={"PTOLEMY_FULL_EXIT": "1"})
+    False
+    """
+    return (_command_name(argv) in FAST_EXIT_COMMANDS and environ.get("PTOLEMY_FULL_EXIT") != "1"
+            and "multiprocessing" not in modules)
 
 
 def _command_name(argv: list[str]) -> str | None:
@@ -823,7 +842,7 @@ def _exit_now(code: int) -> None:
 
 def main() -> int:
     """Console-script entry point (`ptolemy`): `run`, then late signals are ignored (the
-    exit code is decided); `FAST_EXIT_COMMANDS` end there (`_exit_now`)."""
+    exit code is decided); `FAST_EXIT_COMMANDS` end there when they may (`_may_exit_fast`)."""
     global _PHASE
     try:
         code = run()
@@ -834,7 +853,7 @@ def main() -> int:
                 signal.signal(s, signal.SIG_IGN)
             except (ValueError, OSError):
                 pass
-    if _command_name(sys.argv[1:]) in FAST_EXIT_COMMANDS and os.environ.get("PTOLEMY_FULL_EXIT") != "1":
+    if _may_exit_fast(sys.argv[1:]):
         _exit_now(code)
     return code
 
