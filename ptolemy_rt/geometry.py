@@ -6,10 +6,12 @@ Coordinates: arrays are indexed [row, col]. Points are (row, col) float arrays i
 To map array indices (pixel centres) add 0.5 before and subtract 0.5 after.
 Angles are in degrees.
 
-`rotate_image(image, θ)` is `scipy.ndimage.rotate(image, θ, reshape=True, order=3, cval=0)`.
-That function samples input position p_in = Rᵀ (p_out − c_out) + c_in for each output
-position, with c_in, c_out the centres of the two frames (shape / 2 in corner coordinates,
-so (shape − 1) / 2 in index coordinates) and, in (row, col) axes,
+`rotate_image(image, θ)` is `scipy.ndimage.rotate(image, θ, reshape=True, order=3, cval=0)`
+to float64 rounding (own compiled cubic-spline kernels, `geometry_kernels`: no run imports
+scipy.ndimage for its rotations). That function samples input position
+p_in = Rᵀ (p_out − c_out) + c_in for each output position, with c_in, c_out the centres of
+the two frames (shape / 2 in corner coordinates, so (shape − 1) / 2 in index coordinates)
+and, in (row, col) axes,
 
     R(θ) = [[cos θ, −sin θ],
             [sin θ,  cos θ]].
@@ -23,7 +25,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import scipy.ndimage as ndi
 
 from . import kernels
 
@@ -70,7 +71,9 @@ def rotate_image(image: np.ndarray, angle_deg: float) -> np.ndarray:
     """Rotate a 2-D [row, col] image by angle_deg degrees (docs/ALGORITHM.md#rotation).
 
     scipy.ndimage.rotate with reshape=True (the output holds the whole rotated image),
-    cubic spline interpolation (order 3) and fill value 0 outside the input. The dtype is
+    cubic spline interpolation (order 3) and fill value 0 outside the input, to float64
+    rounding (≤ 1e-12 of the pixel values; tests/test_geometry.py), made by the compiled
+    kernels (`kernels.spline_coefficients`, `kernels.affine_cubic`). The dtype is
     kept for float32/float64 input (other dtypes give float32). Output shape equals
     `rotated_shape(image.shape, angle_deg)`.
 
@@ -95,9 +98,7 @@ def rotate_image(image: np.ndarray, angle_deg: float) -> np.ndarray:
     [[4.0, 8.0, 12.0], [3.0, 7.0, 11.0], [2.0, 6.0, 10.0], [1.0, 5.0, 9.0]]
     """
     a = np.asarray(image)
-    if a.dtype not in (np.float32, np.float64):
-        a = a.astype(np.float32)
-    return ndi.rotate(a, float(angle_deg), reshape=True, order=3, mode="constant", cval=0.0, prefilter=True)
+    return rotate_window_at(a, angle_deg, (0.0, 0.0), rotated_shape(a.shape, angle_deg))
 
 
 #: Extra input pixels around a crop's source window for the spline prefilter. The cubic
@@ -109,12 +110,31 @@ def rotate_image(image: np.ndarray, angle_deg: float) -> np.ndarray:
 WINDOW_MARGIN_PX = 20
 
 
+def cos_sin_degrees(angle_deg: float) -> tuple[float, float]:
+    """(cos θ, sin θ) of an angle in degrees, exact at multiples of 90° (as scipy.special's
+    cosdg / sindg, which scipy.ndimage.rotate uses: a quarter turn is an exact index
+    permutation and `rotated_shape` rounds the same extents); elsewhere math.cos / math.sin of
+    the angle in radians (within 2 ulp of cosdg / sindg).
+
+    Examples
+    --------
+    >>> cos_sin_degrees(90.0), cos_sin_degrees(-270.0), cos_sin_degrees(180.0)
+    ((0.0, 1.0), (0.0, 1.0), (-1.0, 0.0))
+    >>> [round(v, 12) for v in cos_sin_degrees(30.0)]
+    [0.866025403784, 0.5]
+    """
+    a = float(angle_deg)
+    if math.isfinite(a) and a == math.floor(a) and a % 90.0 == 0.0:
+        return ((1.0, 0.0), (0.0, 1.0), (-1.0, 0.0), (0.0, -1.0))[int(a % 360.0) // 90]
+    t = math.radians(a)
+    return math.cos(t), math.sin(t)
+
+
 def _rotation_transform(in_shape, angle_deg: float):
     """(matrix, offset, out_shape) exactly as scipy.ndimage.rotate (reshape=True) builds them
-    for a 2-D input of in_shape [row, col]: input index = matrix @ output index + offset."""
-    from scipy import special
-
-    c, s = special.cosdg(float(angle_deg)), special.sindg(float(angle_deg))
+    for a 2-D input of in_shape [row, col]: input index = matrix @ output index + offset
+    (cosine and sine of the angle by `cos_sin_degrees`)."""
+    c, s = cos_sin_degrees(angle_deg)
     m = np.array([[c, s], [-s, c]])
     in_plane = np.asarray(in_shape[:2])
     iy, ix = in_plane
@@ -214,10 +234,9 @@ def rotate_window_at(image: np.ndarray, angle_deg: float, origin_rc, shape) -> n
     wr1, wc1 = int(np.clip(hi[0], 0, h)), int(np.clip(hi[1], 0, w))
     if wr1 <= wr0 or wc1 <= wc0:  # the block samples nothing inside the input
         return np.zeros((oh, ow), a.dtype)
-    coef = ndi.spline_filter(a[wr0:wr1, wc0:wc1], 3, output=np.float64, mode="constant")
+    coef = kernels.spline_coefficients(a[wr0:wr1, wc0:wc1])
     off = offset + m @ np.array([r0, c0], np.float64) - np.array([wr0, wc0], np.float64)
-    return ndi.affine_transform(coef, m, off, (oh, ow), output=a.dtype, order=3, mode="constant",
-                                cval=0.0, prefilter=False)
+    return kernels.affine_cubic(coef, m, off, (oh, ow), dtype=a.dtype, cval=0.0)
 
 
 def rotate_points(points_rc: np.ndarray, angle_deg: float, in_shape, out_shape) -> np.ndarray:

@@ -363,6 +363,18 @@ def label_components(grown: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, i
     return labels, int(n)
 
 
+def dilate_box(mask: np.ndarray, back: int, ahead: int) -> np.ndarray:
+    """Box dilation of a bool [row, col] mask (`regions_kernels.dilate_box`): out[r, c] is True
+    when a mask pixel lies within rows r − back … r + ahead and columns c − back … c + ahead.
+
+    Examples
+    --------
+    >>> dilate_box(np.eye(3, dtype=bool), 0, 1).astype(int).tolist()
+    [[1, 1, 0], [1, 1, 1], [0, 1, 1]]
+    """
+    return _fn("dilate_box")(np.ascontiguousarray(mask, np.bool_), max(0, int(back)), max(0, int(ahead)))
+
+
 def label_runs(grown: np.ndarray):
     """8-connected components of grown as row runs (`regions_kernels.label_runs`; the
     numbering of `label_components`, no label image).
@@ -526,6 +538,78 @@ def box_area_sum(pts: np.ndarray, starts: np.ndarray, theta_deg: float) -> float
     """
     return float(_fn("box_area_sum")(np.ascontiguousarray(pts, np.float64),
                                      np.ascontiguousarray(starts, np.int64), float(theta_deg)))
+
+
+def spline_coefficients(image: np.ndarray) -> np.ndarray:
+    """Cubic B-spline coefficients of a 2-D [row, col] image, mirror boundary, as a new float64
+    array (`geometry_kernels.spline_prefilter`; = scipy.ndimage.spline_filter(image, 3,
+    mode="constant") to float64 rounding).
+
+    Parameters
+    ----------
+    image : array_like, 2-D, [row, col]
+
+    Returns
+    -------
+    ndarray, float64, the image's shape
+
+    Examples
+    --------
+    >>> spline_coefficients(np.full((3, 4), 2.0)).round(12).tolist()[0]
+    [2.0, 2.0, 2.0, 2.0]
+    """
+    coef = np.array(image, dtype=np.float64, order="C", copy=True)
+    if coef.ndim != 2:
+        raise ValueError(f"spline_coefficients needs a 2-D image, got {coef.ndim}-D")
+    if coef.size:
+        _fn("spline_prefilter")(coef)
+    return coef
+
+
+def affine_cubic(coef: np.ndarray, matrix, offset, shape, dtype=np.float64, cval: float = 0.0) -> np.ndarray:
+    """Cubic interpolation of spline coefficients under an affine map
+    (`geometry_kernels.affine_cubic`; = scipy.ndimage.affine_transform(coef, matrix, offset,
+    shape, order=3, mode="constant", cval=cval, prefilter=False) to float64 rounding).
+
+    Parameters
+    ----------
+    coef : array_like, float64, (H, W)
+        `spline_coefficients` of the image.
+    matrix : array_like, (2, 2); offset : array_like, (2,)
+        Output index (i, j) ↦ input index coordinates matrix @ (i, j) + offset, (row, col), px.
+    shape : (int, int)
+        Output (rows, cols).
+    dtype : float32 or float64
+        Output dtype (samples rounded to it).
+    cval : float
+        Value outside the input's [0, H−1] × [0, W−1].
+
+    Returns
+    -------
+    ndarray, `dtype`, `shape`
+
+    Examples
+    --------
+    Half a pixel along the columns of a constant image: the last output column lies beyond
+    the input's last column (7.5 > 7), so it is `cval`.
+
+    >>> c = spline_coefficients(np.full((3, 8), 2.0))
+    >>> affine_cubic(c, np.eye(2), (1.0, 4.5), (1, 4), cval=-1.0).round(9).tolist()
+    [[2.0, 2.0, 2.0, -1.0]]
+    """
+    m = np.asarray(matrix, dtype=np.float64)
+    off = np.asarray(offset, dtype=np.float64)
+    dt = np.float32 if np.dtype(dtype) == np.float32 else np.float64
+    out = np.empty((int(shape[0]), int(shape[1])), dt)
+    c = np.ascontiguousarray(coef, np.float64)
+    if out.size == 0:
+        return out
+    if c.size == 0:
+        out.fill(cval)
+        return out
+    _fn("affine_cubic", dt)(c, float(m[0, 0]), float(m[0, 1]), float(m[1, 0]), float(m[1, 1]),
+                            float(off[0]), float(off[1]), out, float(cval))
+    return out
 
 
 def lattice_points(c0, c1, d0, d1, h, w, margin) -> np.ndarray:

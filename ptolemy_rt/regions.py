@@ -14,7 +14,6 @@ chain per region follows.
 from __future__ import annotations
 
 import numpy as np
-import scipy.ndimage as ndi
 
 from . import kernels
 
@@ -48,9 +47,8 @@ def dilate_mask(mask: np.ndarray, size: int) -> np.ndarray:
     m = np.asarray(mask, dtype=bool)
     if size <= 1:
         return m.copy()
-    # maximum_filter with origin 0 centres the window like convolve2d 'same' (checked in tests)
-    # 0/1 uint8 result viewed as bool: no second full-size array
-    return ndi.maximum_filter(m.view(np.uint8), size=(size, size), mode="constant", cval=0).view(bool)
+    # output pixel c is covered by the pixels c - size//2 ... c + (size-1)//2 (checked in tests)
+    return kernels.dilate_box(m, size // 2, (size - 1) // 2)
 
 
 def label_regions(mask: np.ndarray, dilate: int = 0) -> tuple[np.ndarray, int]:

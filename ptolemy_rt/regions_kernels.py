@@ -412,6 +412,62 @@ def hulls_of_rows(rows, cmin, cmax, starts):
     return out[:t].copy(), offsets
 
 
+@compiled
+def dilate_box(mask, back, ahead):
+    """Dilation of a bool [row, col] mask by a box: out[r, c] is True when any mask pixel lies
+    in rows r − back … r + ahead and columns c − back … c + ahead (pixels outside count as 0).
+
+    Two running counts (along the rows, then down the columns): O(1) per pixel, whatever the box.
+
+    Parameters
+    ----------
+    mask : ndarray, bool, (H, W), C-contiguous
+    back, ahead : int
+        Box reach before and after each pixel, px (≥ 0).
+
+    Returns
+    -------
+    ndarray, bool, (H, W)
+
+    Examples
+    --------
+    >>> m = np.zeros((1, 6), np.bool_); m[0, 2] = True
+    >>> dilate_box(m, 1, 0).astype(np.int8).tolist()
+    [[0, 0, 1, 1, 0, 0]]
+    """
+    h, w = mask.shape
+    along = np.zeros((h, w), np.bool_)
+    for r in range(h):
+        count = 0
+        for c in range(min(ahead, w)):
+            if mask[r, c]:
+                count += 1
+        for c in range(w):
+            if c + ahead < w and mask[r, c + ahead]:
+                count += 1
+            if c - back - 1 >= 0 and mask[r, c - back - 1]:
+                count -= 1
+            along[r, c] = count > 0
+    out = np.zeros((h, w), np.bool_)
+    counts = np.zeros(w, np.int64)
+    for r in range(min(ahead, h)):
+        for c in range(w):
+            if along[r, c]:
+                counts[c] += 1
+    for r in range(h):
+        if r + ahead < h:
+            for c in range(w):
+                if along[r + ahead, c]:
+                    counts[c] += 1
+        if r - back - 1 >= 0:
+            for c in range(w):
+                if along[r - back - 1, c]:
+                    counts[c] -= 1
+        for c in range(w):
+            out[r, c] = counts[c] > 0
+    return out
+
+
 #: Exported kernels: name -> (function name here, numba signature), C-contiguous arrays.
 EXPORTS = {
     "label_components": ("label_components", "Tuple((i4[:, ::1], i8))(b1[:, ::1], b1[:, ::1])"),
@@ -421,4 +477,5 @@ EXPORTS = {
                          "Tuple((i4[::1], i4[::1], i4[::1], i8[::1]))(i4[::1], i4[::1], i4[::1], i4[::1], b1[:, ::1], i8)"),
     "row_extremes": ("row_extremes", "Tuple((i4[::1], i4[::1], i4[::1], i8[::1]))(i4[:, ::1], i8)"),
     "hulls_of_rows": ("hulls_of_rows", "Tuple((f8[:, ::1], i8[::1]))(i4[::1], i4[::1], i4[::1], i8[::1])"),
+    "dilate_box": ("dilate_box", "b1[:, ::1](b1[:, ::1], i8, i8)"),
 }

@@ -31,6 +31,17 @@ def test_dilation_equals_convolve2d_same(size, seed):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (3, 4), (12, 5)])
+@pytest.mark.parametrize("size", [2, 3, 8, 15])
+def test_dilation_of_masks_smaller_than_the_box(shape, size):
+    """Boxes as large as the mask or larger (the running counts start and end outside it)."""
+    rng = np.random.default_rng(size * 100 + shape[0])
+    for _ in range(5):
+        m = rng.random(shape) < 0.2
+        want = ss.convolve2d(m.astype(float), np.ones((size, size)), mode="same") > 0
+        np.testing.assert_array_equal(regions.dilate_mask(m, size), want)
+
+
 def _brute_labels(mask, size):
     grown = ss.convolve2d(mask.astype(float), np.ones((size, size)), mode="same") > 0 if size > 1 else mask
     lab, n = ndi.label(grown, structure=np.ones((3, 3)))
