@@ -167,6 +167,17 @@ def spline_prefilter(coef):
 
 
 @compiled
+def _cubic_weights(t, weights):
+    """The cubic B-spline's weights of the taps floor(x) − 1 … floor(x) + 2 for a sample at
+    fraction t = x − floor(x) ∈ [0, 1), into weights[0:4] (they sum to 1)."""
+    u = 1.0 - t
+    weights[0] = u * u * u / 6.0
+    weights[1] = (4.0 - 6.0 * t * t + 3.0 * t * t * t) / 6.0
+    weights[3] = t * t * t / 6.0
+    weights[2] = 1.0 - weights[0] - weights[1] - weights[3]
+
+
+@compiled
 def affine_cubic(coef, m00, m01, m10, m11, off0, off1, out, cval):
     """Cubic B-spline interpolation of `spline_prefilter` coefficients under an affine map.
 
@@ -218,18 +229,8 @@ def affine_cubic(coef, m00, m01, m10, m11, off0, off1, out, cval):
             x = min(max(x, 0.0), w - 1.0)
             fy = math.floor(y)
             fx = math.floor(x)
-            t = y - fy
-            u = 1.0 - t
-            wy[0] = u * u * u / 6.0
-            wy[1] = (4.0 - 6.0 * t * t + 3.0 * t * t * t) / 6.0
-            wy[3] = t * t * t / 6.0
-            wy[2] = 1.0 - wy[0] - wy[1] - wy[3]
-            t = x - fx
-            u = 1.0 - t
-            wx[0] = u * u * u / 6.0
-            wx[1] = (4.0 - 6.0 * t * t + 3.0 * t * t * t) / 6.0
-            wx[3] = t * t * t / 6.0
-            wx[2] = 1.0 - wx[0] - wx[1] - wx[3]
+            _cubic_weights(y - fy, wy)
+            _cubic_weights(x - fx, wx)
             r0 = int(fy) - 1
             c0 = int(fx) - 1
             for k in range(4):
