@@ -62,8 +62,6 @@ TARGETS = {
 
 # ----------------------------------------------------------------------------- inputs
 def bench_inputs(only: str | None, skip_large: bool, montage_pitch: float) -> list[dict]:
-    from synth_inputs import make_input
-
     specs = []
     if only in (None, "lowmag"):
         specs.append({"name": "lowmag-example", "mode": "lowmag", "path": SHARED / "images/lowmag_20may08a_16760340.mrc"})
@@ -93,10 +91,15 @@ def bench_inputs(only: str | None, skip_large: bool, montage_pitch: float) -> li
             s["input"] = json.loads((s["path"].parent / "info.json").read_text())
             s["input"]["prepare_s"] = round(time.perf_counter() - t0, 2)
         elif "gen" in s:
+            # also in a child process: generating an 8192² atlas here took this process to ≈ 2 GB,
+            # which every later CLI child then reported as its own peak RSS
             kind, seed, shape, proj_kw, own_kw = s.pop("gen")
             t0 = time.perf_counter()
-            path, info = make_input(INPUTS, s["name"], kind, seed, shape, proj_kw, own_kw)
-            s["path"], s["input"] = path, info
+            made = subprocess.run([sys.executable, str(HERE / "synth_inputs.py"), "make-input", str(INPUTS),
+                                   json.dumps([s["name"], kind, seed, list(shape), proj_kw, own_kw])],
+                                  capture_output=True, text=True, check=True)
+            s["path"] = Path(made.stdout.strip().splitlines()[-1])
+            s["input"] = json.loads(s["path"].with_suffix(".json").read_text())
             s["input"]["prepare_s"] = round(time.perf_counter() - t0, 2)
         else:
             s["input"] = {"source": "published example", "shape": None}

@@ -230,11 +230,18 @@ def make_serialem_montage(cache_dir: Path, name: str, seed: int = 13, n: int = 6
     return path, info
 
 
-if __name__ == "__main__":  # `python synth_inputs.py serialem-montage CACHE_DIR NAME`: in a child process
+if __name__ == "__main__":
+    # in a child process (a CLI forked from a process that held a big image reports that memory in
+    # its own ru_maxrss): `python synth_inputs.py serialem-montage CACHE_DIR NAME` or
+    # `python synth_inputs.py make-input CACHE_DIR '[name, kind, seed, shape, project_kwargs, own_kwargs]'`;
+    # prints the MRC path (`make_input` writes the info beside it, same name, .json)
     import sys
 
     if len(sys.argv) == 4 and sys.argv[1] == "serialem-montage":
         p, _ = make_serialem_montage(Path(sys.argv[2]), sys.argv[3])
         print(p)
+    elif len(sys.argv) == 4 and sys.argv[1] == "make-input":
+        p, _ = make_input(Path(sys.argv[2]), *json.loads(sys.argv[3]))
+        print(p)
     else:
-        raise SystemExit("usage: synth_inputs.py serialem-montage CACHE_DIR NAME")
+        raise SystemExit("usage: synth_inputs.py serialem-montage CACHE_DIR NAME | make-input CACHE_DIR JSON")
