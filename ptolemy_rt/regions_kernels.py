@@ -417,7 +417,9 @@ def dilate_box(mask, back, ahead):
     """Dilation of a bool [row, col] mask by a box: out[r, c] is True when any mask pixel lies
     in rows r − back … r + ahead and columns c − back … c + ahead (pixels outside count as 0).
 
-    Two running counts (along the rows, then down the columns): O(1) per pixel, whatever the box.
+    Two running counts (down the columns into the output, then along each row of it in place,
+    from a one-row copy): O(1) per pixel whatever the box, and no array but the output
+    (1 byte/px).
 
     Parameters
     ----------
@@ -436,35 +438,37 @@ def dilate_box(mask, back, ahead):
     [[0, 0, 1, 1, 0, 0]]
     """
     h, w = mask.shape
-    along = np.zeros((h, w), np.bool_)
-    for r in range(h):
-        count = 0
-        for c in range(min(ahead, w)):
-            if mask[r, c]:
-                count += 1
-        for c in range(w):
-            if c + ahead < w and mask[r, c + ahead]:
-                count += 1
-            if c - back - 1 >= 0 and mask[r, c - back - 1]:
-                count -= 1
-            along[r, c] = count > 0
     out = np.zeros((h, w), np.bool_)
     counts = np.zeros(w, np.int64)
     for r in range(min(ahead, h)):
         for c in range(w):
-            if along[r, c]:
+            if mask[r, c]:
                 counts[c] += 1
     for r in range(h):
         if r + ahead < h:
             for c in range(w):
-                if along[r + ahead, c]:
+                if mask[r + ahead, c]:
                     counts[c] += 1
         if r - back - 1 >= 0:
             for c in range(w):
-                if along[r - back - 1, c]:
+                if mask[r - back - 1, c]:
                     counts[c] -= 1
         for c in range(w):
             out[r, c] = counts[c] > 0
+    row = np.zeros(w, np.bool_)
+    for r in range(h):
+        for c in range(w):
+            row[c] = out[r, c]
+        count = 0
+        for c in range(min(ahead, w)):
+            if row[c]:
+                count += 1
+        for c in range(w):
+            if c + ahead < w and row[c + ahead]:
+                count += 1
+            if c - back - 1 >= 0 and row[c - back - 1]:
+                count -= 1
+            out[r, c] = count > 0
     return out
 
 
